@@ -1,0 +1,95 @@
+"""Solve time and CG iterations of the graph-regularised layer on the CPU.
+
+For each HR size and scale, a procedural RGB-D scene (optisr.data.synthetic) is downsampled
+with the chosen operator and upsampled back with the colour-affinity graph, in exact and soft
+mode, float32. Times are the best of ``--repeat`` runs (wall clock, torch threads = all cores
+unless --threads). Prints a markdown table; with --figure, saves time-vs-pixels as a PNG.
+
+    python benchmarks/solver.py                          # 256² … 2048², ×4/×8/×16
+    python benchmarks/solver.py --sizes 1024 --scales 8  # the headline number
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from optisr.data.synthetic import make_scene
+from optisr.guided.api import color_weights
+from optisr.ops.operators import make_operator
+from optisr.solvers.graph import SolverOptions, solve_exact, solve_soft
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    ap.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--modes", nargs="+", default=["exact", "soft"])
+    ap.add_argument("--operator", default="area")
+    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--max-iter", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--figure", default=None, help="save a time-vs-pixels plot (needs matplotlib)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, operator {args.operator}, "
+          f"float32, tol {args.tol:g}, colour-affinity weights on procedural scenes")
+    print("| size | scale | mode | time [s] | CG iterations | µs / pixel | RMSE [mm] | max\\|Dx−s\\| [mm] |")
+    print("|---|---|---|---|---|---|---|---|")
+    results = []
+    for n in args.sizes:
+        scene = make_scene(n, n, seed=7)
+        depth = torch.from_numpy(scene.depth_clean)[None, None]
+        guide = torch.from_numpy(scene.guide.transpose(2, 0, 1).copy())[None]
+        w = color_weights(guide)
+        for f in args.scales:
+            op = make_operator(args.operator, (n, n), f)
+            s = op.apply(depth)
+            for mode in args.modes:
+                solve = solve_exact if mode == "exact" else solve_soft
+                opts = SolverOptions(tol=args.tol, max_iter=args.max_iter, on_nonconvergence="ignore")
+                times = []
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    x, info = solve(w, s, op, options=opts)
+                    times.append(time.perf_counter() - t0)
+                it = int(info.iterations.max())
+                note = "" if bool(info.converged.all()) else " (not converged)"
+                t = min(times)
+                rmse = float((x - depth).pow(2).mean().sqrt())
+                cons = float((op.apply(x) - s).abs().max())
+                results.append((n, f, mode, t))
+                print(f"| {n}² | ×{f} | {mode} | {t:.3f} | {it}{note} | {1e6 * t / n / n:.2f} | {rmse:.1f} | {cons:.1e} |",
+                      flush=True)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for f in args.scales:
+            for mode in args.modes:
+                pts = [(n * n, t) for (n, ff, m, t) in results if ff == f and m == mode]
+                if pts:
+                    px, ts = zip(*pts)
+                    ax.loglog(px, ts, "o-" if mode == "exact" else "s--", label=f"×{f} {mode}")
+        px = np.array(sorted({n * n for (n, *_r) in results}), dtype=float)
+        ax.loglog(px, px / px[0] * min(t for *_r, t in results), "k:", label="linear")
+        ax.set_xlabel("HR pixels")
+        ax.set_ylabel("solve time [s]")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.figure, dpi=120)
+        print(f"saved {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

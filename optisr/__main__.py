@@ -1,0 +1,5 @@
+import sys
+
+from optisr.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""``optisr models``: list the registered pretrained generators; export weights.
+
+Examples::
+
+    optisr models list
+    optisr models list --json
+    optisr models export realsr-df2k-x4 -o RealSR_DF2K_x4.safetensors   # BasicSR key names
+    optisr models export realsr-df2k-x4 -o realsr_x4.onnx               # dynamic H/W
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from optisr.errors import ConfigError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "models",
+        help="list or export pretrained SR generators",
+        description="List the registered pretrained generators or export their weights.",
+    )
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    lst = sub.add_parser(
+        "list", help="show name, architecture, scale, source package, installed or not"
+    )
+    lst.add_argument(
+        "--json", action="store_true", help="print JSON instead of a table"
+    )
+    exp = sub.add_parser(
+        "export",
+        help="write a model's weights with BasicSR key names (.safetensors, .pth) or as ONNX (.onnx)",
+    )
+    exp.add_argument("model", help="registered name or weights file")
+    exp.add_argument(
+        "-o", "--output", required=True, help="target .safetensors, .pth or .onnx file"
+    )
+    return p
+
+
+def _rows() -> list[dict]:
+    from optisr.blind.registry import MODELS, cache_dir, find_source
+
+    rows = []
+    for spec in MODELS.values():
+        cached = (cache_dir() / "models" / f"{spec.name}.safetensors").is_file()
+        rows.append({
+            "name": spec.name, "arch": spec.arch, "scale": spec.scale, "package": spec.package,
+            "installed": find_source(spec.name) is not None, "cached": cached,
+            "license": spec.license, "description": spec.description,
+        })  # fmt: skip
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action in (None, "list"):
+        rows = _rows()
+        if getattr(args, "json", False):
+            print(json.dumps(rows, indent=2))
+            return 0
+        cols = ("name", "arch", "scale", "package", "installed")
+        table = [
+            [str(r[c]) if c != "installed" else ("yes" if r[c] else "no") for c in cols]
+            for r in rows
+        ]
+        widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+        print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+        for t in table:
+            print("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)))
+        missing = sorted({r["package"] for r in rows if not r["installed"]})
+        if missing:
+            print(f"\nnot installed: pip install {' '.join(missing)}")
+        return 0
+    if args.action == "export":
+        from optisr.blind.registry import load_model
+        from optisr.io.atomic import atomic_path
+        from optisr.io.state_dict import save_model_safetensors
+
+        loaded = load_model(args.model)
+        out = Path(args.output)
+        if out.suffix == ".safetensors":
+            save_model_safetensors(
+                loaded.model,
+                out,
+                **{
+                    k: v
+                    for k, v in loaded.metadata.items()
+                    if k not in ("format", "arch", "hyperparameters")
+                },
+            )
+        elif out.suffix in (".pth", ".pt"):
+            import torch
+
+            with atomic_path(out) as tmp:
+                torch.save({"params_ema": loaded.model.state_dict()}, tmp)
+        elif out.suffix == ".onnx":
+            from optisr.blind.export import export_onnx
+
+            export_onnx(loaded.model, out)
+        else:
+            raise ConfigError(
+                f"--output must end in .safetensors, .pth or .onnx; got {out.name!r}"
+            )
+        print(out)
+        return 0
+    raise ConfigError(f"unknown action {args.action!r}; use list or export")

@@ -1,0 +1,190 @@
+"""``optisr.guided_upsample``: the public entry point of guided super-resolution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from optisr.errors import ConfigError, ShapeError
+from optisr.guided.layer import graph_solve
+from optisr.ops.lattice import edge_weights
+from optisr.ops.operators import lr_size
+
+# Colour-affinity graph (no learning): w = exp(−mean_c ΔRGB² / μ²) on the guide in [0, 1].
+# μ and the floor were chosen on procedural scenes (optisr.data.synthetic), never on benchmark
+# data: benchmarks/tune_color.py reproduces the choice.
+COLOR_MU = 0.02
+COLOR_FLOOR = 1e-3
+
+
+def color_weights(guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR) -> Tensor:
+    """Edge weights of the colour-affinity graph.
+
+    Args:
+        guide: (B, 3, H, W) RGB in [0, 1] (any channel count works).
+        mu: colour temperature μ in guide units.
+        floor: minimum weight.
+    Returns:
+        (B, 2, H, W) weights.
+    """
+    return edge_weights(guide, mu, floor=floor)
+
+
+def _guide_to_float(guide: np.ndarray) -> np.ndarray:
+    if guide.dtype == np.uint8:
+        return guide.astype(np.float32) / 255.0
+    if guide.dtype == np.uint16:
+        return guide.astype(np.float32) / 65535.0
+    if not np.issubdtype(guide.dtype, np.floating):
+        raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
+    return guide.astype(np.float32, copy=False)
+
+
+def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
+    """Normalise inputs to (B, 1, h, w) / (B, C, H, W) / (B, 1, h, w) tensors; remember the kind."""
+    numpy_in = isinstance(source, np.ndarray)
+    if numpy_in:
+        if source.ndim != 2:
+            raise ShapeError(f"a numpy source must be a single-channel h×w array, got shape {source.shape}")
+        src = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float64 if source.dtype == np.float64 else np.float32))
+        src = src[None, None]
+    elif isinstance(source, Tensor):
+        src = source
+        if src.dim() == 2:
+            src = src[None, None]
+        elif src.dim() == 3:
+            src = src[None]
+        if src.dim() != 4:
+            raise ShapeError(f"source must be (h, w), (1, h, w) or (B, 1, h, w), got {tuple(source.shape)}")
+        if not src.is_floating_point():
+            src = src.float()
+    else:
+        raise ShapeError(f"source must be a numpy array or a torch tensor, got {type(source).__name__}")
+    if dtype is not None:
+        src = src.to(dtype)
+
+    if isinstance(guide, np.ndarray):
+        g = _guide_to_float(guide)
+        if g.ndim == 2:
+            g = g[:, :, None]
+        if g.ndim != 3:
+            raise ShapeError(f"a numpy guide must be H×W or H×W×C, got shape {guide.shape}")
+        gt = torch.from_numpy(np.ascontiguousarray(g.transpose(2, 0, 1)))[None]
+    elif isinstance(guide, Tensor):
+        gt = guide
+        if gt.dim() == 2:
+            gt = gt[None, None]
+        elif gt.dim() == 3:
+            gt = gt[None]
+        if gt.dim() != 4:
+            raise ShapeError(f"guide must be (H, W), (C, H, W) or (B, C, H, W), got {tuple(guide.shape)}")
+        if gt.dtype == torch.uint8:
+            gt = gt.float() / 255.0
+    else:
+        raise ShapeError(f"guide must be a numpy array or a torch tensor, got {type(guide).__name__}")
+    gt = gt.to(device=src.device, dtype=src.dtype)
+    if gt.shape[0] != src.shape[0]:
+        if gt.shape[0] == 1:
+            gt = gt.expand(src.shape[0], -1, -1, -1)
+        else:
+            raise ShapeError(f"batch sizes differ: source {src.shape[0]}, guide {gt.shape[0]}")
+
+    m = None
+    if mask is not None:
+        m = torch.from_numpy(np.asarray(mask, dtype=bool)) if isinstance(mask, np.ndarray) else mask.to(torch.bool)
+        while m.dim() < 4:
+            m = m[None]
+        m = m.to(src.device)
+    return numpy_in, src, gt, m
+
+
+def guided_upsample(
+    source: Any,
+    guide: Any,
+    scale: int,
+    *,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: None | str | Tensor | np.ndarray | Callable[[Tensor, Tensor], Tensor] = None,
+    mask: Any = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-5,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
+
+    Returns the smoothest HR target under a guide-derived graph that agrees with the source: in
+    ``exact`` mode, downsampling the output with ``operator`` reproduces the source to solver
+    precision (invalid source pixels excepted).
+
+    Args:
+        source: LR map. numpy ``(h, w)`` or torch ``(h, w)``, ``(1, h, w)``, ``(B, 1, h, w)``.
+            NaN marks invalid pixels.
+        guide: HR image. numpy ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in [0, 1]) or
+            torch ``(C, H, W)`` / ``(B, C, H, W)`` float in [0, 1]. ``(h, w) = ceil((H, W)/scale)``.
+        scale: integer factor (2..16 typical, up to 64).
+        operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
+            sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
+        mode: ``exact`` (hard consistency) or ``soft`` (LGR's penalty, weight λ).
+        weights: ``None`` or ``"color"`` (colour-affinity graph), explicit edge weights
+            ``(B, 2, H, W)`` / ``(2, H, W)``, or a callable ``(guide, source) -> weights``.
+        mask: optional LR validity mask (True = valid), same layout as ``source``.
+        lam: λ for ``soft`` mode.
+        sigma: PSF width in HR pixels for ``gaussian``.
+        tol, max_iter: CG stopping rule (relative residual) and cap.
+        dtype: computation dtype (default: float32, or float64 for float64 numpy/torch input).
+    Returns:
+        The HR target: numpy ``(H, W)`` float for numpy input; a torch tensor ``(B, 1, H, W)``
+        (or matching the input's leading dims) for torch input.
+
+    Example:
+        >>> import numpy as np, optisr
+        >>> guide = np.zeros((32, 32, 3), np.float32); guide[:, 16:] = 1.0
+        >>> source = np.array([[1.0, 1.0, 3.0, 3.0]] * 4)
+        >>> out = optisr.guided_upsample(source, guide, 8)
+        >>> out.shape, float(out[:, :16].mean()), float(out[:, 16:].mean())
+        ((32, 32), 1.0, 3.0)
+    """
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
+    H, W = gt.shape[-2:]
+    need = lr_size((H, W), scale)
+    if tuple(src.shape[-2:]) != need:
+        raise ShapeError(
+            f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
+            f"but it is {src.shape[-2]}×{src.shape[-1]}; crop or pad the guide to {src.shape[-2] * scale}×"
+            f"{src.shape[-1] * scale}"
+        )
+    if weights is None or (isinstance(weights, str) and weights == "color"):
+        w = color_weights(gt)
+    elif isinstance(weights, str):
+        raise ConfigError(f"unknown weights {weights!r}; use None, 'color', an edge-weight array or a callable")
+    elif isinstance(weights, (np.ndarray, Tensor)):
+        w = torch.as_tensor(weights).to(device=src.device, dtype=src.dtype)
+        if w.dim() == 3:
+            w = w[None]
+        if tuple(w.shape[1:]) != (2, H, W):
+            raise ShapeError(f"edge weights must be (B, 2, {H}, {W}), got {tuple(w.shape)}")
+    elif callable(weights):
+        w = weights(gt, src)
+    else:
+        raise ConfigError(f"weights must be None, 'color', an array or a callable, got {type(weights).__name__}")
+    with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
+        out = graph_solve(
+            src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
+        )
+    if numpy_in:
+        return out[0, 0].cpu().numpy()
+    if isinstance(source, Tensor) and source.dim() == 2:
+        return out[0, 0]
+    if isinstance(source, Tensor) and source.dim() == 3:
+        return out[0]
+    return out

@@ -1,0 +1,422 @@
+"""Classic, training-free guided upsampling baselines (NumPy / OpenCV / Pillow).
+
+Every baseline has the signature ``f(source_lr, guide, scale, mask_lr=None, **options)`` and
+returns the (H, W) float64 upsampled depth with ``H = scale * h``:
+
+* :func:`bicubic` -- Pillow (or OpenCV) bicubic upsampling of the float image;
+* :func:`guided_filter` -- He et al. (ECCV 2010) colour guided filter applied to the bicubic
+  upsampling, with a box filter written here (cumulative sums, windows truncated at borders);
+* :func:`jbu` -- joint bilateral upsampling, Kopf et al. (SIGGRAPH 2007), vectorised over the
+  LR window offsets;
+* :func:`fbs` -- Barron & Poole's fast bilateral solver (ECCV 2016) through
+  ``cv2.ximgproc`` (needs ``opencv-contrib-python-headless``).
+
+Invalid LR pixels (``mask_lr == False`` or non-finite values) are ignored: bicubic and the
+filters see them filled with the nearest valid value, JBU and FBS give them zero weight.
+None of these baselines is consistent with the LR input; project the result if that matters.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+
+from optisr.errors import ConfigError, ShapeError
+
+__all__ = ["BASELINES", "get_baseline", "bicubic", "guided_filter", "jbu", "fbs", "box_mean", "fbs_available"]
+
+Baseline = Callable[..., np.ndarray]
+
+
+# ------------------------------------------------------------------------------------- checks
+
+
+def _prepare(
+    source_lr: np.ndarray, guide: np.ndarray, scale: int, mask_lr: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Validate inputs; return (source with invalid pixels filled, valid mask, guide, scale).
+
+    The returned source and guide are float64; the guide is (H, W, C) with C = 1 or 3.
+    """
+    src = np.asarray(source_lr, dtype=np.float64)
+    if src.ndim != 2 or src.size == 0:
+        raise ShapeError(f"source_lr must be a non-empty (h, w) array; got shape {src.shape}")
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ConfigError(f"scale must be an integer >= 1, got {scale!r}")
+    scale = int(scale)
+    g = np.asarray(guide, dtype=np.float64)
+    if g.ndim == 2:
+        g = g[:, :, None]
+    h, w = src.shape
+    if g.ndim != 3 or g.shape[2] not in (1, 3):
+        raise ShapeError(f"guide must be (H, W, 3) or (H, W); got shape {np.shape(guide)}")
+    if g.shape[:2] != (h * scale, w * scale):
+        raise ShapeError(
+            f"guide must be {h * scale}x{w * scale} (source {h}x{w} times scale {scale}); "
+            f"got {g.shape[0]}x{g.shape[1]}. Crop the guide to a multiple of the scale."
+        )
+    if not np.all(np.isfinite(g)):
+        raise ConfigError("guide contains NaN or inf values")
+    valid = np.isfinite(src)
+    if mask_lr is not None:
+        m = np.asarray(mask_lr, dtype=bool)
+        if m.shape != src.shape:
+            raise ShapeError(f"mask_lr shape {m.shape} does not match source_lr shape {src.shape}")
+        valid &= m
+    if not valid.any():
+        raise ConfigError("source_lr has no valid pixel (all masked, NaN or inf)")
+    if not valid.all():
+        # Fill each invalid pixel with the nearest valid one, so that interpolation stays finite.
+        idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        src = src[tuple(idx)]
+    return src, valid, g, scale
+
+
+def _resize_float(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:
+    """Resize a 2-D float array to ``size = (H, W)`` with bicubic interpolation."""
+    if method == "pil":
+        from PIL import Image
+
+        out = Image.fromarray(x.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BICUBIC)
+        return np.asarray(out, dtype=np.float64)
+    if method == "opencv":
+        import cv2
+
+        return cv2.resize(x.astype(np.float64), (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+    raise ConfigError(f"method must be 'pil' or 'opencv', got {method!r}")
+
+
+# ------------------------------------------------------------------------------------ bicubic
+
+
+def bicubic(
+    source_lr: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    mask_lr: np.ndarray | None = None,
+    *,
+    method: str = "pil",
+) -> np.ndarray:
+    """Bicubic upsampling (the guide only fixes the output size).
+
+    Args:
+        source_lr: (h, w) float depth, any unit.
+        guide: (H, W, 3) float RGB in [0, 1], H = scale·h, W = scale·w.
+        scale: integer factor >= 1.
+        mask_lr: optional (h, w) bool validity; invalid pixels are filled with the nearest
+            valid value first.
+        method: ``"pil"`` (Pillow BICUBIC on a float image, a = -0.5, as the protocol A papers)
+            or ``"opencv"`` (``INTER_CUBIC``, a = -0.75).
+    Returns:
+        (H, W) float64 in the unit of ``source_lr``.
+    Raises:
+        ShapeError: wrong shapes. ConfigError: bad scale/method or no valid pixel.
+    """
+    src, _, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    if scale == 1:
+        return src.copy()
+    return _resize_float(src, g.shape[:2], method)
+
+
+# ------------------------------------------------------------------------------ guided filter
+
+
+def _box_sum_axis(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    n = x.shape[axis]
+    c = np.cumsum(x, axis=axis)
+    zero = np.zeros_like(np.take(c, [0], axis=axis))
+    c = np.concatenate([zero, c], axis=axis)  # c[k] = sum of x[:k]
+    hi = np.minimum(np.arange(n) + r + 1, n)
+    lo = np.maximum(np.arange(n) - r, 0)
+    return np.take(c, hi, axis=axis) - np.take(c, lo, axis=axis)
+
+
+def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over (2r+1)² windows, truncated at the image border (He et al.'s ``boxfilter/N``).
+
+    Args:
+        x: (H, W) or (H, W, ...) array; trailing axes are filtered independently.
+        radius: window radius r >= 0.
+    Returns:
+        float64 array of the same shape.
+    """
+    a = np.asarray(x, dtype=np.float64)
+    r = int(radius)
+    s = _box_sum_axis(_box_sum_axis(a, r, 0), r, 1)
+    ones = np.ones(a.shape[:2])
+    n = _box_sum_axis(_box_sum_axis(ones, r, 0), r, 1)
+    return s / n.reshape(n.shape + (1,) * (a.ndim - 2))
+
+
+def _solve_sym3(m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Solve (..., 3, 3) symmetric positive-definite systems ``m x = v`` by the adjugate."""
+    a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
+    d, e, f = m[..., 1, 1], m[..., 1, 2], m[..., 2, 2]
+    i00, i01, i02 = d * f - e * e, c * e - b * f, b * e - c * d
+    i11, i12, i22 = a * f - c * c, b * c - a * e, a * d - b * b
+    det = a * i00 + b * i01 + c * i02
+    x0 = i00 * v[..., 0] + i01 * v[..., 1] + i02 * v[..., 2]
+    x1 = i01 * v[..., 0] + i11 * v[..., 1] + i12 * v[..., 2]
+    x2 = i02 * v[..., 0] + i12 * v[..., 1] + i22 * v[..., 2]
+    return np.stack([x0, x1, x2], axis=-1) / det[..., None]
+
+
+def _guided_filter_core(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter with a (H, W, C) guide, C = 1 or 3, and a (H, W) input."""
+    mean_i = box_mean(guide, radius)  # (H, W, C)
+    mean_p = box_mean(p, radius)  # (H, W)
+    cov_ip = box_mean(guide * p[:, :, None], radius) - mean_i * mean_p[:, :, None]  # (H, W, C)
+    c = guide.shape[2]
+    if c == 1:
+        var_i = box_mean(guide[:, :, 0] ** 2, radius) - mean_i[:, :, 0] ** 2
+        a = cov_ip / (var_i + eps)[:, :, None]
+    else:
+        # Per-pixel 3×3 covariance of the guide: Σ = mean(I Iᵀ) − μ μᵀ, regularised by eps·Id.
+        outer = guide[:, :, :, None] * guide[:, :, None, :]  # (H, W, 3, 3)
+        sigma = box_mean(outer.reshape(*outer.shape[:2], 9), radius).reshape(outer.shape)
+        sigma -= mean_i[:, :, :, None] * mean_i[:, :, None, :]
+        sigma += eps * np.eye(3)
+        a = _solve_sym3(sigma, cov_ip)  # (H, W, 3)
+    b = mean_p - np.sum(a * mean_i, axis=2)
+    return np.sum(box_mean(a, radius) * guide, axis=2) + box_mean(b, radius)
+
+
+def guided_filter(
+    source_lr: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    mask_lr: np.ndarray | None = None,
+    *,
+    radius: int | None = None,
+    eps: float = 1e-4,
+) -> np.ndarray:
+    """Guided filter (He, Sun & Tang) of the bicubic upsampling, with the colour guide.
+
+    .. math:: q_i = \\bar a_k^\\top I_i + \\bar b_k,\\quad
+              a_k = (\\Sigma_k + \\epsilon \\mathrm{Id})^{-1}\\operatorname{cov}_k(I, p),\\quad
+              b_k = \\bar p_k - a_k^\\top \\mu_k
+
+    Args:
+        source_lr: (h, w) float depth.
+        guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
+        scale: integer factor >= 1.
+        mask_lr: optional (h, w) bool validity.
+        radius: window radius in HR pixels; default ``max(2, scale // 2)`` (best of a small
+            grid on Middlebury30 at ×4/×8).
+        eps: regulariser in guide-variance units ([0, 1]² scale); larger is smoother.
+    Returns:
+        (H, W) float64 in the unit of ``source_lr``.
+    Raises:
+        ShapeError, ConfigError: as :func:`bicubic`, or ``radius < 1`` / ``eps <= 0``.
+    """
+    src, _, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    r = max(2, scale // 2) if radius is None else int(radius)
+    if r < 1 or eps <= 0:
+        raise ConfigError(f"need radius >= 1 and eps > 0; got radius={radius}, eps={eps}")
+    p = src if scale == 1 else _resize_float(src, g.shape[:2], "pil")
+    # Normalise the depth range so that eps does not interact with the depth unit's float range.
+    lo, span = float(p.min()), float(np.ptp(p)) or 1.0
+    q = _guided_filter_core(g, (p - lo) / span, r, eps)
+    return q * span + lo
+
+
+# ----------------------------------------------------------------------------------------- JBU
+
+
+def jbu(
+    source_lr: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    mask_lr: np.ndarray | None = None,
+    *,
+    radius: int = 2,
+    sigma_spatial: float = 0.5,
+    sigma_range: float = 0.08,
+) -> np.ndarray:
+    """Joint bilateral upsampling (Kopf, Cohen, Lischinski & Uyttendaele 2007).
+
+    .. math:: \\tilde S_p = \\frac{1}{k_p}\\sum_{q\\in\\Omega(p)} S_q\\,
+              f(\\lVert p_\\downarrow - q\\rVert)\\, g(\\lVert I_p - \\bar I_q\\rVert)
+
+    with Gaussian ``f`` (``sigma_spatial``, in LR pixels) and ``g`` (``sigma_range``, in guide
+    units), ``Ω(p)`` the (2·radius+1)² LR pixels around ``p``'s LR position and ``Ī_q`` the
+    guide averaged over LR pixel ``q``'s footprint. Invalid LR pixels get zero weight; an HR
+    pixel whose window has no valid pixel falls back to bicubic.
+
+    Args:
+        source_lr: (h, w) float depth.
+        guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
+        scale: integer factor >= 1.
+        mask_lr: optional (h, w) bool validity.
+        radius: LR window radius (2 gives 5×5 LR pixels).
+        sigma_spatial: spatial std, in LR pixels.
+        sigma_range: colour std, in guide units. The defaults were the best of a small grid
+            on Middlebury30 (bicubic LR) at ×4/×8.
+    Returns:
+        (H, W) float64 in the unit of ``source_lr``.
+    """
+    src, valid, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    if radius < 0 or sigma_spatial <= 0 or sigma_range <= 0:
+        raise ConfigError("need radius >= 0, sigma_spatial > 0 and sigma_range > 0")
+    h, w = src.shape
+    H, W, C = g.shape
+    g_lr = g.reshape(h, scale, w, scale, C).mean(axis=(1, 3))  # Ī_q: (h, w, C)
+    # Continuous LR coordinates of HR pixel centres, and the nearest LR pixel.
+    ys = (np.arange(H) + 0.5) / scale - 0.5
+    xs = (np.arange(W) + 0.5) / scale - 0.5
+    cy, cx = np.floor(ys + 0.5).astype(int), np.floor(xs + 0.5).astype(int)
+    num = np.zeros((H, W))
+    den = np.zeros((H, W))
+    inv_s, inv_r = 0.5 / sigma_spatial**2, 0.5 / sigma_range**2
+    weight_src = np.where(valid, 1.0, 0.0)
+    for dy in range(-radius, radius + 1):
+        qy = cy + dy
+        in_y = (qy >= 0) & (qy < h)
+        qy_c = np.clip(qy, 0, h - 1)
+        wy = np.exp(-inv_s * (ys - qy) ** 2) * in_y  # (H,)
+        for dx in range(-radius, radius + 1):
+            qx = cx + dx
+            in_x = (qx >= 0) & (qx < w)
+            qx_c = np.clip(qx, 0, w - 1)
+            wx = np.exp(-inv_s * (xs - qx) ** 2) * in_x  # (W,)
+            rows, cols = qy_c[:, None], qx_c[None, :]
+            diff = g - g_lr[rows, cols]  # (H, W, C)
+            wr = np.exp(-inv_r * np.einsum("hwc,hwc->hw", diff, diff))
+            wgt = wr * wy[:, None] * wx[None, :] * weight_src[rows, cols]
+            num += wgt * src[rows, cols]
+            den += wgt
+    out = np.empty((H, W))
+    ok = den > 1e-12
+    out[ok] = num[ok] / den[ok]
+    if not ok.all():
+        out[~ok] = _resize_float(src, (H, W), "pil")[~ok]
+    return out
+
+
+# ----------------------------------------------------------------------------------------- FBS
+
+
+@functools.lru_cache(maxsize=1)
+def fbs_available() -> bool:
+    """Whether ``cv2.ximgproc`` provides a *working* fast bilateral solver.
+
+    opencv-contrib wheels built without Eigen expose the function but raise "not
+    implemented", so this runs it once on a 4×4 image.
+    """
+    try:
+        import cv2
+
+        solver = cv2.ximgproc.fastBilateralSolverFilter
+    except (ImportError, AttributeError):
+        return False
+    tiny = np.zeros((4, 4), np.uint8)
+    try:
+        solver(tiny, tiny.astype(np.float32), np.ones((4, 4), np.float32))
+    except cv2.error:
+        return False
+    return True
+
+
+def fbs(
+    source_lr: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    mask_lr: np.ndarray | None = None,
+    *,
+    sigma_spatial: float = 8.0,
+    sigma_luma: float = 8.0,
+    sigma_chroma: float = 8.0,
+    lam: float = 128.0,
+    num_iter: int = 25,
+    max_tol: float = 1e-5,
+    confidence: str = "bump",
+) -> np.ndarray:
+    """Fast bilateral solver (Barron & Poole 2016) on the bicubic upsampling, via OpenCV-contrib.
+
+    The target is the bicubic upsampling. With ``confidence="bump"`` each HR pixel's confidence
+    is a Gaussian of its distance to the nearest LR sample centre (std = scale/4 HR pixels),
+    as in the paper's depth super-resolution set-up; ``"uniform"`` uses 1 everywhere. Pixels
+    whose nearest LR sample is invalid get confidence 0.
+
+    Args:
+        source_lr: (h, w) float depth.
+        guide: (H, W, 3) float RGB in [0, 1] (quantised to 8 bits for OpenCV).
+        scale: integer factor >= 1.
+        mask_lr: optional (h, w) bool validity.
+        sigma_spatial, sigma_luma, sigma_chroma, lam, num_iter, max_tol: OpenCV's
+            ``fastBilateralSolverFilter`` parameters (its defaults).
+        confidence: ``"bump"`` or ``"uniform"``.
+    Returns:
+        (H, W) float64 in the unit of ``source_lr``.
+    Raises:
+        ConfigError: if ``cv2.ximgproc`` is missing (install ``opencv-contrib-python-headless``
+            instead of ``opencv-python-headless``), or bad options.
+    """
+    if not fbs_available():
+        raise ConfigError(
+            "baseline 'fbs' needs a working cv2.ximgproc.fastBilateralSolverFilter: plain "
+            "opencv-python lacks ximgproc, and opencv-contrib wheels built without Eigen do not "
+            "implement it; use an OpenCV-contrib build with Eigen, or another baseline"
+        )
+    import cv2
+
+    if confidence not in ("bump", "uniform"):
+        raise ConfigError(f"confidence must be 'bump' or 'uniform', got {confidence!r}")
+    src, valid, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    H, W = g.shape[:2]
+    target = src.copy() if scale == 1 else _resize_float(src, (H, W), "pil")
+    # Nearest LR sample for each HR pixel, and the distance to its centre in HR pixels.
+    ys = (np.arange(H) + 0.5) / scale - 0.5
+    xs = (np.arange(W) + 0.5) / scale - 0.5
+    cy = np.clip(np.floor(ys + 0.5).astype(int), 0, src.shape[0] - 1)
+    cx = np.clip(np.floor(xs + 0.5).astype(int), 0, src.shape[1] - 1)
+    conf = valid[cy[:, None], cx[None, :]].astype(np.float64)
+    if confidence == "bump" and scale > 1:
+        d2 = ((ys - cy) ** 2)[:, None] + ((xs - cx) ** 2)[None, :]
+        sigma_hr = max(scale / 4.0, 0.5)
+        conf *= np.exp(-0.5 * d2 * scale**2 / sigma_hr**2)
+    g8 = np.clip(np.rint(g * 255.0), 0, 255).astype(np.uint8)
+    g8 = np.ascontiguousarray(g8[:, :, ::-1]) if g8.shape[2] == 3 else np.ascontiguousarray(g8[:, :, 0])
+    lo, span = float(target.min()), float(np.ptp(target)) or 1.0
+    out = cv2.ximgproc.fastBilateralSolverFilter(
+        g8,
+        ((target - lo) / span).astype(np.float32),
+        conf.astype(np.float32),
+        sigma_spatial=float(sigma_spatial),
+        sigma_luma=float(sigma_luma),
+        sigma_chroma=float(sigma_chroma),
+        lambda_=float(lam),
+        num_iter=int(num_iter),
+        max_tol=float(max_tol),
+    )
+    return np.asarray(out, dtype=np.float64).reshape(H, W) * span + lo
+
+
+# ------------------------------------------------------------------------------------ registry
+
+BASELINES: dict[str, Baseline] = {
+    "bicubic": bicubic,
+    "guided-filter": guided_filter,
+    "jbu": jbu,
+    "fbs": fbs,
+}
+"""Name -> baseline function ``f(source_lr, guide, scale, mask_lr=None, **options)``."""
+
+
+def get_baseline(name: str) -> Baseline:
+    """Look up a baseline by name (case-insensitive, ``_`` = ``-``).
+
+    Raises:
+        ConfigError: unknown name, with a suggestion and the valid names.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key not in BASELINES:
+        import difflib
+
+        close = difflib.get_close_matches(key, BASELINES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown baseline {name!r}{hint}; valid names: {', '.join(BASELINES)}")
+    return BASELINES[key]

@@ -1,0 +1,114 @@
+"""Batched preconditioned conjugate gradients over image-shaped tensors.
+
+Every sample (leading dims ``(B, C)``) converges on its own: once a sample reaches its tolerance
+its step length is set to zero, so its iterate no longer changes while the others continue.
+All inner products reduce over the last two dimensions (H, W).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from optisr.errors import ConvergenceWarning
+
+
+@dataclass
+class CGInfo:
+    """Per-sample outcome of a CG solve; every field has the leading shape of the problem (B, C)."""
+
+    iterations: Tensor  # int64: iterations taken until this sample converged (or max_iter)
+    residual: Tensor  # relative residual ‖r‖ / ‖r₀‖ at exit
+    converged: Tensor  # bool
+
+    def __repr__(self) -> str:
+        return (
+            f"CGInfo(iterations max={int(self.iterations.max())}, residual max={float(self.residual.max()):.2e}, "
+            f"converged={int(self.converged.sum())}/{self.converged.numel()})"
+        )
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return (a * b).sum((-2, -1), keepdim=True)
+
+
+def cg_solve(
+    matvec: Callable[[Tensor], Tensor],
+    rhs_residual: Tensor,
+    x0: Tensor,
+    *,
+    precond: Callable[[Tensor], Tensor] | None = None,
+    tol: float = 1e-5,
+    atol: float = 0.0,
+    max_iter: int = 1000,
+    on_nonconvergence: str = "warn",
+) -> tuple[Tensor, CGInfo]:
+    """Solve ``A x = b`` by preconditioned CG, starting from ``x0`` with residual ``r₀ = b − A x0``.
+
+    The caller passes the initial residual rather than ``b``, which lets projected (null-space)
+    solves hand in an already-projected residual.
+
+    Args:
+        matvec: ``v -> A v`` for (B, C, H, W) tensors; ``A`` symmetric positive (semi)definite on
+            the subspace the iterates live in.
+        rhs_residual: ``r₀ = b − A x0``, (B, C, H, W).
+        x0: starting point, (B, C, H, W).
+        precond: ``r -> M⁻¹ r``, symmetric positive definite on that subspace (None: identity).
+        tol: stop a sample when ``‖r‖ ≤ max(tol·‖r₀‖, atol)``.
+        atol: absolute floor of the stopping test.
+        max_iter: iteration cap.
+        on_nonconvergence: ``"warn"`` (ConvergenceWarning), ``"raise"`` or ``"ignore"``.
+    Returns:
+        ``(x, info)``.
+    """
+    if on_nonconvergence not in ("warn", "raise", "ignore"):
+        raise ValueError(f"on_nonconvergence must be 'warn', 'raise' or 'ignore', got {on_nonconvergence!r}")
+    with torch.no_grad():
+        x = x0.clone()
+        r = rhs_residual.clone()
+        lead = r.shape[:-2]
+        r0 = r.norm(dim=(-2, -1), keepdim=True)
+        thresh = torch.maximum(tol * r0, torch.full_like(r0, atol))
+        z = precond(r) if precond is not None else r
+        p = z.clone()
+        rz = _dot(r, z)
+        rnorm = r0.clone()
+        done = rnorm <= thresh
+        iters = torch.zeros(lead, dtype=torch.int64, device=r.device)
+        one = torch.ones((), dtype=r.dtype, device=r.device)
+        zero = torch.zeros((), dtype=r.dtype, device=r.device)
+        for it in range(max_iter):
+            if bool(done.all()):
+                break
+            q = matvec(p)
+            pq = _dot(p, q)
+            ok = (~done) & (pq > 0)
+            alpha = torch.where(ok, rz / torch.where(ok, pq, one), zero)
+            x.add_(alpha * p)
+            r.sub_(alpha * q)
+            iters += (~done).reshape(lead).to(torch.int64)
+            rnorm = r.norm(dim=(-2, -1), keepdim=True)
+            done = done | (rnorm <= thresh) | ~(pq > 0)
+            if bool(done.all()):
+                break
+            z = precond(r) if precond is not None else r
+            rz_new = _dot(r, z)
+            beta = torch.where(done, zero, rz_new / torch.where(rz != 0, rz, one))
+            p = z + beta * p
+            rz = rz_new
+        rel = (rnorm / torch.where(r0 > 0, r0, one)).reshape(lead)
+        converged = (rnorm <= thresh).reshape(lead)
+        info = CGInfo(iterations=iters, residual=rel, converged=converged)
+    if not bool(converged.all()) and on_nonconvergence != "ignore":
+        msg = (
+            f"CG stopped after {max_iter} iterations with relative residual up to {float(rel.max()):.2e} "
+            f"(tolerance {tol:g}) on {int((~converged).sum())} of {converged.numel()} samples"
+        )
+        if on_nonconvergence == "raise":
+            raise RuntimeError(msg)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return x, info

@@ -1,0 +1,218 @@
+"""The two graph-regularised problems and their solvers (no autograd here).
+
+Exact mode (hard consistency)::
+
+    minimise  xᵀ L(w) x   subject to  (D x)_b = s_b  for every constrained LR pixel b.
+
+Solved by projected preconditioned CG in the null space of ``D_c`` (the constrained rows of D),
+started from the consistent point ``P_s(x_init)``; the result is projected once more at the end,
+so ``D x = s`` holds to rounding error whatever the CG tolerance.
+
+Soft mode (the original LGR energy)::
+
+    minimise  ‖C^{1/2}(D x − s)‖² + xᵀ L(w) x     ⇔   (Dᵀ C D + L) x = Dᵀ C s,
+
+where ``w`` already carries LGR's λ (``w = λ·w_graph``; λ⁻¹ on the data term is the same
+problem scaled by λ). Solved by Jacobi-preconditioned CG.
+
+Shapes: weights (B, 2, H, W); HR tensors (B, C, H, W); LR source (B, C, h, w); LR mask bool
+(B, 1 or C, h, w), True = constrained. Any floating dtype, any device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from optisr.ops.lattice import degree, laplacian_apply_
+from optisr.ops.operators import DownsampleOperator
+from optisr.solvers.cg import CGInfo, cg_solve
+
+MODES = ("exact", "soft")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolverOptions:
+    tol: float = 1e-5  # relative residual ‖r‖/‖r₀‖ per sample
+    max_iter: int = 2000
+    precond: str = "jacobi"  # "jacobi" | "none"
+    on_nonconvergence: str = "warn"  # "warn" | "raise" | "ignore"
+
+    def __post_init__(self):
+        if self.precond not in ("jacobi", "none"):
+            raise ValueError(f"precond must be 'jacobi' or 'none', got {self.precond!r}")
+        if not self.tol > 0 or self.max_iter < 1:
+            raise ValueError("tol must be > 0 and max_iter >= 1")
+
+
+class _Laplacian:
+    """L(w) with preallocated scratch buffers, for the solver loop."""
+
+    def __init__(self, weights: Tensor, like: Tensor):
+        B, C, H, W = like.shape
+        self.w = weights
+        self.tv = like.new_empty((B, C, H - 1, W))
+        self.th = like.new_empty((B, C, H, W - 1))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return laplacian_apply_(self.w, x, torch.empty_like(x), self.tv, self.th)
+
+
+def fill_invalid(source: Tensor, mask: Tensor | None) -> Tensor:
+    """Replace unconstrained LR values by the per-sample mean of the constrained ones (for inits)."""
+    if mask is None:
+        return source
+    m = mask.to(source.dtype).expand_as(source)
+    mean = (source * m).sum((-2, -1), keepdim=True) / m.sum((-2, -1), keepdim=True).clamp_min(1)
+    return torch.where(m > 0, source, mean)
+
+
+def default_init(op: DownsampleOperator, source: Tensor, mask: Tensor | None) -> Tensor:
+    """A smooth HR starting point: bicubic interpolation of the (hole-filled) source."""
+    s = fill_invalid(source, mask)
+    if op.kind == "sum":
+        s = s / float(op.factor**2)  # counts -> density per HR pixel
+    return F.interpolate(s, size=op.hr_size, mode="bicubic", align_corners=False)
+
+
+def solve_exact(
+    weights: Tensor,
+    source: Tensor,
+    op: DownsampleOperator,
+    *,
+    mask: Tensor | None = None,
+    init: Tensor | None = None,
+    options: SolverOptions = SolverOptions(),
+) -> tuple[Tensor, CGInfo]:
+    """Minimise ``xᵀ L(w) x`` subject to ``D_c x = s_c``. Returns ``(x, info)``, x (B, C, H, W)."""
+    with torch.no_grad():
+        if init is None:
+            init = default_init(op, source, mask)
+        x0 = op.project(init, source, mask)
+        lap = _Laplacian(weights, x0)
+        proj = lambda v: op.project_null(v, mask)  # noqa: E731
+        r0 = proj(-lap(x0))
+        precond = None
+        if options.precond == "jacobi":
+            inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
+            precond = lambda r: proj(r * inv_deg)  # noqa: E731
+        x, info = cg_solve(
+            lambda v: proj(lap(v)),
+            r0,
+            x0,
+            precond=precond,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            on_nonconvergence=options.on_nonconvergence,
+        )
+        x = op.project(x, source, mask)  # remove rounding drift: D x = s to machine precision
+    return x, info
+
+
+def adjoint_exact(
+    weights: Tensor,
+    grad: Tensor,
+    x: Tensor,
+    op: DownsampleOperator,
+    *,
+    mask: Tensor | None = None,
+    options: SolverOptions = SolverOptions(),
+) -> tuple[Tensor, Tensor]:
+    """Adjoint of :func:`solve_exact` at solution ``x`` for an upstream gradient ``grad`` = ∂ℓ/∂x.
+
+    KKT system of the forward problem: ``[L Dᵀ; D 0][x; ν] = [0; s]``. Its adjoint
+    ``[L Dᵀ; D 0][ĝ; η] = [g; 0]`` gives ``ĝ ∈ null(D_c)`` with ``P L ĝ = P g`` and
+    ``η = (D_c D_cᵀ)⁻¹ D_c (g − L ĝ)``. Then ∂ℓ/∂s = η and ∂ℓ/∂w_pq = −(ĝ_p − ĝ_q)(x_p − x_q).
+
+    Returns:
+        ``(ĝ, η)``: (B, C, H, W) and (B, C, h, w).
+    """
+    with torch.no_grad():
+        lap = _Laplacian(weights, grad)
+        proj = lambda v: op.project_null(v, mask)  # noqa: E731
+        precond = None
+        if options.precond == "jacobi":
+            inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
+            precond = lambda r: proj(r * inv_deg)  # noqa: E731
+        g_hat, _ = cg_solve(
+            lambda v: proj(lap(v)),
+            proj(grad),
+            torch.zeros_like(grad),
+            precond=precond,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            on_nonconvergence=options.on_nonconvergence,
+        )
+        g_hat = op.project_null(g_hat, mask)
+        rest = op.apply(grad - lap(g_hat))
+        if mask is not None:
+            rest = rest * mask
+        eta = op.gram_solve(rest, mask)
+    return g_hat, eta
+
+
+def _soft_parts(weights: Tensor, op: DownsampleOperator, mask: Tensor | None, like: Tensor):
+    c = torch.ones((1, 1) + op.lr_size, dtype=like.dtype, device=like.device) if mask is None else mask.to(like.dtype)
+    lap = _Laplacian(weights, like)
+
+    def matvec(v: Tensor) -> Tensor:
+        return op.adjoint(c * op.apply(v)) + lap(v)
+
+    diag = op.diag_normal(c.expand(like.shape[0], -1, -1, -1)) + degree(weights)
+    return c, matvec, diag
+
+
+def solve_soft(
+    weights: Tensor,
+    source: Tensor,
+    op: DownsampleOperator,
+    *,
+    mask: Tensor | None = None,
+    init: Tensor | None = None,
+    options: SolverOptions = SolverOptions(),
+) -> tuple[Tensor, CGInfo]:
+    """Solve ``(Dᵀ C D + L(w)) x = Dᵀ C s``. Returns ``(x, info)``."""
+    with torch.no_grad():
+        if init is None:
+            init = default_init(op, source, mask)
+        c, matvec, diag = _soft_parts(weights, op, mask, init)
+        rhs = op.adjoint(c * source)
+        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
+        precond = (lambda r: r * inv_diag) if options.precond == "jacobi" else None
+        return cg_solve(
+            matvec,
+            rhs - matvec(init),
+            init,
+            precond=precond,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            on_nonconvergence=options.on_nonconvergence,
+        )
+
+
+def adjoint_soft(
+    weights: Tensor,
+    grad: Tensor,
+    op: DownsampleOperator,
+    *,
+    mask: Tensor | None = None,
+    options: SolverOptions = SolverOptions(),
+) -> tuple[Tensor, Tensor]:
+    """Adjoint of :func:`solve_soft`: ``A ĝ = g`` (A symmetric); ∂ℓ/∂s = C D ĝ. Returns ``(ĝ, ∂ℓ/∂s)``."""
+    with torch.no_grad():
+        c, matvec, diag = _soft_parts(weights, op, mask, grad)
+        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
+        precond = (lambda r: r * inv_diag) if options.precond == "jacobi" else None
+        g_hat, _ = cg_solve(
+            matvec,
+            grad.clone(),
+            torch.zeros_like(grad),
+            precond=precond,
+            tol=options.tol,
+            max_iter=options.max_iter,
+            on_nonconvergence=options.on_nonconvergence,
+        )
+        return g_hat, c * op.apply(g_hat)

@@ -1,0 +1,1 @@
+"""Figures: colour-mapped depth panels (OpenCV only, no matplotlib needed)."""

@@ -1,0 +1,135 @@
+"""Photo IO: formats, bit depths, grey/alpha, EXIF orientation, errors, atomic writes."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from optisr.errors import InputFileError, ShapeError
+from optisr.io.images import from_float, read_image, to_float, write_image
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".webp"])
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_lossless_round_trip_8bit(tmp_path, ext, channels):
+    if ext == ".bmp" and channels == 4:
+        pytest.skip("BMP drops alpha")
+    shape = (7, 5) if channels is None else (7, 5, channels)
+    img = RNG.integers(0, 256, shape).astype(np.uint8)
+    params = (
+        {"quality": 101} if ext == ".webp" else {}
+    )  # WebP quality > 100 = lossless in OpenCV
+    path = write_image(tmp_path / f"a{ext}", img, **params)
+    back = read_image(path)
+    if (
+        ext == ".webp" and channels is None
+    ):  # WebP has no grey mode: it comes back as R = G = B
+        assert back.shape == (*img.shape, 3) and (back == img[..., None]).all()
+        return
+    assert back.shape == img.shape and back.dtype == np.uint8
+    if ext != ".webp" or channels != 4:
+        np.testing.assert_array_equal(back, img)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [None, 3, 4])
+def test_16bit_stays_16bit(tmp_path, ext, channels):
+    shape = (6, 4) if channels is None else (6, 4, channels)
+    img = RNG.integers(0, 65536, shape).astype(np.uint16)
+    back = read_image(write_image(tmp_path / f"b{ext}", img))
+    assert back.dtype == np.uint16
+    np.testing.assert_array_equal(back, img)
+
+
+def test_rgb_order_is_kept(tmp_path):
+    img = np.zeros((2, 2, 3), np.uint8)
+    img[..., 0] = 255  # pure red
+    back = read_image(write_image(tmp_path / "red.png", img))
+    assert back[0, 0].tolist() == [255, 0, 0]
+
+
+def test_jpeg_grey_and_colour(tmp_path):
+    grey = np.full((16, 16), 128, np.uint8)
+    assert read_image(write_image(tmp_path / "g.jpg", grey)).ndim == 2
+    rgba16 = np.full((8, 8, 4), 40000, np.uint16)
+    out = read_image(
+        write_image(tmp_path / "c.jpeg", rgba16)
+    )  # 16 → 8 bit, alpha dropped
+    assert out.shape == (8, 8, 3) and out.dtype == np.uint8
+    assert abs(int(out[0, 0, 0]) - round(40000 / 257)) <= 2
+
+
+def test_jpeg_exif_orientation(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    arr = np.zeros((10, 20, 3), np.uint8)  # wide image, red left half
+    arr[:, :10, 0] = 255
+    exif = pil.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buf = io.BytesIO()
+    pil.fromarray(arr).save(buf, format="JPEG", exif=exif, quality=95)
+    path = tmp_path / "rot.jpg"
+    path.write_bytes(buf.getvalue())
+    img = read_image(path)
+    assert img.shape[:2] == (20, 10)  # displayed upright: tall
+    assert img[2, 5, 0] > 200 and img[-3, 5, 0] < 60  # red half now on top
+
+
+def test_grey_alpha_png_reads_as_rgba(tmp_path):
+    pil = pytest.importorskip("PIL.Image")
+    la = np.stack([np.full((4, 4), 100, np.uint8), np.full((4, 4), 7, np.uint8)], -1)
+    pil.fromarray(la).save(tmp_path / "la.png")
+    img = read_image(tmp_path / "la.png")
+    assert img.shape[-1] == 4 and img[0, 0].tolist() == [100, 100, 100, 7]
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda p: None, "file not found"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.write_bytes(b"\x89PNG garbage"), "cannot decode"),
+        (lambda p: p.mkdir(), "directory"),
+    ],
+)
+def test_bad_input_names_the_file(tmp_path, make, fragment):
+    path = tmp_path / "bad.png"
+    make(path)
+    with pytest.raises(InputFileError, match=fragment) as err:
+        read_image(path)
+    assert "bad.png" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, OSError)
+
+
+def test_unsupported_extension(tmp_path):
+    with pytest.raises(InputFileError, match="unsupported image type"):
+        read_image(tmp_path / "x.gif")
+    with pytest.raises(InputFileError, match="unsupported image type"):
+        write_image(tmp_path / "x.gif", np.zeros((2, 2), np.uint8))
+
+
+def test_write_rejects_bad_arrays_and_leaves_nothing(tmp_path):
+    with pytest.raises(ShapeError):
+        write_image(tmp_path / "x.png", np.zeros((2, 2, 5), np.uint8))
+    with pytest.raises(ShapeError):
+        write_image(tmp_path / "x.png", np.zeros((2, 2), np.float64))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_replaces_atomically(tmp_path):
+    path = tmp_path / "sub" / "o.png"
+    write_image(path, np.zeros((3, 3), np.uint8))
+    write_image(path, np.full((3, 3), 9, np.uint8))
+    assert read_image(path)[0, 0] == 9
+    assert [p.name for p in path.parent.iterdir()] == ["o.png"]
+
+
+def test_float_conversions():
+    u8 = np.array([0, 128, 255], np.uint8)
+    np.testing.assert_array_equal(from_float(to_float(u8), np.uint8), u8)
+    u16 = np.array([0, 1, 65535], np.uint16)
+    np.testing.assert_array_equal(from_float(to_float(u16), np.uint16), u16)
+    assert from_float(np.array([-0.5, 2.0]), np.float32).tolist() == [0.0, 1.0]

@@ -300,6 +300,13 @@ class DownsampleOperator:
             return self._block_adjoint(weight, self._ay.sq_adj, self._ax.sq_adj)
         return self._ay.sq_adj.apply(self._ax.sq_adj.apply(weight, -1), -2)
 
+    def block_weights(self, like: Tensor) -> Tensor:
+        """``area``/``sum`` only: the LR map of the constant value D_bp takes inside block b."""
+        if not self.diagonal_gram:
+            raise ConfigError(f"block_weights is only defined for area/sum, not {self.kind!r}")
+        by, bx = self._ay.fwd, self._ax.fwd
+        return by._w(like)[:, None] * bx._w(like)[None, :]
+
     # area/sum fast path: pool / expand both axes at once (one reshape, no transposes)
     def _block_apply(self, x: Tensor, by: _Block, bx: _Block) -> Tensor:
         (H, W), (h, w), f = self.hr_size, self.lr_size, self.factor

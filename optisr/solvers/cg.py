@@ -36,6 +36,18 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum((-2, -1), keepdim=True)
 
 
+def _precondition(precond, r: Tensor) -> Tensor:
+    """z = M⁻¹ r; a preconditioner returning (z, r⁺) also replaces r in place by r⁺."""
+    if precond is None:
+        return r
+    out = precond(r)
+    if isinstance(out, tuple):
+        z, r_plus = out
+        r.copy_(r_plus)
+        return z
+    return out
+
+
 def cg_solve(
     matvec: Callable[[Tensor], Tensor],
     rhs_residual: Tensor,
@@ -46,6 +58,7 @@ def cg_solve(
     atol: float = 0.0,
     max_iter: int = 1000,
     on_nonconvergence: str = "warn",
+    norm: str = "residual",
 ) -> tuple[Tensor, CGInfo]:
     """Solve ``A x = b`` by preconditioned CG, starting from ``x0`` with residual ``r₀ = b − A x0``.
 
@@ -58,10 +71,16 @@ def cg_solve(
         rhs_residual: ``r₀ = b − A x0``, (B, C, H, W).
         x0: starting point, (B, C, H, W).
         precond: ``r -> M⁻¹ r``, symmetric positive definite on that subspace (None: identity).
+            It may return ``(z, r⁺)`` to also replace the residual by an equivalent one
+            (residual update of constraint preconditioners).
         tol: stop a sample when ``‖r‖ ≤ max(tol·‖r₀‖, atol)``.
         atol: absolute floor of the stopping test.
         max_iter: iteration cap.
         on_nonconvergence: ``"warn"`` (ConvergenceWarning), ``"raise"`` or ``"ignore"``.
+        norm: what the stopping test measures: ``"residual"`` (‖r‖) or ``"precond"``
+            (√(rᵀ M⁻¹ r)). Use ``"precond"`` with a singular, projecting preconditioner (a
+            constraint preconditioner), where ``r`` keeps a component the iteration cannot and
+            need not remove.
     Returns:
         ``(x, info)``.
     """
@@ -73,9 +92,12 @@ def cg_solve(
         lead = r.shape[:-2]
         r0 = r.norm(dim=(-2, -1), keepdim=True)
         thresh = torch.maximum(tol * r0, torch.full_like(r0, atol))
-        z = precond(r) if precond is not None else r
+        z = _precondition(precond, r)
         p = z.clone()
         rz = _dot(r, z)
+        if norm == "precond":
+            r0 = rz.clamp_min(0).sqrt()
+            thresh = torch.maximum(tol * r0, torch.full_like(r0, atol))
         rnorm = r0.clone()
         done = rnorm <= thresh
         iters = torch.zeros(lead, dtype=torch.int64, device=r.device)
@@ -91,12 +113,18 @@ def cg_solve(
             x.add_(alpha * p)
             r.sub_(alpha * q)
             iters += (~done).reshape(lead).to(torch.int64)
-            rnorm = r.norm(dim=(-2, -1), keepdim=True)
+            if norm == "precond":
+                z = _precondition(precond, r)
+                rz_new = _dot(r, z)
+                rnorm = torch.where(done, rnorm, rz_new.clamp_min(0).sqrt())
+            else:
+                rnorm = torch.where(done, rnorm, r.norm(dim=(-2, -1), keepdim=True))
             done = done | (rnorm <= thresh) | ~(pq > 0)
             if bool(done.all()):
                 break
-            z = precond(r) if precond is not None else r
-            rz_new = _dot(r, z)
+            if norm != "precond":
+                z = _precondition(precond, r)
+                rz_new = _dot(r, z)
             beta = torch.where(done, zero, rz_new / torch.where(rz != 0, rz, one))
             p = z + beta * p
             rz = rz_new

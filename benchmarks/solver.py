@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--modes", nargs="+", default=["exact", "soft"])
     ap.add_argument("--operator", default="area")
-    ap.add_argument("--tol", type=float, default=1e-5)
+    ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)

@@ -22,6 +22,7 @@ from optisr.errors import OptiSRError
 SUBCOMMANDS: dict[str, str] = {
     "demo": "optisr.cli.demo",
     "upscale": "optisr.cli.upscale",
+    "guided": "optisr.cli.guided",
     "models": "optisr.cli.models",
 }
 

@@ -113,7 +113,7 @@ def guided_upsample(
     mask: Any = None,
     lam: float = 1.0,
     sigma: float | None = None,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     max_iter: int = 2000,
     dtype: torch.dtype | None = None,
 ) -> Any:

@@ -32,7 +32,7 @@ def graph_solve(
     mask: Tensor | None = None,
     init: Tensor | None = None,
     sigma: float | None = None,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     max_iter: int = 2000,
     backward_tol: float | None = None,
     precond: str = "jacobi",

@@ -18,6 +18,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("--lam", type=float, default=None, metavar="L", help="penalty weight λ of --mode soft (default 1.0)")
     p.add_argument(
-        "--sigma", type=float, default=None, metavar="S", help="PSF standard deviation in HR pixels for --operator gaussian"
+        "--sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help="PSF standard deviation in HR pixels for --operator gaussian",
     )
     p.add_argument(
         "--mask",
@@ -121,8 +126,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="on a size mismatch, pad the guide at the bottom/right by edge replication to "
         "N·h × N·w (h, w = ceil(guide size / N)); the output is N·h × N·w",
     )
-    p.add_argument("--ext", choices=("auto", "png", "tif", "npy", "pfm", "exr"), default="auto",
-                   help="output format in folder mode (default: the source's)")  # fmt: skip
+    p.add_argument(
+        "--ext",
+        choices=("auto", "png", "tif", "npy", "pfm", "exr"),
+        default="auto",
+        help="output format in folder mode (default: the source's)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -160,8 +169,7 @@ def _by_stem(files: list[Path], folder: Path, what: str) -> dict[str, Path]:
     for f in files:
         if f.stem in out:
             raise InputFileError(
-                f"{folder}: two {what} files share the stem {f.stem!r} ({out[f.stem].name}, {f.name}); "
-                "keep one of them"
+                f"{folder}: two {what} files share the stem {f.stem!r} ({out[f.stem].name}, {f.name}); keep one of them"
             )
         out[f.stem] = f
     return out
@@ -224,7 +232,9 @@ def _jobs(args: argparse.Namespace) -> tuple[list[Job], bool]:
     for g, s in _pair(guide, source):
         m = mask
         if mask is not None and mask.is_dir():  # a mask per source, same stem; .npy before .png
-            m = next((c for c in (mask / f"{s.stem}.npy", mask / f"{s.stem}.png") if c.exists()), mask / f"{s.stem}.png")
+            m = next(
+                (c for c in (mask / f"{s.stem}.npy", mask / f"{s.stem}.png") if c.exists()), mask / f"{s.stem}.png"
+            )
         jobs.append(Job(g, s, m, out / f"{s.stem}{_output_ext(s, args.ext)}"))
     return jobs, True
 
@@ -317,7 +327,11 @@ def _mismatch(job: Job, guide_hw: tuple[int, int], source_hw: tuple[int, int], s
         hint = "; did you swap --guide and --source?"
     elif h and w and H % h == 0 and W % w == 0 and H // h == W // w and H // h != scale:
         hint = f"; or did you mean --scale {H // h}?"
-    allowed = f" ({scale * (h - 1) + 1}..{scale * h} × {scale * (w - 1) + 1}..{scale * w} with partial last blocks)" if native else ""
+    allowed = (
+        f" ({scale * (h - 1) + 1}..{scale * h} × {scale * (w - 1) + 1}..{scale * w} with partial last blocks)"
+        if native
+        else ""
+    )
     return (
         f"{job.guide.name} is {H}×{W} but ×{scale} of source {job.source.name} ({h}×{w}) needs a "
         f"{scale * h}×{scale * w} guide{allowed}; pass " + " or ".join(fixes or ["a matching guide"]) + hint
@@ -355,7 +369,9 @@ def _fit_sizes(
 # ------------------------------------------------------------------------------- output type
 
 
-def _round_consistent(x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, kind: str, lo: float, hi: float):
+def _round_consistent(
+    x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, kind: str, lo: float, hi: float
+):
     """Round ``x`` to integers so that every valid block keeps the exact sum the source asks for.
 
     With an integer source and the ``area``/``sum`` operators, plain rounding moves block means
@@ -384,10 +400,12 @@ def _round_consistent(x: np.ndarray, source: np.ndarray, valid: np.ndarray, scal
     return np.minimum(base + add, hi)[:H, :W]
 
 
-def _to_output(x, source, valid, scale, args, raster, ext):
+def _to_output(
+    x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, args: argparse.Namespace, raster, ext: str
+) -> tuple[np.ndarray, np.dtype]:
     """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32."""
     if ext != ".png":
-        return x.astype(np.float32), np.float32
+        return x.astype(np.float32), np.dtype(np.float32)
     dtype = np.dtype(raster.dtype_on_disk)
     info = np.iinfo(dtype)
     lo = 1.0 if raster.nodata is None else float(info.min)  # 0 means "invalid" in such PNGs
@@ -402,7 +420,8 @@ def _to_output(x, source, valid, scale, args, raster, ext):
 # ----------------------------------------------------------------------------------- one file
 
 
-def _process(job: Job, args: argparse.Namespace, log) -> str:
+def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> str:
+    """Upsample one file; returns the stdout line (path, solve time, LR consistency error)."""
     import torch
 
     from optisr.guided.api import guided_upsample

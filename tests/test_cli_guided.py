@@ -1,0 +1,397 @@
+"""Tests for ``optisr guided`` (optisr.cli.guided), on tiny generated files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from optisr.cli.main import main
+from optisr.guided.baselines import fbs_available
+from optisr.io.rasters import rasterio_available, read_raster, write_raster
+from optisr.ops.operators import make_operator
+
+SCALE = 4
+
+
+def _scene(H: int = 32, W: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 guide with two colour regions; (H, W) depth in mm following them."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    left = xx + 0.3 * yy < 0.55 * W
+    guide = np.where(left[..., None], [200, 40, 40], [30, 60, 220]).astype(np.uint8)
+    depth = np.where(left, 1200.0, 3400.0) + 5.0 * yy
+    return guide, depth
+
+
+def _area(x: np.ndarray, scale: int = SCALE, op: str = "area") -> np.ndarray:
+    return make_operator(op, x.shape, scale).apply(torch.from_numpy(x.astype(np.float64))).numpy()
+
+
+def _write_guide(path: Path, rgb: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), np.ascontiguousarray(rgb[..., ::-1]))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    """rgb.png (32×32) and depth.png (8×8 uint16 mm, one invalid 0 pixel)."""
+    guide, depth = _scene()
+    lr = np.rint(_area(depth)).astype(np.uint16)
+    lr[2, 3] = 0
+    _write_guide(tmp_path / "rgb.png", guide)
+    write_raster(tmp_path / "depth.png", lr)
+    return tmp_path, lr
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(["guided", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+
+
+# -------------------------------------------------------------------------------- formats
+
+
+def test_png16_in_png16_out_is_exactly_consistent(files, capsys):
+    tmp, lr = files
+    out = tmp / "hr.png"
+    rc, stdout, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out)
+    assert rc == 0, err
+    hr = read_raster(out)
+    assert hr.dtype_on_disk == "uint16" and hr.shape == (32, 32)
+    assert hr.mask.all()  # dense output: the invalid LR pixel is filled, never written as 0
+    valid = lr != 0
+    np.testing.assert_array_equal(_area(hr.data)[valid], lr[valid])  # rounding keeps block means
+    assert str(out) in stdout and "max|Dx-s| 0\n" in stdout and " s\t" in stdout
+    assert _leftovers(tmp) == []
+
+
+@pytest.mark.parametrize("ext", [".tif", ".npy", ".pfm"])
+def test_float_source_round_trip_stays_float32(tmp_path, capsys, ext):
+    guide, depth = _scene()
+    lr = (_area(depth) / 1000.0).astype(np.float32)  # metres
+    lr[0, 0] = np.nan
+    _write_guide(tmp_path / "rgb.png", guide)
+    write_raster(tmp_path / f"lr{ext}", lr)
+    out = tmp_path / f"hr{ext}"
+    rc, _, err = _run(
+        capsys, "--guide", tmp_path / "rgb.png", "--source", tmp_path / f"lr{ext}", "--scale", 4, "-o", out
+    )
+    assert rc == 0, err
+    hr = read_raster(out)
+    assert hr.dtype_on_disk == "float32" and hr.shape == (32, 32) and hr.mask.all()
+    valid = np.isfinite(lr)
+    assert np.abs(_area(hr.data)[valid] - lr[valid]).max() < 1e-5
+
+
+def test_float_source_to_png_is_refused_before_solving(tmp_path, capsys):
+    guide, depth = _scene()
+    _write_guide(tmp_path / "rgb.png", guide)
+    np.save(tmp_path / "lr.npy", _area(depth).astype(np.float32))
+    rc, _, err = _run(
+        capsys,
+        "--guide",
+        tmp_path / "rgb.png",
+        "--source",
+        tmp_path / "lr.npy",
+        "--scale",
+        4,
+        "-o",
+        tmp_path / "hr.png",
+    )
+    assert rc == 1 and "float32" in err and ".tif" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "hr.png").exists()
+
+
+@pytest.mark.skipif(not rasterio_available(), reason="rasterio (optisr[geo]) not installed")
+def test_geotiff_keeps_crs_and_scales_transform(tmp_path, capsys):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    guide, depth = _scene()
+    transform = Affine(30.0, 0.0, 500000.0, 0.0, -30.0, 5200000.0)
+    geo = {"crs": CRS.from_epsg(32632), "transform": transform, "profile": {}}
+    write_raster(tmp_path / "dem.tif", _area(depth).astype(np.float32), geo=geo, nodata=-9999.0)
+    _write_guide(tmp_path / "rgb.png", guide)
+    out = tmp_path / "dem_x4.tif"
+    rc, _, err = _run(
+        capsys, "--guide", tmp_path / "rgb.png", "--source", tmp_path / "dem.tif", "--scale", 4, "-o", out
+    )
+    assert rc == 0, err
+    hr = read_raster(out)
+    assert hr.geo["crs"] == CRS.from_epsg(32632)
+    assert hr.geo["transform"] == Affine(7.5, 0.0, 500000.0, 0.0, -7.5, 5200000.0)
+    assert hr.shape == (32, 32) and hr.dtype_on_disk == "float32"
+
+
+# -------------------------------------------------------------------------------- methods
+
+
+@pytest.mark.parametrize("method", ["default", "bicubic", "guided-filter", "jbu", "fbs"])
+def test_each_method_runs(files, capsys, method):
+    tmp, _ = files
+    out = tmp / "hr.npy"
+    argv = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out, "--method", method]
+    rc, stdout, err = _run(capsys, *argv)
+    if method == "fbs" and not fbs_available():
+        assert rc == 1 and "fbs" in err and not out.exists()
+        return
+    assert rc == 0, err
+    hr = np.load(out)
+    assert hr.shape == (32, 32) and hr.dtype == np.float32 and np.isfinite(hr).all()
+    assert 1000 < hr.min() and hr.max() < 3700 and "max|Dx-s|" in stdout
+
+
+def test_color_only_options_are_rejected_for_baselines(files, capsys):
+    tmp, _ = files
+    rc, _, err = _run(
+        capsys,
+        "--guide",
+        tmp / "rgb.png",
+        "--source",
+        tmp / "depth.png",
+        "--scale",
+        4,
+        "-o",
+        tmp / "hr.png",
+        "--method",
+        "jbu",
+        "--mode",
+        "soft",
+    )
+    assert rc == 1 and "--method color" in err
+
+
+def test_soft_mode_and_other_operators(files, capsys):
+    tmp, _ = files
+    for i, extra in enumerate(
+        [
+            ["--mode", "soft", "--lam", "10"],
+            ["--operator", "bicubic"],
+            ["--operator", "gaussian", "--sigma", "1.5"],
+            ["--operator", "sum"],
+        ]
+    ):
+        rc, _, err = _run(
+            capsys,
+            "--guide",
+            tmp / "rgb.png",
+            "--source",
+            tmp / "depth.png",
+            "--scale",
+            4,
+            "-o",
+            tmp / f"hr{i}.tif",
+            *extra,
+        )
+        assert rc == 0, (extra, err)
+        assert read_raster(tmp / f"hr{i}.tif").shape == (32, 32)
+
+
+def test_help_says_default_is_an_alias_of_color(capsys):
+    with pytest.raises(SystemExit):
+        main(["guided", "--help"])
+    assert "alias of color" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- masks
+
+
+def test_invalid_value_and_mask_file_free_their_blocks(files, capsys):
+    tmp, lr = files
+    bad = lr.copy()
+    bad[5, 5] = 9999  # a sensor's "no reading" value
+    write_raster(tmp / "depth_bad.png", bad)
+    mask = np.ones(lr.shape, np.uint8)
+    mask[6, 1] = 0
+    np.save(tmp / "mask.npy", mask)
+    out = tmp / "hr.png"
+    rc, _, err = _run(
+        capsys,
+        "--guide",
+        tmp / "rgb.png",
+        "--source",
+        tmp / "depth_bad.png",
+        "--scale",
+        4,
+        "-o",
+        out,
+        "--invalid-value",
+        9999,
+        "--mask",
+        tmp / "mask.npy",
+    )
+    assert rc == 0, err
+    hr = read_raster(out).data
+    valid = (bad != 0) & (bad != 9999) & (mask != 0)
+    np.testing.assert_array_equal(_area(hr)[valid], bad[valid])
+    assert hr.max() < 4000  # the 9999 block follows its neighbours instead
+    # Without --invalid-value the 9999 pixel is data, and its block reproduces it.
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth_bad.png", "--scale", 4, "-o", out, "--overwrite"
+    )
+    assert rc == 0 and _area(read_raster(out).data)[5, 5] == 9999
+
+
+def test_mask_on_the_wrong_grid_is_a_one_line_error(files, capsys):
+    tmp, _ = files
+    np.save(tmp / "mask.npy", np.ones((32, 32), np.uint8))
+    rc, _, err = _run(
+        capsys,
+        "--guide",
+        tmp / "rgb.png",
+        "--source",
+        tmp / "depth.png",
+        "--scale",
+        4,
+        "-o",
+        tmp / "hr.png",
+        "--mask",
+        tmp / "mask.npy",
+    )
+    assert rc == 1 and "LR" in err and "mask.npy" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp / "hr.png").exists()
+
+
+# ---------------------------------------------------------------------------------- sizes
+
+
+def test_size_mismatch_explains_crop_and_pad(files, capsys):
+    tmp, _ = files
+    guide, _ = _scene(30, 29)
+    _write_guide(tmp / "small.png", guide)
+    out = tmp / "hr.png"
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "small.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out, "--method", "jbu"
+    )
+    assert rc == 1 and "--crop" in err and "--pad" in err and "30×29" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 8, "-o", out)
+    assert rc == 1 and "--crop" in err and "--scale 4" in err
+
+
+def test_crop_larger_guide_and_smaller_guide(files, capsys):
+    tmp, lr = files
+    big, _ = _scene(35, 38)
+    _write_guide(tmp / "big.png", big)
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "big.png", "--source", tmp / "depth.png", "--scale", 4, "-o", tmp / "a.png", "--crop"
+    )
+    assert rc == 0 and "cropped guide 35×38 -> 32×32" in err
+    assert read_raster(tmp / "a.png").shape == (32, 32)
+    small, _ = _scene(30, 29)
+    _write_guide(tmp / "small.png", small)
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "small.png", "--source", tmp / "depth.png", "--scale", 4, "-o", tmp / "b.png", "--crop"
+    )
+    assert rc == 0 and "source 8×8 -> 7×7" in err
+    hr = read_raster(tmp / "b.png").data
+    assert hr.shape == (28, 28)
+    valid = lr[:7, :7] != 0
+    np.testing.assert_array_equal(_area(hr)[valid], lr[:7, :7][valid])
+
+
+def test_pad_and_partial_blocks(files, capsys):
+    tmp, lr = files
+    small, _ = _scene(30, 29)
+    _write_guide(tmp / "small.png", small)
+    valid = lr != 0
+    rc, _, err = _run(
+        capsys,
+        "--guide",
+        tmp / "small.png",
+        "--source",
+        tmp / "depth.png",
+        "--scale",
+        4,
+        "-o",
+        tmp / "pad.png",
+        "--pad",
+        "--method",
+        "bicubic",
+    )
+    assert rc == 0 and "padded guide 30×29 -> 32×32" in err
+    assert read_raster(tmp / "pad.png").shape == (32, 32)
+    # The colour method takes ceil(guide / scale) = source as is: partial last blocks, guide-sized output.
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "small.png", "--source", tmp / "depth.png", "--scale", 4, "-o", tmp / "native.png"
+    )
+    assert rc == 0, err
+    hr = read_raster(tmp / "native.png").data
+    assert hr.shape == (30, 29)
+    np.testing.assert_array_equal(_area(hr)[valid], lr[valid])
+    big, _ = _scene(35, 38)
+    _write_guide(tmp / "big.png", big)
+    rc, _, err = _run(
+        capsys, "--guide", tmp / "big.png", "--source", tmp / "depth.png", "--scale", 4, "-o", tmp / "c.png", "--pad"
+    )
+    assert rc == 1 and "--crop" in err
+
+
+# ------------------------------------------------------------------------------ file errors
+
+
+def test_missing_file_names_it_and_writes_nothing(files, capsys):
+    tmp, _ = files
+    out = tmp / "hr.png"
+    rc, stdout, err = _run(
+        capsys, "--guide", tmp / "nope_rgb.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out
+    )
+    assert rc == 1 and "nope_rgb.png" in err and len(err.strip().splitlines()) == 1
+    assert stdout == "" and not out.exists() and _leftovers(tmp) == []
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "gone.png", "--scale", 4, "-o", out)
+    assert rc == 1 and "gone.png" in err and not out.exists()
+
+
+def test_existing_output_needs_overwrite(files, capsys):
+    tmp, _ = files
+    out = tmp / "hr.png"
+    out.write_bytes(b"keep me")
+    argv = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out]
+    rc, _, err = _run(capsys, *argv)
+    assert rc == 1 and "--overwrite" in err and out.read_bytes() == b"keep me"
+    rc, _, err = _run(capsys, *argv, "--overwrite")
+    assert rc == 0 and read_raster(out).shape == (32, 32)
+
+
+# -------------------------------------------------------------------------------- folders
+
+
+def test_folder_mode_pairs_by_stem_and_survives_a_bad_file(files, capsys):
+    tmp, lr = files
+    gdir, sdir, odir = tmp / "rgb", tmp / "depth", tmp / "out"
+    gdir.mkdir()
+    sdir.mkdir()
+    guide, _ = _scene()
+    for stem in ("a", "b", "c"):
+        _write_guide(gdir / (f"{stem}_color.png" if stem == "b" else f"{stem}.png"), guide)
+        write_raster(sdir / f"{stem}.png", lr)
+    (sdir / "c.png").write_bytes(b"not a png")  # corrupt
+    rc, stdout, err = _run(capsys, "--guide", gdir, "--source", sdir, "--scale", 4, "-o", odir)
+    assert rc == 1
+    assert sorted(p.name for p in odir.iterdir()) == ["a.png", "b.png"]
+    assert "c.png" in err and "1 of 3 files failed" in err
+    assert len([line for line in stdout.splitlines() if line.strip()]) == 2
+
+
+def test_folder_mode_lists_unmatched_sources(files, capsys):
+    tmp, lr = files
+    gdir, sdir = tmp / "rgb", tmp / "depth"
+    gdir.mkdir()
+    sdir.mkdir()
+    guide, _ = _scene()
+    _write_guide(gdir / "a.png", guide)
+    for stem in ("a", "x1", "x2"):
+        write_raster(sdir / f"{stem}.png", lr)
+    rc, _, err = _run(capsys, "--guide", gdir, "--source", sdir, "--scale", 4, "-o", tmp / "out")
+    assert rc == 1 and "x1.png" in err and "x2.png" in err and "2 of 3" in err
+    assert not (tmp / "out").exists()
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", sdir, "--scale", 4, "-o", tmp / "out")
+    assert rc == 1 and "--guide must be a folder" in err

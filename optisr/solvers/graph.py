@@ -104,6 +104,24 @@ def _constraint_preconditioner(op: DownsampleOperator, weights: Tensor, mask: Te
     return apply
 
 
+def _null_space_cg(lap, op, weights, mask, residual, x0, options):
+    """PCG for ``L x = b`` on the affine set ``x0 + null(D_c)``, given the residual ``b − L x0``.
+
+    Block operators (area/sum) use the constraint preconditioner (one projection per
+    iteration); the others project both the operator and the Jacobi step onto null(D_c).
+    """
+    common = dict(tol=options.tol, max_iter=options.max_iter, on_nonconvergence=options.on_nonconvergence)
+    if op.diagonal_gram and options.precond == "jacobi":
+        precond = _constraint_preconditioner(op, weights, mask)
+        return cg_solve(lap, residual, x0, precond=precond, norm="precond", **common)
+    proj = lambda v: op.project_null(v, mask)  # noqa: E731
+    precond = None
+    if options.precond == "jacobi":
+        inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
+        precond = lambda r: proj(r * inv_deg)  # noqa: E731
+    return cg_solve(lambda v: proj(lap(v)), proj(residual), x0, precond=precond, **common)
+
+
 def solve_exact(
     weights: Tensor,
     source: Tensor,
@@ -119,33 +137,7 @@ def solve_exact(
             init = default_init(op, source, mask)
         x0 = op.project(init, source, mask)
         lap = _Laplacian(weights, x0)
-        if op.diagonal_gram and options.precond == "jacobi":
-            x, info = cg_solve(
-                lap,
-                -lap(x0),
-                x0,
-                precond=_constraint_preconditioner(op, weights, mask),
-                tol=options.tol,
-                max_iter=options.max_iter,
-                on_nonconvergence=options.on_nonconvergence,
-                norm="precond",
-            )
-            return op.project(x, source, mask), info
-        proj = lambda v: op.project_null(v, mask)  # noqa: E731
-        r0 = proj(-lap(x0))
-        precond = None
-        if options.precond == "jacobi":
-            inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
-            precond = lambda r: proj(r * inv_deg)  # noqa: E731
-        x, info = cg_solve(
-            lambda v: proj(lap(v)),
-            r0,
-            x0,
-            precond=precond,
-            tol=options.tol,
-            max_iter=options.max_iter,
-            on_nonconvergence=options.on_nonconvergence,
-        )
+        x, info = _null_space_cg(lap, op, weights, mask, -lap(x0), x0, options)
         x = op.project(x, source, mask)  # remove rounding drift: D x = s to machine precision
     return x, info
 
@@ -170,32 +162,7 @@ def adjoint_exact(
     """
     with torch.no_grad():
         lap = _Laplacian(weights, grad)
-        proj = lambda v: op.project_null(v, mask)  # noqa: E731
-        if op.diagonal_gram and options.precond == "jacobi":
-            g_hat, _ = cg_solve(
-                lap,
-                grad.clone(),
-                torch.zeros_like(grad),
-                precond=_constraint_preconditioner(op, weights, mask),
-                tol=options.tol,
-                max_iter=options.max_iter,
-                on_nonconvergence=options.on_nonconvergence,
-                norm="precond",
-            )
-        else:
-            precond = None
-            if options.precond == "jacobi":
-                inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
-                precond = lambda r: proj(r * inv_deg)  # noqa: E731
-            g_hat, _ = cg_solve(
-                lambda v: proj(lap(v)),
-                proj(grad),
-                torch.zeros_like(grad),
-                precond=precond,
-                tol=options.tol,
-                max_iter=options.max_iter,
-                on_nonconvergence=options.on_nonconvergence,
-            )
+        g_hat, _ = _null_space_cg(lap, op, weights, mask, grad.clone(), torch.zeros_like(grad), options)
         g_hat = op.project_null(g_hat, mask)
         rest = op.apply(grad - lap(g_hat))
         if mask is not None:

@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "upscale": "optisr.cli.upscale",
     "guided": "optisr.cli.guided",
     "models": "optisr.cli.models",
+    "bench": "optisr.cli.bench",
 }
 
 

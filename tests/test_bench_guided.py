@@ -1,0 +1,246 @@
+"""``optisr bench guided`` on tiny generated datasets (plus one run on the shared Middlebury30 pack)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from optisr.bench import guided as bench
+from optisr.errors import ConfigError
+from optisr.metrics.depth import protocol_b_errors
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("OPTISR_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def _scene(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A guide with two colour regions and a depth that steps at the same edge, plus a ramp."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = xx > (w // 3 + (yy * 0.4).astype(int))
+    guide = np.where(edge[..., None], [0.9, 0.3, 0.2], [0.1, 0.4, 0.8]).astype(np.float32)
+    guide = np.clip(guide + rng.normal(0, 0.01, guide.shape), 0, 1).astype(np.float32)
+    depth = (1000.0 + 800.0 * edge + 3.0 * yy + rng.normal(0, 2.0, (h, w))).astype(np.float32)
+    return guide, depth
+
+
+def _folder_dataset(root: Path, n: int = 2, h: int = 64, w: int = 72) -> Path:
+    (root / "guide").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for i in range(n):
+        guide, depth = _scene(h, w, i)
+        bgr = np.round(guide[..., ::-1] * 255).astype(np.uint8)
+        assert cv2.imwrite(str(root / "guide" / f"img{i}.png"), bgr)
+        d16 = np.round(depth).astype(np.uint16)
+        d16[3, 5] = 0  # one invalid pixel
+        assert cv2.imwrite(str(root / "depth" / f"img{i}.png"), d16)
+    return root
+
+
+def _tables(text: str) -> dict[str, dict[str, list[str]]]:
+    """Markdown report -> {table title: {method: [cells]}}."""
+    out: dict[str, dict[str, list[str]]] = {}
+    title = None
+    for line in text.splitlines():
+        if line.startswith("### "):
+            title = line[4:]
+            out[title] = {}
+        elif title and line.startswith("| ") and not line.startswith("| method"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            out[title][cells[0]] = cells[1:]
+    return out
+
+
+def _find(tables: dict, prefix: str) -> dict[str, list[float]]:
+    (key,) = [k for k in tables if k.startswith(prefix)]
+    return {m: [float(c) for c in cells] for m, cells in tables[key].items()}
+
+
+def test_protocol_a_folder(tmp_path, capsys):
+    data = _folder_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    rc = bench.main(
+        ["--dataset", "folder", "--data-dir", str(data), "--scales", "4", "8", "--methods", "bicubic", "color",
+         "--out-dir", str(out), "--figures", "1", "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    report = out / "folder_protocolA.md"
+    text = report.read_text()
+    stdout = capsys.readouterr().out
+    assert "| bicubic |" in stdout and str(report) in stdout
+    tables = _tables(text)
+    rmse = _find(tables, "RMSE")
+    cons = _find(tables, "LR consistency")
+    assert set(rmse) == {"bicubic", "color"} and all(len(v) == 2 for v in rmse.values())
+    assert all(v > 0 for v in rmse["bicubic"])
+    assert all(v > 0.1 for v in cons["bicubic"])  # bicubic is not consistent with its own LR
+    assert all(v < 1e-2 for v in cons["color"])  # colour graph: exact up to float32 rounding
+    assert rmse["color"][1] < rmse["bicubic"][1]  # edges aligned with the guide
+    assert "2 of 2 images" in text
+    figs = sorted((out / "figures").glob("*.png"))
+    assert [p.name for p in figs] == ["folder_protocolA_img0_x4.png", "folder_protocolA_img0_x8.png"]
+    panel = cv2.imread(str(figs[0]))
+    assert panel.shape[0] == 64 and panel.shape[1] > 6 * 72  # guide | LR | 2 methods | 2 errors
+    assert not list(out.glob(".*tmp*")) and not list((out / "figures").glob(".*tmp*"))
+
+
+def test_limit_and_mod_crop(tmp_path):
+    data = _folder_dataset(tmp_path / "data", n=3, h=37, w=45)  # not multiples of the scale
+    rc = bench.main(
+        ["--dataset", "folder", "--data-dir", str(data), "--scales", "8", "--methods", "bicubic",
+         "--out-dir", str(tmp_path / "o"), "--limit", "1", "--figures", "0", "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    text = (tmp_path / "o" / "folder_protocolA.md").read_text()
+    assert "1 of 3 images" in text and "×8: 1" in text
+    assert not (tmp_path / "o" / "figures").exists()
+
+
+def test_protocol_a_lr_is_pil_bicubic():
+    _, depth = _scene(48, 56, 3)
+    lr, ok = bench._make_lr(depth, np.ones(depth.shape, bool), "bicubic", 4)
+    ref = np.asarray(Image.fromarray(depth, mode="F").resize((14, 12), Image.BICUBIC))
+    assert ok.all() and lr.dtype == np.float32
+    np.testing.assert_allclose(lr, ref, rtol=0, atol=1e-3)  # depth ~1000-2000: float32 rounding only
+
+
+@dataclass
+class _FakeSample:
+    guide: np.ndarray
+    depth: np.ndarray
+    mask: np.ndarray
+    name: str
+    lr_depth: None = None
+
+
+class _FakeDataset(list):
+    name = "fake"
+    units = "mm"
+    report_units = "cm"
+    report_scale = 0.1
+
+
+def _fake(n: int = 2, h: int = 70, w: int = 64) -> _FakeDataset:
+    ds = _FakeDataset()
+    for i in range(n):
+        guide, depth = _scene(h, w, 10 + i)
+        mask = np.ones((h, w), bool)
+        mask[:4, :4] = False  # a whole 4x4 block invalid: that LR pixel is unconstrained
+        depth = np.where(mask, depth, np.nan).astype(np.float32)
+        ds.append(_FakeSample(guide, depth, mask, f"s{i}"))
+    return ds
+
+
+def test_protocol_b_units_and_consistency():
+    ds = _fake()
+    res = bench.benchmark(ds, scales=[4, 8], methods=["bicubic", "color"], protocol="b", tile=32, progress=False)
+    assert res.units == "cm" and res.operator == "area"
+    assert res.n_regions == {4: 8, 8: 8}  # 70x64 -> 2x2 tiles of 32 per image, 2 images
+    assert res.consistency["color"][4] < 1e-3 and res.consistency["bicubic"][4] > 1e-2
+    # Independent recomputation for bicubic at x4: same tiles, same LR, protocol_b_errors in mm.
+    from optisr.guided.baselines import get_baseline
+
+    preds, targets, masks = [], [], []
+    for s in ds:
+        for y in (0, 32):
+            for x in (0, 32):
+                d, m = s.depth[y : y + 32, x : x + 32], s.mask[y : y + 32, x : x + 32]
+                lr, ok = bench._make_lr(d, m, "area", 4)
+                preds.append(get_baseline("bicubic")(lr, s.guide[y : y + 32, x : x + 32], 4, ok))
+                targets.append(d)
+                masks.append(m)
+    ref = protocol_b_errors(preds, targets, masks, units="mm", tile=32, batch_size=8)
+    assert res.mse["bicubic"][4] == pytest.approx(ref.mse_cm2, rel=1e-5)
+    assert res.mae["bicubic"][4] == pytest.approx(ref.mae_cm, rel=1e-5)
+    text = bench.format_markdown(res)
+    assert "MSE (cm²)" in text and "MAE (cm)" in text and "LR consistency RMSE (cm)" in text
+
+
+def test_protocol_a_report_scale():
+    ds = _fake(n=1)
+    res = bench.benchmark(ds, scales=[8], methods=["bicubic"], protocol="A", progress=False)
+    assert res.units == "cm"
+    from optisr.guided.baselines import get_baseline
+    from optisr.metrics.depth import masked_rmse, mod_crop
+
+    s = ds[0]
+    d, m = mod_crop(s.depth, 8), mod_crop(s.mask, 8)
+    lr, ok = bench._make_lr(d, m, "bicubic", 8)
+    want = 0.1 * masked_rmse(get_baseline("bicubic")(lr, mod_crop(s.guide, 8), 8, ok), d, m)
+    assert res.rmse["bicubic"][8] == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--dataset", "middleburry30"], "did you mean 'middlebury30'"),
+        (["--dataset", "folder", "--data-dir", "{missing}"], "does not exist"),
+        (["--methods", "bicubc"], "did you mean 'bicubic'"),
+        (["--scales", "0"], "--scales"),
+        (["--limit", "0"], "--limit"),
+        (["--protocol", "B", "--tile", "30"], "multiple of every scale"),
+        (["--threads", "-1"], "--threads"),
+    ],
+)
+def test_bad_input_is_one_line_error(tmp_path, capsys, extra, fragment):
+    data = _folder_dataset(tmp_path / "data", n=1, h=16, w=16)
+    argv = ["--dataset", "folder", "--data-dir", str(data), "--scales", "4", "--out-dir", str(tmp_path / "o"),
+            "--no-progress"]  # fmt: skip
+    for i in range(0, len(extra), 2):
+        value = extra[i + 1].format(missing=tmp_path / "nope")
+        if extra[i] in argv:
+            argv[argv.index(extra[i]) + 1] = value
+        else:
+            argv += [extra[i], value]
+    rc = bench.main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert len(err.strip().splitlines()) == 1 and err.startswith("optisr bench: error:")
+    assert fragment in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_options_checked_before_work():
+    with pytest.raises(ConfigError, match="valid methods"):
+        bench.benchmark(_fake(1), methods=["nope"], progress=False)
+
+
+def test_wired_into_optisr_cli(tmp_path, capsys):
+    from optisr.cli import main as cli
+
+    if "bench" not in cli.SUBCOMMANDS:
+        pytest.skip("optisr.cli.main does not register the bench subcommand yet")
+    rc = cli.main(["bench", "guided", "--dataset", "nope", "--data-dir", str(tmp_path)])
+    assert rc == 1 and "unknown dataset" in capsys.readouterr().err
+
+
+def test_middlebury30_shared(tmp_path):
+    data = _shared_data() / "depth_lu2014_middlebury30"
+    if not data.is_dir():
+        pytest.skip(f"{data} not available")
+    out = tmp_path / "out"
+    rc = bench.main(
+        ["--dataset", "middlebury30", "--data-dir", str(data), "--scales", "8", "16", "--methods", "bicubic",
+         "color", "--limit", "2", "--figures", "1", "--out-dir", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert rc == 0
+    text = (out / "middlebury30_protocolA.md").read_text()
+    assert "2 of 30 images" in text
+    tables = _tables(text)
+    rmse, cons = _find(tables, "RMSE (0-255)"), _find(tables, "LR consistency")
+    assert 1.0 < rmse["bicubic"][0] < rmse["bicubic"][1] < 30.0
+    assert rmse["color"][0] < rmse["bicubic"][0]
+    assert cons["bicubic"][0] > 0.1 and cons["color"][0] < 1e-2
+    assert len(list((out / "figures").glob("*.png"))) == 2
+    assert re.search(r"Command: `optisr bench guided --dataset middlebury30 ", text)

@@ -59,8 +59,9 @@ __all__ = [
     "run",
 ]
 
-METHODS = ("bicubic", "color", "guided-filter", "jbu", "fbs")
-"""Methods the harness can run: ``color`` is the exact colour-affinity graph, the rest are baselines."""
+METHODS = ("bicubic", "color", "model", "guided-filter", "jbu", "fbs")
+"""Methods the harness can run: ``color`` is the exact colour-affinity graph, ``model`` the shipped
+learned graph (any ``*.safetensors`` guided model file is accepted too), the rest are baselines."""
 
 DEFAULT_METHODS = ("bicubic", "color", "guided-filter", "jbu")
 DEFAULT_SCALES = (4, 8, 16)
@@ -140,7 +141,17 @@ def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str,
         raise ConfigError(f"--methods needs at least one method from {', '.join(METHODS)}")
     names = []
     for m in methods:
+        if m.endswith(".safetensors"):  # a trained guided model file
+            if not Path(m).is_file():
+                raise ConfigError(f"{m}: guided model file not found")
+            names.append(m)
+            continue
         key = m.strip().lower().replace("_", "-")
+        if key == "model":
+            from optisr.guided.model import default_model_path
+
+            if not default_model_path().is_file():
+                raise ConfigError("method 'model': no default guided model is shipped in this install")
         if key not in METHODS:
             import difflib
 
@@ -165,8 +176,19 @@ def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str,
 
 def _method_fn(name: str, operator: str) -> Callable[..., np.ndarray]:
     """``f(lr, lr_valid, guide, scale) -> (H, W)`` for a method name."""
+    from optisr import guided_upsample
+
+    if name == "model" or name.endswith(".safetensors"):
+        from optisr.guided.model import default_model_path, load_guided_model
+
+        model, _ = load_guided_model(default_model_path() if name == "model" else name)
+
+        def learned(lr: np.ndarray, lr_valid: np.ndarray, guide: np.ndarray, scale: int) -> np.ndarray:
+            source = np.where(lr_valid, lr, np.nan).astype(np.float32)
+            return guided_upsample(source, guide, scale, operator=operator, weights=model)
+
+        return learned
     if name == "color":
-        from optisr import guided_upsample
 
         def color(lr: np.ndarray, lr_valid: np.ndarray, guide: np.ndarray, scale: int) -> np.ndarray:
             source = np.where(lr_valid, lr, np.nan).astype(np.float32)

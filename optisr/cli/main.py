@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, str] = {
     "guided": "optisr.cli.guided",
     "models": "optisr.cli.models",
     "bench": "optisr.cli.bench",
+    "degrade": "optisr.cli.degrade",
+    "train": "optisr.cli.train",
 }
 
 

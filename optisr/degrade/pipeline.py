@@ -1,0 +1,469 @@
+"""Training-pair generation for blind SR: ``DegradationConfig`` and :func:`build_training_pairs`.
+
+Kinds (``DegradationConfig.kind``):
+
+* ``bicubic``: HR = (×2-cleaned) source, LR = MATLAB bicubic ↓scale.
+* ``otsr``: as ``bicubic`` (RealSR/OTSR's DF2K "Track 1" data) plus a noise pool mined from the
+  *full-resolution* sources with the OTSR homogeneity rule.
+* ``realsr-kernel``: LR = HR correlated with a kernel and sampled every ``scale`` pixels; the
+  kernel is estimated per image (KernelGAN-style, on the source), drawn from a folder of
+  ``.mat``/``.npy`` kernels, or a random anisotropic Gaussian; noise pool as above (RealSR's
+  variance rule by default is *not* forced: ``noise.rule`` picks it).
+* ``second-order``: Real-ESRGAN's second-order degradation of the HR.
+
+``clean_up_x2`` (RealSR/OTSR): the source is first bicubic-downscaled ×2 to suppress its noise
+and artefacts; that cleaned image is the HR. Noise is *not* added to the written LR by default:
+RealSR/OTSR inject a random zero-mean crop at training time (``optisr.degrade.noise.NoisePool``
+on ``out/noise``); ``noise.bake: true`` adds it to the written LR instead.
+
+Output (BasicSR paired-folder layout)::
+
+    out/HR/<stem>.png   out/LR/x<scale>/<stem>.png   out/noise/<stem>_<k>.png
+    out/kernels/<stem>.npy (realsr-kernel)   out/degradation.yaml (the resolved config + seed)
+
+Everything is written into a hidden staging folder beside ``out`` and renamed at the end, so
+an error leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import shutil
+import sys
+import tempfile
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from optisr.degrade._image import as_rgb_float
+from optisr.degrade.bicubic import imresize
+from optisr.degrade.jpeg import JpegConfig, random_jpeg
+from optisr.degrade.kernels import (
+    GaussianKernelConfig,
+    degrade_with_kernel,
+    estimate_kernel,
+    load_kernels,
+    random_gaussian_kernel,
+)
+from optisr.degrade.noise import NoiseMiningConfig, NoisePool, mine_noise_patches
+from optisr.degrade.second_order import SecondOrderConfig, second_order_degrade
+from optisr.errors import ConfigError, InputFileError
+
+__all__ = [
+    "KINDS",
+    "BuildResult",
+    "DegradationConfig",
+    "JpegSection",
+    "KernelSection",
+    "NoiseSection",
+    "build_training_pairs",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "preview_figure",
+]
+
+KINDS = ("otsr", "realsr-kernel", "second-order", "bicubic")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NoiseSection:
+    """Noise-pool settings (used by ``otsr`` and ``realsr-kernel``)."""
+
+    enabled: bool = True
+    mining: NoiseMiningConfig = field(default_factory=NoiseMiningConfig)
+    bake: bool = False  # also add a pool draw to the written LR (RealSR/OTSR do it online)
+    strength: float = 1.0  # multiplier of baked noise
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelSection:
+    """Kernel source for ``realsr-kernel``: estimate, a folder, or random Gaussians."""
+
+    estimate: bool = False  # KernelGAN-style estimate on every source image
+    estimate_iters: int = 400
+    dir: str | None = None  # folder of .mat/.npy kernels, one drawn per image
+    gaussian: GaussianKernelConfig = field(default_factory=GaussianKernelConfig)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JpegSection:
+    """Optional JPEG on the written LR (RealSR's DF2K-JPEG variant)."""
+
+    enabled: bool = False
+    quality_range: tuple[int, int] = (30, 95)
+    prob: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class DegradationConfig:
+    """How ``optisr degrade`` turns source images into HR/LR pairs (YAML-able; see module doc)."""
+
+    kind: Literal["otsr", "realsr-kernel", "second-order", "bicubic"] = "otsr"
+    scale: int = 4  # LR = HR / scale
+    clean_up_x2: bool = True  # bicubic ↓2 of the source before anything else
+    noise: NoiseSection = field(default_factory=NoiseSection)
+    kernels: KernelSection = field(default_factory=KernelSection)
+    jpeg: JpegSection = field(default_factory=JpegSection)
+    second_order: SecondOrderConfig = field(default_factory=SecondOrderConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"kind must be one of {', '.join(KINDS)}; got {self.kind!r}")
+        if int(self.scale) != self.scale or not 1 <= self.scale <= 16:
+            raise ConfigError(f"scale must be an integer in 1..16; got {self.scale}")
+        if self.kind == "realsr-kernel" and self.kernels.estimate and self.scale not in (2, 4):
+            raise ConfigError(f"kernel estimation supports scale 2 or 4; got {self.scale}")
+        JpegConfig(quality_range=self.jpeg.quality_range, prob=self.jpeg.prob)  # validates
+        if self.second_order.scale != self.scale:  # one scale for the whole config
+            object.__setattr__(self, "second_order", dataclasses.replace(self.second_order, scale=self.scale))
+
+    @property
+    def uses_noise(self) -> bool:
+        return self.noise.enabled and self.kind in ("otsr", "realsr-kernel")
+
+
+# ------------------------------------------------------------------------------------------
+# strict dict/YAML conversion
+# ------------------------------------------------------------------------------------------
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            choices = ", ".join(map(str, typing.get_args(hint)))
+            raise ConfigError(f"{where}: must be one of {choices}; got {value!r}")
+        return value
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping; got {value!r}")
+        return _from_dict(hint, value, where)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list; got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values; got {list(value)}")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false; got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: expected an integer; got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer; got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{where}: expected an integer; got {value!r}")
+        return int(f)
+    if hint is float:
+        try:
+            return float(value)  # "1e-4" from YAML becomes a float
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number; got {value!r}") from None
+    if hint is str:
+        return str(value)
+    return value
+
+
+def _from_dict(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"unknown key {where + str(key)!r}{hint}; valid keys: {', '.join(names)}"
+            )
+        kwargs[key] = _convert(hints[key], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict | None) -> DegradationConfig:
+    """Build a :class:`DegradationConfig` from a (YAML) mapping; unknown keys are errors.
+
+    ``degradation:`` as the single top-level key is also accepted.
+    """
+    data = dict(data or {})
+    if set(data) == {"degradation"} and isinstance(data["degradation"], dict):
+        data = data["degradation"]
+    return _from_dict(DegradationConfig, data)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def config_to_dict(cfg: DegradationConfig) -> dict:
+    """The config as plain YAML-safe types (tuples → lists)."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def load_config(path: str | os.PathLike) -> DegradationConfig:
+    """Read a YAML config file (see ``configs/degrade/*.yaml``)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputFileError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise InputFileError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise InputFileError(f"{path}: the config must be a mapping of keys to values")
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------
+# building pairs
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build_training_pairs` wrote."""
+
+    out_dir: Path
+    pairs: int
+    noise_patches: int
+    hr_dir: Path
+    lr_dir: Path
+    noise_dir: Path | None
+    kernels_dir: Path | None
+
+
+def _u8(x: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _list_sources(src_dir: Path) -> list[Path]:
+    from optisr.io.images import is_image_file
+
+    if not src_dir.is_dir():
+        raise InputFileError(f"{src_dir}: input folder not found")
+    files = sorted(f for f in src_dir.iterdir() if f.is_file() and is_image_file(f))
+    if not files:
+        raise InputFileError(f"{src_dir}: no images (.png, .jpg, ...) in this folder")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise InputFileError(f"{f}: same name as {stems[f.stem].name}; outputs are named by stem")
+        stems[f.stem] = f
+    return files
+
+
+def _modcrop(x: np.ndarray, scale: int, name: Path) -> np.ndarray:
+    h, w = (x.shape[0] // scale) * scale, (x.shape[1] // scale) * scale
+    if h == 0 or w == 0:
+        raise InputFileError(f"{name}: image {x.shape[1]}×{x.shape[0]} is too small for ×{scale}")
+    return x[:h, :w]
+
+
+def _read(path: Path) -> np.ndarray:
+    from optisr.io.images import read_image
+
+    return as_rgb_float(read_image(path))
+
+
+def build_training_pairs(
+    src_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: DegradationConfig | None = None,
+    *,
+    seed: int = 0,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> BuildResult:
+    """Degrade every image of ``src_dir`` and write HR/LR pairs to ``out_dir`` (see module doc).
+
+    Args:
+        src_dir: folder of source-domain images (any :mod:`optisr.io.images` format).
+        out_dir: output folder; must not exist or be empty unless ``overwrite``.
+        cfg: the degradation (default :class:`DegradationConfig`: OTSR Track-1 style).
+        seed: image ``i`` uses ``np.random.default_rng([seed, i])``: the same seed gives the
+            same output whatever else changes.
+        progress: show a tqdm bar on stderr.
+        overwrite: replace a non-empty ``out_dir``.
+    Returns:
+        :class:`BuildResult`.
+    Raises:
+        InputFileError: unreadable/too-small source (named), missing folders.
+        ConfigError: non-empty output without ``overwrite``; ``noise.bake`` with no noise found.
+    """
+    import yaml
+    from tqdm import tqdm
+
+    from optisr.io.images import write_image
+
+    cfg = cfg or DegradationConfig()
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    files = _list_sources(src_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ConfigError(f"{out_dir}: output folder exists and is not empty (use overwrite / --overwrite)")
+    kernel_pool = (
+        load_kernels(cfg.kernels.dir)
+        if cfg.kind == "realsr-kernel" and cfg.kernels.dir and not cfg.kernels.estimate
+        else None
+    )
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
+    try:
+        hr_dir, lr_dir = stage / "HR", stage / "LR" / f"x{cfg.scale}"
+        noise_dir = stage / "noise" if cfg.uses_noise else None
+        kernels_dir = stage / "kernels" if cfg.kind == "realsr-kernel" else None
+        n_noise = 0
+        pool = None
+        if cfg.uses_noise:  # pass 1: mine the full-resolution sources
+            tiles_all = []
+            for f in tqdm(files, desc="noise", disable=not progress, file=sys.stderr):
+                for k, tile in enumerate(mine_noise_patches(_read(f), cfg.noise.mining, zero_mean=False)):
+                    write_image(noise_dir / f"{f.stem}_{k:03d}.png", _u8(tile))
+                    tiles_all.append(tile)
+            n_noise = len(tiles_all)
+            if cfg.noise.bake:
+                if not tiles_all:
+                    raise ConfigError(
+                        "noise.bake is set but no noise patch passed the rule; relax noise.mining thresholds"
+                    )
+                pool = NoisePool(tiles_all, strength=cfg.noise.strength)
+        jpeg = JpegConfig(quality_range=cfg.jpeg.quality_range, prob=cfg.jpeg.prob)
+        for i, f in enumerate(tqdm(files, desc="pairs", disable=not progress, file=sys.stderr)):
+            rng = np.random.default_rng([seed, i])
+            src = _read(f)
+            hr = np.clip(imresize(src, 0.5), 0.0, 1.0) if cfg.clean_up_x2 else src
+            hr = _modcrop(hr, cfg.scale, f)
+            if cfg.kind in ("bicubic", "otsr"):
+                lr = np.clip(imresize(hr, 1.0 / cfg.scale), 0.0, 1.0)
+            elif cfg.kind == "realsr-kernel":
+                if cfg.kernels.estimate:
+                    kernel = estimate_kernel(src, scale=cfg.scale, iters=cfg.kernels.estimate_iters, seed=rng)
+                elif kernel_pool is not None:
+                    kernel = kernel_pool[int(rng.integers(len(kernel_pool)))]
+                else:
+                    kernel = random_gaussian_kernel(cfg.kernels.gaussian, rng)
+                lr = degrade_with_kernel(hr, kernel, cfg.scale)
+                kernels_dir.mkdir(parents=True, exist_ok=True)
+                np.save(kernels_dir / f"{f.stem}.npy", kernel)
+            else:
+                lr = second_order_degrade(hr, cfg.second_order, rng)
+            if pool is not None:
+                lr = pool.inject(lr, rng)
+            if cfg.jpeg.enabled:
+                lr = random_jpeg(lr, jpeg, rng)
+            write_image(hr_dir / f"{f.stem}.png", _u8(hr))
+            write_image(lr_dir / f"{f.stem}.png", _u8(lr))
+        record = {"degradation": config_to_dict(cfg), "seed": int(seed), "source": str(src_dir),
+                  "pairs": len(files), "noise_patches": n_noise}  # fmt: skip
+        (stage / "degradation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+        if out_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, old / "x")
+            os.replace(stage, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    rel = lambda p: None if p is None else out_dir / p.relative_to(stage)  # noqa: E731
+    return BuildResult(out_dir, len(files), n_noise, rel(hr_dir), rel(lr_dir), rel(noise_dir), rel(kernels_dir))
+
+
+# ------------------------------------------------------------------------------------------
+# preview
+# ------------------------------------------------------------------------------------------
+
+
+def _fit(x: np.ndarray, cell: int) -> np.ndarray:
+    """Nearest-neighbour scale of an (h, w, 3) float image into a cell×cell black canvas."""
+    import cv2
+
+    h, w = x.shape[:2]
+    f = cell / max(h, w)
+    nh, nw = max(1, int(round(h * f))), max(1, int(round(w * f)))
+    y = cv2.resize(x, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    y = y[:, :, None] if y.ndim == 2 else y
+    canvas = np.zeros((cell, cell, 3), np.float32)
+    r0, c0 = (cell - nh) // 2, (cell - nw) // 2
+    canvas[r0 : r0 + nh, c0 : c0 + nw] = y[:, :, :3] if y.shape[2] >= 3 else np.repeat(y[:, :, :1], 3, 2)
+    return canvas
+
+
+def preview_figure(
+    dataset_dir: str | os.PathLike, path: str | os.PathLike, *, rows: int = 4, cell: int = 192
+) -> Path:
+    """Write a PNG panel of a built dataset: clean HR | LR (nearest ×scale) | noise | kernel.
+
+    Noise tiles are shown zero-mean as ``0.5 + 4·n``; kernels are scaled to their maximum.
+    Columns with nothing to show (no noise pool, no kernels) are dark.
+    """
+    import yaml
+    from PIL import Image, ImageDraw
+
+    from optisr.io.images import write_image
+
+    root = Path(dataset_dir)
+    meta_file = root / "degradation.yaml"
+    if not meta_file.is_file():
+        raise InputFileError(f"{meta_file}: not found; preview needs a folder made by build_training_pairs")
+    meta = yaml.safe_load(meta_file.read_text(encoding="utf-8"))
+    scale = int(meta["degradation"]["scale"])
+    hrs = sorted((root / "HR").glob("*.png"))[:rows]
+    noise = sorted((root / "noise").glob("*.png")) if (root / "noise").is_dir() else []
+    header = 22
+    panel = []
+    for i, hr_file in enumerate(hrs):
+        hr = _read(hr_file)
+        lr = _read(root / "LR" / f"x{scale}" / hr_file.name)
+        cells = [_fit(hr, cell), _fit(np.repeat(np.repeat(lr, scale, 0), scale, 1), cell)]
+        if noise:
+            n = _read(noise[i % len(noise)])
+            cells.append(_fit(np.clip(0.5 + 4.0 * (n - n.mean(axis=(0, 1))), 0, 1), cell))
+        else:
+            cells.append(np.full((cell, cell, 3), 0.1, np.float32))
+        kfile = root / "kernels" / f"{hr_file.stem}.npy"
+        if kfile.is_file():
+            k = np.load(kfile)
+            cells.append(_fit(np.repeat((k / max(k.max(), 1e-12))[:, :, None], 3, 2).astype(np.float32), cell))
+        else:
+            cells.append(np.full((cell, cell, 3), 0.1, np.float32))
+        panel.append(np.concatenate(cells, axis=1))
+    if not panel:
+        raise InputFileError(f"{root / 'HR'}: no HR images to preview")
+    body = _u8(np.concatenate(panel, axis=0))
+    img = Image.new("RGB", (body.shape[1], body.shape[0] + header), (255, 255, 255))
+    img.paste(Image.fromarray(body), (0, header))
+    draw = ImageDraw.Draw(img)
+    titles = ("clean HR", f"LR x{scale} (nearest)", "noise (0.5+4n)", "kernel")
+    for j, t in enumerate(titles):
+        draw.text((j * cell + 4, 4), t, fill=(0, 0, 0))
+    return write_image(Path(path), np.asarray(img))

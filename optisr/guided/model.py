@@ -1,0 +1,301 @@
+"""Learned graph regularisation: a compact U-Net turns (guide, upsampled source) into edge weights.
+
+The model is the LGR design (de Lutio et al. 2022) with a network small enough to train from
+scratch on a CPU:
+
+    guide (B,3,H,W) in [0,1] ─┐
+                              ├─> FeatureUNet ─> K features ─┐
+    source (B,1,h,w) ─ bicubic up, z-scored ─┘                ├─> edge weights ─> graph_solve ─> x
+    guide · a (learned scale a) ──────────────────────────────┘
+
+Edge weights are ``w_pq = floor + (1 − floor)·exp(−mean_k (F_kp − F_kq)²)`` over the
+concatenation ``F = [a·guide, net]``. The network's last convolution starts near zero and ``a`` starts at
+``sqrt((3 + K)/3) / COLOR_MU``, so an untrained model is (nearly) the colour-affinity graph of
+:func:`optisr.guided.api.color_weights`; training moves away from it where that helps.
+
+The solver works in the source's own units (it is linear in ``s``), so one model serves depth in
+mm, disparity or metres alike; only the network input is normalised per sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from optisr.errors import ConfigError, ShapeError
+from optisr.guided.layer import graph_solve
+from optisr.ops.lattice import edge_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class GraphSRConfig:
+    """Architecture of :class:`GraphSRModel` (stored in checkpoint metadata).
+
+    Attributes:
+        widths: channels per U-Net level, full resolution first (len = levels, ≥ 1).
+        features: K, learned feature channels that enter the edge weights.
+        color_mu: μ of the colour graph the untrained model reproduces.
+        floor: minimum edge weight (see :func:`optisr.ops.lattice.edge_weights`).
+        mode: ``exact`` (hard consistency) or ``soft`` (LGR penalty with learned λ).
+        lam_init: initial λ of the soft mode.
+    """
+
+    widths: tuple[int, ...] = (16, 32, 64, 128)
+    features: int = 16
+    color_mu: float = 0.02
+    floor: float = 1e-3
+    mode: str = "exact"
+    lam_init: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError(f"model.widths must be positive channel counts, got {self.widths}")
+        if self.features < 1:
+            raise ConfigError(f"model.features must be ≥ 1, got {self.features}")
+        if not 0 < self.color_mu:
+            raise ConfigError(f"model.color_mu must be > 0, got {self.color_mu}")
+        if not 0 <= self.floor < 1:
+            raise ConfigError(f"model.floor must be in [0, 1), got {self.floor}")
+        if self.mode not in ("exact", "soft"):
+            raise ConfigError(f"model.mode must be 'exact' or 'soft', got {self.mode!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["widths"] = list(self.widths)
+        return d
+
+
+class _Block(nn.Sequential):
+    """Two 3×3 conv + LeakyReLU (no normalisation: batch statistics of tiny CPU batches are noisy)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1),
+            nn.LeakyReLU(0.1, inplace=True),
+        )
+
+
+class FeatureUNet(nn.Module):
+    """U-Net (B, cin, H, W) → (B, cout, H, W) for any H, W (inputs are padded to 2^(levels−1)).
+
+    Downsampling by 2×2 average pooling, upsampling by bilinear interpolation + concatenation of
+    the skip connection. The output convolution starts small (std 1e-2), so the features start
+    nearly constant.
+    """
+
+    def __init__(self, cin: int, cout: int, widths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.levels = len(widths)
+        self.down = nn.ModuleList()
+        c = cin
+        for w in widths:
+            self.down.append(_Block(c, w))
+            c = w
+        self.up = nn.ModuleList()
+        for w_skip in reversed(widths[:-1]):
+            self.up.append(_Block(c + w_skip, w_skip))
+            c = w_skip
+        self.head = nn.Conv2d(c, cout, 1)
+        # Small, not zero: with identically zero features every feature difference is 0 and so
+        # is the gradient of exp(−diff²), so a zero-initialised head would never learn.
+        nn.init.normal_(self.head.weight, std=1e-2)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        H, W = x.shape[-2:]
+        m = 2 ** (self.levels - 1)
+        ph, pw = (-H) % m, (-W) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        skips = []
+        for i, block in enumerate(self.down):
+            if i:
+                x = F.avg_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.up, reversed(skips[:-1])):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)[..., :H, :W]
+
+
+def upsample_source(source: Tensor, scale: int, size: tuple[int, int], mask: Tensor | None = None) -> Tensor:
+    """Bicubic upsampling of an LR source with invalid pixels filled, z-scored per sample.
+
+    Args:
+        source: (B, 1, h, w); NaN (or ``mask`` False) marks invalid pixels.
+        scale: integer factor f; the LR grid covers ``f·h × f·w ≥ H × W``.
+        size: HR (H, W).
+        mask: optional bool (B, 1, h, w), True = valid.
+    Returns:
+        (B, 1, H, W) float, zero mean and unit variance over the valid LR pixels of each sample.
+    """
+    valid = torch.isfinite(source)
+    if mask is not None:
+        valid = valid & mask.to(torch.bool)
+    s = torch.where(valid, source, torch.zeros_like(source))
+    n = valid.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+    mean = s.sum(dim=(1, 2, 3), keepdim=True) / n
+    var = ((s - mean) * valid).pow(2).sum(dim=(1, 2, 3), keepdim=True) / n
+    z = torch.where(valid, (s - mean) / (var.sqrt() + 1e-6), torch.zeros_like(s))
+    h, w = source.shape[-2:]
+    up = F.interpolate(z, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
+    return up[..., : size[0], : size[1]]
+
+
+class GraphSRModel(nn.Module):
+    """Guided SR by learned graph regularisation (exactly consistent in ``exact`` mode).
+
+    ``forward(guide, source, scale, operator=..., mask=...)``:
+        guide: (B, 3, H, W) float RGB in [0, 1] (grey guides: repeat to 3 channels).
+        source: (B, 1, h, w) float in any unit, ``(h, w) = ceil((H, W)/scale)``; NaN = invalid.
+        Returns the HR target (B, 1, H, W) in the source's units.
+    """
+
+    def __init__(self, config: GraphSRConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GraphSRConfig()
+        c = self.config
+        self.net = FeatureUNet(4, c.features, c.widths)
+        a0 = math.sqrt((3 + c.features) / 3) / c.color_mu
+        self.log_guide_scale = nn.Parameter(torch.tensor(math.log(a0)))
+        log_lam = torch.tensor(math.log(c.lam_init))
+        if c.mode == "soft":  # λ is learned only where it acts (DDP rejects unused parameters)
+            self.log_lam = nn.Parameter(log_lam)
+        else:
+            self.register_buffer("log_lam", log_lam)
+        self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
+        """(B, 3 + K, H, W) features whose squared differences define the edge weights."""
+        if guide.dim() != 4 or guide.shape[1] != 3:
+            raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
+        H, W = guide.shape[-2:]
+        up = upsample_source(source, scale, (H, W), mask).to(guide.dtype)
+        x = torch.cat([(guide - self._mean.to(guide.dtype)) / self._std.to(guide.dtype), up], dim=1)
+        learned = self.net(x)
+        return torch.cat([guide * self.log_guide_scale.exp(), learned], dim=1)
+
+    def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
+        """(B, 2, H, W) edge weights in [floor, 1]."""
+        return edge_weights(self.features(guide, source, scale, mask), 1.0, floor=self.config.floor)
+
+    def forward(
+        self,
+        guide: Tensor,
+        source: Tensor,
+        scale: int,
+        *,
+        operator: str = "area",
+        mask: Tensor | None = None,
+        sigma: float | None = None,
+        tol: float = 1e-4,
+        max_iter: int = 2000,
+        on_nonconvergence: str = "warn",
+    ) -> Tensor:
+        w = self.weights(guide, source, scale, mask)
+        return graph_solve(
+            source,
+            w.to(source.dtype),
+            scale,
+            operator=operator,
+            mode=self.config.mode,
+            lam=self.log_lam.exp().to(source.dtype),
+            mask=mask,
+            sigma=sigma,
+            tol=tol,
+            max_iter=max_iter,
+            on_nonconvergence=on_nonconvergence,
+            floor=self.config.floor,
+        )
+
+
+ARCH = "GraphSRModel"
+
+
+def save_guided_model(
+    model: GraphSRModel,
+    path: str | os.PathLike,
+    *,
+    scales: list[int],
+    operator: str,
+    training_data: str,
+    **extra: object,
+) -> Path:
+    """Write a guided model to safetensors, atomically, with a metadata header.
+
+    Header keys (strings): ``arch``, ``config`` (JSON of :class:`GraphSRConfig`), ``scales``
+    (JSON list), ``operator`` (the LR operator it was trained with), ``training_data``,
+    ``version`` (optisr) and any ``extra`` (JSON-encoded unless already a string).
+    """
+    from safetensors.torch import save_file
+
+    from optisr import __version__
+    from optisr.io.atomic import atomic_path
+
+    meta = {
+        "format": "pt",
+        "arch": ARCH,
+        "config": json.dumps(model.config.to_dict()),
+        "scales": json.dumps([int(f) for f in scales]),
+        "operator": operator,
+        "training_data": training_data,
+        "version": __version__,
+    }
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    os.chmod(path, 0o644)
+    return path
+
+
+def load_guided_model(path: str | os.PathLike) -> tuple[GraphSRModel, dict[str, str]]:
+    """Load a model written by :func:`save_guided_model`; returns (model in eval mode, header)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    from optisr.errors import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: guided model file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputFileError(f"{path}: not a readable safetensors file ({exc})") from None
+    if meta.get("arch") != ARCH:
+        raise InputFileError(f"{path}: not a guided optisr model (arch={meta.get('arch')!r}, expected {ARCH!r})")
+    try:
+        cfg = GraphSRConfig(**json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputFileError(f"{path}: bad or missing 'config' metadata ({exc})") from None
+    model = GraphSRModel(cfg)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise InputFileError(f"{path}: weights do not match the architecture (missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]})")
+    return model.eval(), meta
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package (``optisr/guided/weights/default.safetensors``)."""
+    return Path(__file__).resolve().parent / "weights" / "default.safetensors"

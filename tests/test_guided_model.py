@@ -1,0 +1,121 @@
+"""The learned guided model: colour-graph initialisation, any size, consistency, IO, gradients."""
+
+import json
+
+import pytest
+import torch
+
+from optisr.errors import InputFileError
+from optisr.guided.api import color_weights
+from optisr.guided.model import (
+    GraphSRConfig,
+    GraphSRModel,
+    load_guided_model,
+    save_guided_model,
+    upsample_source,
+)
+from optisr.ops.operators import make_operator
+
+
+def _scene(h=37, w=45, f=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    guide = torch.rand(2, 3, h, w, generator=g)
+    depth = torch.rand(2, 1, h, w, generator=g) * 100
+    op = make_operator("area", (h, w), f)
+    return guide, depth, op.apply(depth)
+
+
+def test_untrained_model_is_the_colour_graph():
+    guide, _, src = _scene()
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8, 8), features=6))
+    with torch.no_grad():
+        assert (model.weights(guide, src, 4) - color_weights(guide)).abs().max() < 0.1  # near it
+        model.net.head.weight.zero_()
+        w = model.weights(guide, src, 4)
+    assert torch.allclose(w, color_weights(guide), atol=1e-5)  # exactly it with a zero head
+
+
+@pytest.mark.parametrize("shape", [(37, 45), (16, 16), (50, 21)])
+def test_any_size_and_exact_consistency(shape):
+    h, w = shape
+    guide, depth, src = _scene(h, w, f=4)
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8, 8, 8), features=3))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.net.head.weight, std=0.5)  # a non-trivial network output
+        x = model(guide, src, 4, tol=1e-6)
+    assert x.shape == (2, 1, h, w)
+    op = make_operator("area", (h, w), 4)
+    assert (op.apply(x) - src).abs().max() <= 1e-3 * 100
+
+
+def test_upsample_source_zscores_valid_pixels_and_ignores_nan():
+    src = torch.tensor([[[[1.0, 3.0], [float("nan"), 5.0]]]])
+    up = upsample_source(src, 2, (4, 3))
+    assert up.shape == (1, 1, 4, 3) and torch.isfinite(up).all()
+    z = upsample_source(src * 10 + 7, 2, (4, 3))  # affine changes of units do not change the input
+    assert torch.allclose(up, z, atol=1e-5)
+
+
+def test_gradients_reach_network_and_guide_scale_float64():
+    torch.manual_seed(1)
+    model = GraphSRModel(GraphSRConfig(widths=(3, 4), features=2)).double()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.net.head.weight, std=0.3)
+    guide, depth, src = _scene(12, 12, f=4)
+    guide, depth, src = guide.double(), depth.double(), src.double()
+    target = depth + 0.0
+
+    def loss_at(log_a):
+        with torch.no_grad():
+            model.log_guide_scale.fill_(log_a)
+        return float((model(guide, src, 4, tol=1e-12, max_iter=5000) - target).pow(2).mean())
+
+    a0 = float(model.log_guide_scale.detach())
+    model.zero_grad()
+    loss = (model(guide, src, 4, tol=1e-12, max_iter=5000) - target).pow(2).mean()
+    loss.backward()
+    assert model.net.head.weight.grad.abs().sum() > 0
+    assert model.net.down[0][0].weight.grad.abs().sum() > 0
+    eps = 1e-5
+    fd = (loss_at(a0 + eps) - loss_at(a0 - eps)) / (2 * eps)
+    assert model.log_guide_scale.grad.item() == pytest.approx(fd, rel=1e-4, abs=1e-9)
+
+
+def test_soft_mode_learns_lambda_exact_mode_does_not():
+    assert "log_lam" in dict(GraphSRModel(GraphSRConfig(mode="soft")).named_parameters())
+    assert "log_lam" not in dict(GraphSRModel(GraphSRConfig(mode="exact")).named_parameters())
+
+
+def test_save_load_roundtrip_with_metadata(tmp_path):
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8), features=3))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.net.head.weight)
+    path = save_guided_model(model, tmp_path / "m.safetensors", scales=[4, 8], operator="bicubic",
+                             training_data="procedural scenes", metrics={"nrmse": 0.1})
+    loaded, meta = load_guided_model(path)
+    assert meta["arch"] == "GraphSRModel" and meta["operator"] == "bicubic"
+    assert json.loads(meta["scales"]) == [4, 8] and meta["training_data"] == "procedural scenes"
+    assert json.loads(meta["config"])["widths"] == [4, 8] and json.loads(meta["metrics"]) == {"nrmse": 0.1}
+    guide, _, src = _scene()
+    with torch.no_grad():
+        assert torch.equal(loaded.weights(guide, src, 4), model.weights(guide, src, 4))
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(InputFileError, match="not found"):
+        load_guided_model(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(InputFileError, match="bad.safetensors"):
+        load_guided_model(bad)
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"x": torch.zeros(1)}, str(other), metadata={"arch": "RRDBNet"})
+    with pytest.raises(InputFileError, match="not a guided optisr model"):
+        load_guided_model(other)
+
+
+def test_model_size_fits_in_package_budget():
+    n = sum(p.numel() for p in GraphSRModel(GraphSRConfig(widths=(12, 24, 48, 96))).parameters())
+    assert n * 4 < 10e6

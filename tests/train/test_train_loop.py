@@ -1,0 +1,159 @@
+"""optisr.train.loop.fit in-process: releases, best tracking, schedules, GAN-style steps, CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from optisr.errors import ConfigError
+from optisr.train import DistInfo, all_reduce_mean, fit, from_dict
+from optisr.train.loop import OptimConfig, SchedulerConfig, TrainConfig, build_optimizer, build_scheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import train_toy  # noqa: E402
+
+
+def _toy(**train):
+    cfg = from_dict(train_toy.ToyConfig, {"train": {"total_steps": 12, "batch_size": 8, "log_every": 4, **train}})
+    return train_toy.ToyTask(cfg), cfg.train
+
+
+def test_fit_writes_states_releases_logs_and_tracks_best(tmp_path):
+    task, cfg = _toy(save_every=4, val_every=4, keep_states=2, ema_decay=0.5, best_metric="mse", best_mode="min",
+                     optim={"lr": 0.05})
+    seen = []
+    validate = task.validate
+    task.validate = lambda model, step: seen.append((step, model.training)) or validate(model, step)
+    result = fit(task, cfg, save_dir=tmp_path, progress=False)
+    assert result.step == 12 and result.start_step == 0 and result.ema is not None
+    assert seen == [(4, False), (8, False), (12, False)]
+    assert sorted(p.name for p in tmp_path.glob("state_*.pt")) == ["state_00000008.pt", "state_00000012.pt"]
+    last = load_file(tmp_path / "last.safetensors")
+    assert all(torch.equal(last[k], v) for k, v in result.ema.module.state_dict().items())  # EMA is released
+    assert (tmp_path / "best.safetensors").is_file() and result.best_step in (4, 8, 12)
+    assert result.best_value == pytest.approx(min(r["val/mse"] for r in _val_records(tmp_path)))
+    recs = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if "train/loss" in r] == [4, 8, 12]
+    state = torch.load(tmp_path / "state_00000012.pt", weights_only=True)
+    assert state["extra"]["best_step"] == result.best_step and state["extra"]["train_config"]["total_steps"] == 12
+
+    again = fit(task, cfg, save_dir=tmp_path, resume=True, progress=False)  # finished run: nothing to do
+    assert again.start_step == 12 and again.best_step == result.best_step
+    assert all(torch.equal(a, b) for a, b in zip(again.model.parameters(), result.model.parameters()))
+
+
+def _val_records(tmp_path):
+    lines = (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "val/mse" in r]
+
+
+def test_best_metric_must_be_returned(tmp_path):
+    task, cfg = _toy(total_steps=2, val_every=2, best_metric="psnr")
+    with pytest.raises(ConfigError, match=r"train.best_metric: validate\(\) returned no 'psnr' \(it returned mse, step_seen\)"):
+        fit(task, cfg, save_dir=tmp_path, progress=False)
+
+
+def test_no_validation_still_releases_last(tmp_path):
+    task, cfg = _toy(total_steps=3, val_every=0, save_every=0, log_every=0)
+    fit(task, cfg, save_dir=tmp_path, progress=False)
+    assert (tmp_path / "last.safetensors").is_file() and not (tmp_path / "best.safetensors").exists()
+    assert [p.name for p in tmp_path.glob("state_*.pt")] == ["state_00000003.pt"]
+
+
+def _lrs(sched_cfg, total=10, lr=1.0):
+    opt = build_optimizer([nn.Parameter(torch.zeros(1))], OptimConfig(lr=lr))
+    sch = build_scheduler(opt, sched_cfg, total)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sch.step()
+    return out
+
+
+def test_schedules():
+    assert _lrs(SchedulerConfig(type="constant", warmup_steps=4))[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert _lrs(SchedulerConfig(type="multistep", milestones=[3, 6], gamma=0.1)) == pytest.approx(
+        [1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01]
+    )
+    cos = _lrs(SchedulerConfig(type="cosine", min_lr=0.1), total=10)
+    assert cos[0] == 1.0 and cos[5] == pytest.approx(0.55) and all(a > b for a, b in zip(cos, cos[1:]))
+    assert _lrs(SchedulerConfig(type="cosine", min_lr=0.1), total=10, lr=2.0)[5] == pytest.approx(2 * (0.05 + 0.95 * 0.5))
+
+
+class GanTask:
+    """Two networks, custom optimizers and a hand-written G-then-D step."""
+
+    def build_model(self):
+        return {"net_g": nn.Linear(2, 2), "net_d": nn.Linear(2, 1)}
+
+    def build_optimizers(self, models, cfg):
+        return {
+            "net_g": build_optimizer(models["net_g"].parameters(), cfg.optim),
+            "net_d": torch.optim.SGD(models["net_d"].parameters(), lr=0.1),
+        }
+
+    def batch(self, step, rank):
+        return torch.randn(4, 2)  # global RNG is re-seeded per step by fit
+
+    def train_step(self, models, optimizers, x, step):
+        g, d = models["net_g"], models["net_d"]
+        optimizers["net_g"].zero_grad()
+        loss_g = -d(g(x)).mean()
+        loss_g.backward()
+        optimizers["net_g"].step()
+        optimizers["net_d"].zero_grad()
+        loss_d = d(g(x).detach()).mean() - d(x).mean()
+        loss_d.backward()
+        optimizers["net_d"].step()
+        return {"loss_g": loss_g.item(), "loss_d": loss_d.item()}
+
+    def validate(self, model, step):
+        return {"n": float(model.weight.numel())}
+
+    def save_release(self, model, path, metrics):
+        torch.save(model.state_dict(), path.with_suffix(".pt"))
+
+
+def test_gan_style_train_step(tmp_path):
+    task = GanTask()
+    cfg = TrainConfig(total_steps=6, val_every=3, save_every=3, ema_decay=0.9, log_every=2,
+                      scheduler=SchedulerConfig(type="multistep", milestones=[2]))
+    result = fit(task, cfg, save_dir=tmp_path, progress=False)
+    assert list(result.models) == ["net_g", "net_d"] and result.ema.module.weight.shape == (2, 2)
+    assert (tmp_path / "last.pt").is_file() and (tmp_path / "best.pt").exists() is False
+    state = torch.load(tmp_path / "state_00000006.pt", weights_only=True)
+    assert set(state["model"]) == {"net_g", "net_d"} and set(state["scheduler"]) == {"net_g", "net_d"}
+    assert state["optimizer"]["net_g"]["param_groups"][0]["lr"] == pytest.approx(cfg.optim.lr * 0.5)
+    resumed = fit(task, TrainConfig(**{**cfg.__dict__, "total_steps": 8}), save_dir=tmp_path, resume=True, progress=False)
+    assert resumed.start_step == 6 and (tmp_path / "state_00000008.pt").is_file()
+
+
+def test_all_reduce_mean_single_process():
+    info = DistInfo()
+    assert all_reduce_mean({"b": 2, "a": torch.tensor(1.5)}, info) == {"a": 1.5, "b": 2.0}
+    t = torch.ones(2)
+    assert all_reduce_mean(t, info) is t
+
+
+def test_cli_dispatch(tmp_path, monkeypatch, capsys):
+    from optisr.cli import main as cli_main
+    from optisr.cli import train as cli_train
+
+    assert cli_main.main(["train", "guided", "--config", "x.yml"]) in (0, 1, 2)  # real engine or "not available"
+    monkeypatch.setitem(cli_train.ENGINES, "guided", ("optisr.guided.no_such_trainer", "x"))
+    capsys.readouterr()
+    assert cli_main.main(["train", "guided", "--config", "x.yml"]) == 1
+    assert "engine guided not available in this version" in capsys.readouterr().err
+    monkeypatch.setitem(cli_train.ENGINES, "toy", ("train_toy", "toy engine"))
+    rc = cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "--no-progress", "--opt", "train.total_steps=3",
+                        "train.val_every=0"])
+    assert rc == 0 and (tmp_path / "state_00000003.pt").is_file() and (tmp_path / "final_rank0.pt").is_file()
+    assert cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "train.total_stepz=3"]) == 1
+    assert "train.total_stepz: unknown key; did you mean 'total_steps'" in capsys.readouterr().err

@@ -166,7 +166,7 @@ def test_color_only_options_are_rejected_for_baselines(files, capsys):
         "--mode",
         "soft",
     )
-    assert rc == 1 and "--method color" in err
+    assert rc == 1 and "graph methods (default, model, color)" in err
 
 
 def test_soft_mode_and_other_operators(files, capsys):
@@ -195,10 +195,11 @@ def test_soft_mode_and_other_operators(files, capsys):
         assert read_raster(tmp / f"hr{i}.tif").shape == (32, 32)
 
 
-def test_help_says_default_is_an_alias_of_color(capsys):
+def test_help_describes_default_model_and_fallback(capsys):
     with pytest.raises(SystemExit):
         main(["guided", "--help"])
-    assert "alias of color" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "learned graph model shipped with optisr" in out and "colour graph if this install has none" in out
 
 
 # ---------------------------------------------------------------------------------- masks

@@ -56,7 +56,7 @@ def test_upsample_source_zscores_valid_pixels_and_ignores_nan():
     assert torch.allclose(up, z, atol=1e-5)
 
 
-def test_gradients_reach_network_and_guide_scale_float64():
+def test_gradients_reach_network_and_colour_mu_float64():
     torch.manual_seed(1)
     model = GraphSRModel(GraphSRConfig(widths=(3, 4), features=2)).double()
     with torch.no_grad():
@@ -67,10 +67,10 @@ def test_gradients_reach_network_and_guide_scale_float64():
 
     def loss_at(log_a):
         with torch.no_grad():
-            model.log_guide_scale.fill_(log_a)
+            model.log_color_mu.fill_(log_a)
         return float((model(guide, src, 4, tol=1e-12, max_iter=5000) - target).pow(2).mean())
 
-    a0 = float(model.log_guide_scale.detach())
+    a0 = float(model.log_color_mu.detach())
     model.zero_grad()
     loss = (model(guide, src, 4, tol=1e-12, max_iter=5000) - target).pow(2).mean()
     loss.backward()
@@ -78,7 +78,7 @@ def test_gradients_reach_network_and_guide_scale_float64():
     assert model.net.down[0][0].weight.grad.abs().sum() > 0
     eps = 1e-5
     fd = (loss_at(a0 + eps) - loss_at(a0 - eps)) / (2 * eps)
-    assert model.log_guide_scale.grad.item() == pytest.approx(fd, rel=1e-4, abs=1e-9)
+    assert model.log_color_mu.grad.item() == pytest.approx(fd, rel=1e-4, abs=1e-9)
 
 
 def test_soft_mode_learns_lambda_exact_mode_does_not():
@@ -119,3 +119,85 @@ def test_load_errors_name_the_file(tmp_path):
 def test_model_size_fits_in_package_budget():
     n = sum(p.numel() for p in GraphSRModel(GraphSRConfig(widths=(12, 24, 48, 96))).parameters())
     assert n * 4 < 10e6
+
+
+# ------------------------------------------------------------------ the model through the API/CLI
+
+
+@pytest.fixture
+def trained_file(tmp_path):
+    torch.manual_seed(3)
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8), features=3))
+    with torch.no_grad():
+        torch.nn.init.normal_(model.net.head.weight, std=0.5)
+    return model, save_guided_model(model, tmp_path / "mine.safetensors", scales=[4], operator="area",
+                                    training_data="test")
+
+
+def test_guided_upsample_with_model_object_and_path(trained_file):
+    import numpy as np
+
+    from optisr import guided_upsample
+    from optisr.guided.layer import graph_solve
+
+    model, path = trained_file
+    guide, depth, src = _scene(40, 36, f=4)
+    g_np = guide[0].permute(1, 2, 0).numpy()
+    s_np = src[0, 0].numpy()
+    a = guided_upsample(s_np, g_np, 4, weights=model)
+    b = guided_upsample(s_np, g_np, 4, weights=str(path))
+    with torch.no_grad():
+        ref = graph_solve(src[:1], model.weights(guide[:1], src[:1], 4), 4)[0, 0].numpy()
+    assert np.allclose(a, ref, atol=1e-4 * 100) and np.allclose(a, b)
+    assert not np.allclose(a, guided_upsample(s_np, g_np, 4, weights="color"), atol=1e-3)
+    # tile-wise with a model: still exactly consistent, close to the untiled solve
+    t = guided_upsample(s_np, g_np, 4, weights=model, tile_size=16)
+    op = make_operator("area", t.shape, 4)
+    assert np.abs(op.apply(torch.from_numpy(t)).numpy() - s_np).max() <= 1e-3 * 100
+    assert np.abs(t - a).max() < 0.05 * 100
+
+
+def test_default_model_missing_falls_back_or_errors(monkeypatch, tmp_path):
+    import numpy as np
+
+    from optisr import guided_upsample
+    from optisr.errors import ConfigError
+    from optisr.guided import model as model_mod
+
+    monkeypatch.setattr(model_mod, "default_model_path", lambda: tmp_path / "none.safetensors")
+    model_mod.load_default_model.cache_clear()
+    try:
+        guide, _, src = _scene(16, 16, f=4)
+        g_np, s_np = guide[0].permute(1, 2, 0).numpy(), src[0, 0].numpy()
+        assert np.allclose(guided_upsample(s_np, g_np, 4), guided_upsample(s_np, g_np, 4, weights="color"))
+        with pytest.raises(ConfigError, match="no default guided model"):
+            guided_upsample(s_np, g_np, 4, weights="model")
+    finally:
+        model_mod.load_default_model.cache_clear()
+
+
+def test_cli_method_model_file(trained_file, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from optisr.cli.main import main
+    from optisr.io.rasters import read_raster, write_raster
+
+    _, path = trained_file
+    guide, _, src = _scene(32, 32, f=4)
+    cv2.imwrite(str(tmp_path / "rgb.png"), (guide[0].permute(1, 2, 0).numpy()[..., ::-1] * 255).astype(np.uint8))
+    write_raster(tmp_path / "lr.tif", src[0, 0].numpy().astype(np.float32))
+    out = tmp_path / "out.tif"
+    rc = main(["guided", "--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "lr.tif"), "--scale", "4",
+               "-o", str(out), "--method", str(path), "--quiet"])
+    assert rc == 0
+    x = read_raster(out).data
+    assert np.abs(make_operator("area", x.shape, 4).apply(torch.from_numpy(x.astype(np.float64))).numpy()
+                  - src[0, 0].numpy()).max() < 1e-3
+    rc = main(["guided", "--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "lr.tif"), "--scale", "4",
+               "-o", str(tmp_path / "o2.tif"), "--method", str(tmp_path / "nope.safetensors")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "nope.safetensors: guided model file not found" in err and len(err.strip().splitlines()) == 1
+    assert main(["guided", "--guide", "a.png", "--source", "b.png", "--scale", "4", "-o", "c.png",
+                 "--method", "colr"]) != 0
+    assert "did you mean 'color'" in capsys.readouterr().err

@@ -17,8 +17,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "demo",
         help="upsample a generated RGB-D scene and write a comparison panel",
         description="Generate a procedural RGB-D scene, downsample its depth, upsample it back with the "
-        "guide, and write a PNG panel (guide | LR | bicubic | ours | errors). Prints RMSE and the LR "
-        "consistency error of each method.",
+        "guide, and write a PNG panel (guide | LR | bicubic | colour graph | learned graph | errors). "
+        "Prints RMSE and the LR consistency error of each method.",
     )
     p.add_argument("-o", "--output", default="optisr_demo.png", help="panel PNG to write (default: %(default)s)")
     p.add_argument("-s", "--scale", type=int, default=8, help="upsampling factor (default: %(default)s)")
@@ -49,28 +49,34 @@ def run(args: argparse.Namespace) -> int:
     op = make_operator(args.operator, gt.shape, args.scale)
     lr = op.apply(torch.from_numpy(gt)).numpy()
 
+    from optisr.guided.model import load_default_model
+
     t0 = time.perf_counter()
-    ours = guided_upsample(lr, scene.guide, args.scale, operator=args.operator, mode=args.mode, weights="color")
-    t_ours = time.perf_counter() - t0
-    bic = bicubic(lr, scene.guide, args.scale).astype(np.float32)
+    color = guided_upsample(lr, scene.guide, args.scale, operator=args.operator, mode=args.mode, weights="color")
+    t_color = time.perf_counter() - t0
+    results = {"bicubic": bicubic(lr, scene.guide, args.scale).astype(np.float32),
+               f"colour graph ({args.mode})": color}
+    times = {f"colour graph ({args.mode})": t_color}
+    if load_default_model() is not None:
+        t0 = time.perf_counter()
+        results[f"learned graph ({args.mode})"] = guided_upsample(
+            lr, scene.guide, args.scale, operator=args.operator, mode=args.mode, weights="default"
+        )
+        times[f"learned graph ({args.mode})"] = time.perf_counter() - t0
 
     def consistency(x: np.ndarray) -> float:
         return float(np.abs(op.apply(torch.from_numpy(x)).numpy() - lr).max())
 
-    rows = [("bicubic", bic), (f"ours ({args.mode}, colour graph)", ours)]
     print(f"scene {size}×{size}, seed {args.seed}, ×{args.scale}, LR operator '{args.operator}', depth in mm")
-    print(f"{'method':32s} {'RMSE [mm]':>10s} {'max|Dx-s| [mm]':>15s}")
-    for name, x in rows:
+    print(f"{'method':28s} {'RMSE [mm]':>10s} {'max|Dx-s| [mm]':>15s} {'time [s]':>9s}")
+    for name, x in results.items():
         rmse = float(np.sqrt(np.mean((x - gt) ** 2)))
-        print(f"{name:32s} {rmse:10.2f} {consistency(x):15.2e}")
-    print(f"solve time: {t_ours:.2f} s")
+        t = f"{times[name]:9.2f}" if name in times else f"{'':9s}"
+        print(f"{name:28s} {rmse:10.2f} {consistency(x):15.2e} {t}")
 
-    panel = depth_panel(
-        scene.guide,
-        {f"LR x{args.scale}": lr, "bicubic": bic, "ours": ours},
-        reference=gt,
-        error_of=["bicubic", "ours"],
-    )
+    short = {"bicubic": "bicubic", f"colour graph ({args.mode})": "colour", f"learned graph ({args.mode})": "learned"}
+    maps = {short[k]: v for k, v in results.items()}
+    panel = depth_panel(scene.guide, {f"LR x{args.scale}": lr, **maps}, reference=gt, error_of=list(maps))
     with atomic_path(args.output) as tmp:
         if not cv2.imwrite(str(tmp), panel[..., ::-1]):
             raise ConfigError(f"could not write {args.output}")

@@ -27,7 +27,8 @@ import numpy as np
 from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 
 OPERATORS = ("area", "sum", "bicubic", "gaussian")
-METHODS = ("color", "default", "bicubic", "guided-filter", "jbu", "fbs")
+METHODS = ("default", "model", "color", "bicubic", "guided-filter", "jbu", "fbs")
+GRAPH_METHODS = ("default", "model", "color")  # exact / soft graph solves (the rest are baselines)
 GUIDE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 OUTPUT_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".pfm", ".exr")
 # Folder mode pairs files by stem; when no exact match exists, these trailing words are ignored.
@@ -66,11 +67,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--method",
-        default="color",
-        choices=METHODS,
-        help="color: colour-affinity graph with exact LR consistency (default); 'default' is an "
-        "alias of color for now and will select a trained model once one ships; bicubic, "
-        "guided-filter, jbu, fbs: classic baselines (not LR-consistent)",
+        default="default",
+        metavar="METHOD",
+        help="default: the learned graph model shipped with optisr (the colour graph if this install "
+        "has none); model: the same, and an error if it is missing; PATH.safetensors: a guided model "
+        "you trained (optisr train guided); color: colour-affinity graph, no learning; all three are "
+        "exactly LR-consistent. bicubic, guided-filter, jbu, fbs: classic baselines (not LR-consistent)",
     )
     p.add_argument(
         "--operator",
@@ -131,6 +133,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("auto", "png", "tif", "npy", "pfm", "exr"),
         default="auto",
         help="output format in folder mode (default: the source's)",
+    )
+    p.add_argument(
+        "--tile-size",
+        "--tile_size",
+        dest="tile_size",
+        type=int,
+        default=None,
+        metavar="T",
+        help="color method: solve tile-wise on T×T HR-pixel tiles (rounded up to a multiple of N; "
+        "16·N pixels of overlap, exact consistency kept) to bound memory; default: tiles of 1024 "
+        "when the guide has more than 4096×4096 pixels; 0: never tile",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -242,16 +255,34 @@ def _jobs(args: argparse.Namespace) -> tuple[list[Job], bool]:
 # ----------------------------------------------------------------------------- validation
 
 
+def _is_graph(method: str) -> bool:
+    return method in GRAPH_METHODS or method.endswith(".safetensors")
+
+
 def _check_options(args: argparse.Namespace) -> None:
+    if args.method.endswith(".safetensors"):
+        if not Path(args.method).is_file():
+            raise InputFileError(f"{args.method}: guided model file not found")
+    elif args.method not in METHODS:
+        import difflib
+
+        close = difflib.get_close_matches(args.method, METHODS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"--method {args.method!r}{hint}: use one of {', '.join(METHODS)} or a .safetensors model")
     if not 1 <= args.scale <= 64:
         raise ConfigError(f"--scale must be an integer in 1..64, got {args.scale}")
-    if args.method in ("color", "default"):
+    if _is_graph(args.method):
         if args.lam is not None and args.mode != "soft":
             raise ConfigError("--lam is the penalty weight of --mode soft; add --mode soft or drop --lam")
         if args.lam is not None and not args.lam > 0:
             raise ConfigError(f"--lam must be > 0, got {args.lam}")
     elif args.mode is not None or args.lam is not None:
-        raise ConfigError(f"--mode and --lam apply to --method color only, not {args.method}")
+        raise ConfigError(f"--mode and --lam apply to the graph methods (default, model, color), not {args.method}")
+    if args.tile_size is not None:
+        if args.tile_size < 0:
+            raise ConfigError(f"--tile-size must be >= 0 HR pixels (0 = no tiling), got {args.tile_size}")
+        if not _is_graph(args.method) and args.tile_size:
+            raise ConfigError(f"--tile-size applies to the graph methods (default, model, color), not {args.method}")
     if args.sigma is not None and (args.operator != "gaussian" or not args.sigma > 0):
         raise ConfigError(f"--sigma must be > 0 and needs --operator gaussian; got --operator {args.operator}")
     if args.method == "fbs":
@@ -409,7 +440,7 @@ def _to_output(
     dtype = np.dtype(raster.dtype_on_disk)
     info = np.iinfo(dtype)
     lo = 1.0 if raster.nodata is None else float(info.min)  # 0 means "invalid" in such PNGs
-    exact = args.method in ("color", "default") and (args.mode or "exact") == "exact"
+    exact = _is_graph(args.method) and (args.mode or "exact") == "exact"
     if exact and args.operator in ("area", "sum"):
         out = _round_consistent(x, source, valid, scale, args.operator, lo, float(info.max))
     else:
@@ -436,7 +467,7 @@ def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> 
     valid = raster.mask.copy()
     if job.mask is not None:
         valid &= _read_mask(job.mask, raster.shape)
-    native = args.method in ("color", "default")
+    native = _is_graph(args.method)
     guide, source, valid, note = _fit_sizes(job, guide, source, valid, args.scale, args.fit, native)
     if note:
         log(f"optisr guided: {job.source.name}: {note}")
@@ -454,11 +485,13 @@ def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> 
                 args.scale,
                 operator=args.operator,
                 mode=args.mode or "exact",
-                weights="color",
+                weights=args.method,
                 mask=valid,
                 lam=1.0 if args.lam is None else args.lam,
                 sigma=args.sigma,
                 dtype=torch.float64,
+                tile_size=args.tile_size,
+                progress=not args.quiet,
             )
         else:
             x = get_baseline(args.method)(source, guide, args.scale, mask_lr=valid)
@@ -487,8 +520,6 @@ def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    if args.method == "default":
-        args.method = "color"
     _check_options(args)
     jobs, folder_mode = _jobs(args)
 

@@ -20,6 +20,51 @@ from optisr.ops.operators import lr_size
 COLOR_MU = 0.02
 COLOR_FLOOR = 1e-3
 
+# the learned model's full-resolution feature maps cost ~100 bytes per HR pixel: tile sooner
+MODEL_AUTO_TILE_PIXELS = 2048 * 2048
+
+
+def _model_weights(model: Any, scale: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(guide, source) -> weights`` of a learned guided model at ``scale`` (any dtype/device)."""
+
+    def weights(gt: Tensor, src: Tensor) -> Tensor:
+        g = gt if gt.shape[1] == 3 else gt[:, :1].expand(-1, 3, -1, -1)
+        model.to(gt.device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and (gt.requires_grad or src.requires_grad)):
+            w = model.weights(g.float(), src.float(), scale)
+        return w.to(src.dtype)
+
+    return weights
+
+
+def _resolve_weights(weights: Any, scale: int) -> tuple[Any, bool]:
+    """Turn model references ('default', a path, a GraphSRModel) into a weights callable.
+
+    Returns (weights, learned) where ``learned`` says a network computes them.
+    """
+    import os
+
+    from optisr.guided.model import GraphSRModel, load_default_model, load_guided_model
+
+    if weights is None or (isinstance(weights, str) and weights in ("default", "model")):
+        model = load_default_model()
+        if model is None:
+            if isinstance(weights, str) and weights == "model":
+                raise ConfigError("no default guided model is installed (optisr/guided/weights/default.safetensors)")
+            return "color", False
+        weights = model
+    elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
+        weights = load_guided_model(weights)[0]
+    if isinstance(weights, GraphSRModel):
+        return _model_weights(weights, scale), True
+    return weights, False
+
+
+# numpy inputs with a guide above this many HR pixels are solved tile-wise (optisr.guided.tiling)
+# unless tile_size=0: the untiled solve holds ~15 HR-sized float arrays (about 1 GB at 4096²),
+# the tiled one the output plus one tile's worth.
+AUTO_TILE_PIXELS = 4096 * 4096
+
 
 def color_weights(guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR) -> Tensor:
     """Edge weights of the colour-affinity graph.
@@ -116,6 +161,8 @@ def guided_upsample(
     tol: float = 1e-4,
     max_iter: int = 2000,
     dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: Any = False,
 ) -> Any:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
@@ -132,13 +179,24 @@ def guided_upsample(
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
         mode: ``exact`` (hard consistency) or ``soft`` (LGR's penalty, weight λ).
-        weights: ``None`` or ``"color"`` (colour-affinity graph), explicit edge weights
-            ``(B, 2, H, W)`` / ``(2, H, W)``, or a callable ``(guide, source) -> weights``.
+        weights: ``"default"`` (the learned model shipped in the package, see
+            :mod:`optisr.guided.model`; the colour graph if this install carries none),
+            ``"color"`` (colour-affinity graph, no learning), a guided model (a
+            :class:`~optisr.guided.model.GraphSRModel` or a path to its ``.safetensors``),
+            explicit edge weights ``(B, 2, H, W)`` / ``(2, H, W)``, or a callable
+            ``(guide, source) -> weights``. ``None`` means ``"default"``.
         mask: optional LR validity mask (True = valid), same layout as ``source``.
         lam: λ for ``soft`` mode.
         sigma: PSF width in HR pixels for ``gaussian``.
         tol, max_iter: CG stopping rule (relative residual) and cap.
         dtype: computation dtype (default: float32, or float64 for float64 numpy/torch input).
+        tile_size: solve tile-wise with core tiles of this many HR px (rounded up to a multiple of
+            ``scale``; see :func:`optisr.guided.tiling.tiled_guided_upsample`): bounded memory,
+            exact consistency kept, numpy input only. ``None`` (default): tile-wise with 1024-px
+            tiles when a numpy guide has more than ``AUTO_TILE_PIXELS`` (4096², 16.8 MP) pixels
+            (``MODEL_AUTO_TILE_PIXELS``, 2048², with a learned model, whose feature maps are
+            large), untiled otherwise; ``0``: never tile.
+        progress: tile-wise solves only: ``True`` for a tqdm bar, or a callable ``(done, total)``.
     Returns:
         The HR target: numpy ``(H, W)`` float for numpy input; a torch tensor ``(B, 1, H, W)``
         (or matching the input's leading dims) for torch input.
@@ -154,6 +212,29 @@ def guided_upsample(
     if isinstance(scale, bool) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0):
+        raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
+    weights, learned = _resolve_weights(weights, scale)
+    numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
+    limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
+    big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit
+    if tile_size is None and big and not isinstance(weights, Tensor):
+        from optisr.guided.tiling import DEFAULT_TILE
+
+        tile_size = DEFAULT_TILE
+    if tile_size:
+        if not numpy_in:
+            raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")
+        from optisr.guided.tiling import tiled_guided_upsample
+
+        if isinstance(weights, np.ndarray) and weights.ndim == 4:
+            if weights.shape[0] != 1:
+                raise ShapeError(f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}")
+            weights = weights[0]
+        return tiled_guided_upsample(
+            source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
+            lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
+        )  # fmt: skip
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
     H, W = gt.shape[-2:]
     need = lr_size((H, W), scale)
@@ -166,7 +247,9 @@ def guided_upsample(
     if weights is None or (isinstance(weights, str) and weights == "color"):
         w = color_weights(gt)
     elif isinstance(weights, str):
-        raise ConfigError(f"unknown weights {weights!r}; use None, 'color', an edge-weight array or a callable")
+        raise ConfigError(
+            f"unknown weights {weights!r}; use 'default', 'color', a model (.safetensors), an edge-weight array or a callable"
+        )
     elif isinstance(weights, (np.ndarray, Tensor)):
         w = torch.as_tensor(weights).to(device=src.device, dtype=src.dtype)
         if w.dim() == 3:

@@ -4,13 +4,14 @@ The model is the LGR design (de Lutio et al. 2022) with a network small enough t
 scratch on a CPU:
 
     guide (B,3,H,W) in [0,1] ─┐
-                              ├─> FeatureUNet ─> K features ─┐
-    source (B,1,h,w) ─ bicubic up, z-scored ─┘                ├─> edge weights ─> graph_solve ─> x
-    guide · a (learned scale a) ──────────────────────────────┘
+                              ├─> FeatureUNet ─> colour gate g, K features F ─┐
+    source (B,1,h,w) ─ bicubic up, z-scored ─┘                                 ├─> edge weights ─> graph_solve ─> x
+    guide colour differences / μ² (learned μ) ─────────────────────────────────┘
 
-Edge weights are ``w_pq = floor + (1 − floor)·exp(−mean_k (F_kp − F_kq)²)`` over the
-concatenation ``F = [a·guide, net]``. The network's last convolution starts near zero and ``a`` starts at
-``sqrt((3 + K)/3) / COLOR_MU``, so an untrained model is (nearly) the colour-affinity graph of
+Edge weights (see :meth:`GraphSRModel.weights`) combine the colour graph's term, scaled per edge
+by a learned gate (so texture edges that are not depth edges can be ignored), with learned
+features that cut depth edges the colour misses. The network's last convolution starts near zero,
+so an untrained model is (nearly) the colour-affinity graph of
 :func:`optisr.guided.api.color_weights`; training moves away from it where that helps.
 
 The solver works in the source's own units (it is linear in ``s``), so one model serves depth in
@@ -19,6 +20,7 @@ mm, disparity or metres alike; only the network input is normalised per sample.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,7 +33,6 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import edge_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -169,9 +170,8 @@ class GraphSRModel(nn.Module):
         super().__init__()
         self.config = config or GraphSRConfig()
         c = self.config
-        self.net = FeatureUNet(4, c.features, c.widths)
-        a0 = math.sqrt((3 + c.features) / 3) / c.color_mu
-        self.log_guide_scale = nn.Parameter(torch.tensor(math.log(a0)))
+        self.net = FeatureUNet(4, 1 + c.features, c.widths)
+        self.log_color_mu = nn.Parameter(torch.tensor(math.log(c.color_mu)))
         log_lam = torch.tensor(math.log(c.lam_init))
         if c.mode == "soft":  # λ is learned only where it acts (DDP rejects unused parameters)
             self.log_lam = nn.Parameter(log_lam)
@@ -181,18 +181,44 @@ class GraphSRModel(nn.Module):
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def features(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
-        """(B, 3 + K, H, W) features whose squared differences define the edge weights."""
+        """(B, 1 + K, H, W) network output: a colour-gate logit, then K depth-edge features."""
         if guide.dim() != 4 or guide.shape[1] != 3:
             raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
         H, W = guide.shape[-2:]
         up = upsample_source(source, scale, (H, W), mask).to(guide.dtype)
         x = torch.cat([(guide - self._mean.to(guide.dtype)) / self._std.to(guide.dtype), up], dim=1)
-        learned = self.net(x)
-        return torch.cat([guide * self.log_guide_scale.exp(), learned], dim=1)
+        return self.net(x)
 
     def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
-        """(B, 2, H, W) edge weights in [floor, 1]."""
-        return edge_weights(self.features(guide, source, scale, mask), 1.0, floor=self.config.floor)
+        """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).
+
+        ``w_pq = floor + (1 − floor)·exp(−ḡ_pq·mean_c(G_cp − G_cq)²/μ² − mean_k(F_kp − F_kq)²)``:
+        the colour term of the colour graph, scaled per edge by the gate ``ḡ_pq = (g_p + g_q)/2``
+        with ``g = 2·sigmoid(logit)`` ∈ (0, 2) (so the network can ignore texture edges, g → 0,
+        or sharpen colour edges, g → 2), plus learned features F that cut depth edges the colour
+        misses. With a zero network output this is exactly :func:`optisr.guided.api.color_weights`.
+        """
+        out = self.features(guide, source, scale, mask)
+        gate = 2.0 * torch.sigmoid(out[:, :1])
+        feat = out[:, 1:]
+        inv_mu2 = torch.exp(-2.0 * self.log_color_mu)
+        floor = self.config.floor
+
+        def edges(t: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+            n = t.shape[dim]
+            a, b = t.narrow(dim, 1, n - 1), t.narrow(dim, 0, n - 1)
+            return a, b
+
+        ws = []
+        for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
+            g1, g0 = edges(guide, dim)
+            f1, f0 = edges(feat, dim)
+            s1, s0 = edges(gate, dim)
+            energy = 0.5 * (s1 + s0) * (g1 - g0).pow(2).mean(1, keepdim=True) * inv_mu2
+            energy = energy + (f1 - f0).pow(2).mean(1, keepdim=True)
+            w = floor + (1.0 - floor) * torch.exp(-energy)
+            ws.append(F.pad(w, (0, 0, 0, 1)) if dim == 2 else F.pad(w, (0, 1, 0, 0)))
+        return torch.cat(ws, dim=1)
 
     def forward(
         self,
@@ -294,6 +320,13 @@ def load_guided_model(path: str | os.PathLike) -> tuple[GraphSRModel, dict[str, 
         raise InputFileError(f"{path}: weights do not match the architecture (missing {missing[:3]}, "
                              f"unexpected {unexpected[:3]})")
     return model.eval(), meta
+
+
+@functools.lru_cache(maxsize=1)
+def load_default_model() -> GraphSRModel | None:
+    """The shipped model (cached, eval mode), or None when this install carries none."""
+    path = default_model_path()
+    return load_guided_model(path)[0] if path.is_file() else None
 
 
 def default_model_path() -> Path:

@@ -1,0 +1,539 @@
+"""``optisr train blind``: GAN fine-tuning of blind SR generators (OTSR, WGAN-QC, RealSR's RaGAN).
+
+    optisr train blind -c configs/blind/otsr_df2k.yaml --save-dir runs/otsr_df2k
+    optisr train blind -c configs/blind/otsr_df2k.yaml --resume train.total_steps=60000
+    optisr train blind -c configs/blind/distill_compact.yaml
+
+The config has BasicSR-shaped sections: ``name``, ``network_g`` (arch, hyperparameters,
+``pretrained``: a registry name such as ``realsr-df2k-x4`` or a weights file), ``network_d``
+(:class:`~optisr.blind.critics.CriticConfig`), ``datasets: {train, val}``
+(:mod:`optisr.blind.training_data`), ``losses`` (:class:`~optisr.blind.losses.LossConfig`),
+``train`` (:class:`~optisr.train.loop.TrainConfig` plus ``optim_d`` and D settings), ``distill``
+and ``path``. Any key can be overridden on the command line (``losses.gan_mode=ragan``).
+
+One iteration (research note §2.1, §4): a **G step** — pixel + perceptual + edge + adversarial
+loss with D frozen (``requires_grad`` off; ``D(h)`` detached), G gradients clipped to
+``train.clip_grad_norm`` — then a **D step** on ``fake = sr.detach().requires_grad_(True)``
+with the mode's critic loss (QC regression + OT regulariser, or RaGAN), clipped to
+``train.clip_grad_norm_d``. The loop (:func:`optisr.train.loop.fit`) steps both schedulers,
+keeps the EMA of G, validates the EMA (PSNR/SSIM on BT.601 Y with a ``scale``-pixel border,
+optionally NIQE), and writes training states and the ``best``/``last`` releases: the EMA
+generator with BasicSR key names and metadata (arch, scale, training data, loss mode, version).
+
+``distill.teacher`` set: the student ``network_g`` (e.g. ``SRVGGNetCompact``) is trained with
+L1 on the teacher's clamped outputs for the same LR patches; no critic.
+
+Distributed (``torchrun``): G runs under DDP; the critic runs unwrapped and its gradients are
+averaged by hand, because DDP does not support the critic's double backward (OT regulariser)
+nor two forwards (real, fake) per backward. BatchNorm running statistics of the critic are
+per rank (the critic is never used in eval mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from optisr.blind.critics import CriticConfig
+from optisr.blind.losses import LossConfig
+from optisr.blind.training_data import TrainDataConfig, ValDataConfig
+from optisr.errors import ConfigError, InputFileError
+from optisr.train.loop import OptimConfig, TrainConfig
+
+__all__ = [
+    "BlindDatasetsConfig",
+    "BlindTask",
+    "BlindTrainConfig",
+    "BlindTrainSection",
+    "DistillConfig",
+    "DistillTask",
+    "NetworkGConfig",
+    "PathConfig",
+    "add_arguments",
+    "build_task",
+    "check_config",
+    "run",
+]
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+@dataclass
+class NetworkGConfig:
+    """The generator: ``type`` and its hyperparameters; fields of the other arch are ignored."""
+
+    type: Literal["RRDBNet", "SRVGGNetCompact"] = "RRDBNet"
+    num_in_ch: int = 3
+    num_out_ch: int = 3
+    scale: int = 4  # RRDBNet: 4, 2 or 1; SRVGGNetCompact: any
+    num_feat: int = 64
+    num_block: int = 23  # RRDBNet
+    num_grow_ch: int = 32  # RRDBNet
+    num_conv: int = 16  # SRVGGNetCompact
+    act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"  # SRVGGNetCompact
+    pretrained: Optional[str] = None  # registry name (optisr models list) or weights file; null: random
+
+    def __post_init__(self) -> None:
+        if self.scale < 1:
+            raise ValueError(f"scale must be >= 1, got {self.scale}")
+        if self.type == "RRDBNet" and self.scale not in (1, 2, 4):
+            raise ValueError(f"scale: RRDBNet supports 1, 2 or 4, got {self.scale}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor arguments of the arch (as ``hyperparameters()`` of the module returns them)."""
+        if self.type == "RRDBNet":
+            keys = ("num_in_ch", "num_out_ch", "scale", "num_feat", "num_block", "num_grow_ch")
+        else:
+            keys = ("num_in_ch", "num_out_ch", "num_feat", "num_conv", "scale", "act_type")
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass
+class BlindDatasetsConfig:
+    train: TrainDataConfig = field(default_factory=TrainDataConfig)
+    val: ValDataConfig = field(default_factory=ValDataConfig)
+
+
+@dataclass
+class BlindTrainSection(TrainConfig):
+    """``train:`` = :class:`TrainConfig` (``optim`` is G's) plus the critic's settings."""
+
+    optim_d: Optional[OptimConfig] = None  # critic optimizer; null: same as optim
+    clip_grad_norm_d: Optional[float] = None  # critic gradient clipping; null: none (OTSR)
+    net_d_iters: int = 1  # G steps every net_d_iters iterations (OTSR D_update_ratio)
+    net_d_init_iters: int = 0  # D-only warm-up iterations before the first G step
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.net_d_iters < 1:
+            raise ValueError(f"net_d_iters must be >= 1, got {self.net_d_iters}")
+        if self.net_d_init_iters < 0:
+            raise ValueError(f"net_d_init_iters must be >= 0, got {self.net_d_init_iters}")
+        if self.clip_grad_norm_d is not None and not self.clip_grad_norm_d > 0:
+            raise ValueError(f"clip_grad_norm_d must be > 0 or null, got {self.clip_grad_norm_d}")
+
+
+@dataclass
+class DistillConfig:
+    """Distillation: train ``network_g`` (the student) on the teacher's outputs with L1."""
+
+    teacher: Optional[str] = None  # registry name or weights file; null: no distillation
+    tile: int = 0  # teacher forward tile (LR pixels; 0: whole patch)
+
+
+@dataclass
+class PathConfig:
+    save_dir: str = "runs/blind"
+
+
+@dataclass
+class BlindTrainConfig:
+    """The whole ``optisr train blind`` config."""
+
+    name: str = "blind"
+    network_g: NetworkGConfig = field(default_factory=NetworkGConfig)
+    network_d: CriticConfig = field(default_factory=CriticConfig)
+    datasets: BlindDatasetsConfig = field(default_factory=BlindDatasetsConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    train: BlindTrainSection = field(default_factory=lambda: BlindTrainSection(total_steps=40_000))
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    path: PathConfig = field(default_factory=PathConfig)
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    training_data: Optional[str] = None  # free text for the release metadata (default: from datasets)
+
+
+def check_config(cfg: BlindTrainConfig) -> None:
+    """Cross-section checks that no single section can make; messages start with the key.
+
+    Raises:
+        ConfigError: e.g. a vgg128 critic whose ``input_size`` is not ``datasets.train.gt_size``.
+    """
+    gt = cfg.datasets.train.gt_size
+    scale = cfg.network_g.scale
+    if gt % scale:
+        raise ConfigError(f"datasets.train.gt_size: must be a multiple of network_g.scale {scale}; got {gt}")
+    distill = cfg.distill.teacher is not None
+    if not distill and cfg.losses.gan_mode != "none" and cfg.network_d.type == "vgg128" and cfg.network_d.input_size != gt:
+        raise ConfigError(
+            f"network_d.input_size: the vgg128 critic takes exactly {cfg.network_d.input_size}² images but "
+            f"datasets.train.gt_size is {gt}; make them equal or use network_d.type patchgan / unet-sn"
+        )
+    val = cfg.datasets.val
+    has_val = bool(val.dataroot_gt or val.bench)
+    if cfg.train.best_metric and not has_val:
+        raise ConfigError(
+            f"train.best_metric: {cfg.train.best_metric!r} needs a validation set "
+            "(datasets.val.dataroot_gt or datasets.val.bench); set it to null"
+        )
+    valid = {"psnr_y", "ssim_y", "niqe"}
+    if cfg.train.best_metric and cfg.train.best_metric not in valid:
+        raise ConfigError(f"train.best_metric: expected one of {', '.join(sorted(valid))}, got {cfg.train.best_metric!r}")
+    if cfg.threads < 0:
+        raise ConfigError(f"threads: must be >= 0, got {cfg.threads}")
+
+
+# ------------------------------------------------------------------------------- generators
+
+
+def _load_pretrained(source: str, expect_arch: str, expect_hp: dict[str, Any], key: str) -> dict[str, torch.Tensor]:
+    """State dict of a registry model or weights file, checked against the configured arch."""
+    from optisr.blind.registry import load_model
+
+    try:
+        loaded = load_model(source)
+    except (ConfigError, InputFileError) as exc:
+        raise ConfigError(f"{key}: {exc}") from exc
+    if loaded.arch != expect_arch:
+        raise ConfigError(f"{key}: {source} is a {loaded.arch}, but the config says type {expect_arch}")
+    diff = [f"{k}={loaded.hyperparameters.get(k)!r} (config {v!r})" for k, v in expect_hp.items()
+            if loaded.hyperparameters.get(k) != v]
+    if diff:
+        raise ConfigError(f"{key}: {source} does not fit the configured {expect_arch}: {', '.join(diff)}")
+    return {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+
+
+def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None) -> nn.Module:
+    from optisr.io.state_dict import build_model
+
+    net = build_model(cfg.type, cfg.hyperparameters())
+    if state is not None:
+        net.load_state_dict(state, strict=True)
+    return net
+
+
+def _forward_sr(model: nn.Module, x: torch.Tensor, scale: int, tile: int) -> torch.Tensor:
+    """``model(x)`` with padding to the model's size multiple (and tiles when ``tile > 0``)."""
+    from optisr.blind.tiling import pad_to_multiple, tiled_forward
+
+    mult = int(getattr(model, "size_multiple", 1))
+    h, w = x.shape[-2:]
+    xp, _, _ = pad_to_multiple(x, mult)
+    out = tiled_forward(model, xp, scale=scale, tile=tile, multiple=mult) if tile > 0 else model(xp)
+    return out[..., : h * scale, : w * scale]
+
+
+def _allreduce_grads(module: nn.Module) -> None:
+    """Average the gradients of ``module`` over ranks (a no-op without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    n = dist.get_world_size()
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= n
+
+
+def _finite(name: str, value: torch.Tensor, step: int) -> float:
+    v = float(value.detach())
+    if not math.isfinite(v):
+        raise FloatingPointError(f"step {step}: {name} is {v}; stopping (the last state is kept)")
+    return v
+
+
+# -------------------------------------------------------------------------------------- tasks
+
+
+class BlindTask:
+    """The :class:`optisr.train.loop.TrainTask` of GAN training (``{"net_g", "net_d"}``).
+
+    Building it checks the config and the data folders and loads the pretrained generator, so
+    every config error surfaces before anything is written.
+    """
+
+    def __init__(self, cfg: BlindTrainConfig) -> None:
+        from optisr.blind.training_data import PairedImages
+
+        check_config(cfg)
+        self.cfg = cfg
+        self.scale = cfg.network_g.scale
+        self.images = PairedImages(cfg.datasets.train, self.scale)
+        g = cfg.network_g
+        self._g_state = (
+            _load_pretrained(g.pretrained, g.type, g.hyperparameters(), "network_g.pretrained") if g.pretrained else None
+        )
+        self._losses = None
+        self._losses_device: torch.device | None = None
+        self._val = None
+        self.perceptual_note: str | None = None
+        self._build_losses()
+
+    # -- losses are built once, moved to the batch's device on first use
+    def _build_losses(self) -> None:
+        from optisr.blind.losses import build_losses
+        from optisr.blind.perceptual import PerceptualDisabledWarning
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PerceptualDisabledWarning)
+            try:
+                self._losses = build_losses(self.cfg.losses)
+            except (ConfigError, InputFileError) as exc:
+                raise ConfigError(f"losses: {exc}") from exc
+        for w in caught:
+            if not issubclass(w.category, PerceptualDisabledWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if self.cfg.losses.perceptual_weight and not self._losses.perceptual_enabled:
+            self.perceptual_note = f"perceptual term disabled: {self._losses.perceptual_disabled_reason}"
+            warnings.warn(self.perceptual_note, stacklevel=2)
+
+    def _losses_on(self, device: torch.device):
+        if self._losses_device != device:
+            self._losses = self._losses.to(device)
+            self._losses_device = device
+        return self._losses
+
+    # -- TrainTask
+    def build_model(self) -> dict[str, nn.Module]:
+        from optisr.blind.critics import build_critic
+
+        models = {"net_g": _build_generator(self.cfg.network_g, self._g_state)}
+        if self.cfg.losses.gan_mode != "none":
+            models["net_d"] = build_critic(self.cfg.network_d)
+        return models
+
+    def build_optimizers(self, models: dict[str, nn.Module], cfg: BlindTrainSection) -> dict[str, torch.optim.Optimizer]:
+        from optisr.train.loop import build_optimizer
+
+        opts = {"net_g": build_optimizer(models["net_g"].parameters(), cfg.optim)}
+        if "net_d" in models:
+            opts["net_d"] = build_optimizer(models["net_d"].parameters(), cfg.optim_d or cfg.optim)
+        return opts
+
+    def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
+        from optisr.blind.training_data import make_batch
+
+        return make_batch(self.images, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
+
+    def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
+        from optisr.train.ema import unwrap_model
+        from optisr.train.loop import clip_gradients
+
+        t = self.cfg.train
+        lq, gt = batch["lq"], batch["gt"]
+        losses = self._losses_on(gt.device)
+        net_g = models["net_g"]
+        net_d = unwrap_model(models["net_d"]) if "net_d" in models else None
+        logs: dict[str, float] = {}
+
+        if step >= t.net_d_init_iters and (step - t.net_d_init_iters) % t.net_d_iters == 0:
+            if net_d is not None:
+                net_d.requires_grad_(False)
+            sr = net_g(lq)
+            d_real = d_fake = None
+            if net_d is not None:
+                with torch.no_grad():
+                    d_real = net_d(gt)
+                d_fake = net_d(sr)
+            total, terms = losses.generator_loss(sr, gt, d_real=d_real, d_fake=d_fake)
+            logs["g_loss"] = _finite("generator loss", total, step)
+            logs.update({f"g_{k}": v for k, v in terms.items()})
+            optimizers["net_g"].zero_grad(set_to_none=True)
+            total.backward()
+            norm = clip_gradients(net_g.parameters(), t.clip_grad_norm)
+            if norm is not None:
+                logs["g_grad_norm"] = norm
+            optimizers["net_g"].step()
+            if net_d is not None:
+                net_d.requires_grad_(True)
+        elif net_d is not None:
+            with torch.no_grad():
+                sr = net_g(lq)
+
+        if net_d is not None:
+            fake = sr.detach().requires_grad_(losses.critic_needs_fake_grad)
+            real = gt.detach()
+            d_real = net_d(real)
+            d_fake = net_d(fake)
+            loss_d = losses.critic_loss(d_real, d_fake, real=real, fake=fake)
+            logs["d_loss"] = _finite("critic loss", loss_d, step)
+            optimizers["net_d"].zero_grad(set_to_none=True)
+            loss_d.backward()
+            _allreduce_grads(net_d)
+            norm = clip_gradients(net_d.parameters(), t.clip_grad_norm_d)
+            if norm is not None:
+                logs["d_grad_norm"] = norm
+            optimizers["net_d"].step()
+            logs["d_real"] = float(d_real.detach().mean())
+            logs["d_fake"] = float(d_fake.detach().mean())
+            for k, v in (getattr(losses.adversarial, "last_stats", None) or {}).items():
+                if v is not None and k != "min_cost":
+                    logs[f"d_{k}"] = float(v)
+        return logs
+
+    # -- validation
+    def _val_samples(self):
+        if self._val is None:
+            from optisr.blind.training_data import load_val_samples
+
+            self._val = load_val_samples(self.cfg.datasets.val, self.scale)
+        return self._val
+
+    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+        from optisr.metrics.image_quality import niqe, psnr, ssim
+
+        samples = self._val_samples()
+        if not samples:
+            return {}
+        v = self.cfg.datasets.val
+        device = next(model.parameters()).device
+        ps, ss, nq = [], [], []
+        for s in samples:
+            x = torch.from_numpy(s.lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
+            sr = _forward_sr(model, x, self.scale, v.tile).clamp(0.0, 1.0)
+            sr = sr.mul(255.0).round().div(255.0).cpu()  # as the written 8-bit PNG
+            if s.hr is not None:
+                hr = torch.from_numpy(s.hr).permute(2, 0, 1)[None].float().div(255.0)
+                ps.append(float(psnr(sr, hr, crop_border=self.scale, y_channel=True)[0]))
+                ss.append(float(ssim(sr, hr, crop_border=self.scale, y_channel=True)[0]))
+            if v.niqe and min(sr.shape[-2:]) - 2 * self.scale > 192:
+                nq.append(niqe(sr, crop_border=self.scale))
+        out = {}
+        if ps:
+            out["psnr_y"] = float(np.mean(ps))
+            out["ssim_y"] = float(np.mean(ss))
+        if nq:
+            out["niqe"] = float(np.mean(nq))
+        return out
+
+    # -- release
+    def describe_training_data(self) -> str:
+        return self.cfg.training_data or self.images.describe()
+
+    def release_metadata(self) -> dict[str, str]:
+        import optisr
+
+        c = self.cfg
+        meta = {
+            "name": c.name,
+            "training_data": self.describe_training_data(),
+            "loss_mode": c.losses.gan_mode,
+            "losses": json.dumps({k: v for k, v in _plain(c.losses).items() if k != "perceptual_weights_path"}),
+            "critic": c.network_d.type if c.losses.gan_mode != "none" else "none",
+            "pretrained": c.network_g.pretrained or "none",
+            "optisr_version": optisr.__version__,
+            "version": "1",
+        }
+        if self.perceptual_note:
+            meta["note"] = self.perceptual_note
+        return meta
+
+    def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
+        from optisr.io.state_dict import save_model_safetensors
+        from optisr.train.ema import unwrap_model
+
+        clean = {k: round(float(v), 6) for k, v in metrics.items() if math.isfinite(float(v))}
+        step = int(clean.pop("step", 0))
+        save_model_safetensors(
+            unwrap_model(model), path, **self.release_metadata(), step=str(step), metrics=json.dumps(clean)
+        )
+
+
+class DistillTask(BlindTask):
+    """Student ``network_g`` trained with L1 on the teacher's outputs (``distill.teacher``)."""
+
+    def __init__(self, cfg: BlindTrainConfig) -> None:
+        super().__init__(cfg)
+        from optisr.blind.registry import load_model
+
+        try:
+            loaded = load_model(cfg.distill.teacher)
+        except (ConfigError, InputFileError) as exc:
+            raise ConfigError(f"distill.teacher: {exc}") from exc
+        if loaded.scale != self.scale:
+            raise ConfigError(
+                f"distill.teacher: {cfg.distill.teacher} is ×{loaded.scale} but network_g.scale is {self.scale}"
+            )
+        self.teacher = loaded.model.eval().requires_grad_(False)
+
+    def _build_losses(self) -> None:  # L1 only
+        self._losses = None
+        self.perceptual_note = None
+
+    def build_model(self) -> dict[str, nn.Module]:
+        return {"net_g": _build_generator(self.cfg.network_g, self._g_state)}
+
+    def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
+        from optisr.train.loop import clip_gradients
+
+        lq = batch["lq"]
+        if next(self.teacher.parameters()).device != lq.device:
+            self.teacher.to(lq.device)
+        with torch.no_grad():
+            target = _forward_sr(self.teacher, lq, self.scale, self.cfg.distill.tile).clamp(0.0, 1.0)
+        out = models["net_g"](lq)
+        loss = torch.nn.functional.l1_loss(out, target)
+        logs = {"l1_teacher": _finite("distillation loss", loss, step)}
+        optimizers["net_g"].zero_grad(set_to_none=True)
+        loss.backward()
+        norm = clip_gradients(models["net_g"].parameters(), self.cfg.train.clip_grad_norm)
+        if norm is not None:
+            logs["g_grad_norm"] = norm
+        optimizers["net_g"].step()
+        return logs
+
+    def release_metadata(self) -> dict[str, str]:
+        meta = super().release_metadata()
+        meta.update(loss_mode="distill-l1", losses=json.dumps({"l1_teacher": 1.0}), critic="none",
+                    teacher=str(self.cfg.distill.teacher))
+        return meta
+
+
+def _plain(obj: Any) -> dict:
+    from optisr.train.config import to_dict
+
+    return to_dict(obj)
+
+
+def build_task(cfg: BlindTrainConfig) -> BlindTask:
+    """:class:`DistillTask` when ``distill.teacher`` is set, else :class:`BlindTask`."""
+    return DistillTask(cfg) if cfg.distill.teacher else BlindTask(cfg)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from optisr.train.loop import add_common_train_args
+
+    p.description = __doc__.split("\n\n")[0] if __doc__ else None
+    add_common_train_args(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    import yaml
+
+    from optisr.io.atomic import atomic_path
+    from optisr.train.config import build_config, to_dict
+    from optisr.train.distributed import cleanup, init_distributed
+    from optisr.train.loop import collect_overrides, fit
+
+    cfg = build_config(BlindTrainConfig, args.config, collect_overrides(args))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    task = build_task(cfg)  # checks the config, the data folders and the pretrained weights
+    save_dir = Path(args.save_dir or cfg.path.save_dir)
+    info = init_distributed(device=args.device)
+    try:
+        if info.is_main:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(save_dir / "config.yaml") as tmp:
+                Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        result = fit(task, cfg.train, save_dir=save_dir, resume=args.resume, progress=not args.no_progress,
+                     dist_info=info, extra_state={"config": to_dict(cfg)})
+    finally:
+        cleanup(info)
+    if info.is_main:
+        print(f"trained to step {result.step}; weights in {save_dir / 'last.safetensors'}"
+              + (f" and best.safetensors (step {result.best_step})" if result.best_step else ""))
+    return 0

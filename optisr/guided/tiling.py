@@ -1,0 +1,454 @@
+"""Tile-wise guided super-resolution for large images, with exact LR consistency.
+
+The LR grid ``h × w`` is cut into core tiles of ``T = tile / f`` LR pixels; each is solved on a
+padded tile (``P = overlap / f`` more LR pixels on each side, clipped at the image border) whose
+HR block is the ``f``-aligned block of the guide. Tile solutions are cross-faded with linear ramps
+of half-width ``blend`` HR pixels centred on the core borders (the ramps form a partition of unity,
+so no normalisation is needed), then the blended image is made exactly consistent again:
+
+* ``area`` / ``sum``: ``D Dᵀ`` is diagonal, so the projection onto ``{D x = s}`` acts block by
+  block; it is applied per core tile (an ``f``-aligned tile is a union of whole LR blocks).
+* ``bicubic`` / ``gaussian``: the supports overlap neighbouring blocks, so the projection is
+  global: ``x += Dᵀ (D Dᵀ)⁻¹ (s − D x)`` with the separable (Kronecker) Gram inverse on the LR
+  grid, applied in HR row strips. Its memory is O(HR / f) besides the output.
+
+Each padded tile is solved with the tile's own operator. For ``area``/``sum`` that is the global
+operator restricted to the tile. For ``bicubic``/``gaussian`` it is the global operator's rows and
+columns for the tile, each row renormalised to its full sum where the tile border truncates it
+(what PIL does at the image border), so tiles follow the global geometry also when the image size
+is not a multiple of ``f``.
+
+Memory: the output, the source and the guide in its own dtype, plus per-tile temporaries (the
+guide is converted to float one tile at a time). Nothing here reads files or parses arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from optisr.errors import ConfigError, ShapeError
+from optisr.ops.operators import (
+    _DENSE_MASKED_GRAM_MAX,
+    OPERATORS,
+    DownsampleOperator,
+    _Axis,
+    _Banded,
+    _masked_gram_cg,
+    axis_matrix,
+    lr_size,
+    make_operator,
+)
+
+# Defaults: core tile in HR px; overlap (context on each side) and cross-fade half-width in LR px.
+# Measured on procedural scenes at ×4/×8 with converged solves (tol 1e-9): the tiling error decays
+# with the overlap in LR px; on the worst scene (a weakly coupled thin structure crossing tiles),
+# max |tiled − untiled| / range was 2.3e-2, 4.4e-3, 3.0e-3, 5.5e-4 for 4, 8, 12, 16 LR px. A
+# one-block cross-fade makes jumps across tile borders as small as anywhere else; wider fades only
+# bring tile borders (the worst part of each tile solution) into the image.
+DEFAULT_TILE = 1024
+DEFAULT_OVERLAP_LR = 16
+DEFAULT_BLEND_LR = 1
+
+
+@dataclass(frozen=True)
+class Span:
+    """One axis of one tile: core ``[c0, c1)`` and padded ``[p0, p1)`` in LR px; HR equivalents."""
+
+    c0: int
+    c1: int
+    p0: int
+    p1: int
+    first: bool
+    last: bool
+
+    def hr(self, f: int, n_hr: int) -> tuple[int, int, int, int]:
+        """(core start, core end, padded start, padded end) in HR pixels, clipped to ``n_hr``."""
+        return f * self.c0, min(n_hr, f * self.c1), f * self.p0, min(n_hr, f * self.p1)
+
+
+def axis_spans(n_lr: int, tile_lr: int, overlap_lr: int) -> list[Span]:
+    """Core/padded spans of one axis: cores of ``tile_lr`` LR px (last one partial), padded by ``overlap_lr``."""
+    spans = []
+    starts = list(range(0, n_lr, tile_lr))
+    for k, c0 in enumerate(starts):
+        c1 = min(n_lr, c0 + tile_lr)
+        spans.append(Span(c0, c1, max(0, c0 - overlap_lr), min(n_lr, c1 + overlap_lr), k == 0, k == len(starts) - 1))
+    return spans
+
+
+def _ramp(span: Span, f: int, n_hr: int, blend: float) -> np.ndarray:
+    """Blend weights over the padded HR span: 1 in the core, linear ramps of half-width ``blend``."""
+    C0, C1, R0, R1 = span.hr(f, n_hr)
+    y = np.arange(R0, R1, dtype=np.float64) + 0.5
+    w = np.ones(R1 - R0)
+    if blend > 0:
+        if not span.first:
+            w = np.minimum(w, np.clip((y - (C0 - blend)) / (2 * blend), 0.0, 1.0))
+        if not span.last:
+            w = np.minimum(w, np.clip(((C1 + blend) - y) / (2 * blend), 0.0, 1.0))
+    else:
+        w = ((y >= C0) & (y < C1)).astype(np.float64)
+    return w
+
+
+# --------------------------------------------------------------------------- tile operators
+
+
+class _TileOperator(DownsampleOperator):
+    """A :class:`DownsampleOperator` with explicit per-axis matrices (restriction of a global one)."""
+
+    def __init__(self, kind: str, factor: int, ay: _Axis, ax: _Axis, sigma: float | None):  # noqa: D107
+        self.kind, self.factor, self.sigma = kind, factor, sigma
+        self.hr_size = (ay.mat.shape[1], ax.mat.shape[1])
+        self.lr_size = (ay.mat.shape[0], ax.mat.shape[0])
+        self._ay, self._ax = ay, ax
+        self._ginv_cache = {}
+        self.diagonal_gram = False
+
+
+def _restricted_axis(glob: np.ndarray, lo: int, hi: int, r0: int, r1: int) -> _Axis:
+    """Rows ``lo:hi`` and columns ``r0:r1`` of a global axis matrix, rows renormalised to their full sum."""
+    mat = np.array(glob[lo:hi, r0:r1], dtype=np.float64)
+    full = glob[lo:hi].sum(1)
+    part = mat.sum(1)
+    ok = np.abs(part) > 1e-12
+    mat[ok] *= (full[ok] / part[ok])[:, None]
+    gram = mat @ mat.T
+    cond = np.linalg.cond(gram)
+    if not np.isfinite(cond) or cond > 1e10:
+        raise ConfigError(f"tile operator is numerically rank-deficient (cond(D Dᵀ) = {cond:.2g}); use a larger overlap")
+    mat.setflags(write=False)
+    return _Axis(mat, _Banded(mat), _Banded(mat.T.copy()), _Banded((mat * mat).T.copy()), np.linalg.inv(gram))
+
+
+class _TileOps:
+    """Builds (and caches) the operator of each padded tile."""
+
+    def __init__(self, kind: str, hr_size: tuple[int, int], factor: int, sigma: float | None):
+        self.kind, self.hr_size, self.f, self.sigma = kind, hr_size, factor, sigma
+        self._axes: dict = {}
+        self._glob = None
+        if kind not in ("area", "sum"):
+            self._glob = (
+                axis_matrix(kind, hr_size[0], factor, sigma),
+                axis_matrix(kind, hr_size[1], factor, sigma),
+            )
+
+    def _axis(self, dim: int, span: Span) -> _Axis:
+        key = (dim, span.p0, span.p1)
+        if key not in self._axes:
+            _, _, R0, R1 = span.hr(self.f, self.hr_size[dim])
+            self._axes[key] = _restricted_axis(self._glob[dim], span.p0, span.p1, R0, R1)
+        return self._axes[key]
+
+    def get(self, sy: Span, sx: Span) -> DownsampleOperator:
+        _, _, R0, R1 = sy.hr(self.f, self.hr_size[0])
+        _, _, Q0, Q1 = sx.hr(self.f, self.hr_size[1])
+        if self._glob is None:
+            return make_operator(self.kind, (R1 - R0, Q1 - Q0), self.f)
+        return _TileOperator(self.kind, self.f, self._axis(0, sy), self._axis(1, sx), self.sigma)
+
+
+# ------------------------------------------------------------------------------ projections
+
+
+def project_blocks(out: np.ndarray, source: np.ndarray, valid: np.ndarray, kind: str, f: int, spans) -> None:
+    """In place: exact projection of ``out`` onto ``{D x = s}`` for ``area``/``sum``, core tile by core tile."""
+    H, W = out.shape
+    ys, xs = spans
+    for sy in ys:
+        C0, C1, _, _ = sy.hr(f, H)
+        for sx in xs:
+            D0, D1, _, _ = sx.hr(f, W)
+            op = make_operator(kind, (C1 - C0, D1 - D0), f)
+            x = torch.from_numpy(out[C0:C1, D0:D1])
+            s = torch.from_numpy(source[sy.c0 : sy.c1, sx.c0 : sx.c1]).to(x.dtype)
+            m = torch.from_numpy(valid[sy.c0 : sy.c1, sx.c0 : sx.c1])
+            x.copy_(op.project(x, s, None if bool(m.all()) else m))
+
+
+def project_global(out: np.ndarray, source: np.ndarray, valid: np.ndarray, op: DownsampleOperator, strip: int = 256) -> None:
+    """In place: exact projection onto ``{D x = s}`` for any separable operator, in HR row strips.
+
+    ``x += Dᵀ (D Dᵀ)⁻¹ (s − D x)``: ``D x`` is built strip by strip along the rows (O(H·w)
+    memory), the Gram solve is Kronecker (or LR PCG with a mask), and ``Dᵀ z`` is added one block
+    of HR rows at a time, so no HR-sized temporary is created.
+    """
+    H, W = out.shape
+    x = torch.from_numpy(out)
+    t = torch.cat([op._ax.fwd.apply(x[r : r + strip], -1) for r in range(0, H, strip)], dim=0)  # (H, w)
+    dx = op._ay.fwd.apply(t, -2)
+    del t
+    s = torch.from_numpy(source).to(x.dtype)
+    m = torch.from_numpy(valid)
+    r = torch.where(m, s - dx, torch.zeros((), dtype=x.dtype))
+    z = _gram_solve_lr(op, r, m)
+    u = op._ax.adj.apply(z, -1)  # (h, W)
+    for lo, hi, c0, c1, mat in op._ay.adj._blocks(u):
+        x[lo:hi] += mat @ u[c0:c1]
+
+
+class _KronGram:
+    """``D Dᵀ z = G_y z G_x`` on the LR grid only (no HR temporaries)."""
+
+    def __init__(self, op: DownsampleOperator, like: Tensor):
+        self.gy = torch.from_numpy(op._ay.mat @ op._ay.mat.T).to(like.dtype)
+        self.gx = torch.from_numpy(op._ax.mat @ op._ax.mat.T).to(like.dtype)
+
+    def gram(self, z: Tensor) -> Tensor:
+        return self.gy @ z @ self.gx
+
+
+def _gram_solve_lr(op: DownsampleOperator, r: Tensor, m: Tensor) -> Tensor:
+    """``(C D Dᵀ C) z = C r``: Kronecker inverse, or (masked, large) PCG with an LR-only Gram product."""
+    if bool(m.all()):
+        return op.gram_solve(r)
+    if op.lr_size[0] * op.lr_size[1] <= _DENSE_MASKED_GRAM_MAX:
+        return op.gram_solve(r, m)
+    gy, gx = op._gram_inv(r)
+    mf = m.to(r.dtype)
+    return _masked_gram_cg(_KronGram(op, r), r * mf, mf, lambda v: gy @ v @ gx, None)
+
+
+# --------------------------------------------------------------------------------- the solve
+
+
+def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype) -> Tensor:
+    g = guide[rows, cols]
+    if g.ndim == 2:
+        g = g[:, :, None]
+    if g.dtype == np.uint8:
+        g = g.astype(np.float32) / 255.0
+    elif g.dtype == np.uint16:
+        g = g.astype(np.float32) / 65535.0
+    else:
+        g = g.astype(np.float32, copy=False)  # as the untiled path does
+    return torch.from_numpy(np.ascontiguousarray(g.transpose(2, 0, 1))).to(dtype)[None]
+
+
+def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor, rows: slice, cols: slice) -> Tensor:
+    from optisr.guided.api import color_weights
+
+    if weights is None or (isinstance(weights, str) and weights == "color"):
+        return color_weights(guide_t)
+    if isinstance(weights, np.ndarray):
+        w = weights[..., rows, cols]
+        return torch.from_numpy(np.ascontiguousarray(w)).to(guide_t.dtype).reshape(1, 2, *w.shape[-2:])
+    if callable(weights):
+        return weights(guide_t, torch.where(valid_t, src_t, torch.full((), float("nan"), dtype=src_t.dtype)))
+    raise ConfigError(f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}")
+
+
+def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> tuple[list[Span], list[Span]]:
+    """The row and column spans for an HR size; ``tile``/``overlap`` in HR px (multiples of ``scale``)."""
+    h, w = lr_size(hr_size, scale)
+    return axis_spans(h, tile // scale, overlap // scale), axis_spans(w, tile // scale, overlap // scale)
+
+
+def check_tiling(scale: int, tile: Any, overlap: Any) -> tuple[int, int]:
+    """Validate ``tile``/``overlap`` (HR px); returns them rounded up to multiples of ``scale``."""
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ConfigError(f"tile size must be a positive integer number of HR pixels, got {tile!r}")
+    if overlap is None:
+        overlap = DEFAULT_OVERLAP_LR * scale
+    if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
+        raise ConfigError(f"tile overlap must be an integer >= 0 HR pixels, got {overlap!r}")
+    tile_r = scale * max(1, math.ceil(tile / scale))
+    overlap_r = scale * math.ceil(overlap / scale)
+    return int(tile_r), int(overlap_r)
+
+
+def iter_tiles(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    spans: tuple[list[Span], list[Span]],
+    *,
+    operator: str,
+    mode: str,
+    weights: Any,
+    valid: np.ndarray,
+    lam: float,
+    sigma: float | None,
+    tol: float,
+    max_iter: int,
+    dtype: torch.dtype,
+) -> Iterator[tuple[Span, Span, np.ndarray]]:
+    """Solve each padded tile; yields ``(row span, col span, HR solution of the padded tile)``."""
+    from optisr.guided.layer import graph_solve
+
+    H, W = guide.shape[:2]
+    tops = _TileOps(operator, (H, W), scale, sigma)
+    for sy in spans[0]:
+        for sx in spans[1]:
+            sy_, sx_ = _with_valid_pixel(sy, sx, valid)
+            _, _, R0, R1 = sy_.hr(scale, H)
+            _, _, Q0, Q1 = sx_.hr(scale, W)
+            rows, cols = slice(R0, R1), slice(Q0, Q1)
+            lr_r, lr_c = slice(sy_.p0, sy_.p1), slice(sx_.p0, sx_.p1)
+            src = torch.from_numpy(np.ascontiguousarray(source[lr_r, lr_c])).to(dtype)[None, None]
+            m = torch.from_numpy(np.ascontiguousarray(valid[lr_r, lr_c]))[None, None]
+            g = _guide_tile(guide, rows, cols, dtype)
+            with torch.no_grad():
+                wt = _tile_weights(weights, g, src, m, rows, cols)
+                x = graph_solve(
+                    src,
+                    wt,
+                    scale,
+                    operator=tops.get(sy_, sx_),
+                    mode=mode,
+                    lam=lam,
+                    mask=None if bool(m.all()) else m,
+                    tol=tol,
+                    max_iter=max_iter,
+                )
+            sol = x[0, 0].numpy()
+            if (sy_, sx_) != (sy, sx):  # grown to reach a valid pixel: cut back to the planned padding
+                _, _, r0, r1 = sy.hr(scale, H)
+                _, _, q0, q1 = sx.hr(scale, W)
+                sol = sol[r0 - R0 : r1 - R0, q0 - Q0 : q1 - Q0]
+            yield sy, sx, sol
+
+
+def _with_valid_pixel(sy: Span, sx: Span, valid: np.ndarray) -> tuple[Span, Span]:
+    """Grow a tile's padding (doubling) until it holds a valid source pixel."""
+    h, w = valid.shape
+    pad = max(sy.c0 - sy.p0, sy.p1 - sy.c1, sx.c0 - sx.p0, sx.p1 - sx.c1, 1)
+    while not valid[sy.p0 : sy.p1, sx.p0 : sx.p1].any():
+        pad *= 2
+        sy = Span(sy.c0, sy.c1, max(0, sy.c0 - pad), min(h, sy.c1 + pad), sy.first, sy.last)
+        sx = Span(sx.c0, sx.c1, max(0, sx.c0 - pad), min(w, sx.c1 + pad), sx.first, sx.last)
+    return sy, sx
+
+
+def tiled_guided_upsample(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int | None = None,
+    blend: int | None = None,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: Any = None,
+    mask: np.ndarray | None = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> np.ndarray:
+    """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
+
+    Args:
+        source: LR map (h, w), NaN = invalid.
+        guide: HR guide (H, W, C) or (H, W): uint8, uint16 or float in [0, 1]; kept in its dtype
+            and converted one tile at a time. ``(h, w) = ceil((H, W) / scale)``.
+        scale: integer factor.
+        tile: core tile size in HR px, rounded up to a multiple of ``scale``.
+        overlap: context added on each side of a tile, HR px (rounded up to a multiple of
+            ``scale``); default ``16·scale``.
+        blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
+            at most the overlap; 0 = each HR pixel from exactly one tile).
+        operator, mode, lam, sigma, tol, max_iter: as :func:`optisr.guided_upsample`.
+        weights: ``None``/``"color"`` (colour weights of each guide tile: local, so identical to
+            the global ones inside the tile), an edge-weight array (2, H, W) / (1, 2, H, W), or a
+            callable ``(guide_tile (1, C, h', w'), source_tile (1, 1, h'', w'')) -> weights``.
+        mask: optional LR validity mask (h, w), True = valid.
+        dtype: computation and output dtype (default float32, float64 for a float64 source).
+        progress: ``True`` for a tqdm bar on stderr, or a callable ``(done, total)``.
+    Returns:
+        (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
+    """
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
+    scale = int(scale)
+    if operator not in OPERATORS:
+        raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
+    if mode not in ("exact", "soft"):
+        raise ConfigError(f"mode must be 'exact' or 'soft', got {mode!r}")
+    if not isinstance(source, np.ndarray) or source.ndim != 2:
+        raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
+    if not isinstance(guide, np.ndarray) or guide.ndim not in (2, 3):
+        raise ShapeError(f"tiled upsampling takes a numpy (H, W[, C]) guide, got {getattr(guide, 'shape', type(guide))}")
+    if not (guide.dtype in (np.uint8, np.uint16) or np.issubdtype(guide.dtype, np.floating)):
+        raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
+    tile, overlap = check_tiling(scale, tile, overlap)
+    blend = DEFAULT_BLEND_LR * scale if blend is None else float(blend)
+    if blend < 0:
+        raise ConfigError(f"blend must be >= 0 HR pixels, got {blend}")
+    blend = min(blend, overlap, tile / 2)
+    if dtype is None:
+        dtype = torch.float64 if source.dtype == np.float64 else torch.float32
+    H, W = guide.shape[:2]
+    need = lr_size((H, W), scale)
+    if source.shape != need:
+        raise ShapeError(
+            f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
+            f"but it is {source.shape[0]}×{source.shape[1]}"
+        )
+    if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
+        raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    valid = np.isfinite(source)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool).reshape(source.shape) if np.size(mask) == source.size else None
+        if mask is None:
+            raise ShapeError(f"mask must be {source.shape[0]}×{source.shape[1]} (the source grid)")
+        valid &= mask
+    if not valid.any():
+        raise ShapeError("the source has no valid pixel: nothing constrains the output")
+    src = np.where(valid, source, 0.0).astype(np_dtype)
+
+    spans = tile_grid((H, W), scale, tile, overlap)
+    total = len(spans[0]) * len(spans[1])
+    bar, callback = None, None
+    if callable(progress):
+        callback = progress
+    elif progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="tile", file=sys.stderr, desc="guided tiles", leave=False)
+
+    out = np.zeros((H, W), dtype=np_dtype)
+    ramps: dict = {}
+    tiles = iter_tiles(
+        src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
+    )  # fmt: skip
+    try:
+        for done, (sy, sx, sol) in enumerate(tiles, 1):
+            _, _, R0, R1 = sy.hr(scale, H)
+            _, _, Q0, Q1 = sx.hr(scale, W)
+            for key, span, n in (("y", sy, H), ("x", sx, W)):
+                if (key, span) not in ramps:
+                    ramps[(key, span)] = _ramp(span, scale, n, blend).astype(np_dtype)
+            wy, wx = ramps[("y", sy)], ramps[("x", sx)]
+            if total == 1:
+                out[...] = sol
+            else:
+                out[R0:R1, Q0:Q1] += sol * wy[:, None] * wx[None, :]
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(done, total)
+    finally:
+        if bar is not None:
+            bar.close()
+    if mode == "exact" and total > 1:
+        if operator in ("area", "sum"):
+            project_blocks(out, src, valid, operator, scale, spans)
+        else:
+            project_global(out, src, valid, make_operator(operator, (H, W), scale, sigma=sigma))
+    return out

@@ -396,3 +396,72 @@ def test_folder_mode_lists_unmatched_sources(files, capsys):
     assert not (tmp / "out").exists()
     rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", sdir, "--scale", 4, "-o", tmp / "out")
     assert rc == 1 and "--guide must be a folder" in err
+
+
+# ------------------------------------------------------------------------- memory-lean path
+
+
+@pytest.fixture
+def solve_spy(monkeypatch):
+    """Records the guide dtype, solve dtype and tile size of every guided_upsample call of the CLI."""
+    import optisr.guided.api as api
+
+    calls, real = [], api.guided_upsample
+
+    def spy(source, guide, scale, **kw):
+        calls.append((guide.dtype, kw["dtype"], kw["tile_size"]))
+        return real(source, guide, scale, **kw)
+
+    monkeypatch.setattr(api, "guided_upsample", spy)
+    return calls
+
+
+@pytest.mark.parametrize("operator", ["area", "bicubic"])
+def test_lean_tiled_path_matches_untiled_within_rounding(files, capsys, monkeypatch, solve_spy, operator):
+    """--tile-size forces the large-image path (uint8 guide, float32 tiled solve, strip-wise
+    rounding and consistency check); it writes the untiled file up to rounding, and 16-bit area
+    output stays exactly consistent."""
+    import optisr.cli.guided as cli
+
+    tmp, lr = files
+    common = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--operator", operator]
+    rc, whole_line, err = _run(capsys, *common, "-o", tmp / "whole.png", "--quiet")
+    assert rc == 0, err
+    monkeypatch.setattr(cli, "STRIP_PIXELS", 64)  # strips of one LR row: 8 strips
+    rc, lean_line, err = _run(capsys, *common, "-o", tmp / "lean.png", "--tile-size", 8, "--quiet")
+    assert rc == 0, err
+    assert solve_spy == [(np.uint8, torch.float64, None), (np.uint8, torch.float32, 8)]
+    whole, lean = read_raster(tmp / "whole.png"), read_raster(tmp / "lean.png")
+    assert lean.dtype_on_disk == "uint16" and lean.shape == (32, 32) and lean.mask.all()
+    diff = np.abs(whole.data.astype(np.int64) - lean.data.astype(np.int64))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.1
+    if operator == "area":
+        valid = lr != 0
+        np.testing.assert_array_equal(_area(lean.data)[valid], lr[valid])
+        assert "max|Dx-s| 0\n" in lean_line and "max|Dx-s| 0\n" in whole_line
+    else:
+        err_whole = float(whole_line.split("max|Dx-s| ")[1])
+        assert abs(float(lean_line.split("max|Dx-s| ")[1]) - err_whole) <= 1.0
+
+
+def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypatch, solve_spy):
+    """float32 output of the lean path: the untiled float64 result to float32 precision; the
+    strip-wise consistency error equals the whole-image one."""
+    import optisr.cli.guided as cli
+
+    guide, depth = _scene()
+    lr = _area(depth).astype(np.float32)
+    lr[0, 0] = np.nan
+    _write_guide(tmp_path / "rgb.png", guide)
+    write_raster(tmp_path / "lr.tif", lr)
+    common = ["--guide", tmp_path / "rgb.png", "--source", tmp_path / "lr.tif", "--scale", 4, "--quiet"]
+    assert _run(capsys, *common, "-o", tmp_path / "whole.tif")[0] == 0
+    monkeypatch.setattr(cli, "STRIP_PIXELS", 64)
+    rc, line, err = _run(capsys, *common, "-o", tmp_path / "lean.tif", "--tile-size", 8)
+    assert rc == 0, err
+    assert [c[1] for c in solve_spy] == [torch.float64, torch.float32]
+    whole, lean = read_raster(tmp_path / "whole.tif").data, read_raster(tmp_path / "lean.tif").data
+    assert np.abs(whole - lean).max() <= 1e-4 * float(np.nanmax(lr) - np.nanmin(lr))
+    valid = np.isfinite(lr)
+    direct = np.abs(_area(lean)[valid] - lr[valid]).max()
+    assert float(line.split("max|Dx-s| ")[1]) == pytest.approx(direct, rel=1e-2, abs=1e-9)

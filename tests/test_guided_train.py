@@ -39,6 +39,14 @@ def test_tiny_run_writes_release_state_and_logs(tmp_path):
     assert not torch.equal(model.net.head.weight, start.net.head.weight)  # the network learns
     log = (tmp_path / "logs" / "metrics.jsonl").read_text()
     assert "val/nrmse" in log and "val/color_nrmse" in log and "train/loss" in log
+    events = list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    images = list((tmp_path / "logs").rglob("*.png"))
+    assert events or images  # TensorBoard (scalars + the validation panel) or its PNG fallback
+    if events:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(events[0])).Reload()
+        assert any(t.startswith("val/panel") for t in acc.Tags()["images"])
 
 
 def test_batches_are_a_function_of_seed_and_step():

@@ -333,3 +333,20 @@ def test_shared_middlebury2014_pfm_matches_png():
     assert 0.99 < pfm.mask.mean() < 1.0
     np.testing.assert_allclose(png.data[png.mask] / 257.0, pfm.data[pfm.mask], atol=0.02)
     assert 37.9 < pfm.data[pfm.mask].min() and pfm.data[pfm.mask].max() < 111.1
+
+
+def test_read_guide_as_stored_dtype(tmp_path):
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 9
+    cv2.imwrite(str(tmp_path / "g.png"), rgb[:, :, ::-1])
+    raw = read_guide(tmp_path / "g.png", as_float=False)
+    assert raw.dtype == np.uint8 and raw.flags.c_contiguous
+    np.testing.assert_array_equal(raw, rgb)  # RGB order, like the float reader
+    np.testing.assert_array_equal(raw.astype(np.float32) / 255.0, read_guide(tmp_path / "g.png"))
+    cv2.imwrite(str(tmp_path / "g16.png"), rgb[:, :, ::-1].astype(np.uint16) * 257)
+    raw16 = read_guide(tmp_path / "g16.png", as_float=False)
+    assert raw16.dtype == np.uint16 and raw16.shape == (2, 3, 3)
+    np.testing.assert_array_equal(raw16, rgb.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "grey.png"), rgb[:, :, 0])
+    grey = read_guide(tmp_path / "grey.png", as_float=False)
+    assert grey.dtype == np.uint8 and grey.shape == (2, 3, 3)
+    np.testing.assert_array_equal(grey, np.repeat(rgb[:, :, :1], 3, axis=2))

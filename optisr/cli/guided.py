@@ -34,6 +34,16 @@ OUTPUT_EXTENSIONS = (".png", ".tif", ".tiff", ".npy", ".pfm", ".exr")
 # Folder mode pairs files by stem; when no exact match exists, these trailing words are ignored.
 GUIDE_SUFFIXES = ("color", "colour", "rgb", "image", "img", "guide")
 SOURCE_SUFFIXES = ("depth", "lr", "source", "src", "disp", "dem")
+# Large images take the memory-lean path: the guide stays in its stored dtype (uint8/uint16, converted
+# to float tile by tile), the graph solve runs in float32 instead of float64 (half the memory of every
+# HR-sized array; the solution moves by ~1e-6 of the range, far below 16-bit rounding, and 16-bit PNG
+# output is still made exactly consistent by the rounding), and the PNG rounding and the consistency
+# check run on strips of LR rows instead of whole-image float64/int64 temporaries. It is taken above
+# LEAN_PIXELS guide pixels (2048², where the learned model's auto-tiling starts, so every auto-tiled
+# solve is lean) and whenever --tile-size > 0; smaller images are solved in float64 as before.
+LEAN_PIXELS = 2048 * 2048
+# HR pixels per strip of the PNG rounding and of the consistency check (~80 MB of temporaries)
+STRIP_PIXELS = 1 << 20
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -141,9 +151,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         default=None,
         metavar="T",
-        help="color method: solve tile-wise on T×T HR-pixel tiles (rounded up to a multiple of N; "
+        help="graph methods: solve tile-wise on T×T HR-pixel tiles (rounded up to a multiple of N; "
         "16·N pixels of overlap, exact consistency kept) to bound memory; default: tiles of 1024 "
-        "when the guide has more than 4096×4096 pixels; 0: never tile",
+        "when the guide has more than 4096×4096 pixels (2048×2048 with a learned model); 0: never "
+        "tile. Guides above 2048×2048 pixels, and any run with T > 0, are solved in float32 with "
+        "the guide kept 8/16-bit (memory-lean: an 8192×8192 guide at ×8 fits in ~1.5 GB); smaller "
+        "ones in float64",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -400,15 +413,15 @@ def _fit_sizes(
 # ------------------------------------------------------------------------------- output type
 
 
-def _round_consistent(
-    x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, kind: str, lo: float, hi: float
-):
-    """Round ``x`` to integers so that every valid block keeps the exact sum the source asks for.
+def _lr_strips(h: int, w: int, scale: int) -> range:
+    """Starts of strips of LR rows holding about ``STRIP_PIXELS`` HR pixels each (one strip if small)."""
+    return range(0, h, max(1, STRIP_PIXELS // max(1, scale * scale * w)))
 
-    With an integer source and the ``area``/``sum`` operators, plain rounding moves block means
-    by up to 0.5; here each block is floored and its missing units go to the pixels with the
-    largest fractional parts (largest-remainder rounding), so ``D round(x) = s`` still holds.
-    """
+
+def _round_block_sums(
+    x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, kind: str, lo: float, hi: float
+) -> np.ndarray:
+    """Largest-remainder rounding of one strip of whole LR rows (float64 (H', W) in, float64 out)."""
     H, W = x.shape
     h, w = source.shape
     x = np.clip(x, lo, hi)
@@ -431,21 +444,83 @@ def _round_consistent(
     return np.minimum(base + add, hi)[:H, :W]
 
 
+def _round_consistent(
+    x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, kind: str, lo: float, hi: float, dtype: np.dtype
+) -> np.ndarray:
+    """Round ``x`` to integers so that every valid block keeps the exact sum the source asks for.
+
+    With an integer source and the ``area``/``sum`` operators, plain rounding moves block means
+    by up to 0.5; here each block is floored and its missing units go to the pixels with the
+    largest fractional parts (largest-remainder rounding), so ``D round(x) = s`` still holds.
+    Blocks are independent, so the work runs on strips of whole LR rows (float64 temporaries of
+    one strip only) and fills an output of ``dtype`` (integers in ``[lo, hi]``, stored exactly).
+    """
+    H = x.shape[0]
+    h, w = source.shape
+    out = np.empty(x.shape, dtype=dtype)
+    for i0 in (starts := _lr_strips(h, w, scale)):
+        i1 = min(h, i0 + starts.step)
+        r0, r1 = i0 * scale, min(H, i1 * scale)
+        strip = np.asarray(x[r0:r1], dtype=np.float64)
+        out[r0:r1] = _round_block_sums(strip, source[i0:i1], valid[i0:i1], scale, kind, lo, hi)
+    return out
+
+
+def _round_clip(x: np.ndarray, lo: float, hi: float, dtype: np.dtype) -> np.ndarray:
+    """``clip(rint(x), lo, hi)`` as ``dtype``, strip by strip."""
+    out = np.empty(x.shape, dtype=dtype)
+    step = max(1, STRIP_PIXELS // max(1, x.shape[1]))
+    for r in range(0, x.shape[0], step):
+        out[r : r + step] = np.clip(np.rint(np.asarray(x[r : r + step], dtype=np.float64)), lo, hi)
+    return out
+
+
 def _to_output(
     x: np.ndarray, source: np.ndarray, valid: np.ndarray, scale: int, args: argparse.Namespace, raster, ext: str
 ) -> tuple[np.ndarray, np.dtype]:
     """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32."""
     if ext != ".png":
-        return x.astype(np.float32), np.dtype(np.float32)
+        return x.astype(np.float32, copy=False), np.dtype(np.float32)
     dtype = np.dtype(raster.dtype_on_disk)
     info = np.iinfo(dtype)
     lo = 1.0 if raster.nodata is None else float(info.min)  # 0 means "invalid" in such PNGs
     exact = _is_graph(args.method) and (args.mode or "exact") == "exact"
     if exact and args.operator in ("area", "sum"):
-        out = _round_consistent(x, source, valid, scale, args.operator, lo, float(info.max))
+        out = _round_consistent(x, source, valid, scale, args.operator, lo, float(info.max), dtype)
     else:
-        out = np.clip(np.rint(x), lo, info.max)
-    return out.astype(dtype), dtype
+        out = _round_clip(x, lo, float(info.max), dtype)
+    return out, dtype
+
+
+def _consistency_error(
+    out: np.ndarray, source: np.ndarray, valid: np.ndarray, kind: str, scale: int, sigma: float | None
+) -> float:
+    """``max |D out − s|`` over valid LR pixels, in float64, with O(strip) HR temporaries."""
+    import torch
+
+    from optisr.ops.operators import make_operator
+
+    H, W = out.shape
+    h, w = source.shape
+    starts = _lr_strips(h, w, scale)
+    if len(starts) == 1:  # small image: one whole-image float64 application
+        op = make_operator(kind, out.shape, scale, sigma=sigma)
+        lr = op.apply(torch.from_numpy(out.astype(np.float64))).numpy()
+    elif kind in ("area", "sum"):  # blocks lie inside strips of whole LR rows
+        lr = np.empty((h, w))
+        for i0 in starts:
+            i1 = min(h, i0 + starts.step)
+            r0, r1 = i0 * scale, min(H, i1 * scale)
+            strip = torch.from_numpy(out[r0:r1].astype(np.float64))
+            lr[i0:i1] = make_operator(kind, strip.shape, scale).apply(strip).numpy()
+    else:  # separable D = A_y X A_xᵀ: columns strip by strip (H × w), then the rows
+        op = make_operator(kind, out.shape, scale, sigma=sigma)
+        rows = starts.step * scale
+        t = torch.cat(
+            [op._ax.fwd.apply(torch.from_numpy(out[r : r + rows].astype(np.float64)), -1) for r in range(0, H, rows)]
+        )
+        lr = op._ay.fwd.apply(t, -2).numpy()
+    return float(np.abs(lr - source)[valid].max())
 
 
 # ----------------------------------------------------------------------------------- one file
@@ -458,22 +533,25 @@ def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> 
     from optisr.guided.api import guided_upsample
     from optisr.guided.baselines import get_baseline
     from optisr.io.rasters import geo_for_upsampled, read_guide, read_raster, write_raster
-    from optisr.ops.operators import make_operator
 
     raster = read_raster(job.source, invalid_value=args.invalid_value)
     _check_output(job, np.dtype(raster.dtype_on_disk), args.overwrite)
-    guide = read_guide(job.guide)
+    native = _is_graph(args.method)
+    # graph solves take the guide in its stored dtype (8/16-bit: 1/4 or 1/2 of float32) and
+    # convert it themselves, tile by tile when tiled; the baselines want float RGB
+    guide = read_guide(job.guide, as_float=not native)
     source = raster.data.astype(np.float64)
     valid = raster.mask.copy()
     if job.mask is not None:
         valid &= _read_mask(job.mask, raster.shape)
-    native = _is_graph(args.method)
     guide, source, valid, note = _fit_sizes(job, guide, source, valid, args.scale, args.fit, native)
     if note:
         log(f"optisr guided: {job.source.name}: {note}")
     if not valid.any():
         raise InputFileError(f"{job.source}: no valid pixel (all 0, NaN, nodata, --invalid-value or masked out)")
     source[~valid] = np.nan
+    # memory-lean above LEAN_PIXELS or when tiling is asked for: float32 solve (see LEAN_PIXELS)
+    lean = guide.shape[0] * guide.shape[1] > LEAN_PIXELS or bool(args.tile_size)
 
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -489,27 +567,30 @@ def _process(job: Job, args: argparse.Namespace, log: Callable[[str], None]) -> 
                 mask=valid,
                 lam=1.0 if args.lam is None else args.lam,
                 sigma=args.sigma,
-                dtype=torch.float64,
+                dtype=torch.float32 if lean else torch.float64,
                 tile_size=args.tile_size,
                 progress=not args.quiet,
             )
         else:
             x = get_baseline(args.method)(source, guide, args.scale, mask_lr=valid)
     seconds = time.perf_counter() - t0
+    del guide  # not needed any more: free it before the output arrays are made
     for w in caught:
         log(f"optisr guided: warning: {job.source.name}: {str(w.message).splitlines()[0]}")
 
     ext = job.output.suffix.lower()
-    out, dtype = _to_output(np.asarray(x, np.float64), source, valid, args.scale, args, raster, ext)
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+    out, dtype = _to_output(x, source, valid, args.scale, args, raster, ext)
+    del x
     geo = None
     if raster.geo is not None:
         if ext in (".tif", ".tiff"):
             geo = geo_for_upsampled(raster.geo, args.scale)
         else:
             log(f"optisr guided: note: {job.output.name}: {ext} keeps no georeferencing; write .tif to keep the CRS")
-    op = make_operator(args.operator, out.shape, args.scale, sigma=args.sigma)
-    lr = op.apply(torch.from_numpy(out.astype(np.float64))).numpy()
-    err = float(np.abs(lr - source)[valid].max())
+    err = _consistency_error(out, source, valid, args.operator, args.scale, args.sigma)
     try:
         write_raster(job.output, out, dtype=dtype, geo=geo, nodata=raster.nodata)
     except OSError as exc:

@@ -160,6 +160,27 @@ class GuidedTask:
         m["vs_color"] = m["nrmse"] / self._color["nrmse"]
         return m
 
+    def val_images(self, model, step: int) -> dict[str, np.ndarray]:
+        """guide | LR | colour graph | model | error maps of the first validation scene at the middle scale."""
+        from optisr.guided.api import color_weights
+        from optisr.guided.layer import graph_solve
+        from optisr.ops.operators import make_operator
+        from optisr.viz.panels import depth_panel
+
+        v, s = self.cfg.datasets.val, self.cfg.solver
+        f = v.scales[len(v.scales) // 2]
+        guide, depth = self._val_scenes()[0]
+        op = make_operator(v.operator, tuple(depth.shape[-2:]), f)
+        src = op.apply(depth)
+        kw = dict(operator=op, tol=s.val_tol, max_iter=s.val_max_iter, on_nonconvergence="ignore",
+                  floor=self.cfg.model.floor, mode=self.cfg.model.mode)
+        ours = graph_solve(src, model.weights(guide, src, f), f, **kw)[0, 0].numpy()
+        color = graph_solve(src, color_weights(guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor),
+                            f, **kw)[0, 0].numpy()
+        panel = depth_panel(guide[0].permute(1, 2, 0).numpy(), {f"LR x{f}": src[0, 0].numpy(), "colour": color,
+                            "model": ours}, reference=depth[0, 0].numpy(), error_of=["colour", "model"])
+        return {f"val/panel_x{f}": panel}
+
     def save_release(self, model, path: Path, metrics: dict[str, float]) -> None:
         from optisr.train.ema import unwrap_model
 

@@ -440,6 +440,8 @@ def read_raster(
 
 def _quantise(arr: np.ndarray, dtype: np.dtype, fill: float) -> np.ndarray:
     """Round and clip floats to an integer dtype; NaN/inf become ``fill``."""
+    if arr.dtype == dtype:  # already integers of that type: nothing to round (no float64 copies)
+        return arr.copy()
     info = np.iinfo(dtype)
     out = np.asarray(arr, dtype=np.float64)
     out = np.where(np.isfinite(out), out, fill)
@@ -549,7 +551,7 @@ def write_raster(
 # ------------------------------------------------------------------------------------ guide
 
 
-def read_guide(path: str | os.PathLike) -> np.ndarray:
+def read_guide(path: str | os.PathLike, *, as_float: bool = True) -> np.ndarray:
     """Read a guide image as RGB float32 in [0, 1].
 
     8-bit values are divided by 255 and 16-bit by 65535; grey images are repeated to three
@@ -558,8 +560,12 @@ def read_guide(path: str | os.PathLike) -> np.ndarray:
 
     Args:
         path: PNG, JPEG, TIFF, BMP, WebP, ... file.
+        as_float: False keeps 8/16-bit guides in their stored dtype (uint8/uint16 RGB, a
+            quarter/half of the float32 memory); :func:`optisr.guided_upsample` and the
+            tile-wise solve convert them with the same ``/255`` / ``/65535`` (tile by tile).
+            Float guides are returned as float32 in [0, 1] either way.
     Returns:
-        (H, W, 3) float32 array in [0, 1], RGB order.
+        (H, W, 3) float32 array in [0, 1], RGB order (uint8/uint16 with ``as_float=False``).
     Raises:
         InputFileError: missing, empty or corrupt file, unsupported channel count or
             sample type, or zero-size image.
@@ -577,10 +583,16 @@ def read_guide(path: str | os.PathLike) -> np.ndarray:
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise _fail(path, f"empty image (size {img.shape[0]}x{img.shape[1]})")
     channels = img.shape[2]
+    if not as_float and img.dtype in (np.uint8, np.uint16) and channels == 3 and img.flags.writeable:
+        for r in range(0, img.shape[0], 256):  # BGR -> RGB in place, strip by strip (no full copy)
+            img[r : r + 256] = img[r : r + 256, :, ::-1]
+        return np.ascontiguousarray(img)
     if channels in (1, 2):  # grey or grey+alpha
         rgb = np.repeat(img[:, :, :1], 3, axis=2)
     else:
         rgb = img[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped
+    if not as_float and rgb.dtype in (np.uint8, np.uint16):
+        return np.ascontiguousarray(rgb)
     if rgb.dtype == np.uint8:
         out = rgb.astype(np.float32) / 255.0
     elif rgb.dtype == np.uint16:

@@ -188,6 +188,9 @@ class TrainTask(Protocol):
         """Metrics of the eval model (EMA when enabled), rank 0 only, under ``torch.no_grad``."""
         ...
 
+    # Optional: ``val_images(model, step) -> {tag: (H, W, 3) uint8}``, logged after ``validate``
+    # (TensorBoard images, or PNGs under ``logs/images`` without TensorBoard).
+
     def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
         """Write release weights, e.g. ``save_model_safetensors(model, path)``.
 
@@ -461,6 +464,9 @@ def _fit(
                     model.eval()
                     with torch.no_grad():
                         metrics = {k: float(v) for k, v in (task.validate(model, done) or {}).items()}
+                        if callable(getattr(task, "val_images", None)):  # optional hook: {tag: HxWx3 uint8}
+                            for tag, img in (task.val_images(model, done) or {}).items():
+                                logger.image(done, tag, img)
                     models[main_name].train()
                     last_metrics = metrics
                     logger.scalars(done, metrics, prefix="val/")

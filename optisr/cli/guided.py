@@ -155,7 +155,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "16·N pixels of overlap, exact consistency kept) to bound memory; default: tiles of 1024 "
         "when the guide has more than 4096×4096 pixels (2048×2048 with a learned model); 0: never "
         "tile. Guides above 2048×2048 pixels, and any run with T > 0, are solved in float32 with "
-        "the guide kept 8/16-bit (memory-lean: an 8192×8192 guide at ×8 fits in ~1.5 GB); smaller "
+        "the guide kept 8/16-bit (memory-lean: an 8192×8192 guide at ×8 peaks at about 1.0–1.2 GB); smaller "
         "ones in float64",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

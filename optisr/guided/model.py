@@ -49,6 +49,8 @@ class GraphSRConfig:
         floor: minimum edge weight (see :func:`optisr.ops.lattice.edge_weights`).
         mode: ``exact`` (hard consistency) or ``soft`` (LGR penalty with learned λ).
         lam_init: initial λ of the soft mode.
+        scale_input: give the network the factor as a constant input channel ``log2(f)/4`` (how
+            far to trust colour edges depends on how dense the LR constraints are).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -57,6 +59,7 @@ class GraphSRConfig:
     floor: float = 1e-3
     mode: str = "exact"
     lam_init: float = 1.0
+    scale_input: bool = True
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -170,7 +173,7 @@ class GraphSRModel(nn.Module):
         super().__init__()
         self.config = config or GraphSRConfig()
         c = self.config
-        self.net = FeatureUNet(4, 1 + c.features, c.widths)
+        self.net = FeatureUNet(5 if c.scale_input else 4, 1 + c.features, c.widths)
         self.log_color_mu = nn.Parameter(torch.tensor(math.log(c.color_mu)))
         log_lam = torch.tensor(math.log(c.lam_init))
         if c.mode == "soft":  # λ is learned only where it acts (DDP rejects unused parameters)
@@ -186,8 +189,10 @@ class GraphSRModel(nn.Module):
             raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
         H, W = guide.shape[-2:]
         up = upsample_source(source, scale, (H, W), mask).to(guide.dtype)
-        x = torch.cat([(guide - self._mean.to(guide.dtype)) / self._std.to(guide.dtype), up], dim=1)
-        return self.net(x)
+        parts = [(guide - self._mean.to(guide.dtype)) / self._std.to(guide.dtype), up]
+        if self.config.scale_input:
+            parts.append(torch.full_like(up, math.log2(scale) / 4.0))
+        return self.net(torch.cat(parts, dim=1))
 
     def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
         """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).

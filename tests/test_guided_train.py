@@ -112,3 +112,19 @@ def test_bad_config_and_missing_data_dir(tmp_path, capsys):
     assert _train(tmp_path, "model.widthz=[2]") != 0
     assert "widthz" in capsys.readouterr().err
     assert not (tmp_path / "last.safetensors").exists()
+
+
+def test_masked_losses_against_manual_formulas():
+    from optisr.guided.train import masked_loss
+
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 10.0]]], [[[0.0, 0.0], [0.0, 4.0]]]])
+    t = torch.zeros_like(x)
+    valid = torch.tensor([[[[True, True], [True, False]]], [[[True, True], [True, True]]]])
+    scale = torch.tensor([1.0, 2.0]).view(2, 1, 1, 1)
+    l1 = (1 + 2 + 3 + 0 + 0 + 0 + 2) / 7
+    assert masked_loss("l1", x, t, valid, scale).item() == pytest.approx(l1)
+    mse0, mse1 = (1 + 4 + 9) / 3, 4 / 4
+    assert masked_loss("mse", x, t, valid, scale).item() == pytest.approx((mse0 + mse1) / 2)
+    assert masked_loss("rmse", x, t, valid, scale).item() == pytest.approx((mse0**0.5 + mse1**0.5) / 2)
+    with pytest.raises(ConfigError, match="loss.kind"):
+        build_config(GuidedTrainConfig, TINY, ["loss.kind=huber"])

@@ -24,20 +24,32 @@ COLOR_FLOOR = 1e-3
 MODEL_AUTO_TILE_PIXELS = 2048 * 2048
 
 
-def _model_weights(model: Any, scale: int) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(guide, source) -> weights`` of a learned guided model at ``scale`` (any dtype/device)."""
+def _model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(guide, source) -> weights`` of a learned guided model at ``scale`` (any dtype/device).
+
+    For a single numpy ``source`` the network input is z-scored with the whole image's statistics
+    (not each tile's), so tile-wise solves see the same features as the untiled one.
+    """
+    stats = None
+    if isinstance(source, np.ndarray) and source.ndim == 2:
+        from optisr.guided.model import source_stats
+
+        src_t = torch.from_numpy(np.asarray(source, np.float64))[None, None]
+        m_t = None if mask is None else torch.from_numpy(np.asarray(mask, bool))[None, None]
+        mean, std = source_stats(src_t, m_t)
+        stats = (float(mean), float(std))
 
     def weights(gt: Tensor, src: Tensor) -> Tensor:
         g = gt if gt.shape[1] == 3 else gt[:, :1].expand(-1, 3, -1, -1)
         model.to(gt.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and (gt.requires_grad or src.requires_grad)):
-            w = model.weights(g.float(), src.float(), scale)
+            w = model.weights(g.float(), src.float(), scale, stats=stats)
         return w.to(src.dtype)
 
     return weights
 
 
-def _resolve_weights(weights: Any, scale: int) -> tuple[Any, bool]:
+def _resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = None) -> tuple[Any, bool]:
     """Turn model references ('default', a path, a GraphSRModel) into a weights callable.
 
     Returns (weights, learned) where ``learned`` says a network computes them.
@@ -56,7 +68,7 @@ def _resolve_weights(weights: Any, scale: int) -> tuple[Any, bool]:
     elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
         weights = load_guided_model(weights)[0]
     if isinstance(weights, GraphSRModel):
-        return _model_weights(weights, scale), True
+        return _model_weights(weights, scale, source, mask), True
     return weights, False
 
 
@@ -214,7 +226,7 @@ def guided_upsample(
     scale = int(scale)
     if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0):
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
-    weights, learned = _resolve_weights(weights, scale)
+    weights, learned = _resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
     big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit
@@ -257,7 +269,8 @@ def guided_upsample(
         if tuple(w.shape[1:]) != (2, H, W):
             raise ShapeError(f"edge weights must be (B, 2, {H}, {W}), got {tuple(w.shape)}")
     elif callable(weights):
-        w = weights(gt, src)
+        # the callable sees invalid source pixels as NaN (as in tile-wise solves)
+        w = weights(gt, src if m is None else torch.where(m.expand_as(src), src, torch.full_like(src, float("nan"))))
     else:
         raise ConfigError(f"weights must be None, 'color', an array or a callable, got {type(weights).__name__}")
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():

@@ -136,17 +136,8 @@ class FeatureUNet(nn.Module):
         return self.head(x)[..., :H, :W]
 
 
-def upsample_source(source: Tensor, scale: int, size: tuple[int, int], mask: Tensor | None = None) -> Tensor:
-    """Bicubic upsampling of an LR source with invalid pixels filled, z-scored per sample.
-
-    Args:
-        source: (B, 1, h, w); NaN (or ``mask`` False) marks invalid pixels.
-        scale: integer factor f; the LR grid covers ``f·h × f·w ≥ H × W``.
-        size: HR (H, W).
-        mask: optional bool (B, 1, h, w), True = valid.
-    Returns:
-        (B, 1, H, W) float, zero mean and unit variance over the valid LR pixels of each sample.
-    """
+def source_stats(source: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per-sample mean and standard deviation (B, 1, 1, 1) over the valid pixels of (B, 1, h, w)."""
     valid = torch.isfinite(source)
     if mask is not None:
         valid = valid & mask.to(torch.bool)
@@ -154,7 +145,34 @@ def upsample_source(source: Tensor, scale: int, size: tuple[int, int], mask: Ten
     n = valid.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
     mean = s.sum(dim=(1, 2, 3), keepdim=True) / n
     var = ((s - mean) * valid).pow(2).sum(dim=(1, 2, 3), keepdim=True) / n
-    z = torch.where(valid, (s - mean) / (var.sqrt() + 1e-6), torch.zeros_like(s))
+    return mean, var.sqrt()
+
+
+def upsample_source(
+    source: Tensor,
+    scale: int,
+    size: tuple[int, int],
+    mask: Tensor | None = None,
+    stats: tuple[float, float] | None = None,
+) -> Tensor:
+    """Bicubic upsampling of an LR source with invalid pixels filled, z-scored per sample.
+
+    Args:
+        source: (B, 1, h, w); NaN (or ``mask`` False) marks invalid pixels.
+        scale: integer factor f; the LR grid covers ``f·h × f·w ≥ H × W``.
+        size: HR (H, W).
+        mask: optional bool (B, 1, h, w), True = valid.
+        stats: (mean, std) to z-score with instead of the sample's own; tile-wise solves pass the
+            whole image's, so every tile sees the same network input.
+    Returns:
+        (B, 1, H, W) float, zero mean and unit variance over the valid LR pixels of each sample.
+    """
+    valid = torch.isfinite(source)
+    if mask is not None:
+        valid = valid & mask.to(torch.bool)
+    s = torch.where(valid, source, torch.zeros_like(source))
+    mean, std = source_stats(source, mask) if stats is None else stats
+    z = torch.where(valid, (s - mean) / (std + 1e-6), torch.zeros_like(s))
     h, w = source.shape[-2:]
     up = F.interpolate(z, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
     return up[..., : size[0], : size[1]]
@@ -183,18 +201,22 @@ class GraphSRModel(nn.Module):
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def features(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
+    def features(
+        self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None
+    ) -> Tensor:
         """(B, 1 + K, H, W) network output: a colour-gate logit, then K depth-edge features."""
         if guide.dim() != 4 or guide.shape[1] != 3:
             raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
         H, W = guide.shape[-2:]
-        up = upsample_source(source, scale, (H, W), mask).to(guide.dtype)
+        up = upsample_source(source, scale, (H, W), mask, stats).to(guide.dtype)
         parts = [(guide - self._mean.to(guide.dtype)) / self._std.to(guide.dtype), up]
         if self.config.scale_input:
             parts.append(torch.full_like(up, math.log2(scale) / 4.0))
         return self.net(torch.cat(parts, dim=1))
 
-    def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None) -> Tensor:
+    def weights(
+        self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None
+    ) -> Tensor:
         """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).
 
         ``w_pq = floor + (1 − floor)·exp(−ḡ_pq·mean_c(G_cp − G_cq)²/μ² − mean_k(F_kp − F_kq)²)``:
@@ -203,7 +225,7 @@ class GraphSRModel(nn.Module):
         or sharpen colour edges, g → 2), plus learned features F that cut depth edges the colour
         misses. With a zero network output this is exactly :func:`optisr.guided.api.color_weights`.
         """
-        out = self.features(guide, source, scale, mask)
+        out = self.features(guide, source, scale, mask, stats)
         gate = 2.0 * torch.sigmoid(out[:, :1])
         feat = out[:, 1:]
         inv_mu2 = torch.exp(-2.0 * self.log_color_mu)

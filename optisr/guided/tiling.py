@@ -360,7 +360,8 @@ def tiled_guided_upsample(
         blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
             at most the overlap; 0 = each HR pixel from exactly one tile).
         operator, mode, lam, sigma, tol, max_iter: as :func:`optisr.guided_upsample`.
-        weights: ``None``/``"color"`` (colour weights of each guide tile: local, so identical to
+        weights: ``"default"``/``"model"``/a model or its path (the learned graph, with the
+            whole image's source statistics), ``None``/``"color"`` (colour weights of each guide tile: local, so identical to
             the global ones inside the tile), an edge-weight array (2, H, W) / (1, 2, H, W), or a
             callable ``(guide_tile (1, C, h', w'), source_tile (1, 1, h'', w'')) -> weights``.
         mask: optional LR validity mask (h, w), True = valid.
@@ -398,6 +399,12 @@ def tiled_guided_upsample(
         )
     if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
         raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
+    if weights is not None and not isinstance(weights, (np.ndarray, Tensor)) and (
+        not callable(weights) or isinstance(weights, torch.nn.Module)
+    ):
+        from optisr.guided.api import _resolve_weights  # "default", "model", a .safetensors path
+
+        weights, _ = _resolve_weights(weights, scale, source, mask)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     valid = np.isfinite(source)
     if mask is not None:

@@ -133,3 +133,19 @@ def test_float_conversions():
     u16 = np.array([0, 1, 65535], np.uint16)
     np.testing.assert_array_equal(from_float(to_float(u16), np.uint16), u16)
     assert from_float(np.array([-0.5, 2.0]), np.float32).tolist() == [0.0, 1.0]
+
+
+def test_atomic_path_gives_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from optisr.io.atomic import atomic_path
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -251,7 +250,6 @@ def run(args: argparse.Namespace) -> int:
 
         with atomic_path(save_dir / "config.yaml") as tmp:
             Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        os.chmod(save_dir / "config.yaml", 0o644)  # mkstemp made it 0600
     try:
         result = fit(GuidedTask(cfg), cfg.train, save_dir=save_dir, resume=args.resume,
                      progress=not args.no_progress, dist_info=info, extra_state={"config": to_dict(cfg)})

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -425,13 +425,9 @@ class LossConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossConfig:
         """Strict construction: unknown keys raise :class:`ConfigError` with a suggestion."""
-        valid = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in valid:
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"unknown loss option {key!r}{hint}; valid options: {', '.join(valid)}")
-        return cls(**d)
+        from optisr.train.config import from_dict
+
+        return from_dict(cls, d, "losses")
 
 
 def build_adversarial(cfg: LossConfig) -> Adversarial | None:

@@ -28,14 +28,10 @@ an error leaves no partial output.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import shutil
 import sys
 import tempfile
-import types
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,76 +126,6 @@ class DegradationConfig:
         return self.noise.enabled and self.kind in ("otsr", "realsr-kernel")
 
 
-# ------------------------------------------------------------------------------------------
-# strict dict/YAML conversion
-# ------------------------------------------------------------------------------------------
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where)
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            choices = ", ".join(map(str, typing.get_args(hint)))
-            raise ConfigError(f"{where}: must be one of {choices}; got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping; got {value!r}")
-        return _from_dict(hint, value, where)
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list; got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, where) for v in value)
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values; got {list(value)}")
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false; got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ConfigError(f"{where}: expected an integer; got {value!r}")
-        try:
-            f = float(value)
-        except ValueError:
-            raise ConfigError(f"{where}: expected an integer; got {value!r}") from None
-        if f != int(f):
-            raise ConfigError(f"{where}: expected an integer; got {value!r}")
-        return int(f)
-    if hint is float:
-        try:
-            return float(value)  # "1e-4" from YAML becomes a float
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number; got {value!r}") from None
-    if hint is str:
-        return str(value)
-    return value
-
-
-def _from_dict(cls: type, data: dict, where: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
-                f"unknown key {where + str(key)!r}{hint}; valid keys: {', '.join(names)}"
-            )
-        kwargs[key] = _convert(hints[key], value, f"{where}{key}")
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict | None) -> DegradationConfig:
     """Build a :class:`DegradationConfig` from a (YAML) mapping; unknown keys are errors.
 
@@ -208,7 +134,9 @@ def config_from_dict(data: dict | None) -> DegradationConfig:
     data = dict(data or {})
     if set(data) == {"degradation"} and isinstance(data["degradation"], dict):
         data = data["degradation"]
-    return _from_dict(DegradationConfig, data)
+    from optisr.train.config import from_dict  # the project's one strict dict -> dataclass converter
+
+    return from_dict(DegradationConfig, data)
 
 
 def _plain(obj: Any) -> Any:

@@ -68,11 +68,17 @@ def _prepare(
         valid &= m
     if not valid.any():
         raise ConfigError("source_lr has no valid pixel (all masked, NaN or inf)")
-    if not valid.all():
-        # Fill each invalid pixel with the nearest valid one, so that interpolation stays finite.
-        idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        src = src[tuple(idx)]
+    if not valid.all():  # so that interpolation stays finite
+        src = fill_nearest(src, valid)
     return src, valid, g, scale
+
+
+def fill_nearest(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Copy of 2-D ``x`` with every invalid pixel set to its nearest valid one (``valid`` must have one)."""
+    if valid.all():
+        return x
+    idx = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+    return x[tuple(idx)]
 
 
 def _resize_float(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarray:

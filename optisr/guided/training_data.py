@@ -93,14 +93,11 @@ def _sample(name: str, data_dir: str, index: int):
 
 def _fill_invalid(depth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Nearest-valid fill (so the LR synthesis does not see holes); all-invalid → zeros."""
-    if mask.all():
-        return depth
     if not mask.any():
         return np.zeros_like(depth)
-    from scipy.ndimage import distance_transform_edt
+    from optisr.guided.baselines import fill_nearest
 
-    idx = distance_transform_edt(~mask, return_distances=False, return_indices=True)
-    return depth[idx[0], idx[1]]
+    return fill_nearest(depth, mask)
 
 
 def _crop_from_dataset(rng: np.random.Generator, src: DataSourceConfig, crop: int):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from optisr.errors import InputFileError
+from optisr.errors import ConfigError, InputFileError
 from optisr.guided.api import color_weights
 from optisr.guided.model import (
     GraphSRConfig,
@@ -226,3 +226,21 @@ def test_shipped_default_model_loads_and_beats_the_colour_graph():
                 x = guided_upsample(s, sc.guide, f, operator="bicubic", weights=weights)
                 acc.append(float(np.sqrt(np.mean((x - sc.depth_clean) ** 2))))
         assert np.mean(ours) < 0.97 * np.mean(colour), (f, ours, colour)
+
+
+def test_feature_stride_two_runs_the_network_at_half_resolution():
+    torch.manual_seed(0)
+    cfg = GraphSRConfig(widths=(4, 8), features=3, feature_stride=2)
+    model = GraphSRModel(cfg)
+    guide, source = torch.rand(1, 3, 37, 50), torch.rand(1, 1, 10, 13)
+    seen = []
+    model.net.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    out = model.features(guide, source, 4)
+    assert out.shape == (1, 4, 37, 50) and seen == [(19, 25)]
+    model.double()
+    x = model(guide.double(), source.double(), 4, operator="area", tol=1e-8)
+    from optisr.ops.operators import make_operator
+
+    assert torch.allclose(make_operator("area", (37, 50), 4).apply(x), source.double(), atol=1e-6)
+    with pytest.raises(ConfigError, match="feature_stride"):
+        GraphSRConfig(feature_stride=3)

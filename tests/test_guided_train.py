@@ -128,3 +128,33 @@ def test_masked_losses_against_manual_formulas():
     assert masked_loss("rmse", x, t, valid, scale).item() == pytest.approx((mse0**0.5 + mse1**0.5) / 2)
     with pytest.raises(ConfigError, match="loss.kind"):
         build_config(GuidedTrainConfig, TINY, ["loss.kind=huber"])
+
+
+def test_prefetch_workers_give_the_same_batches():
+    from optisr.guided.training_data import BatchPrefetcher
+
+    cfg = build_config(GuidedTrainConfig, TINY)
+    with BatchPrefetcher(cfg.datasets.train, 2, 7, 0, workers=2) as pf:
+        for step in (3, 4, 6):
+            a, b = pf.get(step), make_training_batch(cfg.datasets.train, 2, 7, step)
+            assert torch.equal(a.guide, b.guide) and torch.equal(a.target, b.target)
+            assert torch.equal(a.valid, b.valid) and torch.equal(a.source, b.source)
+            assert (a.scale, a.operator) == (b.scale, b.operator)
+
+
+def test_num_workers_run_equals_in_process_run(tmp_path):
+    assert _train(tmp_path / "a", "train.total_steps=3") == 0
+    assert _train(tmp_path / "b", "train.total_steps=3", "datasets.train.num_workers=1") == 0
+    a = load_file(str(tmp_path / "a" / "last.safetensors"))
+    b = load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_weights_starts_from_a_release(tmp_path, capsys):
+    assert _train(tmp_path / "a") == 0
+    release = tmp_path / "a" / "last.safetensors"
+    assert _train(tmp_path / "b", "train.total_steps=1", f"init_weights={release}", "train.optim.lr=1e-12") == 0
+    a, b = load_file(str(release)), load_file(str(tmp_path / "b" / "last.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # lr ~ 0: still the release
+    assert _train(tmp_path / "c", f"init_weights={release}", "model.features=3") != 0
+    assert "another architecture (model.features=4 there, 3 here)" in capsys.readouterr().err

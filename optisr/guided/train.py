@@ -88,6 +88,7 @@ class GuidedTrainConfig:
     path: PathConfig = field(default_factory=PathConfig)
     threads: int = 0
     training_data: Optional[str] = None
+    init_weights: Optional[str] = None  # a guided .safetensors release to start from (same architecture)
 
 
 def _describe_training_data(cfg: GuidedTrainConfig) -> str:
@@ -112,6 +113,10 @@ def masked_loss(kind: str, x: torch.Tensor, target: torch.Tensor, valid: torch.T
     return per.mean() if kind == "mse" else (per + 1e-12).sqrt().mean()
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 class GuidedTask:
     """The :class:`optisr.train.loop.TrainTask` of the guided model."""
 
@@ -119,12 +124,31 @@ class GuidedTask:
         self.cfg = cfg
         self._val: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._color: dict[str, float] | None = None
+        self._prefetch = None
 
     def build_model(self) -> GraphSRModel:
-        return GraphSRModel(self.cfg.model)
+        model = GraphSRModel(self.cfg.model)
+        if self.cfg.init_weights:
+            from optisr.guided.model import load_guided_model
+
+            start, _ = load_guided_model(self.cfg.init_weights)
+            have, want = start.config.to_dict(), model.config.to_dict()
+            diff = ", ".join(f"model.{k}={have[k]} there, {want[k]} here" for k in want if have.get(k) != want[k])
+            if diff:
+                raise ConfigError(f"{self.cfg.init_weights}: init_weights has another architecture ({diff})")
+            model.load_state_dict(start.state_dict())
+        return model
 
     def batch(self, step: int, rank: int) -> dict[str, Any]:
-        b = make_training_batch(self.cfg.datasets.train, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
+        d = self.cfg.datasets.train
+        if d.num_workers > 0:
+            if self._prefetch is None:
+                from optisr.guided.training_data import BatchPrefetcher
+
+                self._prefetch = BatchPrefetcher(d, self.cfg.train.batch_size, self.cfg.train.seed, rank, d.num_workers)
+            b = self._prefetch.get(step)
+        else:
+            b = make_training_batch(d, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
         return {"guide": b.guide, "target": b.target, "valid": b.valid, "source": b.source,
                 "scale": b.scale, "operator": b.operator}
 
@@ -135,6 +159,11 @@ class GuidedTask:
         std = batch["source"].flatten(1).std(dim=1).view(-1, 1, 1, 1) + 1e-6
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
         return loss, {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
+
+    def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = None
 
     def _val_scenes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         if self._val is None:
@@ -148,7 +177,7 @@ class GuidedTask:
                                   torch.from_numpy(sc.depth_clean)[None, None]))
         return self._val
 
-    def _evaluate(self, weights_fn) -> dict[str, float]:
+    def _evaluate(self, weights_fn, device: torch.device | str = "cpu") -> dict[str, float]:
         from optisr.guided.layer import graph_solve
         from optisr.ops.operators import make_operator
 
@@ -157,6 +186,7 @@ class GuidedTask:
         for f in v.scales:
             errs = []
             for guide, depth in self._val_scenes():
+                guide, depth = guide.to(device), depth.to(device)
                 op = make_operator(v.operator, tuple(depth.shape[-2:]), f)
                 src = op.apply(depth)
                 w = weights_fn(guide, src, f)
@@ -174,7 +204,7 @@ class GuidedTask:
 
             self._color = self._evaluate(lambda g, s, f: color_weights(g, mu=self.cfg.model.color_mu,
                                                                         floor=self.cfg.model.floor))
-        m = self._evaluate(lambda g, s, f: model.weights(g, s, f))
+        m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model))
         m.update({f"color_{k}": v for k, v in self._color.items()})
         m["vs_color"] = m["nrmse"] / self._color["nrmse"]
         return m
@@ -189,11 +219,12 @@ class GuidedTask:
         v, s = self.cfg.datasets.val, self.cfg.solver
         f = v.scales[len(v.scales) // 2]
         guide, depth = self._val_scenes()[0]
+        dev = _device_of(model)
         op = make_operator(v.operator, tuple(depth.shape[-2:]), f)
         src = op.apply(depth)
         kw = dict(operator=op, tol=s.val_tol, max_iter=s.val_max_iter, on_nonconvergence="ignore",
                   floor=self.cfg.model.floor, mode=self.cfg.model.mode)
-        ours = graph_solve(src, model.weights(guide, src, f), f, **kw)[0, 0].numpy()
+        ours = graph_solve(src.to(dev), model.weights(guide.to(dev), src.to(dev), f), f, **kw)[0, 0].cpu().numpy()
         color = graph_solve(src, color_weights(guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor),
                             f, **kw)[0, 0].numpy()
         panel = depth_panel(guide[0].permute(1, 2, 0).numpy(), {f"LR x{f}": src[0, 0].numpy(), "colour": color,

@@ -47,6 +47,9 @@ class TrainDataConfig:
         operator_mix: optional ``{operator: probability}`` overriding ``operator`` per batch.
         lr_noise_std: Gaussian noise added to the LR source, as a fraction of its std (0 = clean).
         flip, rot90: augmentation switches.
+        num_workers: processes that synthesise upcoming batches ahead of the training step
+            (0 = in the training process). Batches stay a pure function of (seed, step, rank),
+            so the number of workers never changes what is trained on.
     """
 
     sources: list[DataSourceConfig] = field(default_factory=lambda: [DataSourceConfig()])
@@ -57,8 +60,11 @@ class TrainDataConfig:
     lr_noise_std: float = 0.0
     flip: bool = True
     rot90: bool = True
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"datasets.train.num_workers must be ≥ 0, got {self.num_workers}")
         if not self.sources:
             raise ConfigError("datasets.train.sources is empty")
         for f in self.scales:
@@ -164,3 +170,58 @@ def make_training_batch(cfg: TrainDataConfig, batch_size: int, seed: int, step: 
         noise = torch.from_numpy(rng.standard_normal(source.shape).astype(np.float32))
         source = source + cfg.lr_noise_std * std * noise
     return Batch(guide, target, valid, source, scale, operator)
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _batch_arrays(cfg: TrainDataConfig, batch_size: int, seed: int, step: int, rank: int) -> dict:
+    """:func:`make_training_batch` as numpy arrays (cheap to send between processes)."""
+    b = make_training_batch(cfg, batch_size, seed, step, rank)
+    return {"guide": b.guide.numpy(), "target": b.target.numpy(), "valid": b.valid.numpy(),
+            "source": b.source.numpy(), "scale": b.scale, "operator": b.operator}
+
+
+class BatchPrefetcher:
+    """Synthesises the batches of the next steps in ``workers`` spawned processes.
+
+    ``get(step)`` returns exactly ``make_training_batch(cfg, batch_size, seed, step, rank)`` and
+    queues the following ``2·workers`` steps. Call :meth:`close` when done (also a context manager).
+    """
+
+    def __init__(self, cfg: TrainDataConfig, batch_size: int, seed: int, rank: int, workers: int) -> None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._args = (cfg, int(batch_size), int(seed))
+        self._rank = int(rank)
+        self._ahead = 2 * int(workers)
+        self._pool = ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_worker_init)
+        self._pending: dict[int, object] = {}
+
+    def _submit(self, step: int) -> None:
+        if step not in self._pending:
+            self._pending[step] = self._pool.submit(_batch_arrays, *self._args, step, self._rank)
+
+    def get(self, step: int) -> Batch:
+        for old in [k for k in self._pending if k < step]:
+            self._pending.pop(old).cancel()
+        for k in range(step, step + self._ahead + 1):
+            self._submit(k)
+        a = self._pending.pop(step).result()
+        return Batch(torch.from_numpy(a["guide"]), torch.from_numpy(a["target"]), torch.from_numpy(a["valid"]),
+                     torch.from_numpy(a["source"]), a["scale"], a["operator"])
+
+    def close(self) -> None:
+        for f in self._pending.values():
+            f.cancel()
+        self._pending.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "BatchPrefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -125,7 +125,10 @@ class TrainConfig:
     ``log_every`` / ``val_every`` / ``save_every`` 0 disable (states and the ``last`` release
     are still written at ``total_steps``); ``keep_states`` 0 keeps every state;
     ``best_metric`` None disables best tracking, ``best_mode`` says whether larger (``max``,
-    PSNR) or smaller (``min``, RMSE) is better. ``batch_size`` is per process; the loop does not
+    PSNR) or smaller (``min``, RMSE) is better. ``time_limit_s`` ends training early once this
+    process has trained that long (wall clock): the step reached is treated as the last one
+    (validation, state, ``last`` release); the schedule keeps assuming ``total_steps``, so
+    ``--resume`` continues the same run. ``batch_size`` is per process; the loop does not
     use it, the task does.
     """
 
@@ -143,8 +146,11 @@ class TrainConfig:
     keep_states: int = 3
     best_metric: Optional[str] = None
     best_mode: Literal["max", "min"] = "max"
+    time_limit_s: Optional[float] = None
 
     def __post_init__(self) -> None:
+        if self.time_limit_s is not None and not self.time_limit_s > 0:
+            raise ValueError(f"time_limit_s must be > 0 or null, got {self.time_limit_s}")
         for name in ("total_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -413,7 +419,7 @@ def _fit(
     bar = tqdm(total=total, initial=start, disable=not (progress and info.is_main), dynamic_ncols=True, desc="train")
     acc: dict[str, float] = {}
     n_acc = 0
-    t_last = time.perf_counter()
+    t_last = t_start = time.perf_counter()
     try:
         for step in range(start, total):
             seed_step(cfg.seed, step, info.rank)
@@ -443,6 +449,12 @@ def _fit(
             if ema is not None:
                 ema.update(models[main_name])
             done = step + 1
+            if cfg.time_limit_s is not None and done < total:
+                out_of_time = float(time.perf_counter() - t_start > cfg.time_limit_s)
+                if all_reduce_mean({"stop": out_of_time}, info)["stop"] > 0:  # any rank: all stop
+                    if info.is_main:
+                        print(f"time limit {cfg.time_limit_s:g} s reached at step {done}", flush=True)
+                    total = done
             for k, v in logs.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
@@ -501,6 +513,8 @@ def _fit(
                     )
                     prune_states(save_dir, cfg.keep_states)
                 barrier(info)
+            if done >= total:
+                break
 
         if info.is_main and released_last_at != total and start < total:
             model = eval_model()
@@ -510,6 +524,8 @@ def _fit(
     finally:
         bar.close()
         logger.close()
+        if callable(getattr(task, "close", None)):  # optional hook: release workers, files
+            task.close()
 
     for m in models.values():
         m.eval()

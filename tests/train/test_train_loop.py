@@ -157,3 +157,22 @@ def test_cli_dispatch(tmp_path, monkeypatch, capsys):
     assert rc == 0 and (tmp_path / "state_00000003.pt").is_file() and (tmp_path / "final_rank0.pt").is_file()
     assert cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "train.total_stepz=3"]) == 1
     assert "train.total_stepz: unknown key; did you mean 'total_steps'" in capsys.readouterr().err
+
+
+def test_time_limit_ends_early_with_final_release_and_resumable_state(tmp_path, monkeypatch):
+    import optisr.train.loop as loop
+
+    clock = iter(range(1000))  # every perf_counter() call advances one "second"
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    closed = []
+    task, cfg = _toy(time_limit_s=3.5, val_every=100, save_every=100)
+    task.close = lambda: closed.append(True)
+    result = fit(task, cfg, save_dir=tmp_path, progress=False)
+    assert 1 <= result.step < 12
+    assert (tmp_path / f"state_{result.step:08d}.pt").is_file() and (tmp_path / "last.safetensors").is_file()
+    assert closed == [True]  # the task's close hook runs
+    monkeypatch.undo()
+    task2, cfg2 = _toy(val_every=100, save_every=100)
+    assert fit(task2, cfg2, save_dir=tmp_path, resume=True, progress=False).step == 12
+    with pytest.raises(ValueError, match="time_limit_s"):
+        _toy(time_limit_s=0)

@@ -5,6 +5,7 @@ Examples::
     optisr bench guided --dataset middlebury30 --data-dir ../shared/data/depth_lu2014_middlebury30
     optisr bench guided --dataset rgbdd --data-dir ../shared/data/depth_rgbdd_test405 --limit 60
     optisr bench guided --dataset middlebury2014 --data-dir DIR --protocol B --scales 4 8 16 32
+    optisr bench guided --dataset rgbdd-real --data-dir ../shared/data/depth_rgbdd_realscene3 --methods model
 
 Protocols (see ``research/anchors.md`` §1.1; their numbers are not comparable):
 
@@ -18,16 +19,30 @@ Protocols (see ``research/anchors.md`` §1.1; their numbers are not comparable):
   without one are invalid); the scores are masked MSE (cm²) and MAE (cm) over batches of 8 tiles
   (:func:`~optisr.metrics.depth.protocol_b_errors`).
 
+**Real LR** (``--lr real``; the default for datasets whose loader sets ``real_lr``, i.e. the
+RGB-D-D real-scene triplets ``rgbdd-real``): the LR input is the dataset's own LR depth instead of a
+synthesised one. Its size need not be an integer fraction of the HR (RGB-D-D: 144×192 phone ToF
+for a 384×512 HR, ratio 8/3), so it is first resampled onto the ×s grid ``(H/s, W/s)`` with the
+same PIL-exact antialiased bicubic (kernel a = −0.5, PIL's pixel-centre geometry, float64 maths,
+float32 result) as the ``bicubic`` operator, and every method then solves an ordinary ×s task
+with that operator (s = 4 by default, as SGNet/SPFNet treat the real branch). ``bicubic-raw``
+is the direct bicubic resize of the unresampled LR to the HR size, the natural reference. The
+score is protocol A's RMSE on the full HR (no crop; its size must be a multiple of s), also
+listed per image. Nothing is tuned on these sets.
+
 Every method is also scored on LR consistency: the RMSE of ``D x̂ − s`` over valid LR pixels,
 with the protocol's own operator ``D`` and in the same unit as the main metric, averaged over
 images (A) or tiles (B). The ``color`` method (the colour-affinity graph of
 :func:`optisr.guided_upsample`) is solved with that same operator, so it is consistent to solver
-precision; the classic baselines are not.
+precision; the classic baselines are not. With real LR, consistency is measured against the
+resampled (H/s, W/s) LR; a real sensor's LR is not a downsampled ground truth, so exact
+consistency with it does not imply a low error.
 
-Output: ``OUT/<dataset>_protocol<P>.md`` (the tables, also printed to stdout) and, for the first
-``--figures`` images, ``OUT/figures/<dataset>_protocol<P>_<image>_x<scale>.png`` panels
-(guide | LR | methods | |error| maps; maps share one colour scale, errors another). Files are
-written atomically. Progress goes to stderr.
+Output: ``OUT/<stem>.md`` (the tables, also printed to stdout) and, for the first ``--figures``
+images, ``OUT/figures/<stem>_<image>_x<scale>.png`` panels (guide | LR | methods | |error| maps;
+maps share one colour scale, errors another), where ``<stem>`` is ``<dataset>_protocol<P>``, or
+``<dataset>_reallr_protocol<P>`` / ``<dataset>_synthlr_protocol<P>`` when ``--lr`` overrides the dataset's default LR
+source. Files are written atomically. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -46,11 +61,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from optisr.errors import ConfigError, ConvergenceWarning, InputFileError, OptiSRError
+from optisr.errors import ConfigError, ConvergenceWarning, InputFileError, OptiSRError, ShapeError
 
 __all__ = [
     "METHODS",
     "PROTOCOLS",
+    "LR_SOURCES",
     "BenchResult",
     "add_arguments",
     "benchmark",
@@ -59,12 +75,21 @@ __all__ = [
     "run",
 ]
 
-METHODS = ("bicubic", "color", "model", "guided-filter", "jbu", "fbs")
+RAW_BICUBIC = "bicubic-raw"
+
+METHODS = ("bicubic", "color", "model", "guided-filter", "jbu", "fbs", RAW_BICUBIC)
 """Methods the harness can run: ``color`` is the exact colour-affinity graph, ``model`` the shipped
-learned graph (any ``*.safetensors`` guided model file is accepted too), the rest are baselines."""
+learned graph (any ``*.safetensors`` guided model file is accepted too), the rest are baselines;
+``bicubic-raw`` (real LR only) is bicubic straight from the unresampled LR to the HR size."""
 
 DEFAULT_METHODS = ("bicubic", "color", "guided-filter", "jbu")
 DEFAULT_SCALES = (4, 8, 16)
+DEFAULT_REAL_METHODS = ("bicubic", RAW_BICUBIC, "color", "guided-filter", "jbu")
+DEFAULT_REAL_SCALES = (4,)  # the integer factor above RGB-D-D's 8/3 (SGNet/SPFNet's "×4 real" task)
+
+LR_SOURCES = ("auto", "synthetic", "real")
+"""``--lr``: synthesise the LR from the ground truth, use the dataset's own (real) LR depth, or
+``auto``: real for loaders whose ``real_lr`` is true (``rgbdd-real``), synthetic otherwise."""
 
 PROTOCOLS = {"A": "bicubic", "B": "area"}
 """Protocol -> the degradation operator that makes its LR input (and scores consistency)."""
@@ -86,14 +111,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (middlebury30, lu, rgbdd, ...)")
     parser.add_argument("--data-dir", required=True, metavar="DIR", help="the dataset's folder")
     parser.add_argument(
-        "--scales", type=int, nargs="+", default=list(DEFAULT_SCALES), metavar="N", help="upsampling factors (4 8 16)"
+        "--scales",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help=f"upsampling factors (default {' '.join(map(str, DEFAULT_SCALES))}; with real LR "
+        f"{' '.join(map(str, DEFAULT_REAL_SCALES))})",
     )
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=list(DEFAULT_METHODS),
+        default=None,
         metavar="M",
-        help=f"methods to compare, from {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)})",
+        help=f"methods to compare, from {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)}; with "
+        f"real LR {' '.join(DEFAULT_REAL_METHODS)})",
+    )
+    parser.add_argument(
+        "--lr",
+        type=str.lower,
+        default="auto",
+        choices=LR_SOURCES,
+        help="LR input: 'synthetic' (made from the ground truth by the protocol's operator), 'real' (the "
+        "dataset's own LR depth, resampled to the xN grid; protocol A only) or 'auto' (real for "
+        "rgbdd-real, synthetic otherwise; the default)",
     )
     parser.add_argument(
         "--protocol",
@@ -121,8 +162,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
 
-def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str, tile: int) -> tuple[list, list]:
-    """Validate and normalise scales and method names; raise ConfigError with the fix."""
+def _check_options(
+    scales: Sequence[int] | None,
+    methods: Sequence[str] | None,
+    protocol: str,
+    tile: int,
+    real: bool | None = None,
+) -> tuple[list, list]:
+    """Validate and normalise scales and method names; raise ConfigError with the fix.
+
+    ``None`` scales / methods mean the defaults of the LR source; ``real`` is whether the LR input
+    is the dataset's own (None: not known yet, so the checks that depend on it are skipped).
+    """
+    if scales is None:
+        scales = DEFAULT_REAL_SCALES if real else DEFAULT_SCALES
+    if methods is None:
+        methods = DEFAULT_REAL_METHODS if real else DEFAULT_METHODS
     if not scales:
         raise ConfigError("--scales needs at least one factor, e.g. --scales 4 8 16")
     bad = [s for s in scales if isinstance(s, bool) or int(s) != s or not 1 <= int(s) <= 64]
@@ -131,6 +186,10 @@ def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str,
     scales = list(dict.fromkeys(int(s) for s in scales))
     if protocol not in PROTOCOLS:
         raise ConfigError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if real and protocol != "A":
+        raise ConfigError(
+            "real LR input (--lr real, or a real-LR dataset such as rgbdd-real) is scored under protocol A only"
+        )
     if protocol == "B":
         if tile < 1:
             raise ConfigError(f"--tile must be >= 1; got {tile}")
@@ -160,6 +219,8 @@ def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str,
             raise ConfigError(f"unknown method {m!r}{hint}; valid methods: {', '.join(METHODS)}")
         names.append(key)
     names = list(dict.fromkeys(names))
+    if real is False and RAW_BICUBIC in names:
+        raise ConfigError(f"method {RAW_BICUBIC!r} needs real LR input (--lr real); drop it from --methods")
     if "fbs" in names:
         from optisr.guided.baselines import fbs_available
 
@@ -174,8 +235,8 @@ def _check_options(scales: Sequence[int], methods: Sequence[str], protocol: str,
 # -------------------------------------------------------------------------------------- methods
 
 
-def _method_fn(name: str, operator: str) -> Callable[..., np.ndarray]:
-    """``f(lr, lr_valid, guide, scale) -> (H, W)`` for a method name."""
+def _method_fn(name: str, operator: str) -> Callable[[_Case, int], np.ndarray]:
+    """``f(case, scale) -> (H, W)`` prediction for a method name (from ``case.lr`` and ``case.guide``)."""
     from optisr import guided_upsample
 
     if name == "model" or name.endswith(".safetensors"):
@@ -183,24 +244,36 @@ def _method_fn(name: str, operator: str) -> Callable[..., np.ndarray]:
 
         model, _ = load_guided_model(default_model_path() if name == "model" else name)
 
-        def learned(lr: np.ndarray, lr_valid: np.ndarray, guide: np.ndarray, scale: int) -> np.ndarray:
-            source = np.where(lr_valid, lr, np.nan).astype(np.float32)
-            return guided_upsample(source, guide, scale, operator=operator, weights=model)
+        def learned(case: _Case, scale: int) -> np.ndarray:
+            source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
+            return guided_upsample(source, case.guide, scale, operator=operator, weights=model)
 
         return learned
     if name == "color":
 
-        def color(lr: np.ndarray, lr_valid: np.ndarray, guide: np.ndarray, scale: int) -> np.ndarray:
-            source = np.where(lr_valid, lr, np.nan).astype(np.float32)
-            return guided_upsample(source, guide, scale, operator=operator, weights="color")
+        def color(case: _Case, scale: int) -> np.ndarray:
+            source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
+            return guided_upsample(source, case.guide, scale, operator=operator, weights="color")
 
         return color
+    if name == RAW_BICUBIC:
+        from optisr.guided.baselines import fill_nearest
+
+        def raw_bicubic(case: _Case, scale: int) -> np.ndarray:
+            if case.raw_lr is None or case.raw_lr_valid is None:
+                raise ConfigError(f"method {RAW_BICUBIC!r} needs real LR input (--lr real)")
+            if not case.raw_lr_valid.any():
+                raise InputFileError("the real LR depth has no valid pixel")
+            src = fill_nearest(case.raw_lr.astype(np.float64), case.raw_lr_valid)  # as the bicubic baseline
+            return _resample_bicubic(src, None, case.depth.shape)[0]
+
+        return raw_bicubic
     from optisr.guided.baselines import get_baseline
 
     base = get_baseline(name)
 
-    def baseline(lr: np.ndarray, lr_valid: np.ndarray, guide: np.ndarray, scale: int) -> np.ndarray:
-        return base(lr, guide, scale, lr_valid)
+    def baseline(case: _Case, scale: int) -> np.ndarray:
+        return base(case.lr, case.guide, scale, case.lr_valid)
 
     return baseline
 
@@ -217,8 +290,10 @@ class _Case:
     depth: np.ndarray  # (H, W) float32 ground truth, NaN where invalid
     valid: np.ndarray  # (H, W) bool
     guide: np.ndarray  # (H, W, 3) float32
-    lr: np.ndarray  # (h, w) float32 LR input (0 at invalid pixels)
+    lr: np.ndarray  # (h, w) float32 LR input (0 at invalid pixels), h = H / scale
     lr_valid: np.ndarray  # (h, w) bool
+    raw_lr: np.ndarray | None = None  # real LR only: the dataset's LR as read, (h0, w0) float32, NaN holes
+    raw_lr_valid: np.ndarray | None = None  # (h0, w0) bool
 
 
 def _make_lr(depth: np.ndarray, valid: np.ndarray, kind: str, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,13 +305,78 @@ def _make_lr(depth: np.ndarray, valid: np.ndarray, kind: str, scale: int) -> tup
     return lr.numpy().astype(np.float32), ok.numpy()
 
 
-def _cases(sample: Any, scale: int, protocol: str, tile: int) -> tuple[list[_Case], tuple[int, int]]:
+def _resample_bicubic(
+    x: np.ndarray, valid: np.ndarray | None, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """PIL-exact antialiased bicubic resize of a 2-D map to ``size = (H', W')``, NaN-aware.
+
+    Any size ratio, up or down. The per-axis matrices are the ``bicubic`` operator's
+    (:mod:`optisr.ops.operators`: PIL's kernel a = −0.5, taps and pixel-centre geometry, filter
+    stretched by the ratio when downsampling, rows renormalised at the borders), so the result
+    is ``PIL.Image.resize(..., BICUBIC)`` of the float (``F`` mode) image, computed in float64.
+    Invalid pixels (``valid`` False or non-finite ``x``) get zero weight and each output pixel is
+    renormalised by the weight of the valid ones, as :meth:`DownsampleOperator.apply_masked`.
+
+    Args:
+        x: (h, w) float map, any unit.
+        valid: (h, w) bool, or None (all finite pixels valid).
+        size: output (H', W').
+    Returns:
+        ``(out, ok)``: (H', W') float32, 0 where ``ok`` is False; bool (H', W'), False where no
+        valid input pixel reaches the output pixel.
+    """
+    from optisr.ops.operators import _pil_bicubic, _resample_matrix
+
+    x = np.asarray(x, dtype=np.float64)
+    v = np.isfinite(x) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(x)
+    ay = _resample_matrix(x.shape[0], int(size[0]), _pil_bicubic, 2.0)  # (H', h)
+    ax = _resample_matrix(x.shape[1], int(size[1]), _pil_bicubic, 2.0)  # (W', w)
+    num = ay @ np.where(v, x, 0.0) @ ax.T
+    den = ay @ v.astype(np.float64) @ ax.T
+    ok = den > 1e-6  # rows sum to 1, so den == 1 where every tap is valid
+    out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+    return out.astype(np.float32), ok
+
+
+def _real_lr_case(sample: Any, depth: np.ndarray, valid: np.ndarray, guide: np.ndarray, scale: int) -> _Case:
+    """The real-LR case of one sample: its LR depth resampled onto the exact ×``scale`` grid.
+
+    The (h0, w0) real LR must cover the same field of view as the (H, W) HR (one ratio on both
+    axes: H·w0 = W·h0), and H, W must be multiples of ``scale``; the LR input is then the
+    (H/scale, W/scale) :func:`_resample_bicubic` of the real LR.
+    """
+    name = getattr(sample, "name", "?")
+    if getattr(sample, "lr_depth", None) is None:
+        raise InputFileError(
+            f"{name}: the sample has no LR depth file; real LR input needs a dataset that ships one (e.g. rgbdd-real)"
+        )
+    raw = np.asarray(sample.lr_depth, dtype=np.float32)
+    raw_mask = getattr(sample, "lr_mask", None)
+    raw_valid = np.isfinite(raw) if raw_mask is None else np.asarray(raw_mask, dtype=bool) & np.isfinite(raw)
+    (H, W), (h0, w0) = depth.shape, raw.shape
+    if H * w0 != W * h0:
+        raise ShapeError(
+            f"{name}: LR depth {h0}x{w0} and HR {H}x{W} have different aspect ratios; they must cover the same view"
+        )
+    if H % scale or W % scale:
+        raise ShapeError(
+            f"{name}: HR {H}x{W} is not a multiple of x{scale}; real LR is resampled onto the exact x{scale} grid"
+        )
+    lr, ok = _resample_bicubic(raw, raw_valid, (H // scale, W // scale))
+    return _Case(0, 0, depth, valid, guide, lr, ok, raw, raw_valid)
+
+
+def _cases(
+    sample: Any, scale: int, protocol: str, tile: int, real: bool = False
+) -> tuple[list[_Case], tuple[int, int]]:
     """Split one sample into the regions the protocol scores; also return the covered (H, W)."""
     from optisr.metrics.depth import mod_crop
 
     depth = np.asarray(sample.depth, dtype=np.float32)
     valid = np.asarray(sample.mask, dtype=bool) & np.isfinite(depth)
     guide = np.asarray(sample.guide, dtype=np.float32)
+    if real:
+        return [_real_lr_case(sample, depth, valid, guide, scale)], depth.shape
     if protocol == "A":
         d, v, g = mod_crop(depth, scale), mod_crop(valid, scale), mod_crop(guide, scale)
         lr, ok = _make_lr(d, v, PROTOCOLS["A"], scale)
@@ -306,11 +446,14 @@ class BenchResult:
 
     Attributes:
         dataset, protocol, operator: what was run.
+        lr: the LR source, ``"synthetic"`` or ``"real"``.
+        stem: base name of the report and figure files.
         units: unit of ``rmse`` / ``mae`` and of ``consistency`` (``mse`` is in its square).
         scales, methods: table axes.
         n_images, n_available: images evaluated / in the dataset.
         n_regions: scale -> scored regions (images for A, tiles for B).
         rmse: protocol A: method -> scale -> mean per-image RMSE.
+        image_rmse: protocol A: scale -> image name -> method -> RMSE (the per-image scores).
         mse, mae: protocol B: method -> scale -> batch-mean MSE / MAE.
         consistency: method -> scale -> mean LR-consistency RMSE.
         seconds: method -> scale -> mean run time per region, seconds.
@@ -326,8 +469,11 @@ class BenchResult:
     methods: list[str]
     n_images: int
     n_available: int
+    lr: str = "synthetic"
+    stem: str = ""
     n_regions: dict[int, int] = field(default_factory=dict)
     rmse: dict[str, dict[int, float]] = field(default_factory=dict)
+    image_rmse: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     mse: dict[str, dict[int, float]] = field(default_factory=dict)
     mae: dict[str, dict[int, float]] = field(default_factory=dict)
     consistency: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -348,12 +494,23 @@ def _units(dataset: Any, protocol: str) -> tuple[float, str, str | None]:
     return 1.0, units, None
 
 
+def _lr_source(dataset: Any, lr: str) -> tuple[bool, bool]:
+    """(use the dataset's real LR?, is that the dataset's default?) for an ``--lr`` value."""
+    key = str(lr).strip().lower()
+    if key not in LR_SOURCES:
+        raise ConfigError(f"--lr must be one of {', '.join(LR_SOURCES)}; got {lr!r}")
+    default = bool(getattr(dataset, "real_lr", False))
+    real = default if key == "auto" else key == "real"
+    return real, real == default
+
+
 def benchmark(
     dataset: Any,
     *,
-    scales: Sequence[int] = DEFAULT_SCALES,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    scales: Sequence[int] | None = None,
+    methods: Sequence[str] | None = None,
     protocol: str = "A",
+    lr: str = "auto",
     limit: int | None = None,
     tile: int = 256,
     figures: int = 0,
@@ -366,9 +523,12 @@ def benchmark(
         dataset: a :class:`~optisr.data.PairedDataset` (or any indexable object of samples with
             ``guide``, ``depth``, ``mask``, ``name``, and the attributes ``units``,
             ``report_units``, ``report_scale``).
-        scales: integer factors.
-        methods: names from :data:`METHODS`.
+        scales: integer factors (None: 4 8 16, or 4 with real LR).
+        methods: names from :data:`METHODS` (None: the defaults of the LR source).
         protocol: ``"A"`` or ``"B"`` (see the module docstring).
+        lr: one of :data:`LR_SOURCES`: ``"real"`` scores the dataset's own LR depth (``Sample.lr_depth``)
+            resampled to the ×s grid (protocol A only), ``"synthetic"`` makes the LR from the ground truth,
+            ``"auto"`` follows the dataset's ``real_lr`` flag.
         limit: evaluate only the first ``limit`` images (None: all).
         tile: protocol B tile size.
         figures: write panels for the first ``figures`` images into ``figure_dir``.
@@ -377,10 +537,12 @@ def benchmark(
     Returns:
         :class:`BenchResult`.
     Raises:
-        ConfigError: bad options. InputFileError: empty dataset.
+        ConfigError: bad options. InputFileError: empty dataset, or real LR asked of a sample without one.
+        ShapeError: real LR whose view or size does not fit the HR (see :func:`_real_lr_case`).
     """
     protocol = protocol.upper()
-    scales, methods = _check_options(scales, methods, protocol, tile)
+    real, lr_is_default = _lr_source(dataset, lr)
+    scales, methods = _check_options(scales, methods, protocol, tile, real)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1; got {limit}")
     if figures < 0:
@@ -394,7 +556,10 @@ def benchmark(
     kind = PROTOCOLS[protocol]
     factor, unit, b_units = _units(dataset, protocol)
     name = str(getattr(dataset, "name", "dataset"))
-    res = BenchResult(name, protocol, kind, unit, scales, methods, n, n_available)
+    lr_kind = "real" if real else "synthetic"
+    tag = "" if lr_is_default else ("_reallr" if real else "_synthlr")  # only when --lr overrides the dataset
+    stem = f"{_safe(name)}{tag}_protocol{protocol}"
+    res = BenchResult(name, protocol, kind, unit, scales, methods, n, n_available, lr=lr_kind, stem=stem)
     if protocol == "B" and b_units is None:
         res.notes.append(
             f"the depth unit {unit!r} is not metric, so MSE and MAE are in {unit}² and {unit}, not cm² and cm"
@@ -406,6 +571,7 @@ def benchmark(
     streams = {m: {s: _ProtocolBStream(b_units or "cm") for s in scales} for m in methods}
     unconverged = {m: {s: 0 for s in scales} for m in methods}
     res.n_regions = {s: 0 for s in scales}
+    res.image_rmse = {s: {} for s in scales} if protocol == "A" else {}
     from optisr.metrics.depth import protocol_a_rmse
 
     try:
@@ -417,10 +583,12 @@ def benchmark(
         indices = tqdm(indices, desc=f"{name} protocol {protocol}", unit="img", file=sys.stderr)
     for index in indices:
         sample = dataset[index]
-        if getattr(sample, "lr_depth", None) is not None and index == 0:
-            res.notes.append("the dataset ships real LR depth; this harness ignores it and synthesises the LR input")
+        if getattr(sample, "lr_depth", None) is not None and index == 0 and not real:
+            res.notes.append(
+                "the dataset ships LR depth; this run ignores it and synthesises the LR input (--lr real uses it)"
+            )
         for scale in scales:
-            cases, covered = _cases(sample, scale, protocol, tile)
+            cases, covered = _cases(sample, scale, protocol, tile, real)
             res.n_regions[scale] += len(cases)
             if not cases:
                 continue
@@ -430,24 +598,26 @@ def benchmark(
                     t0 = time.perf_counter()
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
-                        pred = np.asarray(fns[m](case.lr, case.lr_valid, case.guide, scale), dtype=np.float64)
+                        pred = np.asarray(fns[m](case, scale), dtype=np.float64)
                     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
                         unconverged[m][scale] += 1
                     per_time[m][scale].append(time.perf_counter() - t0)
                     per_cons[m][scale].append(factor * _consistency(pred, case, kind, scale))
                     if protocol == "A":
-                        per_rmse[m][scale].append(
-                            protocol_a_rmse(pred, case.depth, case.valid, report_scale=factor)
-                        )
+                        score = protocol_a_rmse(pred, case.depth, case.valid, report_scale=factor)
+                        per_rmse[m][scale].append(score)
+                        res.image_rmse[scale].setdefault(str(sample.name), {})[m] = score
                     else:
                         streams[m][scale].add(pred, case.depth, case.valid)
                     if index < figures:
                         preds[m].append(pred.astype(np.float32))
             if index < figures:
-                path = Path(figure_dir) / f"{name}_protocol{protocol}_{_safe(sample.name)}_x{scale}.png"
+                path = Path(figure_dir) / f"{stem}_{_safe(sample.name)}_x{scale}.png"
                 _write_figure(path, cases, preds, covered, scale)
                 res.figures.append(path)
     region = "image" if protocol == "A" else "tile"
+    if real:
+        res.notes += _real_lr_notes(dataset, n)
     if protocol == "B" and not any(res.n_regions.values()):
         res.notes.append(f"no image is at least {tile}×{tile}, so no tile was scored; try a smaller --tile")
     for m in methods:
@@ -463,6 +633,21 @@ def benchmark(
             res.mse[m] = {s: pairs[s][0] for s in scales}
             res.mae[m] = {s: pairs[s][1] for s in scales}
     return res
+
+
+def _real_lr_notes(dataset: Any, n: int) -> list[str]:
+    """Report notes of a real-LR run: the consistency caveat and the dataset's published anchors."""
+    notes = [
+        "real LR is not a downsampled ground truth: exact consistency with it does not imply a low error, "
+        "and the LR consistency column measures consistency with the resampled LR, not with the sensor's LR"
+    ]
+    total = getattr(dataset, "expected_count", None)
+    for ref in getattr(dataset, "published", ()):
+        if total and n < total:
+            notes.append(f"published reference: {ref}; not comparable: {n} of {total} scenes evaluated here")
+        else:
+            notes.append(f"published reference: {ref}; not necessarily the same protocol")
+    return notes
 
 
 def _nanmean(values: list[float]) -> float:
@@ -527,6 +712,21 @@ def _table(title: str, rows: dict[str, dict[int, float]], scales: list[int], dig
     return lines + [""]
 
 
+def _image_table(
+    title: str,
+    by_image: dict[str, dict[str, float]],
+    methods: list[str],
+    means: dict[str, dict[int, float]],
+    scale: int,
+) -> list[str]:
+    """Per-image table (image × method) with a last row of the means."""
+    lines = [f"### {title}", "", "| image | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for image, scores in by_image.items():
+        lines.append(f"| {image} | " + " | ".join(_fmt(scores.get(m, math.nan)) for m in methods) + " |")
+    lines.append("| **mean** | " + " | ".join(_fmt(means[m][scale]) for m in methods) + " |")
+    return lines + [""]
+
+
 def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: str | None = None) -> str:
     """The report of a :class:`BenchResult` as markdown (tables: method × scale)."""
     import platform
@@ -539,7 +739,18 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         lines += [f"Command: `{command}`", ""]
     lines.append(f"- data: {data_dir or '(in memory)'}; {res.n_images} of {res.n_available} images")
     counts = ", ".join(f"×{s}: {res.n_regions.get(s, 0)}" for s in res.scales)
-    if res.protocol == "A":
+    if res.lr == "real":
+        lines.append(
+            "- LR input: the dataset's own (real) LR depth, resampled onto the ×s grid (H/s × W/s) with PIL-exact "
+            "antialiased bicubic (the `bicubic` operator's kernel and geometry, float64 maths, float32 result); "
+            "every method then solves a ×s task with the `bicubic` operator. "
+            f"`{RAW_BICUBIC}`: direct PIL bicubic of the unresampled LR to the HR size"
+        )
+        lines.append(
+            f"- metric: RMSE in {res.units}, over pixels with valid ground truth (GT > 0), on the full HR "
+            "(no crop), per image and averaged over images"
+        )
+    elif res.protocol == "A":
         lines.append(
             "- LR input: HR ground truth cropped to a multiple of the scale, downsampled with the `bicubic` "
             "operator (PIL-exact antialiased bicubic, float64 maths, float32 result; NaN-aware where the "
@@ -562,6 +773,7 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     lines.append(
         f"- LR consistency: RMSE of D x̂ − s over valid LR pixels, D = `{res.operator}` operator, in "
         f"{res.units}, averaged over {region}s (0 = exactly consistent)"
+        + ("; s = the resampled H/s × W/s LR, not the sensor's LR" if res.lr == "real" else "")
     )
     lines.append(
         "- `color`: colour-affinity graph, exact consistency with the protocol operator "
@@ -576,7 +788,11 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     lines.append("")
     if res.protocol == "A":
         lines += _table(f"RMSE ({res.units}) ↓", res.rmse, res.scales)
-    else:
+    if res.lr == "real":
+        for s in res.scales:
+            title = f"RMSE ({res.units}) per image, ×{s} ↓"
+            lines += _image_table(title, res.image_rmse[s], res.methods, res.rmse, s)
+    if res.protocol == "B":
         lines += _table(f"MSE ({res.units}²) ↓", res.mse, res.scales)
         lines += _table(f"MAE ({res.units}) ↓", res.mae, res.scales)
     lines += _table(f"LR consistency RMSE ({res.units}) ↓", res.consistency, res.scales, digits=3)
@@ -610,6 +826,8 @@ def _run(args: argparse.Namespace, protocol: str) -> int:
     from optisr.io.atomic import atomic_path
 
     dataset = get_dataset(args.dataset, args.data_dir)
+    real, _ = _lr_source(dataset, getattr(args, "lr", "auto"))
+    _check_options(args.scales, args.methods, protocol, args.tile, real)
     out = Path(args.out_dir)
     if out.exists() and not out.is_dir():
         raise InputFileError(f"{out}: --out-dir exists and is not a folder")
@@ -618,6 +836,7 @@ def _run(args: argparse.Namespace, protocol: str) -> int:
         scales=args.scales,
         methods=args.methods,
         protocol=protocol,
+        lr=getattr(args, "lr", "auto"),
         limit=args.limit,
         tile=args.tile,
         figures=args.figures,
@@ -626,7 +845,7 @@ def _run(args: argparse.Namespace, protocol: str) -> int:
     )
     command = "optisr bench guided " + " ".join(shlex.quote(a) for a in _argv_of(args))
     text = format_markdown(res, command=command, data_dir=str(args.data_dir))
-    report = out / f"{_safe(res.dataset)}_protocol{protocol}.md"
+    report = out / f"{res.stem}.md"
     try:
         with atomic_path(report) as tmp:
             tmp.write_text(text + "\n", encoding="utf-8")
@@ -642,7 +861,13 @@ def _run(args: argparse.Namespace, protocol: str) -> int:
 def _argv_of(args: argparse.Namespace) -> list[str]:
     """The options of ``args`` written back as command-line words (for the report)."""
     words = ["--dataset", str(args.dataset), "--data-dir", str(args.data_dir)]
-    words += ["--scales", *map(str, args.scales), "--methods", *args.methods, "--protocol", str(args.protocol)]
+    if args.scales is not None:
+        words += ["--scales", *map(str, args.scales)]
+    if args.methods is not None:
+        words += ["--methods", *args.methods]
+    words += ["--protocol", str(args.protocol)]
+    if getattr(args, "lr", "auto") != "auto":
+        words += ["--lr", str(args.lr)]
     words += ["--out-dir", str(args.out_dir)]
     if args.limit is not None:
         words += ["--limit", str(args.limit)]

@@ -109,6 +109,9 @@ class PairedDataset(Sequence[Sample]):
         report_units: unit in which protocol A reports RMSE.
         report_scale: factor from ``units`` to ``report_units`` (mm → cm: 0.1).
         expected_count: size of the complete published split, if known (for checks).
+        real_lr: True when ``Sample.lr_depth`` is a real sensor capture that the published
+            evaluation uses as the LR input (the benchmark harness then scores it by default).
+        published: published reference scores on the complete split, one line each (for reports).
     """
 
     name: ClassVar[str] = "dataset"
@@ -116,6 +119,8 @@ class PairedDataset(Sequence[Sample]):
     report_units: ClassVar[str] = "unknown"
     report_scale: ClassVar[float] = 1.0
     expected_count: ClassVar[int | None] = None
+    real_lr: ClassVar[bool] = False
+    published: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)

@@ -59,7 +59,8 @@ class RGBDDReal(RGBDD):
     """RGB-D-D real-sensor branch: HR ToF ground truth plus the phone's real LR depth.
 
     ``Sample.lr_depth`` is the real (h, w) LR depth in mm; it is about ×2.67 smaller than the HR
-    (144×192 vs 384×512), not an integer factor of the HR grid.
+    (144×192 vs 384×512), not an integer factor of the HR grid. ``optisr bench guided`` scores it
+    by default (``real_lr``): resampled to the ×4 grid, then solved as a ×4 task.
 
     Args:
         root: folder with ``RGB/``, ``Depth/`` and ``DepthLR/``.
@@ -67,6 +68,8 @@ class RGBDDReal(RGBDD):
 
     name = "rgbdd-real"
     expected_count = 405  # the full real test split; local copies may hold fewer
+    real_lr = True
+    published = ("DCTNet (Zhao et al., CVPR 2022): 7.37 cm RMSE on the full real-scene test set (405 pairs)",)
     _layout = (
         "<root>/RGB/<id>_RGB.jpg, <root>/Depth/<id>_HR_gt.png and <root>/DepthLR/<id>_LR_fill_depth.png (uint16 mm)"
     )

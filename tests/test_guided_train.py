@@ -24,7 +24,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def _train(save_dir, *extra):
-    return main(["train", "guided", "-c", str(TINY), "--save-dir", str(save_dir), "--no-progress", *extra])
+    # CPU always: the resume tests demand bit-identical weights, which CUDA kernels need not give
+    return main(["train", "guided", "-c", str(TINY), "--save-dir", str(save_dir), "--no-progress", "--device", "cpu", *extra])
 
 
 def test_tiny_run_writes_release_state_and_logs(tmp_path):

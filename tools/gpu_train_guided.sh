@@ -17,7 +17,7 @@ mkdir -p "$OUT" runs
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc;
   python3 -c "import torch; print(torch.__version__, torch.cuda.is_available())"; } > "$OUT/gpu.txt" 2>&1
 
-( timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
+( timeout 200 python3 -m pytest -q -rs --durations=10 -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
   echo "exit status $?" >> "$OUT/pytest_cuda.log" ) &
 
 declare -A VARIANT=(

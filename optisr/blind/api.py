@@ -45,7 +45,8 @@ def get_model(
         return _on(model, device, dtype), scale
     if isinstance(model, LoadedModel):
         return _on(model.model, device, dtype), model.scale
-    key = (os.fspath(model), str(torch.device(device)), dtype)
+    device = _canonical_device(device)
+    key = (os.fspath(model), str(device), dtype)
     if key not in _MODEL_CACHE:
         if len(_MODEL_CACHE) >= 2:  # each full RRDBNet is 67 MB; keep the last two
             _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
@@ -56,10 +57,18 @@ def get_model(
     return loaded.model, loaded.scale
 
 
+def _canonical_device(device: torch.device | str) -> torch.device:
+    """``cuda`` → ``cuda:<current index>``, so it compares equal to the device of a tensor on it."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _on(model: nn.Module, device: torch.device | str, dtype: torch.dtype) -> nn.Module:
     """The caller's module in eval mode on device/dtype, copied rather than changed in place."""
     p = next(model.parameters(), None)
-    if p is None or (p.device == torch.device(device) and p.dtype == dtype):
+    if p is None or (p.device == _canonical_device(device) and p.dtype == dtype):
         return model.eval()
     return copy.deepcopy(model).eval().to(device=device, dtype=dtype)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,9 @@ def _model_weights(model: Any, scale: int, source: Any = None, mask: Any = None)
 
     For a single numpy ``source`` the network input is z-scored with the whole image's statistics
     (not each tile's), so tile-wise solves see the same features as the untiled one.
+
+    The model is never moved: on another device than the guide, a copy on the guide's device is
+    used (made once per call of this function), so a cached or caller-owned model keeps its device.
     """
     stats = None
     if isinstance(source, np.ndarray) and source.ndim == 2:
@@ -39,11 +43,21 @@ def _model_weights(model: Any, scale: int, source: Any = None, mask: Any = None)
         mean, std = source_stats(src_t, m_t)
         stats = (float(mean), float(std))
 
+    copies: dict[torch.device, Any] = {}
+
+    def on(device: torch.device) -> Any:
+        p = next(model.parameters(), None)
+        if p is None or p.device == device:
+            return model
+        if device not in copies:
+            copies[device] = copy.deepcopy(model).to(device)
+        return copies[device]
+
     def weights(gt: Tensor, src: Tensor) -> Tensor:
         g = gt if gt.shape[1] == 3 else gt[:, :1].expand(-1, 3, -1, -1)
-        model.to(gt.device)
+        net = on(gt.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and (gt.requires_grad or src.requires_grad)):
-            w = model.weights(g.float(), src.float(), scale, stats=stats)
+            w = net.weights(g.float(), src.float(), scale, stats=stats)
         return w.to(src.dtype)
 
     return weights
@@ -175,6 +189,7 @@ def guided_upsample(
     dtype: torch.dtype | None = None,
     tile_size: int | None = None,
     progress: Any = False,
+    device: str | torch.device | None = None,
 ) -> Any:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
@@ -209,6 +224,9 @@ def guided_upsample(
             (``MODEL_AUTO_TILE_PIXELS``, 2048², with a learned model, whose feature maps are
             large), untiled otherwise; ``0``: never tile.
         progress: tile-wise solves only: ``True`` for a tqdm bar, or a callable ``(done, total)``.
+        device: where to compute (e.g. ``"cuda"``; tile-wise: each tile's solve). ``None``: the
+            source tensor's device, the CPU for numpy input. Results come back as the input was:
+            numpy for numpy input, a tensor on the source's device for torch input.
     Returns:
         The HR target: numpy ``(H, W)`` float for numpy input; a torch tensor ``(B, 1, H, W)``
         (or matching the input's leading dims) for torch input.
@@ -246,8 +264,14 @@ def guided_upsample(
         return tiled_guided_upsample(
             source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
             lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
+            device=device,
         )  # fmt: skip
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
+    in_device = src.device
+    if device is not None:
+        device = torch.device(device)
+        src, gt = src.to(device), gt.to(device)
+        m = None if m is None else m.to(device)
     H, W = gt.shape[-2:]
     need = lr_size((H, W), scale)
     if tuple(src.shape[-2:]) != need:
@@ -279,6 +303,7 @@ def guided_upsample(
         )
     if numpy_in:
         return out[0, 0].cpu().numpy()
+    out = out.to(in_device)
     if isinstance(source, Tensor) and source.dim() == 2:
         return out[0, 0]
     if isinstance(source, Tensor) and source.dim() == 3:

@@ -82,7 +82,7 @@ def graph_solve(
     if floor > 0:
         weights = _zero_border(weights.clamp_min(floor))
     finite = torch.isfinite(source)
-    valid = finite if mask is None else (mask.to(torch.bool) & finite)
+    valid = finite if mask is None else (mask.to(device=source.device, dtype=torch.bool) & finite)
     if bool(valid.all()):
         valid = None
     else:

@@ -199,8 +199,8 @@ class _KronGram:
     """``D Dᵀ z = G_y z G_x`` on the LR grid only (no HR temporaries)."""
 
     def __init__(self, op: DownsampleOperator, like: Tensor):
-        self.gy = torch.from_numpy(op._ay.mat @ op._ay.mat.T).to(like.dtype)
-        self.gx = torch.from_numpy(op._ax.mat @ op._ax.mat.T).to(like.dtype)
+        self.gy = torch.from_numpy(op._ay.mat @ op._ay.mat.T).to(like.device, like.dtype)
+        self.gx = torch.from_numpy(op._ax.mat @ op._ax.mat.T).to(like.device, like.dtype)
 
     def gram(self, z: Tensor) -> Tensor:
         return self.gy @ z @ self.gx
@@ -240,9 +240,11 @@ def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor,
         return color_weights(guide_t)
     if isinstance(weights, np.ndarray):
         w = weights[..., rows, cols]
-        return torch.from_numpy(np.ascontiguousarray(w)).to(guide_t.dtype).reshape(1, 2, *w.shape[-2:])
+        w_t = torch.from_numpy(np.ascontiguousarray(w)).to(guide_t.device, guide_t.dtype)
+        return w_t.reshape(1, 2, *w.shape[-2:])
     if callable(weights):
-        return weights(guide_t, torch.where(valid_t, src_t, torch.full((), float("nan"), dtype=src_t.dtype)))
+        nan = torch.full((), float("nan"), dtype=src_t.dtype, device=src_t.device)
+        return weights(guide_t, torch.where(valid_t, src_t, nan))
     raise ConfigError(f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}")
 
 
@@ -280,8 +282,12 @@ def iter_tiles(
     tol: float,
     max_iter: int,
     dtype: torch.dtype,
+    device: str | torch.device | None = None,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
-    """Solve each padded tile; yields ``(row span, col span, HR solution of the padded tile)``."""
+    """Solve each padded tile (on ``device``, default CPU).
+
+    Yields ``(row span, col span, HR solution of the padded tile)``, the solution as numpy.
+    """
     from optisr.guided.layer import graph_solve
 
     H, W = guide.shape[:2]
@@ -296,6 +302,8 @@ def iter_tiles(
             src = torch.from_numpy(np.ascontiguousarray(source[lr_r, lr_c])).to(dtype)[None, None]
             m = torch.from_numpy(np.ascontiguousarray(valid[lr_r, lr_c]))[None, None]
             g = _guide_tile(guide, rows, cols, dtype)
+            if device is not None:
+                src, m, g = src.to(device), m.to(device), g.to(device)
             with torch.no_grad():
                 wt = _tile_weights(weights, g, src, m, rows, cols)
                 x = graph_solve(
@@ -309,7 +317,7 @@ def iter_tiles(
                     tol=tol,
                     max_iter=max_iter,
                 )
-            sol = x[0, 0].numpy()
+            sol = x[0, 0].cpu().numpy()
             if (sy_, sx_) != (sy, sx):  # grown to reach a valid pixel: cut back to the planned padding
                 _, _, r0, r1 = sy.hr(scale, H)
                 _, _, q0, q1 = sx.hr(scale, W)
@@ -346,6 +354,7 @@ def tiled_guided_upsample(
     max_iter: int = 2000,
     dtype: torch.dtype | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -367,6 +376,8 @@ def tiled_guided_upsample(
         mask: optional LR validity mask (h, w), True = valid.
         dtype: computation and output dtype (default float32, float64 for a float64 source).
         progress: ``True`` for a tqdm bar on stderr, or a callable ``(done, total)``.
+        device: where each tile is solved (e.g. ``"cuda"``; default CPU). Blending and the final
+            projection run on the CPU, in the numpy output.
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -432,7 +443,7 @@ def tiled_guided_upsample(
     ramps: dict = {}
     tiles = iter_tiles(
         src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
-        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

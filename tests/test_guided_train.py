@@ -16,7 +16,7 @@ from optisr.errors import ConfigError
 from optisr.guided.model import GraphSRModel, load_guided_model
 from optisr.guided.train import GuidedTrainConfig
 from optisr.guided.training_data import make_training_batch
-from optisr.train.config import build_config
+from optisr.config import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "guided" / "tiny.yaml"

@@ -425,7 +425,7 @@ class LossConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LossConfig:
         """Strict construction: unknown keys raise :class:`ConfigError` with a suggestion."""
-        from optisr.train.config import from_dict
+        from optisr.config import from_dict
 
         return from_dict(cls, d, "losses")
 

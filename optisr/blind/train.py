@@ -490,7 +490,7 @@ class DistillTask(BlindTask):
 
 
 def _plain(obj: Any) -> dict:
-    from optisr.train.config import to_dict
+    from optisr.config import to_dict
 
     return to_dict(obj)
 
@@ -514,7 +514,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from optisr.io.atomic import atomic_path
-    from optisr.train.config import build_config, to_dict
+    from optisr.config import build_config, to_dict
     from optisr.train.distributed import cleanup, init_distributed
     from optisr.train.loop import collect_overrides, fit
 

@@ -134,7 +134,7 @@ def config_from_dict(data: dict | None) -> DegradationConfig:
     data = dict(data or {})
     if set(data) == {"degradation"} and isinstance(data["degradation"], dict):
         data = data["degradation"]
-    from optisr.train.config import from_dict  # the project's one strict dict -> dataclass converter
+    from optisr.config import from_dict  # the project's one strict dict -> dataclass converter
 
     return from_dict(DegradationConfig, data)
 

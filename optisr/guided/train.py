@@ -257,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
-    from optisr.train.config import build_config, to_dict
+    from optisr.config import build_config, to_dict
     from optisr.train.distributed import init_distributed
     from optisr.train.loop import collect_overrides, fit
 

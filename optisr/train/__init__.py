@@ -2,7 +2,7 @@
 
 One concept per module:
 
-* :mod:`~optisr.train.config` — YAML configs, ``key.path=value`` overrides, typed dataclasses;
+* :mod:`optisr.config` (re-exported here) — YAML configs, ``key.path=value`` overrides, typed dataclasses;
 * :mod:`~optisr.train.seeding` — seeding, RNG state, per-step generators (batches are a pure
   function of ``(seed, step, rank)``, so resume is exact without data-loader state);
 * :mod:`~optisr.train.ema` — :class:`ModelEMA`;
@@ -14,8 +14,8 @@ One concept per module:
 Importing this package imports torch but not tensorboard or tqdm.
 """
 
+from optisr.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
 from optisr.train.checkpoint import latest_state, load_training_state, prune_states, save_training_state, state_path
-from optisr.train.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
 from optisr.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from optisr.train.ema import ModelEMA, unwrap_model
 from optisr.train.logger import TrainLogger

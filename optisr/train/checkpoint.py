@@ -110,7 +110,7 @@ def _plain(obj: Any, where: str) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        from optisr.train.config import to_dict
+        from optisr.config import to_dict
 
         return _plain(to_dict(obj), where)
     raise ConfigError(

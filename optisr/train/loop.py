@@ -50,7 +50,7 @@ from torch import nn
 
 from optisr.errors import ConfigError, InputFileError
 from optisr.train.checkpoint import latest_state, load_training_state, prune_states, save_training_state, state_path
-from optisr.train.config import to_dict
+from optisr.config import to_dict
 from optisr.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from optisr.train.ema import ModelEMA
 from optisr.train.logger import TrainLogger

@@ -21,7 +21,7 @@ from optisr.cli.main import main
 from optisr.errors import ConfigError
 from optisr.io.images import write_image
 from optisr.io.state_dict import load_model_file, save_model_safetensors
-from optisr.train.config import build_config
+from optisr.config import build_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "blind" / "tiny.yaml"

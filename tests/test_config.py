@@ -1,4 +1,4 @@
-"""optisr.train.config: YAML loading, CLI overrides, typed dataclasses with clear errors."""
+"""optisr.config: YAML loading, CLI overrides, typed dataclasses with clear errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from optisr.errors import ConfigError, InputFileError
-from optisr.train.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
+from optisr.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
 from optisr.train.loop import TrainConfig, add_common_train_args, collect_overrides
 
 

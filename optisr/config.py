@@ -1,8 +1,9 @@
-"""Training configuration: YAML files, ``key.path=value`` overrides and typed dataclasses.
+"""Configuration machinery: YAML files, ``key.path=value`` overrides and typed dataclasses.
 
+Shared by the trainers (``optisr train``) and the degradation pipeline (``optisr degrade``).
 The YAML layout follows BasicSR (``name``, ``model``, ``datasets: {train, val}``,
 ``train: {optim, scheduler, ...}``, ``val``, ``logger``, ``path``), but the schema itself —
-a tree of dataclasses — belongs to each trainer. This module only provides the machinery:
+a tree of dataclasses — belongs to each command. This module only provides the machinery:
 
 * :func:`load_yaml_config` reads a file into a plain ``dict``;
 * :func:`apply_overrides` applies command-line overrides such as ``train.optim.lr=2e-4`` or

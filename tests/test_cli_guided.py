@@ -465,3 +465,31 @@ def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypat
     valid = np.isfinite(lr)
     direct = np.abs(_area(lean)[valid] - lr[valid]).max()
     assert float(line.split("max|Dx-s| ")[1]) == pytest.approx(direct, rel=1e-2, abs=1e-9)
+
+
+def test_tol_reaches_the_solver_and_device_is_checked(files, capsys, monkeypatch):
+    import optisr.guided.api as api
+
+    seen = {}
+    real = api.guided_upsample
+
+    def spy(*a, **k):
+        seen.update(tol=k.get("tol"), device=k.get("device"))
+        return real(*a, **k)
+
+    monkeypatch.setattr(api, "guided_upsample", spy)
+    tmp, _ = files
+    base = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--method", "color"]
+    rc, _, err = _run(capsys, *base, "-o", tmp / "a.tif", "--tol", "1e-3", "--device", "cpu")
+    assert rc == 0, err
+    assert seen == {"tol": 1e-3, "device": "cpu"}
+    rc, _, err = _run(capsys, *base, "-o", tmp / "b.tif", "--tol", "2")
+    assert rc == 1 and "--tol must be in (0, 1)" in err and not (tmp / "b.tif").exists()
+    rc, _, err = _run(capsys, *base, "-o", tmp / "c.tif", "--device", "potato")
+    assert rc == 1 and "--device 'potato'" in err and len(err.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        rc, _, err = _run(capsys, *base, "-o", tmp / "d.tif", "--device", "cuda")
+        assert rc == 1 and "no CUDA" in err
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4,
+                      "--method", "jbu", "-o", tmp / "e.tif", "--device", "cpu")
+    assert rc == 1 and "--device applies to the graph methods" in err

@@ -159,3 +159,5 @@ def test_init_weights_starts_from_a_release(tmp_path, capsys):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # lr ~ 0: still the release
     assert _train(tmp_path / "c", f"init_weights={release}", "model.features=3") != 0
     assert "another architecture (model.features=4 there, 3 here)" in capsys.readouterr().err
+    # the network may run at another resolution: same parameters
+    assert _train(tmp_path / "d", "train.total_steps=1", f"init_weights={release}", "model.feature_stride=2") == 0

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import edge_weights
+from optisr.ops.lattice import connect_isolated, edge_energy, edge_weights
 from optisr.ops.operators import lr_size
 
 # Colour-affinity graph (no learning): w = exp(−mean_c ΔRGB² / μ²) on the guide in [0, 1].
@@ -20,6 +20,7 @@ from optisr.ops.operators import lr_size
 # data: benchmarks/tune_color.py reproduces the choice.
 COLOR_MU = 0.02
 COLOR_FLOOR = 1e-3
+COLOR_CONNECT = 0.02  # link isolated pixels/pairs (optisr.ops.lattice.connect_isolated); procedural scenes only
 
 # the learned model's full-resolution feature maps cost ~100 bytes per HR pixel: tile sooner
 MODEL_AUTO_TILE_PIXELS = 2048 * 2048
@@ -92,17 +93,26 @@ def _resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = N
 AUTO_TILE_PIXELS = 4096 * 4096
 
 
-def color_weights(guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR) -> Tensor:
+def color_weights(
+    guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR, connect: float = COLOR_CONNECT
+) -> Tensor:
     """Edge weights of the colour-affinity graph.
 
     Args:
         guide: (B, 3, H, W) RGB in [0, 1] (any channel count works).
         mu: colour temperature μ in guide units.
         floor: minimum weight.
+        connect: pixels and pixel pairs cut off by weights below this get their strongest edge
+            raised to it (:func:`optisr.ops.lattice.connect_isolated`; 0 disables).
     Returns:
         (B, 2, H, W) weights.
     """
-    return edge_weights(guide, mu, floor=floor)
+    w = edge_weights(guide, mu, floor=floor)
+    if connect <= 0:
+        return w
+    with torch.no_grad():
+        affinity = -edge_energy(guide, mu)
+    return connect_isolated(w, connect, affinity)
 
 
 def _guide_to_float(guide: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
+from optisr.ops.lattice import connect_isolated
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +52,8 @@ class GraphSRConfig:
         lam_init: initial λ of the soft mode.
         scale_input: give the network the factor as a constant input channel ``log2(f)/4`` (how
             far to trust colour edges depends on how dense the LR constraints are).
+        connect: weak-link threshold of :func:`optisr.ops.lattice.connect_isolated`, applied to the
+            final weights (0 disables; models saved before it existed get the default too).
         feature_stride: 1 runs the U-Net at full resolution; 2 runs it on a 2×2 average-pooled
             input and upsamples its output bilinearly (about 4× less network time; the colour term
             of the edge weights stays at full resolution).
@@ -64,6 +67,7 @@ class GraphSRConfig:
     lam_init: float = 1.0
     scale_input: bool = True
     feature_stride: int = 1
+    connect: float = 0.02
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -75,6 +79,8 @@ class GraphSRConfig:
             raise ConfigError(f"model.color_mu must be > 0, got {self.color_mu}")
         if not 0 <= self.floor < 1:
             raise ConfigError(f"model.floor must be in [0, 1), got {self.floor}")
+        if not 0 <= self.connect < 1:
+            raise ConfigError(f"model.connect must be in [0, 1), got {self.connect}")
         if self.feature_stride not in (1, 2, 4):
             raise ConfigError(f"model.feature_stride must be 1, 2 or 4, got {self.feature_stride!r}")
         if self.mode not in ("exact", "soft"):
@@ -251,7 +257,7 @@ class GraphSRModel(nn.Module):
             a, b = t.narrow(dim, 1, n - 1), t.narrow(dim, 0, n - 1)
             return a, b
 
-        ws = []
+        ws, energies = [], []
         for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
             g1, g0 = edges(guide, dim)
             f1, f0 = edges(feat, dim)
@@ -259,8 +265,11 @@ class GraphSRModel(nn.Module):
             energy = 0.5 * (s1 + s0) * (g1 - g0).pow(2).mean(1, keepdim=True) * inv_mu2
             energy = energy + (f1 - f0).pow(2).mean(1, keepdim=True)
             w = floor + (1.0 - floor) * torch.exp(-energy)
-            ws.append(F.pad(w, (0, 0, 0, 1)) if dim == 2 else F.pad(w, (0, 1, 0, 0)))
-        return torch.cat(ws, dim=1)
+            pad = (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)
+            ws.append(F.pad(w, pad))
+            energies.append(F.pad(energy.detach(), pad))
+        # isolated pixels are linked to their most similar neighbour (energy ranks floor-level edges)
+        return connect_isolated(torch.cat(ws, dim=1), self.config.connect, -torch.cat(energies, dim=1))
 
     def forward(
         self,

@@ -88,7 +88,8 @@ class GuidedTrainConfig:
     path: PathConfig = field(default_factory=PathConfig)
     threads: int = 0
     training_data: Optional[str] = None
-    init_weights: Optional[str] = None  # a guided .safetensors release to start from (same architecture)
+    init_weights: Optional[str] = None  # a guided .safetensors release to start from (same architecture;
+    #                                      model.feature_stride may differ)
 
 
 def _describe_training_data(cfg: GuidedTrainConfig) -> str:
@@ -133,7 +134,9 @@ class GuidedTask:
 
             start, _ = load_guided_model(self.cfg.init_weights)
             have, want = start.config.to_dict(), model.config.to_dict()
-            diff = ", ".join(f"model.{k}={have[k]} there, {want[k]} here" for k in want if have.get(k) != want[k])
+            # feature_stride may differ: same parameters, the network just runs at another resolution
+            diff = ", ".join(f"model.{k}={have[k]} there, {want[k]} here"
+                             for k in want if have.get(k) != want[k] and k != "feature_stride")
             if diff:
                 raise ConfigError(f"{self.cfg.init_weights}: init_weights has another architecture ({diff})")
             model.load_state_dict(start.state_dict())
@@ -203,7 +206,8 @@ class GuidedTask:
             from optisr.guided.api import color_weights
 
             self._color = self._evaluate(lambda g, s, f: color_weights(g, mu=self.cfg.model.color_mu,
-                                                                        floor=self.cfg.model.floor))
+                                                                        floor=self.cfg.model.floor,
+                                                                        connect=self.cfg.model.connect))
         m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model))
         m.update({f"color_{k}": v for k, v in self._color.items()})
         m["vs_color"] = m["nrmse"] / self._color["nrmse"]
@@ -225,7 +229,8 @@ class GuidedTask:
         kw = dict(operator=op, tol=s.val_tol, max_iter=s.val_max_iter, on_nonconvergence="ignore",
                   floor=self.cfg.model.floor, mode=self.cfg.model.mode)
         ours = graph_solve(src.to(dev), model.weights(guide.to(dev), src.to(dev), f), f, **kw)[0, 0].cpu().numpy()
-        color = graph_solve(src, color_weights(guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor),
+        color = graph_solve(src, color_weights(guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor,
+                                          connect=self.cfg.model.connect),
                             f, **kw)[0, 0].numpy()
         panel = depth_panel(guide[0].permute(1, 2, 0).numpy(), {f"LR x{f}": src[0, 0].numpy(), "colour": color,
                             "model": ours}, reference=depth[0, 0].numpy(), error_of=["colour", "model"])

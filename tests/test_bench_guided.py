@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from md_tables import md_tables  # tests/ is on sys.path (pytest rootdir-relative import)
 from optisr.bench import guided as bench
 from optisr.errors import ConfigError
 from optisr.metrics.depth import protocol_b_errors
@@ -48,18 +49,6 @@ def _folder_dataset(root: Path, n: int = 2, h: int = 64, w: int = 72) -> Path:
     return root
 
 
-def _tables(text: str) -> dict[str, dict[str, list[str]]]:
-    """Markdown report -> {table title: {method: [cells]}}."""
-    out: dict[str, dict[str, list[str]]] = {}
-    title = None
-    for line in text.splitlines():
-        if line.startswith("### "):
-            title = line[4:]
-            out[title] = {}
-        elif title and line.startswith("| ") and not line.startswith("| method"):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            out[title][cells[0]] = cells[1:]
-    return out
 
 
 def _find(tables: dict, prefix: str) -> dict[str, list[float]]:
@@ -79,7 +68,7 @@ def test_protocol_a_folder(tmp_path, capsys):
     text = report.read_text()
     stdout = capsys.readouterr().out
     assert "| bicubic |" in stdout and str(report) in stdout
-    tables = _tables(text)
+    tables = md_tables(text)
     rmse = _find(tables, "RMSE")
     cons = _find(tables, "LR consistency")
     assert set(rmse) == {"bicubic", "color"} and all(len(v) == 2 for v in rmse.values())
@@ -237,7 +226,7 @@ def test_middlebury30_shared(tmp_path):
     assert rc == 0
     text = (out / "middlebury30_protocolA.md").read_text()
     assert "2 of 30 images" in text
-    tables = _tables(text)
+    tables = md_tables(text)
     rmse, cons = _find(tables, "RMSE (0-255)"), _find(tables, "LR consistency")
     assert 1.0 < rmse["bicubic"][0] < rmse["bicubic"][1] < 30.0
     assert rmse["color"][0] < rmse["bicubic"][0]

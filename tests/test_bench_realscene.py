@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from md_tables import md_tables  # tests/ is on sys.path (pytest rootdir-relative import)
 from optisr.bench import guided as bench
 from optisr.data import get_dataset
 
@@ -68,18 +69,6 @@ def _realscene_folder(root: Path) -> Path:
     return root
 
 
-def _tables(text: str) -> dict[str, dict[str, list[str]]]:
-    """Markdown report -> {table title: {first cell: [other cells]}}."""
-    out: dict[str, dict[str, list[str]]] = {}
-    title = None
-    for line in text.splitlines():
-        if line.startswith("### "):
-            title = line[4:]
-            out[title] = {}
-        elif title and line.startswith("| ") and not line.startswith(("| method", "| image")):
-            cells = [c.strip() for c in line.strip("|").split("|")]
-            out[title][cells[0]] = cells[1:]
-    return out
 
 
 def _rmse_cm(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -131,7 +120,7 @@ def test_realscene_end_to_end(tmp_path, capsys):
     assert "exact consistency with it does not imply a low error" in text
     assert "DCTNet" in text and "7.37 cm" in text and "not comparable: 3 of 405 scenes" in text
     assert "ignores it" not in text
-    tables = _tables(text)
+    tables = md_tables(text)
     rmse = {m: float(v[0]) for m, v in tables["RMSE (cm) ↓"].items()}
     cons = {m: float(v[0]) for m, v in tables["LR consistency RMSE (cm) ↓"].items()}
     per_image = tables["RMSE (cm) per image, ×4 ↓"]

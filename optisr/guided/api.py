@@ -12,7 +12,7 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated, edge_energy, edge_weights
+from optisr.ops.lattice import connect_isolated, edge_energy, weights_from_energy
 from optisr.ops.operators import lr_size
 
 # Colour-affinity graph (no learning): w = exp(−mean_c ΔRGB² / μ²) on the guide in [0, 1].
@@ -107,12 +107,9 @@ def color_weights(
     Returns:
         (B, 2, H, W) weights.
     """
-    w = edge_weights(guide, mu, floor=floor)
-    if connect <= 0:
-        return w
-    with torch.no_grad():
-        affinity = -edge_energy(guide, mu)
-    return connect_isolated(w, connect, affinity)
+    energy = edge_energy(guide, mu)
+    w = weights_from_energy(energy, floor)
+    return connect_isolated(w, connect, -energy.detach()) if connect > 0 else w
 
 
 def _guide_to_float(guide: np.ndarray) -> np.ndarray:

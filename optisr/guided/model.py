@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated
+from optisr.ops.lattice import connect_isolated, weights_from_energy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -261,19 +261,17 @@ class GraphSRModel(nn.Module):
             a, b = t.narrow(dim, 1, n - 1), t.narrow(dim, 0, n - 1)
             return a, b
 
-        ws, energies = [], []
+        energies = []
         for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
             g1, g0 = edges(guide, dim)
             f1, f0 = edges(feat, dim)
             s1, s0 = edges(gate, dim)
             energy = 0.5 * (s1 + s0) * (g1 - g0).pow(2).mean(1, keepdim=True) * inv_mu2
             energy = energy + (f1 - f0).pow(2).mean(1, keepdim=True)
-            w = floor + (1.0 - floor) * torch.exp(-energy)
-            pad = (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)
-            ws.append(F.pad(w, pad))
-            energies.append(F.pad(energy.detach(), pad))
+            energies.append(F.pad(energy, (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)))
+        energy = torch.cat(energies, dim=1)
         # isolated pixels are linked to their most similar neighbour (energy ranks floor-level edges)
-        return connect_isolated(torch.cat(ws, dim=1), self.config.connect, -torch.cat(energies, dim=1))
+        return connect_isolated(weights_from_energy(energy, floor), self.config.connect, -energy.detach())
 
     def forward(
         self,

@@ -34,8 +34,12 @@ def edge_weights(features: Tensor, mu: Tensor | float, *, floor: float = 1e-4) -
     Returns:
         (B, 2, H, W) weights in [floor, 1], zero on the last row (ch 0) / last column (ch 1).
     """
-    e = edge_energy(features, mu)
-    w = floor + (1.0 - floor) * torch.exp(-e)
+    return weights_from_energy(edge_energy(features, mu), floor)
+
+
+def weights_from_energy(energy: Tensor, floor: float) -> Tensor:
+    """``floor + (1 − floor)·exp(−energy)`` for (B, 2, H, W) energies, unused slots set to zero."""
+    w = floor + (1.0 - floor) * torch.exp(-energy)
     return torch.cat([F.pad(w[:, :1, :-1], (0, 0, 0, 1)), F.pad(w[:, 1:, :, :-1], (0, 1, 0, 0))], dim=1)
 
 
@@ -141,6 +145,12 @@ _VPAIR_EDGES = ((0, -1, 0), (1, 0, -1), (1, 0, 0), (0, 1, 0), (1, 1, -1), (1, 1,
 _HPAIR_EDGES = ((0, -1, 0), (0, 0, 0), (1, 0, -1), (0, -1, 1), (0, 0, 1), (1, 0, 1))  # p=(i,j), q=(i,j+1)
 
 
+def _count_strong(w: Tensor, tau: float) -> Tensor:
+    """(B, H, W) uint8: how many of each pixel's edges have weight ≥ ``tau``."""
+    strong = (w >= tau).to(torch.uint8)
+    return strong[:, 0] + F.pad(strong[:, 0, :-1], (0, 0, 1, 0)) + strong[:, 1] + F.pad(strong[:, 1, :, :-1], (1, 0))
+
+
 def _choose(w_pad: Tensor, a_pad: Tensor, b: Tensor, i: Tensor, j: Tensor, edges, tau: float):
     """For candidates (b, i, j): the edge slots (channel, b, row, col) to raise, one per weak candidate."""
     ch = torch.tensor([e[0] for e in edges], device=b.device)
@@ -199,9 +209,7 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
         ninf = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
         a_pad = F.pad(torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
                       (1, 1, 1, 1), value=float("-inf"))
-        strong = w >= tau
-        n_strong = (strong[:, 0].to(torch.uint8) + F.pad(strong[:, 0, :-1], (0, 0, 1, 0)).to(torch.uint8)
-                    + strong[:, 1].to(torch.uint8) + F.pad(strong[:, 1, :, :-1], (1, 0)).to(torch.uint8))
+        n_strong = _count_strong(w, tau)
         sel = torch.zeros_like(w, dtype=torch.bool)
         # 1. single pixels: raise the most similar edge of each weak pixel
         b, i, j = (n_strong == 0).nonzero(as_tuple=True)
@@ -211,9 +219,7 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     w = torch.where(sel, w.clamp_min(tau), w)
     with torch.no_grad():
         # 2. pairs: both pixels have at most one strong edge (their shared one) after step 1
-        strong = w >= tau
-        n_strong = (strong[:, 0].to(torch.uint8) + F.pad(strong[:, 0, :-1], (0, 0, 1, 0)).to(torch.uint8)
-                    + strong[:, 1].to(torch.uint8) + F.pad(strong[:, 1, :, :-1], (1, 0)).to(torch.uint8))
+        n_strong = _count_strong(w, tau)
         few = n_strong <= 1
         sel = torch.zeros_like(w, dtype=torch.bool)
         w_pad = F.pad(w.detach(), (1, 1, 1, 1))

@@ -47,7 +47,7 @@ from optisr.blind.critics import CriticConfig
 from optisr.blind.losses import LossConfig
 from optisr.blind.training_data import TrainDataConfig, ValDataConfig
 from optisr.errors import ConfigError, InputFileError
-from optisr.train.loop import OptimConfig, TrainConfig
+from optisr.train.loop import OptimConfig, PathConfig, TrainConfig
 
 __all__ = [
     "BlindDatasetsConfig",
@@ -132,11 +132,6 @@ class DistillConfig:
 
 
 @dataclass
-class PathConfig:
-    save_dir: str = "runs/blind"
-
-
-@dataclass
 class BlindTrainConfig:
     """The whole ``optisr train blind`` config."""
 
@@ -147,7 +142,7 @@ class BlindTrainConfig:
     losses: LossConfig = field(default_factory=LossConfig)
     train: BlindTrainSection = field(default_factory=lambda: BlindTrainSection(total_steps=40_000))
     distill: DistillConfig = field(default_factory=DistillConfig)
-    path: PathConfig = field(default_factory=PathConfig)
+    path: PathConfig = field(default_factory=lambda: PathConfig("runs/blind"))
     threads: int = 0  # torch CPU threads (0: torch's default)
     training_data: Optional[str] = None  # free text for the release metadata (default: from datasets)
 

@@ -27,7 +27,7 @@ import torch
 from optisr.errors import ConfigError
 from optisr.guided.model import GraphSRConfig, GraphSRModel, save_guided_model
 from optisr.guided.training_data import DataSourceConfig, TrainDataConfig, make_training_batch
-from optisr.train.loop import TrainConfig
+from optisr.train.loop import PathConfig, TrainConfig
 
 
 @dataclass
@@ -71,11 +71,6 @@ class LossConfig:
 
 
 @dataclass
-class PathConfig:
-    save_dir: str = "runs/guided"
-
-
-@dataclass
 class GuidedTrainConfig:
     """The whole ``optisr train guided`` config."""
 
@@ -85,7 +80,7 @@ class GuidedTrainConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(total_steps=1000))
-    path: PathConfig = field(default_factory=PathConfig)
+    path: PathConfig = field(default_factory=lambda: PathConfig("runs/guided"))
     threads: int = 0
     training_data: Optional[str] = None
     init_weights: Optional[str] = None  # a guided .safetensors release to start from (same architecture;

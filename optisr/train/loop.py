@@ -118,6 +118,13 @@ class SchedulerConfig:
 
 
 @dataclass
+class PathConfig:
+    """The ``path:`` section: where a run writes states, releases and logs (``--save-dir`` wins)."""
+
+    save_dir: str = "runs"
+
+
+@dataclass
 class TrainConfig:
     """The ``train:`` section of a trainer config (embed it in the trainer's own dataclass).
 

@@ -325,12 +325,12 @@ def _resample_bicubic(
         ``(out, ok)``: (H', W') float32, 0 where ``ok`` is False; bool (H', W'), False where no
         valid input pixel reaches the output pixel.
     """
-    from optisr.ops.operators import _pil_bicubic, _resample_matrix
+    from optisr.ops.operators import bicubic_matrix
 
     x = np.asarray(x, dtype=np.float64)
     v = np.isfinite(x) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(x)
-    ay = _resample_matrix(x.shape[0], int(size[0]), _pil_bicubic, 2.0)  # (H', h)
-    ax = _resample_matrix(x.shape[1], int(size[1]), _pil_bicubic, 2.0)  # (W', w)
+    ay = bicubic_matrix(x.shape[0], int(size[0]))  # (H', h)
+    ax = bicubic_matrix(x.shape[1], int(size[1]))  # (W', w)
     num = ay @ np.where(v, x, 0.0) @ ax.T
     den = ay @ v.astype(np.float64) @ ax.T
     ok = den > 1e-6  # rows sum to 1, so den == 1 where every tap is valid

@@ -89,6 +89,11 @@ def _resample_matrix(n_in: int, n_out: int, kernel, support: float) -> np.ndarra
     return mat
 
 
+def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """PIL's antialiased bicubic resampling matrix (n_out × n_in, float64) for any length ratio."""
+    return _resample_matrix(n_in, n_out, _pil_bicubic, 2.0)
+
+
 @functools.lru_cache(maxsize=64)
 def axis_matrix(kind: str, n_in: int, factor: int, sigma: float | None = None) -> np.ndarray:
     """The per-axis matrix ``A`` (n_out × n_in) of operator ``kind`` (float64, read-only).
@@ -106,7 +111,7 @@ def axis_matrix(kind: str, n_in: int, factor: int, sigma: float | None = None) -
             lo, hi = factor * i, min(factor * (i + 1), n_in)
             mat[i, lo:hi] = 1.0 / (hi - lo) if kind == "area" else 1.0
     elif kind == "bicubic":
-        mat = _resample_matrix(n_in, n_out, _pil_bicubic, 2.0)
+        mat = bicubic_matrix(n_in, n_out)
     elif kind == "gaussian":
         s = factor / 2.0 if sigma is None else float(sigma)
         scale = n_in / n_out

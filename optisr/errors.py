@@ -26,5 +26,9 @@ class InputFileError(OptiSRError, OSError):
     """
 
 
+class OutputExistsError(OptiSRError, FileExistsError):
+    """An output file exists and the caller did not allow replacing it (the message names it)."""
+
+
 class ConvergenceWarning(UserWarning):
     """An iterative solver stopped before reaching its tolerance."""

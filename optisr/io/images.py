@@ -103,7 +103,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_image(
-    path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
+    path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, overwrite: bool = True
 ) -> Path:
     """Write an image atomically; the format follows the extension.
 
@@ -114,6 +114,8 @@ def write_image(
             uint16 written to a format without 16-bit support (JPEG, WebP, BMP) is rounded to
             8 bit; JPEG and BMP drop an alpha channel.
         quality: JPEG / WebP quality, 1-100.
+        overwrite: replace an existing file; with ``False`` an existing file (also one that
+            appears while this call runs) raises :class:`~optisr.errors.OutputExistsError`.
     Returns:
         the path written.
     Raises:
@@ -157,11 +159,8 @@ def write_image(
         raise InputFileError(
             f"{path}: the {ext} encoder failed for a {img.dtype} image of shape {img.shape}"
         )
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         buf.tofile(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
     return path
 
 

@@ -457,6 +457,7 @@ def write_raster(
     geo: dict[str, Any] | None = None,
     mask: np.ndarray | None = None,
     nodata: float | None = None,
+    overwrite: bool = True,
 ) -> Path:
     """Write a single-band raster, atomically, in the format given by the extension.
 
@@ -475,6 +476,8 @@ def write_raster(
             is written as a GeoTIFF through rasterio (DEFLATE, predictor 2/3).
         mask: (H, W) bool, True where valid.
         nodata: value stored for invalid pixels.
+        overwrite: replace an existing file; with ``False`` an existing file (also one that
+            appears while this call runs) raises :class:`~optisr.errors.OutputExistsError`.
     Returns:
         The path written.
     Raises:
@@ -522,7 +525,7 @@ def write_raster(
         out = arr.astype(target)
         out[~valid] = fill
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         if ext == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, out, allow_pickle=False)

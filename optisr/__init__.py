@@ -8,7 +8,7 @@ Public entry points (imported lazily so that ``import optisr`` stays cheap):
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from optisr.version import __version__
 
 __all__ = ["__version__", "guided_upsample", "upscale"]
 

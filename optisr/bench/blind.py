@@ -569,7 +569,7 @@ def _means_table(r: BenchResult) -> str:
 def _report(r: BenchResult, command: str, crop_files: list[Path]) -> str:
     import torch
 
-    from optisr import __version__
+    from optisr.version import __version__
 
     spec = DATASETS[r.dataset]
     buf = io.StringIO()

@@ -731,7 +731,7 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     """The report of a :class:`BenchResult` as markdown (tables: method × scale)."""
     import platform
 
-    from optisr import __version__
+    from optisr.version import __version__
 
     region = "image" if res.protocol == "A" else "tile"
     lines = [f"# Guided depth SR benchmark: {res.dataset}, protocol {res.protocol}", ""]

@@ -15,7 +15,7 @@ import argparse
 import importlib
 import sys
 
-from optisr import __version__
+from optisr.version import __version__
 from optisr.errors import OptiSRError
 
 # name -> module under optisr.cli; order is the order shown in --help.

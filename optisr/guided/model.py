@@ -323,7 +323,7 @@ def save_guided_model(
     """
     from safetensors.torch import save_file
 
-    from optisr import __version__
+    from optisr.version import __version__
     from optisr.io.atomic import atomic_path
 
     meta = {

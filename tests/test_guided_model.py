@@ -244,3 +244,16 @@ def test_feature_stride_two_runs_the_network_at_half_resolution():
     assert torch.allclose(make_operator("area", (37, 50), 4).apply(x), source.double(), atol=1e-6)
     with pytest.raises(ConfigError, match="feature_stride"):
         GraphSRConfig(feature_stride=3)
+
+
+def test_shipped_model_metadata_records_every_config_field():
+    """The header's config is the whole GraphSRConfig (``connect`` included), so a loaded model
+    does not silently take a default that was added after training."""
+    from dataclasses import fields
+
+    from optisr.guided.model import default_model_path
+
+    _, meta = load_guided_model(default_model_path())
+    cfg = json.loads(meta["config"])
+    assert {f.name for f in fields(GraphSRConfig)} == set(cfg)
+    assert cfg["connect"] == 0.02

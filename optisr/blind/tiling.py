@@ -22,7 +22,12 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["count_tiles", "pad_to_multiple", "tile_starts", "tiled_forward"]
+__all__ = ["MIN_TILE", "count_tiles", "pad_to_multiple", "tile_starts", "tiled_forward"]
+
+# Smallest tile (LR pixels) the command line accepts: below it each tile is mostly context
+# (2·(tile_pad + band) pixels around a tiny core), so the work grows like (1 + 2·pad/tile)² and a
+# 1-pixel tile runs the network once per input pixel.
+MIN_TILE = 32
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:

@@ -2,7 +2,9 @@
 
 Arrays are ``(H, W)`` for grey and ``(H, W, C)`` with channels in **RGB / RGBA** order (not
 OpenCV's BGR). Bit depth is kept: uint8 stays uint8, uint16 stays uint16; float32 TIFFs read as
-float32. JPEG EXIF orientation is applied on read. WebP has no grey mode, so grey written as
+float32. EXIF orientation is applied on read, in every format that carries it (JPEG, PNG, WebP,
+TIFF), as by :func:`optisr.io.rasters.read_guide`; images declaring more than
+``optisr.io._decode.MAX_PIXELS`` pixels are refused before decoding. WebP has no grey mode, so grey written as
 WebP reads back as RGB with equal channels. Every read error is an
 :class:`~optisr.errors.InputFileError` whose one-line message names the file; writes go through
 :func:`~optisr.io.atomic.atomic_path`, so a failed write leaves no partial file.
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 
 from optisr.errors import InputFileError, ShapeError
+from optisr.io._decode import apply_orientation, peek_header, quiet_opencv
 from optisr.io.atomic import atomic_path
 
 __all__ = [
@@ -45,9 +48,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         path: a ``.png``, ``.jpg``/``.jpeg``, ``.webp``, ``.bmp``, ``.tif``/``.tiff`` file.
     Returns:
         ``(H, W)`` grey or ``(H, W, 3|4)`` RGB(A), dtype uint8 or uint16 (float32 for float TIFF).
-        JPEGs are rotated according to their EXIF orientation.
+        Rotated/mirrored upright according to the EXIF orientation, whatever the format.
     Raises:
-        InputFileError: missing, empty, unreadable or unsupported file (message names it).
+        InputFileError: missing, empty, unreadable, unsupported or too large (declared size)
+            file (message names it).
     """
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -69,14 +73,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputFileError(f"{path}: cannot read image ({reason})") from None
     if data.size == 0:
         raise InputFileError(f"{path}: cannot read image (empty file)")
-    if path.suffix.lower() in _JPEG:
-        flags = (
-            cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
-        )  # applies EXIF orientation, keeps grey
+    header = peek_header(path, data)  # refuses huge declared sizes before decoding
+    if path.suffix.lower() in _JPEG:  # keeps grey; orientation is applied below, for every format
+        flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
     else:
-        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit
+        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit; never applies orientation
     try:
-        img = cv2.imdecode(data, flags)
+        with quiet_opencv():
+            img = cv2.imdecode(data, flags)
     except cv2.error:
         img = None
     if img is None or img.size == 0:
@@ -99,7 +103,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             raise InputFileError(
                 f"{path}: unsupported channel count {channels} (use grey, RGB or RGBA)"
             )
-    return np.ascontiguousarray(img)
+    return np.ascontiguousarray(apply_orientation(img, header.orientation))
 
 
 def write_image(

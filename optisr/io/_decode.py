@@ -67,7 +67,7 @@ def peek_header(path: Path, data: bytes | np.ndarray | None = None) -> HeaderInf
                     raise _too_large(path, f"{w}×{h} = {w * h:,} pixels declared")
                 try:
                     orientation = int(im.getexif().get(0x0112, 1))
-                except Exception:  # a broken EXIF block: treat as no orientation
+                except Exception:  # noqa: BLE001 -- a broken EXIF block: treat as no orientation
                     orientation = 1
                 return HeaderInfo((w, h), orientation if 1 <= orientation <= 8 else 1)
     except Image.DecompressionBombError as exc:
@@ -75,7 +75,7 @@ def peek_header(path: Path, data: bytes | np.ndarray | None = None) -> HeaderInf
         raise _too_large(path, f"{int(m.group(1)):,} pixels declared" if m else "declared size") from None
     except InputFileError:
         raise
-    except Exception:  # not a format Pillow knows, or a corrupt header: the decoder will say
+    except Exception:  # noqa: BLE001 -- not a format Pillow knows, or a corrupt header: the decoder will say
         return HeaderInfo(None, 1)
 
 

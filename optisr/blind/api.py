@@ -39,9 +39,7 @@ def get_model(
     if isinstance(model, nn.Module):
         scale = getattr(model, "scale", None)
         if not isinstance(scale, int):
-            raise ConfigError(
-                "a model passed as nn.Module needs an integer `scale` attribute"
-            )
+            raise ConfigError("a model passed as nn.Module needs an integer `scale` attribute")
         return _on(model, device, dtype), scale
     if isinstance(model, LoadedModel):
         return _on(model.model, device, dtype), model.scale
@@ -92,9 +90,7 @@ def _to_tensor(
         return x.float(), back_t
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
-        raise ShapeError(
-            f"array image must be (h, w) or (h, w, 1|2|3|4); got shape {arr.shape}"
-        )
+        raise ShapeError(f"array image must be (h, w) or (h, w, 1|2|3|4); got shape {arr.shape}")
     if arr.dtype == np.uint8:
         scale_in = 255.0
     elif arr.dtype == np.uint16:
@@ -102,13 +98,9 @@ def _to_tensor(
     elif arr.dtype.kind == "f":
         scale_in = 1.0
     else:
-        raise ShapeError(
-            f"array image dtype must be uint8, uint16 or float; got {arr.dtype}"
-        )
+        raise ShapeError(f"array image dtype must be uint8, uint16 or float; got {arr.dtype}")
     ndim, dtype = arr.ndim, arr.dtype
-    t = torch.from_numpy(
-        np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in)
-    )
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in))
     t = t[None, None] if ndim == 2 else t.permute(2, 0, 1)[None]
 
     def back_np(y: Tensor) -> np.ndarray:
@@ -153,14 +145,8 @@ def _run_rgb(
         )
     out = out[:, :, : h * scale, : w * scale]
     if not torch.isfinite(out).all():
-        hint = (
-            " Run in float32 (dtype=torch.float32 / --fp32)."
-            if dtype != torch.float32
-            else ""
-        )
-        raise ConfigError(
-            f"the model produced NaN or infinite values in {dtype}.{hint}"
-        )
+        hint = " Run in float32 (dtype=torch.float32 / --fp32)." if dtype != torch.float32 else ""
+        raise ConfigError(f"the model produced NaN or infinite values in {dtype}.{hint}")
     return out
 
 
@@ -209,9 +195,7 @@ def upscale(
         (24, 20, 3)
     """
     if alpha_upsampler not in ("model", "bicubic"):
-        raise ConfigError(
-            f"alpha_upsampler must be 'model' or 'bicubic'; got {alpha_upsampler!r}"
-        )
+        raise ConfigError(f"alpha_upsampler must be 'model' or 'bicubic'; got {alpha_upsampler!r}")
     if outscale is not None and not outscale > 0:
         raise ConfigError(f"outscale must be > 0; got {outscale}")
     x, back = _to_tensor(image)
@@ -268,19 +252,13 @@ def upscale(
     return back(out.clamp(0, 1))
 
 
-def _upscale_alpha(
-    alpha: Tensor, scale: int, how: str, run: Callable, in_ch: int
-) -> Tensor:
+def _upscale_alpha(alpha: Tensor, scale: int, how: str, run: Callable, in_ch: int) -> Tensor:
     h, w = alpha.shape[-2:]
     lo, hi = alpha.amin(), alpha.amax()
     if lo == hi:  # fully opaque (the common case) or constant: nothing to upscale
-        return alpha.new_full((alpha.shape[0], 1, h * scale, w * scale), float(lo)).to(
-            torch.float32
-        )
+        return alpha.new_full((alpha.shape[0], 1, h * scale, w * scale), float(lo)).to(torch.float32)
     if how == "bicubic":
-        up = F.interpolate(
-            alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False
-        )
+        up = F.interpolate(alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False)
     else:
         up = run(alpha.expand(-1, in_ch, -1, -1), None).mean(1, keepdim=True)
     return up.clamp(0, 1)

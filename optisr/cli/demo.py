@@ -62,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     color = guided_upsample(lr, scene.guide, args.scale, operator=args.operator, mode=args.mode, weights="color")
     t_color = time.perf_counter() - t0
-    results = {"bicubic": bicubic(lr, scene.guide, args.scale).astype(np.float32),
-               f"colour graph ({args.mode})": color}
+    results = {"bicubic": bicubic(lr, scene.guide, args.scale).astype(np.float32), f"colour graph ({args.mode})": color}
     times = {f"colour graph ({args.mode})": t_color}
     if load_default_model() is not None:
         t0 = time.perf_counter()

@@ -26,20 +26,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="List the registered pretrained generators or export their weights.",
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    lst = sub.add_parser(
-        "list", help="show name, architecture, scale, source package, installed or not"
-    )
-    lst.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
-    )
+    lst = sub.add_parser("list", help="show name, architecture, scale, source package, installed or not")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     exp = sub.add_parser(
         "export",
         help="write a model's weights with BasicSR key names (.safetensors, .pth) or as ONNX (.onnx)",
     )
     exp.add_argument("model", help="registered name or weights file")
-    exp.add_argument(
-        "-o", "--output", required=True, help="target .safetensors, .pth or .onnx file"
-    )
+    exp.add_argument("-o", "--output", required=True, help="target .safetensors, .pth or .onnx file")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
@@ -65,10 +59,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         cols = ("name", "arch", "scale", "package", "installed")
-        table = [
-            [str(r[c]) if c != "installed" else ("yes" if r[c] else "no") for c in cols]
-            for r in rows
-        ]
+        table = [[str(r[c]) if c != "installed" else ("yes" if r[c] else "no") for c in cols] for r in rows]
         widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
         print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
         for t in table:

@@ -98,9 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         const="fp32",
         help="float32 (default)",
     )
-    prec.add_argument(
-        "--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16"
-    )
+    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16")
     prec.add_argument(
         "--fp16",
         dest="precision",
@@ -109,9 +107,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="float16 (GPU only)",
     )
     add_device_option(p)
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace existing output files"
-    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(precision="fp32")
     return p
@@ -123,9 +119,7 @@ def _inputs(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.is_file() and is_image_file(f))
         if not files:
-            raise InputFileError(
-                f"{path}: folder holds no image files (.png .jpg .webp .bmp .tif)"
-            )
+            raise InputFileError(f"{path}: folder holds no image files (.png .jpg .webp .bmp .tif)")
         return files
     if not path.exists():
         raise InputFileError(f"{path}: input not found")

@@ -55,19 +55,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputFileError(
-            f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}"
-        )
+        raise InputFileError(f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}")
     try:
-        data = np.fromfile(
-            path, dtype=np.uint8
-        )  # works with non-ASCII paths, unlike cv2.imread
+        data = np.fromfile(path, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
     except (OSError, ValueError) as exc:
-        reason = (
-            "file not found"
-            if isinstance(exc, FileNotFoundError)
-            else (exc.strerror or str(exc))
-        )
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
         if path.is_dir():
             reason = "is a directory"
         raise InputFileError(f"{path}: cannot read image ({reason})") from None
@@ -84,13 +76,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     except cv2.error:
         img = None
     if img is None or img.size == 0:
-        raise InputFileError(
-            f"{path}: cannot decode image (corrupt or not a {path.suffix.lstrip('.')} file)"
-        )
+        raise InputFileError(f"{path}: cannot decode image (corrupt or not a {path.suffix.lstrip('.')} file)")
     if img.dtype not in (np.uint8, np.uint16, np.float32):
-        raise InputFileError(
-            f"{path}: unsupported pixel type {img.dtype} (use 8/16-bit integer or float32)"
-        )
+        raise InputFileError(f"{path}: unsupported pixel type {img.dtype} (use 8/16-bit integer or float32)")
     if img.ndim == 3:
         channels = img.shape[2]
         if channels == 1:
@@ -100,15 +88,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         elif channels == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
         else:
-            raise InputFileError(
-                f"{path}: unsupported channel count {channels} (use grey, RGB or RGBA)"
-            )
+            raise InputFileError(f"{path}: unsupported channel count {channels} (use grey, RGB or RGBA)")
     return np.ascontiguousarray(apply_orientation(img, header.orientation))
 
 
-def write_image(
-    path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, overwrite: bool = True
-) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, overwrite: bool = True) -> Path:
     """Write an image atomically; the format follows the extension.
 
     Args:
@@ -129,20 +113,12 @@ def write_image(
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise InputFileError(
-            f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}"
-        )
+        raise InputFileError(f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}")
     img = np.asarray(image)
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
-        raise ShapeError(
-            f"image must be (H, W) or (H, W, 1|3|4); got shape {img.shape}"
-        )
-    if img.dtype not in (np.uint8, np.uint16) and not (
-        img.dtype == np.float32 and ext in (".tif", ".tiff")
-    ):
-        raise ShapeError(
-            f"image dtype must be uint8 or uint16 (float32 for TIFF); got {img.dtype}"
-        )
+        raise ShapeError(f"image must be (H, W) or (H, W, 1|3|4); got shape {img.shape}")
+    if img.dtype not in (np.uint8, np.uint16) and not (img.dtype == np.float32 and ext in (".tif", ".tiff")):
+        raise ShapeError(f"image dtype must be uint8 or uint16 (float32 for TIFF); got {img.dtype}")
     if img.dtype == np.uint16 and ext not in _DEPTH16:
         img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -150,9 +126,7 @@ def write_image(
     if img.ndim == 3 and img.shape[2] == 4 and ext in (*_JPEG, ".bmp"):
         img = img[:, :, :3]
     if img.ndim == 3:
-        img = cv2.cvtColor(
-            img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-        )
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params: list[int] = []
     if ext in _JPEG:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
@@ -160,9 +134,7 @@ def write_image(
         params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
     if not ok:
-        raise InputFileError(
-            f"{path}: the {ext} encoder failed for a {img.dtype} image of shape {img.shape}"
-        )
+        raise InputFileError(f"{path}: the {ext} encoder failed for a {img.dtype} image of shape {img.shape}")
     with atomic_path(path, overwrite=overwrite) as tmp:
         buf.tofile(tmp)
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import torch
@@ -14,20 +14,25 @@ from torch import Tensor, nn
 
 from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import pad_to_multiple, tiled_forward
+from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
 from optisr.io.state_dict import LoadedModel
 
-__all__ = ["get_model", "upscale"]
+__all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "get_model", "upscale"]
 
-AlphaUpsampler = Literal["model", "bicubic"]
+AlphaUpsampler: TypeAlias = Literal["model", "bicubic"]
+# What ``model=`` accepts: a registry name, a weights file, a loaded model, or a module with ``scale``.
+ModelSpec: TypeAlias = str | os.PathLike[str] | LoadedModel | nn.Module
+# A device name ("auto", "cpu", "cuda:1", ...) or a torch.device.
+DeviceSpec: TypeAlias = str | torch.device
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
 _MODEL_CACHE: dict[tuple[str, str, torch.dtype], LoadedModel] = {}
 
 
 def get_model(
-    model: str | os.PathLike | LoadedModel | nn.Module = DEFAULT_MODEL,
+    model: ModelSpec = DEFAULT_MODEL,
     *,
-    device: torch.device | str = "cpu",
+    device: DeviceSpec = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, int]:
     """Resolve ``model`` to an eval-mode module on ``device``/``dtype`` and its scale.
@@ -150,14 +155,44 @@ def _run_rgb(
     return out
 
 
+@overload
 def upscale(
-    image: np.ndarray | Tensor,
-    model: str | os.PathLike | LoadedModel | nn.Module = DEFAULT_MODEL,
+    image: np.ndarray,
+    model: ModelSpec = DEFAULT_MODEL,
     *,
     outscale: float | None = None,
     tile: int = 0,
     tile_pad: int = 10,
-    device: torch.device | str | None = None,
+    device: DeviceSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    alpha_upsampler: AlphaUpsampler = "model",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def upscale(
+    image: Tensor,
+    model: ModelSpec = DEFAULT_MODEL,
+    *,
+    outscale: float | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    device: DeviceSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    alpha_upsampler: AlphaUpsampler = "model",
+    progress: Callable[[int], None] | None = None,
+) -> Tensor: ...
+
+
+def upscale(
+    image: np.ndarray | Tensor,
+    model: ModelSpec = DEFAULT_MODEL,
+    *,
+    outscale: float | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
     alpha_upsampler: AlphaUpsampler = "model",
     progress: Callable[[int], None] | None = None,
@@ -174,8 +209,9 @@ def upscale(
             antialiased bicubic when it differs. Default: the model's scale.
         tile: LR tile size (0 = whole image at once). Tiles are cross-faded over their overlap.
         tile_pad: LR context pixels around each tile.
-        device: where the network runs; default: the tensor's device, else CUDA when available,
-            else CPU. Results and accumulation stay on the input's device.
+        device: where the network runs (``"auto"``, ``"cpu"``, ``"cuda:1"``, a ``torch.device``);
+            default: the tensor's device, else CUDA when available, else CPU (see
+            :func:`optisr.devices.resolve_device`). Results and accumulation stay on the input's device.
         dtype: network precision: ``torch.float32`` (default, safe), ``torch.bfloat16`` or
             ``torch.float16`` (GPU).
         alpha_upsampler: ``"model"`` (alpha through the network as grey) or ``"bicubic"``.
@@ -199,12 +235,11 @@ def upscale(
     if outscale is not None and not outscale > 0:
         raise ConfigError(f"outscale must be > 0; got {outscale}")
     x, back = _to_tensor(image)
-    if device is None:
-        if isinstance(image, Tensor):
-            device = image.device
-        else:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    if device is None and isinstance(image, Tensor):
+        device = image.device
+    # One device rule (optisr.devices): None/"auto" = CUDA when available; an unusable device is
+    # a one-line ConfigError here, before the model is loaded.
+    device = resolve_device(device, what="device")
     net, scale = get_model(model, device=device, dtype=dtype)
     in_ch = int(getattr(net, "num_in_ch", 3))
     c = x.shape[1]
@@ -252,7 +287,13 @@ def upscale(
     return back(out.clamp(0, 1))
 
 
-def _upscale_alpha(alpha: Tensor, scale: int, how: str, run: Callable, in_ch: int) -> Tensor:
+def _upscale_alpha(
+    alpha: Tensor,
+    scale: int,
+    how: AlphaUpsampler,
+    run: Callable[[Tensor, Callable[[int], None] | None], Tensor],
+    in_ch: int,
+) -> Tensor:
     h, w = alpha.shape[-2:]
     lo, hi = alpha.amin(), alpha.amax()
     if lo == hi:  # fully opaque (the common case) or constant: nothing to upscale

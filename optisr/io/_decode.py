@@ -6,8 +6,9 @@ One rule for every reader:
   pixel is decoded; an image that declares more than :data:`MAX_PIXELS` pixels (OpenCV's own
   ``CV_IO_MAX_IMAGE_PIXELS``) is refused with one line naming the file, instead of a Pillow
   ``DecompressionBombError`` traceback or an OpenCV assertion text.
-* **EXIF orientation** (tag 0x0112) is applied, in every format that carries it (JPEG, PNG
-  ``eXIf``, WebP, TIFF), so a photo reads as it is displayed.
+* **EXIF orientation** (tag 0x0112) is applied for JPEG, PNG (``eXIf``) and WebP, so a photo
+  reads as it is displayed. TIFF is read as stored (its Orientation tag is left to the decoder,
+  which is inconsistent about it, so we report 1).
 * **Quiet OpenCV.** OpenCV's own log lines (``[ WARN:0@...] ... PNG input buffer is incomplete``)
   are silenced while we decode; our one-line error says what went wrong.
 """
@@ -29,6 +30,7 @@ from optisr.errors import InputFileError
 __all__ = ["MAX_PIXELS", "HeaderInfo", "apply_orientation", "peek_header", "quiet_opencv"]
 
 MAX_PIXELS = 1 << 30  # OpenCV's CV_IO_MAX_IMAGE_PIXELS default
+_ORIENTED_FORMATS = ("JPEG", "PNG", "WEBP")  # Pillow format names whose EXIF orientation we apply
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ def peek_header(path: Path, data: bytes | np.ndarray | None = None) -> HeaderInf
                 w, h = im.size
                 if w * h > MAX_PIXELS:
                     raise _too_large(path, f"{w}×{h} = {w * h:,} pixels declared")
+                if im.format not in _ORIENTED_FORMATS:
+                    return HeaderInfo((w, h), 1)
                 try:
                     orientation = int(im.getexif().get(0x0112, 1))
                 except Exception:  # noqa: BLE001 -- a broken EXIF block: treat as no orientation

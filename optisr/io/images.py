@@ -2,10 +2,10 @@
 
 Arrays are ``(H, W)`` for grey and ``(H, W, C)`` with channels in **RGB / RGBA** order (not
 OpenCV's BGR). Bit depth is kept: uint8 stays uint8, uint16 stays uint16; float32 TIFFs read as
-float32. EXIF orientation is applied on read, in every format that carries it (JPEG, PNG, WebP,
-TIFF), as by :func:`optisr.io.rasters.read_guide`; images declaring more than
-``optisr.io._decode.MAX_PIXELS`` pixels are refused before decoding. WebP has no grey mode, so grey written as
-WebP reads back as RGB with equal channels. Every read error is an
+float32. EXIF orientation is applied on read for JPEG, PNG and WebP (TIFFs are read as stored),
+as :func:`optisr.io.rasters.read_guide` does; an image that declares more than
+``optisr.io._decode.MAX_PIXELS`` pixels is refused before decoding. WebP has no grey mode, so
+grey written as WebP reads back as RGB with equal channels. Every read error is an
 :class:`~optisr.errors.InputFileError` whose one-line message names the file; writes go through
 :func:`~optisr.io.atomic.atomic_path`, so a failed write leaves no partial file.
 """

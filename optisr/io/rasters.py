@@ -566,7 +566,7 @@ def read_guide(path: str | os.PathLike, *, as_float: bool = True) -> np.ndarray:
     """Read a guide image as RGB float32 in [0, 1].
 
     8-bit values are divided by 255 and 16-bit by 65535; grey images are repeated to three
-    channels and an alpha channel is dropped. The EXIF orientation is applied (any format), as
+    channels and an alpha channel is dropped. The EXIF orientation is applied (JPEG, PNG, WebP), as
     :func:`optisr.io.images.read_image` does, so a guide reads as it is displayed; depth rasters
     (:func:`read_raster`) are data grids and are never rotated. Float TIFF/EXR guides are taken as [0, 1] and
     clipped.

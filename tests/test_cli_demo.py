@@ -45,7 +45,7 @@ def test_demo_existing_output_needs_overwrite(tmp_path, capsys):
 
 
 def test_demo_output_under_a_file_fails_before_work(tmp_path, capsys, monkeypatch):
-    import optisr.data.synthetic as synthetic
+    from optisr.data import synthetic
 
     monkeypatch.setattr(synthetic, "make_scene", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     (tmp_path / "f").write_text("x")
@@ -54,7 +54,7 @@ def test_demo_output_under_a_file_fails_before_work(tmp_path, capsys, monkeypatc
 
 
 def test_demo_output_written_meanwhile_is_not_replaced(tmp_path, capsys, monkeypatch):
-    import optisr.viz.panels as panels
+    from optisr.viz import panels
 
     out = tmp_path / "p.png"
     real = panels.depth_panel
@@ -72,7 +72,7 @@ def test_demo_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
     import contextlib
     import errno
 
-    import optisr.io.atomic as atomic
+    from optisr.io import atomic
 
     @contextlib.contextmanager
     def disk_full(target, **kw):
@@ -82,3 +82,8 @@ def test_demo_disk_full_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(atomic, "atomic_path", disk_full)
     assert main(["demo", "-o", str(tmp_path / "p.png"), *SMALL]) == 1
     assert "p.png: No space left on device" in _one_line(capsys)
+
+
+def test_demo_output_must_be_png(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "p.gif"), *SMALL]) == 1
+    assert ".png" in _one_line(capsys) and not (tmp_path / "p.gif").exists()

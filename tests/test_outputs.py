@@ -8,7 +8,12 @@ import pytest
 
 from optisr.errors import ConfigError, OutputExistsError
 from optisr.io import outputs
-from optisr.io.outputs import check_output_file, check_output_folder, paths_overlap, refuse_overlap
+from optisr.io.outputs import (
+    check_output_file,
+    check_output_folder,
+    paths_overlap,
+    refuse_overlap,
+)
 
 
 def test_overlap_same_inside_containing_and_symlinks(tmp_path):

@@ -104,7 +104,7 @@ def _to_tensor(
         scale_in = 1.0
     else:
         raise ShapeError(f"array image dtype must be uint8, uint16 or float; got {arr.dtype}")
-    ndim, dtype = arr.ndim, arr.dtype
+    ndim, np_dtype = arr.ndim, arr.dtype
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in))
     t = t[None, None] if ndim == 2 else t.permute(2, 0, 1)[None]
 
@@ -112,9 +112,9 @@ def _to_tensor(
         out = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         if ndim == 2:
             out = out[:, :, 0]
-        if dtype.kind == "f":
-            return out.astype(dtype)
-        return np.round(out * scale_in).astype(dtype)
+        if np_dtype.kind == "f":
+            return out.astype(np_dtype)
+        return np.round(out * scale_in).astype(np_dtype)
 
     return t, back_np
 
@@ -265,7 +265,7 @@ def upscale(
     grey = color.shape[1] == 1 and in_ch == 3
     out = run(color.expand(-1, 3, -1, -1) if grey else color, progress)
     if grey:
-        out = sum(wt * out[:, i : i + 1] for i, wt in enumerate(_GREY))
+        out = _GREY[0] * out[:, 0:1] + _GREY[1] * out[:, 1:2] + _GREY[2] * out[:, 2:3]
     if alpha is not None:
         out = torch.cat(
             [

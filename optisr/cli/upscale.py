@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from optisr.blind.api import get_model, upscale
+    from optisr.blind.api import AlphaUpsampler, get_model, upscale
     from optisr.blind.registry import DEFAULT_MODEL
     from optisr.blind.tiling import count_tiles
     from optisr.io.images import read_image, write_image
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(out)
     # A single bad input fails before the model load, with one line naming the file.
     first = read_image(files[0]) if single else None
-    if single:
+    if first is not None:
         has_alpha = first.ndim == 3 and first.shape[2] in (2, 4)
         target = _output_for(files[0], args, out_is_file, has_alpha)
         _refuse_input_as_target(target, files[0])
@@ -215,12 +215,12 @@ def run(args: argparse.Namespace) -> int:
     # Load first: a bad model fails before any output is written.
     net, scale = get_model(model, device=device, dtype=dtype)
     if not args.quiet:
-        hp = getattr(net, "hyperparameters", dict)()
+        hp: dict[str, object] = getattr(net, "hyperparameters", dict)()
         desc = ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("num_in_ch", "num_out_ch", "scale"))
         print(f"model {model}: {type(net).__name__} ×{scale} ({desc}) on {device}, {dtype}", file=sys.stderr)
     multiple = int(getattr(net, "size_multiple", 1))
     tile = _tile_for(args.tile_size, multiple)
-    alpha = "model" if args.alpha_upsampler == "realesrgan" else args.alpha_upsampler
+    alpha: AlphaUpsampler = "bicubic" if args.alpha_upsampler == "bicubic" else "model"  # realesrgan = model
     failures = 0
     bar = tqdm(files, unit="img", disable=args.quiet or len(files) == 1, file=sys.stderr)
     for f in bar:
@@ -231,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
             _refuse_input_as_target(target, f)
             if target.exists() and not args.overwrite:
                 raise OutputExistsError(f"{target}: output exists; pass --overwrite to replace it")
-            n_tiles = count_tiles(*img.shape[:2], tile, multiple)
+            h, w = img.shape[:2]
+            n_tiles = count_tiles(h, w, tile, multiple)
             with tqdm(
                 total=n_tiles, unit="tile", leave=False, file=sys.stderr, disable=args.quiet or n_tiles == 1
             ) as tile_bar:

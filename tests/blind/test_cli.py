@@ -225,7 +225,7 @@ def test_models_export_onnx_dynamic(tmp_path, weights, tiny_compact, capsys):
 def _one_line_error(capsys_or_fd) -> str:
     err = capsys_or_fd.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
-    assert err.startswith("optisr upscale: error: ") or err.startswith("optisr models: error: "), err
+    assert err.startswith(("optisr upscale: error: ", "optisr models: error: ")), err
     return err
 
 
@@ -268,7 +268,7 @@ def test_output_under_a_file_fails_before_the_model(tmp_path, capsys):
 def test_os_error_while_writing_is_one_line(tmp_path, weights, capsys, monkeypatch):
     import errno
 
-    import optisr.io.images as images
+    from optisr.io import images
 
     def disk_full(path, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -290,7 +290,7 @@ def test_cuda_on_cpu_only_torch_is_one_line_before_any_work(tmp_path, capsys, fl
 
 @pytest.mark.parametrize("spelling", ["-t", "--tile-size", "--tile", "--tile_size"])
 def test_tiny_tile_is_raised_with_a_note(tmp_path, weights, capsys, monkeypatch, spelling):
-    import optisr.blind.api as api
+    from optisr.blind import api
 
     seen = []
     real = api.upscale
@@ -304,7 +304,7 @@ def test_tiny_tile_is_raised_with_a_note(tmp_path, weights, capsys, monkeypatch,
 
 
 def test_output_written_meanwhile_is_not_replaced(tmp_path, weights, capsys, monkeypatch):
-    import optisr.blind.api as api
+    from optisr.blind import api
 
     out = tmp_path / "o.png"
     real = api.upscale
@@ -336,3 +336,26 @@ def test_models_export_needs_overwrite(tmp_path, weights, capsys):
     assert "--overwrite" in _one_line_error(capsys) and target.read_bytes() == b"keep"
     assert _run("models", "export", str(weights), "-o", str(target), "--overwrite") == 0
     assert target.stat().st_size > 100
+
+
+def test_device_errors_are_one_line_but_bugs_still_raise(tmp_path, weights, capsys, monkeypatch):
+    import torch
+
+    from optisr.blind import api
+
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    argv = ("upscale", "-i", str(src), "-o", str(tmp_path / "o.png"), "--model-path", str(weights), "--quiet")
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nsee the docs")
+
+    monkeypatch.setattr(api, "upscale", oom)
+    assert _run(*argv) == 1
+    assert "device error: CUDA out of memory. Tried to allocate 2.00 GiB" in _one_line_error(capsys)
+
+    def bug(*a, **k):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(api, "upscale", bug)
+    with pytest.raises(ValueError, match="programming error"):  # not hidden behind a one-liner
+        _run(*argv)

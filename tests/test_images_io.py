@@ -149,3 +149,58 @@ def test_atomic_path_gives_usual_permissions(tmp_path):
         os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+# ------------------------------------------------------- header checks, orientation, quiet decode
+
+
+def _png_declaring(path, width, height):
+    """A valid tiny PNG whose IHDR then claims ``width × height`` (CRC fixed): a decompression bomb."""
+    import struct
+    import zlib
+
+    write_image(path, np.zeros((4, 4, 3), np.uint8))
+    b = bytearray(path.read_bytes())
+    b[16:24] = struct.pack(">II", width, height)  # IHDR data starts at byte 16
+    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))  # CRC over type + data
+    path.write_bytes(bytes(b))
+    return path
+
+
+def test_huge_declared_size_is_one_line_error(tmp_path):
+    path = _png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(InputFileError, match=r"bomb\.png: image too large") as info:
+        read_image(path)
+    assert len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("ext", [".png", ".webp", ".jpg"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_in_every_format(tmp_path, ext, orientation):
+    pil = pytest.importorskip("PIL.Image")
+    from PIL import ImageOps
+
+    arr = np.zeros((16, 24, 3), np.uint8)  # smooth but asymmetric, so JPEG keeps it recognisable
+    arr[:8, :12] = 250
+    arr[:, :, 1] = np.arange(24, dtype=np.uint8)[None, :] * 10
+    exif = pil.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{ext}"
+    extra = {"lossless": True} if ext == ".webp" else {}
+    pil.fromarray(arr).save(path, exif=exif, **extra)
+    expected = np.asarray(ImageOps.exif_transpose(pil.open(path)))
+    got = read_image(path)
+    assert got.shape == expected.shape
+    if ext == ".jpg":  # lossy: compare loosely, but tightly enough to catch a wrong rotation
+        assert np.abs(got.astype(int) - expected.astype(int)).mean() < 20
+    else:
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_truncated_png_gives_no_opencv_log_lines(tmp_path, capfd):
+    full = write_image(tmp_path / "full.png", RNG.integers(0, 256, (64, 64, 3)).astype(np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[:200])
+    with pytest.raises(InputFileError, match="cut.png"):
+        read_image(cut)
+    assert capfd.readouterr().err == ""  # OpenCV's own "[ WARN:0@...]" line is silenced

@@ -350,3 +350,63 @@ def test_read_guide_as_stored_dtype(tmp_path):
     grey = read_guide(tmp_path / "grey.png", as_float=False)
     assert grey.dtype == np.uint8 and grey.shape == (2, 3, 3)
     np.testing.assert_array_equal(grey, np.repeat(rgb[:, :, :1], 3, axis=2))
+
+
+# ------------------------------------------------------- header checks, orientation, quiet decode
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A valid tiny PNG whose IHDR then claims ``width × height`` (CRC fixed): a decompression bomb."""
+    import struct
+    import zlib
+
+    cv2.imwrite(str(path), np.zeros((4, 4, 3), np.uint8))
+    b = bytearray(path.read_bytes())
+    b[16:24] = struct.pack(">II", width, height)
+    b[29:33] = struct.pack(">I", zlib.crc32(bytes(b[12:29])))
+    path.write_bytes(bytes(b))
+    return path
+
+
+@pytest.mark.parametrize("reader", [read_guide, read_raster])
+def test_huge_declared_size_is_one_line_error(tmp_path, reader):
+    path = _png_declaring(tmp_path / "bomb.png", 100_000, 100_000)
+    with pytest.raises(InputFileError, match=r"bomb\.png: image too large") as info:
+        reader(path)  # was a PIL DecompressionBombError traceback in read_guide
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_guide_applies_exif_orientation_like_read_image(tmp_path):
+    from PIL import Image
+
+    from optisr.io.images import read_image
+
+    arr = np.random.default_rng(1).integers(0, 256, (5, 8, 3)).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90° clockwise
+    path = tmp_path / "g.png"
+    Image.fromarray(arr).save(path, exif=exif)
+    guide = read_guide(path, as_float=False)
+    assert guide.shape == (8, 5, 3)
+    np.testing.assert_array_equal(guide, np.rot90(arr, -1))
+    np.testing.assert_array_equal(guide, read_image(path))
+    assert read_raster(_grey_with_orientation(tmp_path / "d.png", 6)).shape == (2, 3)  # rasters: as stored
+
+
+def _grey_with_orientation(path: Path, orientation: int) -> Path:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.full((2, 3), 7, np.uint8)).save(path, exif=exif)
+    return path
+
+
+def test_truncated_png_gives_only_our_error(tmp_path, capfd):
+    cv2.imwrite(str(tmp_path / "full.png"), np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes((tmp_path / "full.png").read_bytes()[:200])
+    for reader in (read_guide, read_raster):
+        with pytest.raises(InputFileError, match="cut.png"):
+            reader(cut)
+    assert capfd.readouterr().err == ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeAlias, overload
 
 import numpy as np
 import torch
@@ -14,20 +14,25 @@ from torch import Tensor, nn
 
 from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import pad_to_multiple, tiled_forward
+from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
 from optisr.io.state_dict import LoadedModel
 
-__all__ = ["get_model", "upscale"]
+__all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "get_model", "upscale"]
 
-AlphaUpsampler = Literal["model", "bicubic"]
+AlphaUpsampler: TypeAlias = Literal["model", "bicubic"]
+# What ``model=`` accepts: a registry name, a weights file, a loaded model, or a module with ``scale``.
+ModelSpec: TypeAlias = str | os.PathLike[str] | LoadedModel | nn.Module
+# A device name ("auto", "cpu", "cuda:1", ...) or a torch.device.
+DeviceSpec: TypeAlias = str | torch.device
 _GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
 _MODEL_CACHE: dict[tuple[str, str, torch.dtype], LoadedModel] = {}
 
 
 def get_model(
-    model: str | os.PathLike | LoadedModel | nn.Module = DEFAULT_MODEL,
+    model: ModelSpec = DEFAULT_MODEL,
     *,
-    device: torch.device | str = "cpu",
+    device: DeviceSpec = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, int]:
     """Resolve ``model`` to an eval-mode module on ``device``/``dtype`` and its scale.
@@ -39,9 +44,7 @@ def get_model(
     if isinstance(model, nn.Module):
         scale = getattr(model, "scale", None)
         if not isinstance(scale, int):
-            raise ConfigError(
-                "a model passed as nn.Module needs an integer `scale` attribute"
-            )
+            raise ConfigError("a model passed as nn.Module needs an integer `scale` attribute")
         return _on(model, device, dtype), scale
     if isinstance(model, LoadedModel):
         return _on(model.model, device, dtype), model.scale
@@ -92,9 +95,7 @@ def _to_tensor(
         return x.float(), back_t
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
-        raise ShapeError(
-            f"array image must be (h, w) or (h, w, 1|2|3|4); got shape {arr.shape}"
-        )
+        raise ShapeError(f"array image must be (h, w) or (h, w, 1|2|3|4); got shape {arr.shape}")
     if arr.dtype == np.uint8:
         scale_in = 255.0
     elif arr.dtype == np.uint16:
@@ -102,22 +103,18 @@ def _to_tensor(
     elif arr.dtype.kind == "f":
         scale_in = 1.0
     else:
-        raise ShapeError(
-            f"array image dtype must be uint8, uint16 or float; got {arr.dtype}"
-        )
-    ndim, dtype = arr.ndim, arr.dtype
-    t = torch.from_numpy(
-        np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in)
-    )
+        raise ShapeError(f"array image dtype must be uint8, uint16 or float; got {arr.dtype}")
+    ndim, np_dtype = arr.ndim, arr.dtype
+    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in))
     t = t[None, None] if ndim == 2 else t.permute(2, 0, 1)[None]
 
     def back_np(y: Tensor) -> np.ndarray:
         out = y[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
         if ndim == 2:
             out = out[:, :, 0]
-        if dtype.kind == "f":
-            return out.astype(dtype)
-        return np.round(out * scale_in).astype(dtype)
+        if np_dtype.kind == "f":
+            return out.astype(np_dtype)
+        return np.round(out * scale_in).astype(np_dtype)
 
     return t, back_np
 
@@ -153,25 +150,49 @@ def _run_rgb(
         )
     out = out[:, :, : h * scale, : w * scale]
     if not torch.isfinite(out).all():
-        hint = (
-            " Run in float32 (dtype=torch.float32 / --fp32)."
-            if dtype != torch.float32
-            else ""
-        )
-        raise ConfigError(
-            f"the model produced NaN or infinite values in {dtype}.{hint}"
-        )
+        hint = " Run in float32 (dtype=torch.float32 / --fp32)." if dtype != torch.float32 else ""
+        raise ConfigError(f"the model produced NaN or infinite values in {dtype}.{hint}")
     return out
 
 
+@overload
 def upscale(
-    image: np.ndarray | Tensor,
-    model: str | os.PathLike | LoadedModel | nn.Module = DEFAULT_MODEL,
+    image: np.ndarray,
+    model: ModelSpec = DEFAULT_MODEL,
     *,
     outscale: float | None = None,
     tile: int = 0,
     tile_pad: int = 10,
-    device: torch.device | str | None = None,
+    device: DeviceSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    alpha_upsampler: AlphaUpsampler = "model",
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray: ...
+
+
+@overload
+def upscale(
+    image: Tensor,
+    model: ModelSpec = DEFAULT_MODEL,
+    *,
+    outscale: float | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    device: DeviceSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    alpha_upsampler: AlphaUpsampler = "model",
+    progress: Callable[[int], None] | None = None,
+) -> Tensor: ...
+
+
+def upscale(
+    image: np.ndarray | Tensor,
+    model: ModelSpec = DEFAULT_MODEL,
+    *,
+    outscale: float | None = None,
+    tile: int = 0,
+    tile_pad: int = 10,
+    device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
     alpha_upsampler: AlphaUpsampler = "model",
     progress: Callable[[int], None] | None = None,
@@ -188,8 +209,9 @@ def upscale(
             antialiased bicubic when it differs. Default: the model's scale.
         tile: LR tile size (0 = whole image at once). Tiles are cross-faded over their overlap.
         tile_pad: LR context pixels around each tile.
-        device: where the network runs; default: the tensor's device, else CUDA when available,
-            else CPU. Results and accumulation stay on the input's device.
+        device: where the network runs (``"auto"``, ``"cpu"``, ``"cuda:1"``, a ``torch.device``);
+            default: the tensor's device, else CUDA when available, else CPU (see
+            :func:`optisr.devices.resolve_device`). Results and accumulation stay on the input's device.
         dtype: network precision: ``torch.float32`` (default, safe), ``torch.bfloat16`` or
             ``torch.float16`` (GPU).
         alpha_upsampler: ``"model"`` (alpha through the network as grey) or ``"bicubic"``.
@@ -209,18 +231,15 @@ def upscale(
         (24, 20, 3)
     """
     if alpha_upsampler not in ("model", "bicubic"):
-        raise ConfigError(
-            f"alpha_upsampler must be 'model' or 'bicubic'; got {alpha_upsampler!r}"
-        )
+        raise ConfigError(f"alpha_upsampler must be 'model' or 'bicubic'; got {alpha_upsampler!r}")
     if outscale is not None and not outscale > 0:
         raise ConfigError(f"outscale must be > 0; got {outscale}")
     x, back = _to_tensor(image)
-    if device is None:
-        if isinstance(image, Tensor):
-            device = image.device
-        else:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    if device is None and isinstance(image, Tensor):
+        device = image.device
+    # One device rule (optisr.devices): None/"auto" = CUDA when available; an unusable device is
+    # a one-line ConfigError here, before the model is loaded.
+    device = resolve_device(device, what="device")
     net, scale = get_model(model, device=device, dtype=dtype)
     in_ch = int(getattr(net, "num_in_ch", 3))
     c = x.shape[1]
@@ -246,7 +265,7 @@ def upscale(
     grey = color.shape[1] == 1 and in_ch == 3
     out = run(color.expand(-1, 3, -1, -1) if grey else color, progress)
     if grey:
-        out = sum(wt * out[:, i : i + 1] for i, wt in enumerate(_GREY))
+        out = _GREY[0] * out[:, 0:1] + _GREY[1] * out[:, 1:2] + _GREY[2] * out[:, 2:3]
     if alpha is not None:
         out = torch.cat(
             [
@@ -269,18 +288,18 @@ def upscale(
 
 
 def _upscale_alpha(
-    alpha: Tensor, scale: int, how: str, run: Callable, in_ch: int
+    alpha: Tensor,
+    scale: int,
+    how: AlphaUpsampler,
+    run: Callable[[Tensor, Callable[[int], None] | None], Tensor],
+    in_ch: int,
 ) -> Tensor:
     h, w = alpha.shape[-2:]
     lo, hi = alpha.amin(), alpha.amax()
     if lo == hi:  # fully opaque (the common case) or constant: nothing to upscale
-        return alpha.new_full((alpha.shape[0], 1, h * scale, w * scale), float(lo)).to(
-            torch.float32
-        )
+        return alpha.new_full((alpha.shape[0], 1, h * scale, w * scale), float(lo)).to(torch.float32)
     if how == "bicubic":
-        up = F.interpolate(
-            alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False
-        )
+        up = F.interpolate(alpha.float(), scale_factor=scale, mode="bicubic", align_corners=False)
     else:
         up = run(alpha.expand(-1, in_ch, -1, -1), None).mean(1, keepdim=True)
     return up.clamp(0, 1)

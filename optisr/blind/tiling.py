@@ -22,7 +22,12 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["count_tiles", "pad_to_multiple", "tile_starts", "tiled_forward"]
+__all__ = ["MIN_TILE", "count_tiles", "pad_to_multiple", "tile_starts", "tiled_forward"]
+
+# Smallest tile (LR pixels) the command line accepts: below it each tile is mostly context
+# (2·(tile_pad + band) pixels around a tiny core), so the work grows like (1 + 2·pad/tile)² and a
+# 1-pixel tile runs the network once per input pixel.
+MIN_TILE = 32
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
@@ -55,9 +60,7 @@ def count_tiles(h: int, w: int, tile: int, multiple: int = 1) -> int:
     return len(tile_starts(h, tile)) * len(tile_starts(w, tile))
 
 
-def _ramp(
-    length: int, lead: int, trail: int, band: int, device: torch.device
-) -> Tensor:
+def _ramp(length: int, lead: int, trail: int, band: int, device: torch.device) -> Tensor:
     """1-D blend weights of one padded tile of ``length`` output pixels.
 
     ``lead`` / ``trail`` are the context extensions (output pixels) before / after the core, each
@@ -112,9 +115,7 @@ def tiled_forward(
         raise ConfigError(f"tile_pad must be >= 0; got {tile_pad}")
     b, c, h, w = x.shape
     if h % multiple or w % multiple:
-        raise ShapeError(
-            f"x of size {h}×{w} is not a multiple of {multiple}; pad it with pad_to_multiple"
-        )
+        raise ShapeError(f"x of size {h}×{w} is not a multiple of {multiple}; pad it with pad_to_multiple")
     if tile <= 0 or (h <= tile and w <= tile):
         out = fn(x).to(x.device, torch.float32)
         if progress is not None:
@@ -124,12 +125,8 @@ def tiled_forward(
     band = max(1, tile_pad // 2)  # half-width of the cross-fade band, LR px
     pad = math.ceil((tile_pad + band) / multiple) * multiple  # context + band, aligned
     c_out = out_channels or c
-    out = torch.zeros(
-        b, c_out, h * scale, w * scale, dtype=torch.float32, device=x.device
-    )
-    weight = torch.zeros(
-        1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device
-    )
+    out = torch.zeros(b, c_out, h * scale, w * scale, dtype=torch.float32, device=x.device)
+    weight = torch.zeros(1, 1, h * scale, w * scale, dtype=torch.float32, device=x.device)
     done = 0
     for y0 in tile_starts(h, tile):
         y1 = min(y0 + tile, h)

@@ -13,6 +13,8 @@ import dataclasses
 
 from optisr.errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -23,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "OUT/degradation.yaml. Nothing is left behind on error.",
     )
     p.add_argument("-i", "--input", required=True, help="folder of source images")
-    p.add_argument("-o", "--output", required=True, help="output folder (must be new or empty)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder (new or empty; never the input folder, inside it or around it)")  # fmt: skip
     p.add_argument("--config", default=None, help="YAML degradation config (see configs/degrade/)")
     p.add_argument("--kind", choices=("otsr", "realsr-kernel", "second-order", "bicubic"), default=None,
                    help="override the config's kind (default otsr)")  # fmt: skip
@@ -32,13 +35,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--estimate-kernels", action="store_true",
                    help="estimate a kernel per image (KernelGAN-style; realsr-kernel)")  # fmt: skip
     p.add_argument("--preview", default=None, help="also write a PNG preview panel here")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing only what degrade writes "
+                   "(HR/, LR/, noise/, kernels/, degradation.yaml) and an existing --preview file")  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from optisr.degrade.pipeline import DegradationConfig, build_training_pairs, load_config, preview_figure
+    from optisr.degrade.pipeline import (
+        DegradationConfig,
+        build_training_pairs,
+        load_config,
+        preview_figure,
+    )
+    from optisr.io.outputs import check_output_file, refuse_overlap
 
     cfg = load_config(args.config) if args.config else DegradationConfig()
     changes: dict = {}
@@ -52,10 +63,13 @@ def run(args: argparse.Namespace) -> int:
         changes["kernels"] = dataclasses.replace(cfg.kernels, estimate=True)
     if changes:
         cfg = dataclasses.replace(cfg, **changes)
+    if args.preview:  # checked before the (long) build, not after it
+        refuse_overlap(args.preview, [args.input], what="--preview file")
+        check_output_file(args.preview, overwrite=args.overwrite)
     result = build_training_pairs(
         args.input, args.output, cfg, seed=args.seed, progress=not args.quiet, overwrite=args.overwrite
     )
     print(result.out_dir)
     if args.preview:
-        print(preview_figure(result.out_dir, args.preview))
+        print(preview_figure(result.out_dir, args.preview, overwrite=args.overwrite))
     return 0

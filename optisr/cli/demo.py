@@ -9,10 +9,12 @@ import time
 import cv2
 import numpy as np
 
-from optisr.errors import ConfigError
+from optisr.errors import ConfigError, InputFileError
+
+__all__ = ["add_parser", "run"]
 
 
-def add_parser(sub) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="upsample a generated RGB-D scene and write a comparison panel",
@@ -26,6 +28,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
     p.add_argument("--operator", default="area", choices=["area", "bicubic", "gaussian"], help="LR operator")
     p.add_argument("--mode", default="exact", choices=["exact", "soft"])
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
 
@@ -34,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from optisr.guided.api import guided_upsample
     from optisr.guided.baselines import bicubic
     from optisr.io.atomic import atomic_path
+    from optisr.io.outputs import check_output_file
     from optisr.ops.operators import make_operator
     from optisr.viz.panels import depth_panel
 
@@ -41,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--scale must be in 2..32, got {args.scale}")
     if args.size < 4 * args.scale:
         raise ConfigError(f"--size must be at least 4×scale = {4 * args.scale}, got {args.size}")
+    if not args.output.lower().endswith(".png"):
+        raise ConfigError(f"{args.output}: the panel is a PNG; give a file name ending in .png")
+    # Before any work: the panel's folder must be creatable/writable and the file new (or --overwrite).
+    check_output_file(args.output, overwrite=args.overwrite)
     size = args.size - args.size % args.scale
     scene = make_scene(size, size, seed=args.seed)
     gt = scene.depth_clean.astype(np.float32)  # mm
@@ -54,8 +62,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     color = guided_upsample(lr, scene.guide, args.scale, operator=args.operator, mode=args.mode, weights="color")
     t_color = time.perf_counter() - t0
-    results = {"bicubic": bicubic(lr, scene.guide, args.scale).astype(np.float32),
-               f"colour graph ({args.mode})": color}
+    results = {"bicubic": bicubic(lr, scene.guide, args.scale).astype(np.float32), f"colour graph ({args.mode})": color}
     times = {f"colour graph ({args.mode})": t_color}
     if load_default_model() is not None:
         t0 = time.perf_counter()
@@ -77,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
     short = {"bicubic": "bicubic", f"colour graph ({args.mode})": "colour", f"learned graph ({args.mode})": "learned"}
     maps = {short[k]: v for k, v in results.items()}
     panel = depth_panel(scene.guide, {f"LR x{args.scale}": lr, **maps}, reference=gt, error_of=list(maps))
-    with atomic_path(args.output) as tmp:
-        if not cv2.imwrite(str(tmp), panel[..., ::-1]):
-            raise ConfigError(f"could not write {args.output}")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(panel[..., ::-1]))
+    if not ok:
+        raise InputFileError(f"{args.output}: the PNG encoder failed")
+    # overwrite=False: a file another run wrote meanwhile is never replaced (OutputExistsError).
+    with atomic_path(args.output, overwrite=args.overwrite) as tmp:
+        buf.tofile(tmp)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from optisr.errors import ConfigError
 
+__all__ = ["add_parser", "run"]
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -24,20 +26,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="List the registered pretrained generators or export their weights.",
     )
     sub = p.add_subparsers(dest="action", metavar="ACTION")
-    lst = sub.add_parser(
-        "list", help="show name, architecture, scale, source package, installed or not"
-    )
-    lst.add_argument(
-        "--json", action="store_true", help="print JSON instead of a table"
-    )
+    lst = sub.add_parser("list", help="show name, architecture, scale, source package, installed or not")
+    lst.add_argument("--json", action="store_true", help="print JSON instead of a table")
     exp = sub.add_parser(
         "export",
         help="write a model's weights with BasicSR key names (.safetensors, .pth) or as ONNX (.onnx)",
     )
     exp.add_argument("model", help="registered name or weights file")
-    exp.add_argument(
-        "-o", "--output", required=True, help="target .safetensors, .pth or .onnx file"
-    )
+    exp.add_argument("-o", "--output", required=True, help="target .safetensors, .pth or .onnx file")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
 
@@ -62,10 +59,7 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(rows, indent=2))
             return 0
         cols = ("name", "arch", "scale", "package", "installed")
-        table = [
-            [str(r[c]) if c != "installed" else ("yes" if r[c] else "no") for c in cols]
-            for r in rows
-        ]
+        table = [[str(r[c]) if c != "installed" else ("yes" if r[c] else "no") for c in cols] for r in rows]
         widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
         print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
         for t in table:
@@ -77,33 +71,28 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         from optisr.blind.registry import load_model
         from optisr.io.atomic import atomic_path
+        from optisr.io.outputs import check_output_file
         from optisr.io.state_dict import save_model_safetensors
 
-        loaded = load_model(args.model)
         out = Path(args.output)
-        if out.suffix == ".safetensors":
-            save_model_safetensors(
-                loaded.model,
-                out,
-                **{
-                    k: v
-                    for k, v in loaded.metadata.items()
-                    if k not in ("format", "arch", "hyperparameters")
-                },
-            )
-        elif out.suffix in (".pth", ".pt"):
-            import torch
+        if out.suffix not in (".safetensors", ".pth", ".pt", ".onnx"):
+            raise ConfigError(f"--output must end in .safetensors, .pth or .onnx; got {out.name!r}")
+        check_output_file(out, overwrite=args.overwrite)  # before loading the model
+        loaded = load_model(args.model)
+        # Each writer fills our temporary file; the final step (atomic_path) then never replaces
+        # a file that another run wrote meanwhile unless --overwrite (OutputExistsError).
+        with atomic_path(out, overwrite=args.overwrite) as tmp:
+            if out.suffix == ".safetensors":
+                extra = {k: v for k, v in loaded.metadata.items() if k not in ("format", "arch", "hyperparameters")}
+                save_model_safetensors(loaded.model, tmp, **extra)
+            elif out.suffix in (".pth", ".pt"):
+                import torch
 
-            with atomic_path(out) as tmp:
                 torch.save({"params_ema": loaded.model.state_dict()}, tmp)
-        elif out.suffix == ".onnx":
-            from optisr.blind.export import export_onnx
+            else:
+                from optisr.blind.export import export_onnx
 
-            export_onnx(loaded.model, out)
-        else:
-            raise ConfigError(
-                f"--output must end in .safetensors, .pth or .onnx; got {out.name!r}"
-            )
+                export_onnx(loaded.model, tmp)
         print(out)
         return 0
     raise ConfigError(f"unknown action {args.action!r}; use list or export")

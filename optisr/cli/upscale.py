@@ -12,7 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from optisr.errors import ConfigError, InputFileError, OptiSRError
+from optisr.blind.tiling import MIN_TILE
+from optisr.cli.options import add_device_option, add_tile_option, device_from_args
+from optisr.errors import ConfigError, InputFileError, OptiSRError, OutputExistsError
+
+__all__ = ["DTYPES", "add_parser", "run"]
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -27,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-i", "--input", required=True, help="input image file or folder")
     p.add_argument(
         "-o", "--output", required=True,
-        help="output file (when INPUT is a file and OUTPUT has an image extension) or folder",
+        help="output file (when INPUT is a file; an image extension: .png .jpg .webp .bmp .tif) "
+        "or folder (a path without extension, or an existing folder); never the input folder",
     )  # fmt: skip
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -52,12 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="final scale (default: the model's)",
     )
-    p.add_argument(
-        "-t",
-        "--tile",
-        type=int,
+    add_tile_option(
+        p,
         default=0,
-        help="tile size in input pixels, 0 = no tiling",
+        help=f"tile size in input pixels, 0 = no tiling (smaller tiles are raised to {MIN_TILE} "
+        "or the model's size multiple)",
     )
     p.add_argument(
         "--tile-pad",
@@ -94,9 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         const="fp32",
         help="float32 (default)",
     )
-    prec.add_argument(
-        "--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16"
-    )
+    prec.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="bfloat16")
     prec.add_argument(
         "--fp16",
         dest="precision",
@@ -104,12 +106,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         const="fp16",
         help="float16 (GPU only)",
     )
-    p.add_argument(
-        "--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)"
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace existing output files"
-    )
+    add_device_option(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(precision="fp32")
     return p
@@ -121,22 +119,37 @@ def _inputs(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(f for f in path.iterdir() if f.is_file() and is_image_file(f))
         if not files:
-            raise InputFileError(
-                f"{path}: folder holds no image files (.png .jpg .webp .bmp .tif)"
-            )
+            raise InputFileError(f"{path}: folder holds no image files (.png .jpg .webp .bmp .tif)")
         return files
     if not path.exists():
         raise InputFileError(f"{path}: input not found")
     return [path]
 
 
-def _output_for(
-    src: Path, args: argparse.Namespace, single: bool, has_alpha: bool
-) -> Path:
-    from optisr.io.images import is_image_file
+def _output_is_file(out: Path, single: bool) -> bool:
+    """Whether ``-o`` names a file (an image extension) or a folder (no extension, or an existing folder).
 
+    Raises:
+        ConfigError: an extension that is not an image type (``out.gif``, ``out.xyz``), or a file
+            name for a folder of inputs.
+    """
+    from optisr.io.images import IMAGE_EXTENSIONS, is_image_file
+
+    if out.is_dir() or not out.suffix:
+        return False
+    if not is_image_file(out):
+        raise ConfigError(
+            f"{out}: unsupported output image type {out.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}, "
+            "or a folder path without extension"
+        )
+    if not single:
+        raise ConfigError(f"{out}: INPUT is a folder, so OUTPUT must be a folder (a path without extension)")
+    return True
+
+
+def _output_for(src: Path, args: argparse.Namespace, out_is_file: bool, has_alpha: bool) -> Path:
     out = Path(args.output)
-    if single and is_image_file(out):
+    if out_is_file:
         return out
     ext = src.suffix.lower() if args.ext == "auto" else f".{args.ext}"
     if has_alpha and ext in (".jpg", ".jpeg", ".bmp"):
@@ -145,82 +158,97 @@ def _output_for(
     return out / f"{stem}{ext}"
 
 
+def _refuse_input_as_target(target: Path, src: Path) -> None:
+    from optisr.io.outputs import paths_overlap
+
+    if paths_overlap(target, src):
+        raise ConfigError(f"{target}: the output would replace the input {src}; choose another --output or --suffix")
+
+
+def _tile_for(requested: int, multiple: int) -> int:
+    """``requested`` raised to the smallest useful tile (a one-line note on stderr when raised)."""
+    floor = max(MIN_TILE, multiple)
+    if 0 < requested < floor:
+        print(f"optisr upscale: note: --tile-size {requested} raised to {floor} (the smallest tile)", file=sys.stderr)
+        return floor
+    return requested
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from optisr.blind.api import get_model, upscale
+    from optisr.blind.api import AlphaUpsampler, get_model, upscale
     from optisr.blind.registry import DEFAULT_MODEL
     from optisr.blind.tiling import count_tiles
     from optisr.io.images import read_image, write_image
+    from optisr.io.outputs import check_output_file, check_output_folder, refuse_overlap
 
-    if args.tile < 0 or args.tile_pad < 0:
-        raise ConfigError(
-            f"--tile and --tile-pad must be >= 0; got {args.tile} and {args.tile_pad}"
-        )
+    if args.tile_size < 0 or args.tile_pad < 0:
+        raise ConfigError(f"--tile-size and --tile-pad must be >= 0; got {args.tile_size} and {args.tile_pad}")
+    # Every check that can fail comes before the (slow) model load and run: device, inputs, output.
+    device = device_from_args(args)
+    dtype = getattr(torch, DTYPES[args.precision])
+    if dtype == torch.float16 and device.type != "cuda":
+        raise ConfigError("--fp16 needs a CUDA device; use --bf16 or --fp32 on CPU")
     src = Path(args.input)
     files = _inputs(src)
     single = not src.is_dir()
-    # A single bad input fails before the (slow) model load, with one line naming the file.
+    out = Path(args.output)
+    out_is_file = _output_is_file(out, single)
+    if not single:
+        # The input folder itself or a folder below it would mix outputs with inputs (and a
+        # later run would take them as inputs); a folder above it is fine: upscale only adds files.
+        if out.resolve().is_relative_to(src.resolve()):
+            refuse_overlap(out, [src], what="output folder")
+        check_output_folder(out)
+    elif not out_is_file:
+        check_output_folder(out)
+    # A single bad input fails before the model load, with one line naming the file.
     first = read_image(files[0]) if single else None
-    device = (
-        ("cuda" if torch.cuda.is_available() else "cpu")
-        if args.device == "auto"
-        else args.device
-    )
-    dtype = getattr(torch, DTYPES[args.precision])
-    if dtype == torch.float16 and not str(device).startswith("cuda"):
-        raise ConfigError("--fp16 needs a CUDA device; use --bf16 or --fp32 on CPU")
+    if first is not None:
+        has_alpha = first.ndim == 3 and first.shape[2] in (2, 4)
+        target = _output_for(files[0], args, out_is_file, has_alpha)
+        _refuse_input_as_target(target, files[0])
+        check_output_file(target, overwrite=args.overwrite)
     model = args.model_path or args.model_name or DEFAULT_MODEL
     # Load first: a bad model fails before any output is written.
     net, scale = get_model(model, device=device, dtype=dtype)
     if not args.quiet:
-        hp = getattr(net, "hyperparameters", dict)()
-        desc = ", ".join(
-            f"{k}={v}"
-            for k, v in hp.items()
-            if k not in ("num_in_ch", "num_out_ch", "scale")
-        )
-        print(
-            f"model {model}: {type(net).__name__} ×{scale} ({desc}) on {device}, {dtype}",
-            file=sys.stderr,
-        )
-    alpha = "model" if args.alpha_upsampler == "realesrgan" else args.alpha_upsampler
+        hp: dict[str, object] = getattr(net, "hyperparameters", dict)()
+        desc = ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("num_in_ch", "num_out_ch", "scale"))
+        print(f"model {model}: {type(net).__name__} ×{scale} ({desc}) on {device}, {dtype}", file=sys.stderr)
+    multiple = int(getattr(net, "size_multiple", 1))
+    tile = _tile_for(args.tile_size, multiple)
+    alpha: AlphaUpsampler = "bicubic" if args.alpha_upsampler == "bicubic" else "model"  # realesrgan = model
     failures = 0
-    bar = tqdm(
-        files, unit="img", disable=args.quiet or len(files) == 1, file=sys.stderr
-    )
+    bar = tqdm(files, unit="img", disable=args.quiet or len(files) == 1, file=sys.stderr)
     for f in bar:
         try:
             img = first if first is not None else read_image(f)
             has_alpha = img.ndim == 3 and img.shape[2] in (2, 4)
-            target = _output_for(f, args, single, has_alpha)
+            target = _output_for(f, args, out_is_file, has_alpha)
+            _refuse_input_as_target(target, f)
             if target.exists() and not args.overwrite:
-                raise InputFileError(
-                    f"{target}: output exists; pass --overwrite to replace it"
-                )
-            n_tiles = count_tiles(
-                *img.shape[:2], args.tile, getattr(net, "size_multiple", 1)
-            )
+                raise OutputExistsError(f"{target}: output exists; pass --overwrite to replace it")
+            h, w = img.shape[:2]
+            n_tiles = count_tiles(h, w, tile, multiple)
             with tqdm(
-                total=n_tiles,
-                unit="tile",
-                leave=False,
-                file=sys.stderr,
-                disable=args.quiet or n_tiles == 1,
+                total=n_tiles, unit="tile", leave=False, file=sys.stderr, disable=args.quiet or n_tiles == 1
             ) as tile_bar:
-                out = upscale(
+                result = upscale(
                     img,
                     model,
                     outscale=args.outscale,
-                    tile=args.tile,
+                    tile=tile,
                     tile_pad=args.tile_pad,
                     device=device,
                     dtype=dtype,
                     alpha_upsampler=alpha,
                     progress=lambda done: tile_bar.update(1),
                 )
-            write_image(target, out)
+            # overwrite=False: a file another run wrote meanwhile is never replaced (OutputExistsError).
+            write_image(target, result, overwrite=args.overwrite)
         except OptiSRError as exc:
             if single:
                 raise
@@ -229,8 +257,6 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(target)
     if failures:
-        print(
-            f"optisr upscale: {failures} of {len(files)} files failed", file=sys.stderr
-        )
+        print(f"optisr upscale: {failures} of {len(files)} files failed", file=sys.stderr)
         return 1
     return 0

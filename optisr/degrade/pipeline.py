@@ -21,17 +21,21 @@ Output (BasicSR paired-folder layout)::
     out/HR/<stem>.png   out/LR/x<scale>/<stem>.png   out/noise/<stem>_<k>.png
     out/kernels/<stem>.npy (realsr-kernel)   out/degradation.yaml (the resolved config + seed)
 
-Everything is written into a hidden staging folder beside ``out`` and renamed at the end, so
-an error leaves no partial output.
+Everything is written into a hidden staging folder inside ``out`` and moved into place at the
+end, so an error leaves no partial output. The output folder may not overlap the source folder
+(same, inside or containing it; symlinks resolved). ``overwrite`` replaces only the entries
+named in :data:`OUTPUT_NAMES` (what this module writes), never other files of ``out``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -51,9 +55,11 @@ from optisr.degrade.kernels import (
 from optisr.degrade.noise import NoiseMiningConfig, NoisePool, mine_noise_patches
 from optisr.degrade.second_order import SecondOrderConfig, second_order_degrade
 from optisr.errors import ConfigError, InputFileError
+from optisr.io.outputs import check_output_folder, refuse_overlap
 
 __all__ = [
     "KINDS",
+    "OUTPUT_NAMES",
     "BuildResult",
     "DegradationConfig",
     "JpegSection",
@@ -222,6 +228,81 @@ def _read(path: Path) -> np.ndarray:
     return as_rgb_float(read_image(path))
 
 
+# What build_training_pairs writes at the top of its output folder, and nothing else: with
+# overwrite, exactly these names are replaced; any other file in the folder is left alone.
+OUTPUT_NAMES = ("HR", "LR", "noise", "kernels", "degradation.yaml")
+_LOCK = ".optisr-degrade.lock"
+
+
+@contextlib.contextmanager
+def _claimed_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Claim ``out_dir`` for one run, yield a staging folder inside it, then swap our names in.
+
+    * The claim is a lock file created exclusively in ``out_dir``: a second run writing the
+      same folder at the same time fails at once instead of mixing or replacing outputs.
+    * Without ``overwrite`` the folder must be new or empty (besides our claim and staging).
+    * On success each name of :data:`OUTPUT_NAMES` that this run wrote replaces the old entry of
+      that name (the old one is moved aside, then deleted); stale entries of those names from an
+      earlier ``degrade`` run (one that left ``degradation.yaml``) are removed too. Nothing
+      else in ``out_dir`` is touched.
+    * On error the staging folder, the claim, and ``out_dir`` itself when this run created it
+      are removed; what was there before stays as it was.
+    """
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / _LOCK
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        raise ConfigError(
+            f"{out_dir}: another `optisr degrade` is writing this folder (if none is running, delete {lock})"
+        ) from None
+    os.close(fd)
+    stage: Path | None = None
+    try:
+        others = [p for p in out_dir.iterdir() if p.name != _LOCK]
+        if others and not overwrite:
+            raise ConfigError(f"{out_dir}: output folder exists and is not empty (use overwrite / --overwrite)")
+        stage = Path(tempfile.mkdtemp(prefix=".optisr-degrade-staging-", dir=out_dir))
+        yield stage
+        _swap_in(stage, out_dir)
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        lock.unlink(missing_ok=True)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if empty: never removes anything but our own traces
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    lock.unlink(missing_ok=True)
+
+
+def _swap_in(stage: Path, out_dir: Path) -> None:
+    """Move ``stage/<name>`` onto ``out_dir/<name>`` for our names (old entries moved aside first)."""
+    ours_before = (out_dir / "degradation.yaml").is_file()
+    trash = Path(tempfile.mkdtemp(prefix=".optisr-degrade-old-", dir=out_dir))
+    moved: list[tuple[Path, Path]] = []  # (from, to), for rollback
+    try:
+        for name in OUTPUT_NAMES:
+            new, old = stage / name, out_dir / name
+            if not new.exists() and not ours_before:
+                continue  # not written now, and not known to be ours: leave whatever is there
+            if old.exists() or old.is_symlink():
+                os.replace(old, trash / name)
+                moved.append((old, trash / name))
+            if new.exists():
+                os.replace(new, old)
+                moved.append((new, old))
+    except BaseException:
+        for src, dst in reversed(moved):
+            with contextlib.suppress(OSError):
+                os.replace(dst, src)
+        shutil.rmtree(trash, ignore_errors=True)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def build_training_pairs(
     src_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -235,17 +316,21 @@ def build_training_pairs(
 
     Args:
         src_dir: folder of source-domain images (any :mod:`optisr.io.images` format).
-        out_dir: output folder; must not exist or be empty unless ``overwrite``.
+        out_dir: output folder; must not exist or be empty unless ``overwrite``; must not be,
+            contain or lie inside ``src_dir``.
         cfg: the degradation (default :class:`DegradationConfig`: OTSR Track-1 style).
         seed: image ``i`` uses ``np.random.default_rng([seed, i])``: the same seed gives the
             same output whatever else changes.
         progress: show a tqdm bar on stderr.
-        overwrite: replace a non-empty ``out_dir``.
+        overwrite: allow a non-empty ``out_dir``; only its :data:`OUTPUT_NAMES` entries are
+            replaced, everything else in it is kept.
     Returns:
         :class:`BuildResult`.
     Raises:
         InputFileError: unreadable/too-small source (named), missing folders.
-        ConfigError: non-empty output without ``overwrite``; ``noise.bake`` with no noise found.
+        ConfigError: non-empty output without ``overwrite``; output overlapping the source,
+            under a file or not writable; another run writing the same output; ``noise.bake``
+            with no noise found.
     """
     import yaml
     from tqdm import tqdm
@@ -255,16 +340,14 @@ def build_training_pairs(
     cfg = cfg or DegradationConfig()
     src_dir, out_dir = Path(src_dir), Path(out_dir)
     files = _list_sources(src_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise ConfigError(f"{out_dir}: output folder exists and is not empty (use overwrite / --overwrite)")
+    refuse_overlap(out_dir, [src_dir], what="output folder")
+    check_output_folder(out_dir)
     kernel_pool = (
         load_kernels(cfg.kernels.dir)
         if cfg.kind == "realsr-kernel" and cfg.kernels.dir and not cfg.kernels.estimate
         else None
     )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=out_dir.parent))
-    try:
+    with _claimed_output(out_dir, overwrite=overwrite) as stage:
         hr_dir, lr_dir = stage / "HR", stage / "LR" / f"x{cfg.scale}"
         noise_dir = stage / "noise" if cfg.uses_noise else None
         kernels_dir = stage / "kernels" if cfg.kind == "realsr-kernel" else None
@@ -272,11 +355,29 @@ def build_training_pairs(
         pool = None
         if cfg.uses_noise:  # pass 1: mine the full-resolution sources
             tiles_all = []
+            too_small = []
+            p = cfg.noise.mining.patch_size
             for f in tqdm(files, desc="noise", disable=not progress, file=sys.stderr):
-                for k, tile in enumerate(mine_noise_patches(_read(f), cfg.noise.mining, zero_mean=False)):
+                img = _read(f)
+                if img.shape[0] < p or img.shape[1] < p:
+                    too_small.append(f"{f.name} ({img.shape[1]}×{img.shape[0]})")
+                for k, tile in enumerate(mine_noise_patches(img, cfg.noise.mining, zero_mean=False)):
                     write_image(noise_dir / f"{f.stem}_{k:03d}.png", _u8(tile))
                     tiles_all.append(tile)
             n_noise = len(tiles_all)
+            if not tiles_all and not too_small:
+                print(
+                    f"optisr degrade: warning: no noise patch passed the {cfg.noise.mining.rule!r} rule in "
+                    f"{len(files)} images; relax noise.mining thresholds for a noise pool",
+                    file=sys.stderr,
+                )
+            if too_small:
+                shown = ", ".join(too_small[:3]) + (f" and {len(too_small) - 3} more" if len(too_small) > 3 else "")
+                print(
+                    f"optisr degrade: warning: no noise patches from {len(too_small)} of {len(files)} images "
+                    f"smaller than noise.mining.patch_size {p}×{p}: {shown}",
+                    file=sys.stderr,
+                )
             if cfg.noise.bake:
                 if not tiles_all:
                     raise ConfigError(
@@ -312,16 +413,6 @@ def build_training_pairs(
         record = {"degradation": config_to_dict(cfg), "seed": int(seed), "source": str(src_dir),
                   "pairs": len(files), "noise_patches": n_noise}  # fmt: skip
         (stage / "degradation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, old / "x")
-            os.replace(stage, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     rel = lambda p: None if p is None else out_dir / p.relative_to(stage)  # noqa: E731
     return BuildResult(out_dir, len(files), n_noise, rel(hr_dir), rel(lr_dir), rel(noise_dir), rel(kernels_dir))
 
@@ -347,9 +438,16 @@ def _fit(x: np.ndarray, cell: int) -> np.ndarray:
 
 
 def preview_figure(
-    dataset_dir: str | os.PathLike, path: str | os.PathLike, *, rows: int = 4, cell: int = 192
+    dataset_dir: str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    rows: int = 4,
+    cell: int = 192,
+    overwrite: bool = True,
 ) -> Path:
     """Write a PNG panel of a built dataset: clean HR | LR (nearest ×scale) | noise | kernel.
+
+    With ``overwrite=False`` an existing ``path`` raises :class:`~optisr.errors.OutputExistsError`.
 
     Noise tiles are shown zero-mean as ``0.5 + 4·n``; kernels are scaled to their maximum.
     Columns with nothing to show (no noise pool, no kernels) are dark.
@@ -394,4 +492,4 @@ def preview_figure(
     titles = ("clean HR", f"LR x{scale} (nearest)", "noise (0.5+4n)", "kernel")
     for j, t in enumerate(titles):
         draw.text((j * cell + 4, 4), t, fill=(0, 0, 0))
-    return write_image(Path(path), np.asarray(img))
+    return write_image(Path(path), np.asarray(img), overwrite=overwrite)

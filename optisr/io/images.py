@@ -2,8 +2,10 @@
 
 Arrays are ``(H, W)`` for grey and ``(H, W, C)`` with channels in **RGB / RGBA** order (not
 OpenCV's BGR). Bit depth is kept: uint8 stays uint8, uint16 stays uint16; float32 TIFFs read as
-float32. JPEG EXIF orientation is applied on read. WebP has no grey mode, so grey written as
-WebP reads back as RGB with equal channels. Every read error is an
+float32. EXIF orientation is applied on read for JPEG, PNG and WebP (TIFFs are read as stored),
+as :func:`optisr.io.rasters.read_guide` does; an image that declares more than
+``optisr.io._decode.MAX_PIXELS`` pixels is refused before decoding. WebP has no grey mode, so
+grey written as WebP reads back as RGB with equal channels. Every read error is an
 :class:`~optisr.errors.InputFileError` whose one-line message names the file; writes go through
 :func:`~optisr.io.atomic.atomic_path`, so a failed write leaves no partial file.
 """
@@ -17,6 +19,7 @@ import cv2
 import numpy as np
 
 from optisr.errors import InputFileError, ShapeError
+from optisr.io._decode import apply_orientation, peek_header, quiet_opencv
 from optisr.io.atomic import atomic_path
 
 __all__ = [
@@ -45,48 +48,37 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         path: a ``.png``, ``.jpg``/``.jpeg``, ``.webp``, ``.bmp``, ``.tif``/``.tiff`` file.
     Returns:
         ``(H, W)`` grey or ``(H, W, 3|4)`` RGB(A), dtype uint8 or uint16 (float32 for float TIFF).
-        JPEGs are rotated according to their EXIF orientation.
+        Rotated/mirrored upright according to the EXIF orientation, whatever the format.
     Raises:
-        InputFileError: missing, empty, unreadable or unsupported file (message names it).
+        InputFileError: missing, empty, unreadable, unsupported or too large (declared size)
+            file (message names it).
     """
     path = Path(path)
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise InputFileError(
-            f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}"
-        )
+        raise InputFileError(f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}")
     try:
-        data = np.fromfile(
-            path, dtype=np.uint8
-        )  # works with non-ASCII paths, unlike cv2.imread
+        data = np.fromfile(path, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
     except (OSError, ValueError) as exc:
-        reason = (
-            "file not found"
-            if isinstance(exc, FileNotFoundError)
-            else (exc.strerror or str(exc))
-        )
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
         if path.is_dir():
             reason = "is a directory"
         raise InputFileError(f"{path}: cannot read image ({reason})") from None
     if data.size == 0:
         raise InputFileError(f"{path}: cannot read image (empty file)")
-    if path.suffix.lower() in _JPEG:
-        flags = (
-            cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
-        )  # applies EXIF orientation, keeps grey
+    header = peek_header(path, data)  # refuses huge declared sizes before decoding
+    if path.suffix.lower() in _JPEG:  # keeps grey; orientation is applied below, for every format
+        flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
     else:
-        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit
+        flags = cv2.IMREAD_UNCHANGED  # keeps alpha and 16 bit; never applies orientation
     try:
-        img = cv2.imdecode(data, flags)
+        with quiet_opencv():
+            img = cv2.imdecode(data, flags)
     except cv2.error:
         img = None
     if img is None or img.size == 0:
-        raise InputFileError(
-            f"{path}: cannot decode image (corrupt or not a {path.suffix.lstrip('.')} file)"
-        )
+        raise InputFileError(f"{path}: cannot decode image (corrupt or not a {path.suffix.lstrip('.')} file)")
     if img.dtype not in (np.uint8, np.uint16, np.float32):
-        raise InputFileError(
-            f"{path}: unsupported pixel type {img.dtype} (use 8/16-bit integer or float32)"
-        )
+        raise InputFileError(f"{path}: unsupported pixel type {img.dtype} (use 8/16-bit integer or float32)")
     if img.ndim == 3:
         channels = img.shape[2]
         if channels == 1:
@@ -96,15 +88,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         elif channels == 4:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
         else:
-            raise InputFileError(
-                f"{path}: unsupported channel count {channels} (use grey, RGB or RGBA)"
-            )
-    return np.ascontiguousarray(img)
+            raise InputFileError(f"{path}: unsupported channel count {channels} (use grey, RGB or RGBA)")
+    return np.ascontiguousarray(apply_orientation(img, header.orientation))
 
 
-def write_image(
-    path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, overwrite: bool = True
-) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95, overwrite: bool = True) -> Path:
     """Write an image atomically; the format follows the extension.
 
     Args:
@@ -125,20 +113,12 @@ def write_image(
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise InputFileError(
-            f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}"
-        )
+        raise InputFileError(f"{path}: unsupported image type {path.suffix!r}; use {', '.join(IMAGE_EXTENSIONS)}")
     img = np.asarray(image)
     if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3, 4)):
-        raise ShapeError(
-            f"image must be (H, W) or (H, W, 1|3|4); got shape {img.shape}"
-        )
-    if img.dtype not in (np.uint8, np.uint16) and not (
-        img.dtype == np.float32 and ext in (".tif", ".tiff")
-    ):
-        raise ShapeError(
-            f"image dtype must be uint8 or uint16 (float32 for TIFF); got {img.dtype}"
-        )
+        raise ShapeError(f"image must be (H, W) or (H, W, 1|3|4); got shape {img.shape}")
+    if img.dtype not in (np.uint8, np.uint16) and not (img.dtype == np.float32 and ext in (".tif", ".tiff")):
+        raise ShapeError(f"image dtype must be uint8 or uint16 (float32 for TIFF); got {img.dtype}")
     if img.dtype == np.uint16 and ext not in _DEPTH16:
         img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
     if img.ndim == 3 and img.shape[2] == 1:
@@ -146,9 +126,7 @@ def write_image(
     if img.ndim == 3 and img.shape[2] == 4 and ext in (*_JPEG, ".bmp"):
         img = img[:, :, :3]
     if img.ndim == 3:
-        img = cv2.cvtColor(
-            img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
-        )
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
     params: list[int] = []
     if ext in _JPEG:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
@@ -156,9 +134,7 @@ def write_image(
         params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
     if not ok:
-        raise InputFileError(
-            f"{path}: the {ext} encoder failed for a {img.dtype} image of shape {img.shape}"
-        )
+        raise InputFileError(f"{path}: the {ext} encoder failed for a {img.dtype} image of shape {img.shape}")
     with atomic_path(path, overwrite=overwrite) as tmp:
         buf.tofile(tmp)
     return path

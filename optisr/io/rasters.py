@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.io._decode import HeaderInfo, apply_orientation, peek_header, quiet_opencv
 from optisr.io.atomic import atomic_path
 
 __all__ = [
@@ -119,17 +120,24 @@ def _read_bytes(path: Path) -> bytes:
         raise _fail(path, f"cannot read file ({exc.strerror or exc})") from exc
 
 
-def _decode_cv2(path: Path) -> np.ndarray:
-    """Decode an image file with OpenCV; keeps bit depth and channel count (BGR(A) order)."""
+def _decode_cv2(path: Path) -> tuple[np.ndarray, HeaderInfo]:
+    """Decode an image file with OpenCV; keeps bit depth and channel count (BGR(A) order).
+
+    Returns the pixels as stored (EXIF orientation *not* applied) and the header information.
+    Images that declare more than ``MAX_PIXELS`` pixels are refused before decoding.
+    """
     cv2 = _cv2()
-    buf = np.frombuffer(_read_bytes(path), dtype=np.uint8)
+    raw = _read_bytes(path)
+    header = peek_header(path, raw)
+    buf = np.frombuffer(raw, dtype=np.uint8)
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+        with quiet_opencv():
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise _fail(path, f"cannot decode image ({str(exc).strip().splitlines()[-1]})") from exc
     if img is None:
         raise _fail(path, "cannot decode image (corrupt or unsupported format)")
-    return img
+    return img, header
 
 
 def _to_single_band(path: Path, arr: np.ndarray, what: str = "depth map") -> np.ndarray:
@@ -425,7 +433,7 @@ def read_raster(
     elif ext in (".png", ".exr", ".jpg", ".jpeg", ".bmp"):
         if ext == ".exr" and not exr_supported():
             raise _fail(path, "this OpenCV build cannot read OpenEXR; convert to .tif, .pfm or .npy")
-        data = _decode_cv2(path)
+        data, _ = _decode_cv2(path)  # a raster is a data grid: EXIF orientation is not applied
     else:
         raise _fail(path, f"unsupported raster extension {ext!r}; expected one of {', '.join(RASTER_EXTENSIONS)}")
     data = _to_single_band(path, np.asarray(data))
@@ -558,7 +566,9 @@ def read_guide(path: str | os.PathLike, *, as_float: bool = True) -> np.ndarray:
     """Read a guide image as RGB float32 in [0, 1].
 
     8-bit values are divided by 255 and 16-bit by 65535; grey images are repeated to three
-    channels and an alpha channel is dropped. Float TIFF/EXR guides are taken as [0, 1] and
+    channels and an alpha channel is dropped. The EXIF orientation is applied (JPEG, PNG, WebP), as
+    :func:`optisr.io.images.read_image` does, so a guide reads as it is displayed; depth rasters
+    (:func:`read_raster`) are data grids and are never rotated. Float TIFF/EXR guides are taken as [0, 1] and
     clipped.
 
     Args:
@@ -576,9 +586,14 @@ def read_guide(path: str | os.PathLike, *, as_float: bool = True) -> np.ndarray:
     path = Path(path)
     _check_file(path)
     try:
-        img = _decode_cv2(path)
-    except InputFileError:
-        img = _decode_pil(path)
+        img, header = _decode_cv2(path)
+        orientation = header.orientation
+    except InputFileError as exc:
+        if "too large" in str(exc):
+            raise
+        img, orientation = _decode_pil(path)
+    if orientation != 1:
+        img = apply_orientation(img, orientation)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4):
@@ -607,18 +622,20 @@ def read_guide(path: str | os.PathLike, *, as_float: bool = True) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-def _decode_pil(path: Path) -> np.ndarray:
-    """Fallback decoder for formats OpenCV lacks; returns BGR(A)-ordered arrays like OpenCV."""
+def _decode_pil(path: Path) -> tuple[np.ndarray, int]:
+    """Fallback decoder for formats OpenCV lacks: BGR(A)-ordered pixels as stored, like OpenCV,
+    and the EXIF orientation."""
     from PIL import Image, UnidentifiedImageError
 
+    orientation = peek_header(path).orientation  # refuses huge declared sizes before decoding
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
                 im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
             arr = np.asarray(im)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise _fail(path, "cannot decode image (corrupt or unsupported format)") from exc
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         arr = arr[:, :, [2, 1, 0, 3][: arr.shape[2]]]
-    return arr
+    return arr, orientation

@@ -217,3 +217,145 @@ def test_models_export_onnx_dynamic(tmp_path, weights, tiny_compact, capsys):
         out
     )  # exporter chatter stays off stdout
     assert verify_onnx(tiny_compact, out, sizes=((8, 12), (15, 6))) < 1e-5
+
+
+# ------------------------------------------------------------ fault sweep (issue 13): upscale
+
+
+def _one_line_error(capsys_or_fd) -> str:
+    err = capsys_or_fd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(("optisr upscale: error: ", "optisr models: error: ")), err
+    return err
+
+
+@pytest.mark.parametrize("name", ["out.gif", "out.xyz"])
+def test_unsupported_output_extension_is_an_error(tmp_path, weights, capsys, name):
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    assert _run("upscale", "-i", str(src), "-o", str(tmp_path / name), "--model-path", str(weights)) == 1
+    assert "unsupported output image type" in _one_line_error(capsys)
+    assert not (tmp_path / name).exists()  # no folder of that name either
+
+
+def test_output_in_input_folder_is_refused_and_inputs_kept(tmp_path, weights, capsys):
+    folder = tmp_path / "in"
+    a = write_image(folder / "a.png", np.full((4, 4, 3), 9, np.uint8))
+    before = a.read_bytes()
+    for out in (folder, folder / "sub"):
+        rc = _run("upscale", "-i", str(folder), "-o", str(out), "--model-path", str(weights), "--suffix", "",
+                  "--overwrite", "--quiet")  # fmt: skip
+        assert rc == 1 and "overlaps the input" in _one_line_error(capsys)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png"] and a.read_bytes() == before
+
+
+def test_output_replacing_the_input_file_is_refused(tmp_path, weights, capsys):
+    src = write_image(tmp_path / "a.png", np.full((4, 4, 3), 9, np.uint8))
+    before = src.read_bytes()
+    rc = _run("upscale", "-i", str(src), "-o", str(tmp_path), "--suffix", "", "--model-path", str(weights),
+              "--overwrite")  # fmt: skip
+    assert rc == 1 and "would replace the input" in _one_line_error(capsys)
+    assert src.read_bytes() == before
+
+
+def test_output_under_a_file_fails_before_the_model(tmp_path, capsys):
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "f.txt").write_text("x")
+    # The model path does not exist: the output problem must be reported first, before loading it.
+    rc = _run("upscale", "-i", str(src), "-o", str(tmp_path / "f.txt" / "o.png"), "--model-path", "missing.pth")
+    assert rc == 1 and "f.txt is a file" in _one_line_error(capsys)
+
+
+def test_os_error_while_writing_is_one_line(tmp_path, weights, capsys, monkeypatch):
+    import errno
+
+    from optisr.io import images
+
+    def disk_full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(images, "write_image", disk_full)
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    rc = _run("upscale", "-i", str(src), "-o", str(tmp_path / "o.png"), "--model-path", str(weights), "--quiet")
+    err = _one_line_error(capsys)
+    assert rc == 1 and "o.png: No space left on device" in err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
+@pytest.mark.parametrize("flag", [["--device", "cuda"], ["-g", "0"]])
+def test_cuda_on_cpu_only_torch_is_one_line_before_any_work(tmp_path, capsys, flag):
+    # The input does not exist either: the device is checked first.
+    rc = _run("upscale", "-i", str(tmp_path / "nope.png"), "-o", str(tmp_path / "o.png"), *flag)
+    assert rc == 1 and "CUDA" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("spelling", ["-t", "--tile-size", "--tile", "--tile_size"])
+def test_tiny_tile_is_raised_with_a_note(tmp_path, weights, capsys, monkeypatch, spelling):
+    from optisr.blind import api
+
+    seen = []
+    real = api.upscale
+    monkeypatch.setattr(api, "upscale", lambda *a, **k: seen.append(k["tile"]) or real(*a, **k))
+    src = write_image(tmp_path / "in.png", np.zeros((40, 40, 3), np.uint8))
+    rc = _run("upscale", "-i", str(src), "-o", str(tmp_path / "o.png"), "--model-path", str(weights),
+              spelling, "1", "--quiet")  # fmt: skip
+    assert rc == 0 and seen == [32]
+    notes = [line for line in capsys.readouterr().err.splitlines() if "note" in line]
+    assert notes == ["optisr upscale: note: --tile-size 1 raised to 32 (the smallest tile)"]
+
+
+def test_output_written_meanwhile_is_not_replaced(tmp_path, weights, capsys, monkeypatch):
+    from optisr.blind import api
+
+    out = tmp_path / "o.png"
+    real = api.upscale
+
+    def other_run_finishes_first(*a, **k):
+        result = real(*a, **k)
+        out.write_bytes(b"the other run's result")
+        return result
+
+    monkeypatch.setattr(api, "upscale", other_run_finishes_first)
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    assert _run("upscale", "-i", str(src), "-o", str(out), "--model-path", str(weights), "--quiet") == 1
+    assert "exists" in _one_line_error(capsys)
+    assert out.read_bytes() == b"the other run's result"
+
+
+def test_truncated_png_gives_exactly_one_line(tmp_path, weights, capfd):
+    full = write_image(tmp_path / "full.png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(full.read_bytes()[:200])
+    assert _run("upscale", "-i", str(cut), "-o", str(tmp_path / "o.png"), "--model-path", str(weights)) == 1
+    assert "cut.png" in _one_line_error(capfd)
+
+
+def test_models_export_needs_overwrite(tmp_path, weights, capsys):
+    target = tmp_path / "e.safetensors"
+    target.write_bytes(b"keep")
+    assert _run("models", "export", str(weights), "-o", str(target)) == 1
+    assert "--overwrite" in _one_line_error(capsys) and target.read_bytes() == b"keep"
+    assert _run("models", "export", str(weights), "-o", str(target), "--overwrite") == 0
+    assert target.stat().st_size > 100
+
+
+def test_device_errors_are_one_line_but_bugs_still_raise(tmp_path, weights, capsys, monkeypatch):
+    import torch
+
+    from optisr.blind import api
+
+    src = write_image(tmp_path / "in.png", np.zeros((4, 4, 3), np.uint8))
+    argv = ("upscale", "-i", str(src), "-o", str(tmp_path / "o.png"), "--model-path", str(weights), "--quiet")
+
+    def oom(*a, **k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nsee the docs")
+
+    monkeypatch.setattr(api, "upscale", oom)
+    assert _run(*argv) == 1
+    assert "device error: CUDA out of memory. Tried to allocate 2.00 GiB" in _one_line_error(capsys)
+
+    def bug(*a, **k):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(api, "upscale", bug)
+    with pytest.raises(ValueError, match="programming error"):  # not hidden behind a one-liner
+        _run(*argv)

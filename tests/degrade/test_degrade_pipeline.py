@@ -108,3 +108,93 @@ def test_preview_needs_a_built_folder(tmp_path):
 
     with pytest.raises(InputFileError, match="degradation.yaml"):
         preview_figure(tmp_path, tmp_path / "p.png")
+
+
+# ----------------------------------------------------------- fault sweep (issue 13): degrade
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("optisr degrade: error: "), err
+    return err
+
+
+def test_cli_output_same_as_input_is_refused_and_inputs_kept(src, capsys):
+    before = _snapshot(src)
+    rc = main(["degrade", "-i", str(src), "-o", str(src), "--kind", "bicubic", "--overwrite", "--quiet"])
+    assert rc == 1 and "overlaps the input" in _one_line(capsys)
+    assert _snapshot(src) == before
+
+
+def test_cli_output_containing_or_inside_input_is_refused(src, tmp_path, capsys):
+    (tmp_path / "unrelated.txt").write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(src, target_is_directory=True)
+    before, parent_before = _snapshot(src), _snapshot(tmp_path)
+    for out in (tmp_path, src / "pairs", link):
+        rc = main(["degrade", "-i", str(src), "-o", str(out), "--kind", "bicubic", "--overwrite", "--quiet"])
+        assert rc == 1 and "overlaps the input" in _one_line(capsys)
+    assert _snapshot(src) == before and _snapshot(tmp_path) == parent_before
+
+
+def test_overwrite_replaces_only_what_degrade_writes(src, tmp_path):
+    out = tmp_path / "out"
+    cfg = DegradationConfig(kind="otsr", scale=4, noise=_small_noise())
+    build_training_pairs(src, out, cfg)
+    assert (out / "noise").is_dir()
+    (out / "notes.txt").write_text("mine")
+    (out / "HR" / "stale.png").write_bytes(b"old")
+    build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"  # not ours: kept
+    assert sorted(p.name for p in (out / "HR").iterdir()) == ["im0.png", "im1.png"]  # ours: replaced
+    assert not (out / "noise").exists()  # stale output of the earlier run, which left degradation.yaml
+    assert sorted(p.name for p in (out / "LR").iterdir()) == ["x2"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging, lock or trash left
+
+
+def test_overwrite_keeps_unknown_folders_of_our_names_when_not_ours(src, tmp_path):
+    out = tmp_path / "out"
+    (out / "noise").mkdir(parents=True)
+    (out / "noise" / "mine.png").write_bytes(b"x")  # no degradation.yaml: not made by degrade
+    build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+    assert (out / "noise" / "mine.png").read_bytes() == b"x"
+
+
+def test_output_file_is_refused_even_with_overwrite(src, tmp_path):
+    target = tmp_path / "out"
+    target.write_text("a file")
+    with pytest.raises(ConfigError, match="is a file"):
+        build_training_pairs(src, target, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+    assert target.read_text() == "a file"
+
+
+def test_concurrent_run_is_refused(src, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".optisr-degrade.lock").write_text("")  # another run holds the folder
+    with pytest.raises(ConfigError, match="another `optisr degrade`"):
+        build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".optisr-degrade.lock"]
+
+
+def test_cli_warns_when_images_are_too_small_for_noise_patches(src, tmp_path, capsys):
+    rc = main(["degrade", "-i", str(src), "-o", str(tmp_path / "out"), "--kind", "otsr", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 0 and len(err) == 1
+    assert "no noise patches" in err[0] and "im0.png (112×96)" in err[0] and "256×256" in err[0]
+
+
+def test_cli_existing_preview_fails_before_the_build(src, tmp_path, capsys):
+    prev = tmp_path / "prev.png"
+    prev.write_bytes(b"keep")
+    out = tmp_path / "out"
+    rc = main(["degrade", "-i", str(src), "-o", str(out), "--kind", "bicubic", "--preview", str(prev), "--quiet"])
+    assert rc == 1 and "--overwrite" in _one_line(capsys)
+    assert not out.exists() and prev.read_bytes() == b"keep"
+    rc = main(["degrade", "-i", str(src), "-o", str(out), "--kind", "bicubic", "--preview", str(src / "im0.png"),
+               "--overwrite", "--quiet"])  # fmt: skip
+    assert rc == 1 and "overlaps the input" in _one_line(capsys)

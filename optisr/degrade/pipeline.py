@@ -234,6 +234,43 @@ OUTPUT_NAMES = ("HR", "LR", "noise", "kernels", "degradation.yaml")
 _LOCK = ".optisr-degrade.lock"
 
 
+def _lock_folder(lock: Path, out_dir: Path) -> int:
+    """Take an exclusive advisory lock on ``lock`` (created if needed); return its descriptor.
+
+    ``flock`` rather than an O_EXCL file alone: the kernel drops the lock when its process dies,
+    so a killed run never blocks the next one. After locking we check that the path still names
+    the file we locked (a finishing run unlinks it), else we try again on the new file.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: an exclusive create is the claim (a killed run leaves it)
+        try:
+            return os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            raise ConfigError(
+                f"{out_dir}: another `optisr degrade` is writing this folder (if none is running, delete {lock})"
+            ) from None
+    while True:
+        fd = os.open(lock, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"{out_dir}: another `optisr degrade` is writing this folder") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # we locked a file that its owner has just unlinked: take the new one
+
+
+def _unlock_folder(lock: Path, fd: int) -> None:
+    """Remove the claim (unlink while still holding the lock, then release it)."""
+    lock.unlink(missing_ok=True)
+    os.close(fd)
+
+
 @contextlib.contextmanager
 def _claimed_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     """Claim ``out_dir`` for one run, yield a staging folder inside it, then swap our names in.
@@ -251,13 +288,7 @@ def _claimed_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = out_dir / _LOCK
-    try:
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        raise ConfigError(
-            f"{out_dir}: another `optisr degrade` is writing this folder (if none is running, delete {lock})"
-        ) from None
-    os.close(fd)
+    fd = _lock_folder(lock, out_dir)
     stage: Path | None = None
     try:
         others = [p for p in out_dir.iterdir() if p.name != _LOCK]
@@ -269,13 +300,13 @@ def _claimed_output(out_dir: Path, *, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
-        lock.unlink(missing_ok=True)
+        _unlock_folder(lock, fd)
         if created:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()  # only if empty: never removes anything but our own traces
         raise
     shutil.rmtree(stage, ignore_errors=True)
-    lock.unlink(missing_ok=True)
+    _unlock_folder(lock, fd)
 
 
 def _swap_in(stage: Path, out_dir: Path) -> None:

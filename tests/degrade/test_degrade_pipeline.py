@@ -173,12 +173,35 @@ def test_output_file_is_refused_even_with_overwrite(src, tmp_path):
 
 
 def test_concurrent_run_is_refused(src, tmp_path):
+    """A run holding the folder's lock (here: another process) makes a second run fail at once."""
+    import subprocess
+    import sys
+
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".optisr-degrade.lock").write_text("")  # another run holds the folder
-    with pytest.raises(ConfigError, match="another `optisr degrade`"):
-        build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == [".optisr-degrade.lock"]
+    lock = out / ".optisr-degrade.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl,os,sys,time; fd=os.open(sys.argv[1], os.O_CREAT|os.O_WRONLY);"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)", str(lock)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match="another `optisr degrade`"):
+            build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+        assert sorted(p.name for p in out.iterdir()) == [".optisr-degrade.lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_lock_left_by_a_killed_run_does_not_block(src, tmp_path):
+    """A lock file whose process died (nobody holds the flock) is taken over, then removed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".optisr-degrade.lock").write_text("")
+    build_training_pairs(src, out, DegradationConfig(kind="bicubic", scale=2), overwrite=True)
+    assert (out / "HR").is_dir() and not (out / ".optisr-degrade.lock").exists()
 
 
 def test_cli_warns_when_images_are_too_small_for_noise_patches(src, tmp_path, capsys):

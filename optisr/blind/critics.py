@@ -173,7 +173,7 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [nn.Conv2d(num_feat * prev, num_feat * mult, 4, stride, 1, bias=bias)]
-            layers += norm_layer(num_feat * mult) + [nn.LeakyReLU(0.2)]
+            layers += [*norm_layer(num_feat * mult), nn.LeakyReLU(0.2)]
         layers.append(nn.Conv2d(num_feat * mult, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 

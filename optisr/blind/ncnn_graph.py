@@ -9,6 +9,8 @@ Eltwise, BinaryOp, Interp, PReLU, PixelShuffle). Slow-ish and not meant for prod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -93,7 +95,11 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
         op = int(layer.get(0, 1))
         coeffs = layer.get(1, []) or [1.0] * len(ins)
         if op == 1:
-            return [sum(float(c) * v for c, v in zip(coeffs, ins, strict=True))]
+            terms = [float(c) * v for c, v in zip(coeffs, ins, strict=True)]
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
+            return [total]
         if op == 0:
             out = ins[0]
             for v in ins[1:]:
@@ -103,7 +109,7 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
     if t == "BinaryOp":
         op = int(layer.get(0, 0))
         a, b = ins
-        ops = {
+        ops: dict[int, Callable[[Tensor, Tensor], Tensor]] = {
             0: torch.add,
             1: torch.sub,
             2: torch.mul,

@@ -199,7 +199,7 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     _check_weights(weights)
     if tau <= 0:
         return weights
-    B, _, H, W = weights.shape
+    _, _, H, W = weights.shape
     zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
     has_v = torch.arange(H, device=weights.device).view(H, 1) < H - 1
     has_h = torch.arange(W, device=weights.device).view(1, W) < W - 1

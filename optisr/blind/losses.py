@@ -524,7 +524,10 @@ class LossSet(nn.Module):
             else:
                 raise ConfigError(f"gan_mode {adv.mode!r} needs d_real and d_fake in generator_loss")
         weights = {
-            "pixel": c.pixel_weight, "perceptual": c.perceptual_weight, "edge": c.edge_weight, "gan": c.gan_weight
+            "pixel": c.pixel_weight,
+            "perceptual": c.perceptual_weight,
+            "edge": c.edge_weight,
+            "gan": c.gan_weight,
         }
         total = sr.new_zeros(())
         for name, value in terms.items():

@@ -47,9 +47,7 @@ def cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
     return near + far
 
 
-def resize_weights(
-    n_in: int, n_out: int, scale: float, *, antialias: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
+def resize_weights(n_in: int, n_out: int, scale: float, *, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Tap indices and weights of a 1-D MATLAB bicubic resize.
 
     Args:

@@ -207,8 +207,11 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     with torch.no_grad():
         a = (weights if affinity is None else affinity).detach()
         ninf = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
-        a_pad = F.pad(torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
-                      (1, 1, 1, 1), value=float("-inf"))
+        a_pad = F.pad(
+            torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
+            (1, 1, 1, 1),
+            value=float("-inf"),
+        )
         n_strong = _count_strong(w, tau)
         sel = torch.zeros_like(w, dtype=torch.bool)
         # 1. single pixels: raise the most similar edge of each weak pixel

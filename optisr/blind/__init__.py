@@ -9,4 +9,26 @@
 * :mod:`optisr.blind.tiling` -- tiled inference with cross-faded overlaps.
 * :mod:`optisr.blind.api` -- :func:`upscale` for numpy images and tensors.
 * :mod:`optisr.blind.export` -- ONNX export with dynamic H/W.
+* :mod:`optisr.blind.critics` / :mod:`optisr.blind.losses` / :mod:`optisr.blind.perceptual` /
+  :mod:`optisr.blind.batch_ot` -- discriminators and training losses (pixel, VGG19 perceptual,
+  edge, OTSR / WGAN-QC optimal-transport and RaGAN adversarial).
+* :mod:`optisr.blind.train` / :mod:`optisr.blind.training_data` -- the blind trainer and its data.
+
+The package imports nothing itself; ``__all__`` names its public modules.
 """
+
+__all__ = [
+    "api",
+    "archs",
+    "batch_ot",
+    "convert",
+    "critics",
+    "export",
+    "losses",
+    "ncnn_graph",
+    "perceptual",
+    "registry",
+    "tiling",
+    "train",
+    "training_data",
+]

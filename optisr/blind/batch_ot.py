@@ -49,9 +49,7 @@ def pairwise_sq_dist(a: Tensor, b: Tensor) -> np.ndarray:
     af = a.detach().reshape(a.shape[0], -1).to("cpu", torch.float64)
     bf = b.detach().reshape(b.shape[0], -1).to("cpu", torch.float64)
     if af.shape[1] != bf.shape[1]:
-        raise ShapeError(
-            f"real and fake samples differ in size: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}"
-        )
+        raise ShapeError(f"real and fake samples differ in size: {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
     # ‖a‖² + ‖b‖² − 2ab in float64: N·M·d memory is avoided (N = 45, d = 49152 in OTSR).
     d = (af * af).sum(1)[:, None] + (bf * bf).sum(1)[None, :] - 2.0 * af @ bf.T
     return d.clamp_min_(0.0).numpy()
@@ -107,9 +105,7 @@ def solve_batch_ot(cost: np.ndarray, *, num_iter_max: int = 1_000_000) -> BatchO
     plan, log = ot.emd(a, b, cost, numItermax=num_iter_max, log=True)
     if log.get("warning") is not None or int(log.get("result_code", 1)) != 1:
         raise OTSolveError(f"ot.emd did not reach the optimum: {log.get('warning')!r}")
-    return BatchOT(
-        plan=plan, u=np.asarray(log["u"]), v=np.asarray(log["v"]), cost=cost, value=float(log["cost"])
-    )
+    return BatchOT(plan=plan, u=np.asarray(log["u"]), v=np.asarray(log["v"]), cost=cost, value=float(log["cost"]))
 
 
 def released_lp_potentials(cost_fake_real: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,9 +29,7 @@ def _conv_tensors(layer: NcnnLayer, in_ch: int) -> tuple[Tensor, Tensor | None]:
     k_h = int(layer.get(11, k))
     w = layer.weights["weight"]
     if w.size != out_ch * in_ch * k * k_h:
-        raise InputFileError(
-            f"ncnn {layer.name}: {w.size} weights, expected {out_ch}·{in_ch}·{k_h}·{k}"
-        )
+        raise InputFileError(f"ncnn {layer.name}: {w.size} weights, expected {out_ch}·{in_ch}·{k_h}·{k}")
     weight = torch.from_numpy(np.ascontiguousarray(w.reshape(out_ch, in_ch, k_h, k)))
     bias = layer.weights.get("bias")
     return weight, (torch.from_numpy(bias.copy()) if bias is not None else None)
@@ -66,15 +64,11 @@ def _rrdbnet(model: NcnnModel) -> tuple[str, dict, dict[str, Tensor]]:
     convs = model.layers_of("Convolution")
     n = len(convs)
     if n < 21 or (n - 6) % 15:
-        raise InputFileError(
-            f"ncnn graph has {n} convolutions; an RRDBNet has 6 + 15·nb"
-        )
+        raise InputFileError(f"ncnn graph has {n} convolutions; an RRDBNet has 6 + 15·nb")
     num_block = (n - 6) // 15
     for layer in convs:
         if int(layer.get(1)) != 3 or int(layer.get(11, 3)) != 3:
-            raise InputFileError(
-                f"ncnn {layer.name}: kernel {layer.get(1)}, RRDBNet uses 3×3 everywhere"
-            )
+            raise InputFileError(f"ncnn {layer.name}: kernel {layer.get(1)}, RRDBNet uses 3×3 everywhere")
     interps = model.layers_of("Interp")
     if len(interps) != 2 or any(float(i.get(1, 1.0)) != 2.0 for i in interps):
         raise InputFileError("ncnn graph: RRDBNet expects two nearest ×2 Interp layers")
@@ -83,25 +77,14 @@ def _rrdbnet(model: NcnnModel) -> tuple[str, dict, dict[str, Tensor]]:
     num_in = _in_channels(convs[0])
     num_out = int(convs[-1].get(0))
     names = ["conv_first"]
-    names += [
-        f"body.{i}.rdb{j}.conv{k}"
-        for i in range(num_block)
-        for j in (1, 2, 3)
-        for k in range(1, 6)
-    ]
+    names += [f"body.{i}.rdb{j}.conv{k}" for i in range(num_block) for j in (1, 2, 3) for k in range(1, 6)]
     names += ["conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"]
-    leaky = {"conv_up1", "conv_up2", "conv_hr"} | {
-        nm for nm in names if nm[-1] in "1234" and ".rdb" in nm
-    }
+    leaky = {"conv_up1", "conv_up2", "conv_hr"} | {nm for nm in names if nm[-1] in "1234" and ".rdb" in nm}
     sd: dict[str, Tensor] = {}
     for name, layer in zip(names, convs, strict=True):
-        is_leaky = (
-            int(layer.get(9)) == 2 and abs(float(layer.get(10, [0.0])[0]) - 0.2) < 1e-6
-        )
+        is_leaky = int(layer.get(9)) == 2 and abs(float(layer.get(10, [0.0])[0]) - 0.2) < 1e-6
         if is_leaky != (name in leaky):
-            raise InputFileError(
-                f"ncnn {layer.name}: activation does not match RRDBNet's {name}"
-            )
+            raise InputFileError(f"ncnn {layer.name}: activation does not match RRDBNet's {name}")
         weight, bias = _conv_tensors(layer, _in_channels(layer))
         sd[f"{name}.weight"] = weight
         if bias is None:
@@ -119,17 +102,13 @@ def _rrdbnet(model: NcnnModel) -> tuple[str, dict, dict[str, Tensor]]:
 
 
 def _compact(model: NcnnModel) -> tuple[str, dict, dict[str, Tensor]]:
-    weighted = [
-        layer for layer in model.layers if layer.type in ("Convolution", "PReLU")
-    ]
+    weighted = [layer for layer in model.layers if layer.type in ("Convolution", "PReLU")]
     sd: dict[str, Tensor] = {}
     n_conv = 0
     for idx, layer in enumerate(weighted):
         expect = "Convolution" if idx % 2 == 0 or idx == len(weighted) - 1 else "PReLU"
         if layer.type != expect:
-            raise InputFileError(
-                f"ncnn {layer.name}: compact net expects {expect} at body.{idx}"
-            )
+            raise InputFileError(f"ncnn {layer.name}: compact net expects {expect} at body.{idx}")
         if layer.type == "PReLU":
             sd[f"body.{idx}.weight"] = torch.from_numpy(layer.weights["slope"].copy())
             continue
@@ -140,16 +119,12 @@ def _compact(model: NcnnModel) -> tuple[str, dict, dict[str, Tensor]]:
             sd[f"body.{idx}.bias"] = bias
     shuffles = model.layers_of("PixelShuffle")
     if len(shuffles) != 1 or len(weighted) % 2 == 0:
-        raise InputFileError(
-            "ncnn graph: compact net expects one PixelShuffle after the last conv"
-        )
+        raise InputFileError("ncnn graph: compact net expects one PixelShuffle after the last conv")
     scale = int(shuffles[0].get(0))
     num_in = _in_channels(weighted[0])
     last_out = int(weighted[-1].get(0))
     if last_out != num_in * scale * scale:
-        raise InputFileError(
-            f"ncnn graph: last conv has {last_out} outputs, expected {num_in}·{scale}²"
-        )
+        raise InputFileError(f"ncnn graph: last conv has {last_out} outputs, expected {num_in}·{scale}²")
     hp = {
         "num_in_ch": num_in,
         "num_out_ch": num_in,

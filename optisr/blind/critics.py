@@ -40,9 +40,7 @@ __all__ = [
 
 def _check_image(x: Tensor, channels: int, who: str) -> None:
     if x.ndim != 4 or x.shape[1] != channels:
-        raise ShapeError(
-            f"{who} expects (B, {channels}, H, W) input; got shape {tuple(x.shape)}"
-        )
+        raise ShapeError(f"{who} expects (B, {channels}, H, W) input; got shape {tuple(x.shape)}")
 
 
 class VGGStyleDiscriminator(nn.Module):
@@ -173,7 +171,7 @@ class NLayerDiscriminator(nn.Module):
             prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [nn.Conv2d(num_feat * prev, num_feat * mult, 4, stride, 1, bias=bias)]
-            layers += norm_layer(num_feat * mult) + [nn.LeakyReLU(0.2)]
+            layers += [*norm_layer(num_feat * mult), nn.LeakyReLU(0.2)]
         layers.append(nn.Conv2d(num_feat * mult, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 
@@ -182,10 +180,7 @@ class NLayerDiscriminator(nn.Module):
         return self.model(x)
 
     def extra_repr(self) -> str:
-        return (
-            f"num_in_ch={self.num_in_ch}, num_feat={self.num_feat}, n_layers={self.n_layers}, "
-            f"norm={self.norm!r}"
-        )
+        return f"num_in_ch={self.num_in_ch}, num_feat={self.num_feat}, n_layers={self.n_layers}, norm={self.norm!r}"
 
 
 class UNetDiscriminatorSN(nn.Module):
@@ -233,9 +228,7 @@ class UNetDiscriminatorSN(nn.Module):
         _check_image(x, self.num_in_ch, "UNetDiscriminatorSN")
         h, w = x.shape[-2:]
         if h % 8 or w % 8:
-            raise ShapeError(
-                f"UNetDiscriminatorSN needs H and W divisible by 8 (three stride-2 stages); got {h}×{w}"
-            )
+            raise ShapeError(f"UNetDiscriminatorSN needs H and W divisible by 8 (three stride-2 stages); got {h}×{w}")
 
         def act(t: Tensor) -> Tensor:
             return F.leaky_relu(t, 0.2)

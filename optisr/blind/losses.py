@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from optisr.blind.batch_ot import pairwise_sq_dist, released_lp_potentials, solve_batch_ot
+from optisr.blind.batch_ot import BatchOT, pairwise_sq_dist, released_lp_potentials, solve_batch_ot
 from optisr.blind.perceptual import PerceptualLoss, load_vgg19
 from optisr.errors import ConfigError, ShapeError
 
@@ -202,15 +202,15 @@ class OTSRAdversarial(nn.Module):
     def potentials(self, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, float | None]:
         """Real and fake potentials ``(y*, x*)`` of the released LP, each ``(B,)``, and min cost."""
         b = real.shape[0]
-        opts = dict(dtype=real.dtype, device=real.device)
+        dtype, device = real.dtype, real.device
         if self.lp == "closed-form":
-            return torch.ones(b, **opts), torch.zeros(b, **opts), None
+            return torch.ones(b, dtype=dtype, device=device), torch.zeros(b, dtype=dtype, device=device), None
         cost = 2.0 * self.k * pairwise_sq_dist(fake, real)  # (fake i, real j): transposed use
         min_cost = float(cost.min())
         if self.lp == "auto" and min_cost >= 1.0:
-            return torch.ones(b, **opts), torch.zeros(b, **opts), min_cost
+            return torch.ones(b, dtype=dtype, device=device), torch.zeros(b, dtype=dtype, device=device), min_cost
         y, x = released_lp_potentials(cost)
-        return torch.as_tensor(y, **opts), torch.as_tensor(x, **opts), min_cost
+        return torch.as_tensor(y, dtype=dtype, device=device), torch.as_tensor(x, dtype=dtype, device=device), min_cost
 
     def critic_loss(self, d_real: Tensor, d_fake: Tensor, *, real: Tensor, fake: Tensor) -> Tensor:
         """Critic loss (scalar).
@@ -298,7 +298,7 @@ class WGANQCAdversarial(nn.Module):
         self.k = k
         self.target = target
         self.last_stats: dict[str, float | None] = {}
-        self.last_ot = None
+        self.last_ot: BatchOT | None = None
 
     def _k_for(self, x: Tensor) -> float:
         return self.k if self.k is not None else 1.0 / x[0].numel()
@@ -310,8 +310,12 @@ class WGANQCAdversarial(nn.Module):
         self.last_ot = sol
         phi, psi = sol.u, -sol.v
         shift = (phi.sum() + psi.sum()) / (phi.size + psi.size)
-        opts = dict(dtype=real.dtype, device=real.device)
-        return torch.as_tensor(phi - shift, **opts), torch.as_tensor(psi - shift, **opts), sol.plan
+        dtype, device = real.dtype, real.device
+        return (
+            torch.as_tensor(phi - shift, dtype=dtype, device=device),
+            torch.as_tensor(psi - shift, dtype=dtype, device=device),
+            sol.plan,
+        )
 
     def critic_loss(self, d_real: Tensor, d_fake: Tensor, *, real: Tensor, fake: Tensor) -> Tensor:
         """Critic loss (scalar).
@@ -325,6 +329,8 @@ class WGANQCAdversarial(nn.Module):
         if real.shape[1:] != fake.shape[1:]:
             raise ShapeError(f"real and fake images differ in size: {tuple(real.shape)} vs {tuple(fake.shape)}")
         phi, psi, plan = self.potentials(real, fake)
+        sol = self.last_ot
+        assert sol is not None  # set by potentials()
         regression = _qc_regression(d_real, d_fake, phi, psi)
         total, r_ot = regression, None
         if self.gamma:
@@ -342,7 +348,7 @@ class WGANQCAdversarial(nn.Module):
             r_ot = 0.5 * gap.square().mean()
             total = total + 4.0 * self.gamma * math.sqrt(k) * r_ot
         self.last_stats = {
-            "w_batch": float(self.last_ot.value),
+            "w_batch": float(sol.value),
             "regression": float(regression.detach()),
             "r_ot": None if r_ot is None else float(r_ot.detach()),
         }
@@ -510,11 +516,18 @@ class LossSet(nn.Module):
         if c.edge_weight:
             terms["edge"] = self.edge(sr, hr)
         if self.adversarial is not None and c.gan_weight:
-            if d_fake is None or (d_real is None and not isinstance(self.adversarial, WGANQCAdversarial)):
-                raise ConfigError(f"gan_mode {self.adversarial.mode!r} needs d_real and d_fake in generator_loss")
-            terms["gan"] = self.adversarial.generator_loss(d_real, d_fake)
+            adv = self.adversarial
+            if d_fake is not None and isinstance(adv, WGANQCAdversarial):
+                terms["gan"] = adv.generator_loss(d_real, d_fake)  # its d_real is optional
+            elif d_fake is not None and d_real is not None:
+                terms["gan"] = adv.generator_loss(d_real, d_fake)
+            else:
+                raise ConfigError(f"gan_mode {adv.mode!r} needs d_real and d_fake in generator_loss")
         weights = {
-            "pixel": c.pixel_weight, "perceptual": c.perceptual_weight, "edge": c.edge_weight, "gan": c.gan_weight
+            "pixel": c.pixel_weight,
+            "perceptual": c.perceptual_weight,
+            "edge": c.edge_weight,
+            "gan": c.gan_weight,
         }
         total = sr.new_zeros(())
         for name, value in terms.items():

@@ -9,6 +9,8 @@ Eltwise, BinaryOp, Interp, PReLU, PixelShuffle). Slow-ish and not meant for prod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,9 +37,7 @@ def _activation(x: Tensor, layer: NcnnLayer) -> Tensor:
         return x.clamp(float(args[0]), float(args[1]))
     if act == 4:
         return torch.sigmoid(x)
-    raise InputFileError(
-        f"ncnn {layer.name}: activation type {act} not supported by the reference executor"
-    )
+    raise InputFileError(f"ncnn {layer.name}: activation type {act} not supported by the reference executor")
 
 
 def _conv(x: Tensor, layer: NcnnLayer) -> Tensor:
@@ -51,9 +51,7 @@ def _conv(x: Tensor, layer: NcnnLayer) -> Tensor:
     pad_t = int(layer.get(14, pad_l))
     w = layer.weights["weight"]
     in_ch = w.size // (out_ch * k_w * k_h)
-    weight = torch.from_numpy(
-        np.ascontiguousarray(w.reshape(out_ch, in_ch, k_h, k_w))
-    ).to(x)
+    weight = torch.from_numpy(np.ascontiguousarray(w.reshape(out_ch, in_ch, k_h, k_w))).to(x)
     bias = layer.weights.get("bias")
     b = torch.from_numpy(bias.copy()).to(x) if bias is not None else None
     y = F.conv2d(
@@ -83,9 +81,7 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
     if t == "Interp":
         mode = _INTERP.get(int(layer.get(0, 1)))
         if mode is None:
-            raise InputFileError(
-                f"ncnn {layer.name}: interp type {layer.get(0)} not supported"
-            )
+            raise InputFileError(f"ncnn {layer.name}: interp type {layer.get(0)} not supported")
         sh, sw = float(layer.get(1, 1.0)), float(layer.get(2, 1.0))
         kwargs = {} if mode == "nearest" else {"align_corners": False}
         return [F.interpolate(ins[0], scale_factor=(sh, sw), mode=mode, **kwargs)]
@@ -93,7 +89,11 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
         op = int(layer.get(0, 1))
         coeffs = layer.get(1, []) or [1.0] * len(ins)
         if op == 1:
-            return [sum(float(c) * v for c, v in zip(coeffs, ins, strict=True))]
+            terms = [float(c) * v for c, v in zip(coeffs, ins, strict=True)]
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
+            return [total]
         if op == 0:
             out = ins[0]
             for v in ins[1:]:
@@ -103,7 +103,7 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
     if t == "BinaryOp":
         op = int(layer.get(0, 0))
         a, b = ins
-        ops = {
+        ops: dict[int, Callable[[Tensor, Tensor], Tensor]] = {
             0: torch.add,
             1: torch.sub,
             2: torch.mul,
@@ -112,13 +112,9 @@ def _layer_forward(layer: NcnnLayer, ins: list[Tensor]) -> list[Tensor]:
             5: torch.minimum,
         }
         if op not in ops or int(layer.get(1, 0)):
-            raise InputFileError(
-                f"ncnn {layer.name}: BinaryOp {op} (scalar form) not supported"
-            )
+            raise InputFileError(f"ncnn {layer.name}: BinaryOp {op} (scalar form) not supported")
         return [ops[op](a, b)]
-    raise InputFileError(
-        f"ncnn layer type {t!r} ({layer.name}) not supported by the reference executor"
-    )
+    raise InputFileError(f"ncnn layer type {t!r} ({layer.name}) not supported by the reference executor")
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +50,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TORCHVISION_VGG19_FILE = "vgg19-dcbb9e9d.pth"
 
 # (name, out channels) of the 16 convs, in order; "M" is a 2×2 max-pool.
-_CFG: list[tuple[str, int] | str] = [
+_CFG: list[tuple[str, int] | Literal["M"]] = [
     ("conv1_1", 64), ("conv1_2", 64), "M",
     ("conv2_1", 128), ("conv2_2", 128), "M",
     ("conv3_1", 256), ("conv3_2", 256), ("conv3_3", 256), ("conv3_4", 256), "M",
@@ -61,7 +62,7 @@ _CFG: list[tuple[str, int] | str] = [
 def _layer_indices() -> dict[str, int]:
     idx, out = 0, {}
     for item in _CFG:
-        if item == "M":
+        if isinstance(item, str):  # "M"
             idx += 1
         else:
             out[item[0]] = idx
@@ -115,7 +116,7 @@ class VGG19Features(nn.Module):
         modules: list[nn.Module] = []
         c_in = 3
         for item in _CFG:
-            if item == "M":
+            if isinstance(item, str):  # "M"
                 modules.append(nn.MaxPool2d(2, 2))
             else:
                 modules += [nn.Conv2d(c_in, item[1], 3, 1, 1), nn.ReLU(inplace=False)]
@@ -181,6 +182,7 @@ def default_vgg19_path() -> Path:
 
 
 def _read_state(path: Path) -> dict[str, Tensor]:
+    state: object
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -188,7 +190,7 @@ def _read_state(path: Path) -> dict[str, Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- re-raised with the file name
+    except Exception as exc:  # any reader failure: re-raised with the file name
         raise InputFileError(f"cannot read VGG19 weights from {path}: {exc}") from exc
     for wrapper in ("state_dict", "params_ema", "params", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):

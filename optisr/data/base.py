@@ -52,7 +52,7 @@ class Sample:
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W) of the high-resolution depth."""
-        return self.depth.shape  # type: ignore[return-value]
+        return self.depth.shape
 
 
 @dataclass(frozen=True)

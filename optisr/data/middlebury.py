@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -85,7 +86,14 @@ class Middlebury2005PMBA(PairedDataset):
     report_units = "0-255"
     report_scale = 1.0
     expected_count = 6
-    scene_names = {1: "Art", 2: "Books", 3: "Dolls", 4: "Laundry", 5: "Moebius", 6: "Reindeer"}
+    scene_names: ClassVar[dict[int, str]] = {
+        1: "Art",
+        2: "Books",
+        3: "Dolls",
+        4: "Laundry",
+        5: "Moebius",
+        6: "Reindeer",
+    }
     _layout = "<root>/test_color/N.png and <root>/test_gt/N.png (optional <root>/testxS/N.png)"
 
     def __init__(self, root: str | os.PathLike, *, lr_scale: int | None = None) -> None:

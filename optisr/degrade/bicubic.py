@@ -47,9 +47,7 @@ def cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
     return near + far
 
 
-def resize_weights(
-    n_in: int, n_out: int, scale: float, *, antialias: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
+def resize_weights(n_in: int, n_out: int, scale: float, *, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Tap indices and weights of a 1-D MATLAB bicubic resize.
 
     Args:
@@ -85,7 +83,7 @@ def resize_weights(
 def _resize_axis(x: np.ndarray, axis: int, n_out: int, scale: float, antialias: bool) -> np.ndarray:
     index, weight = resize_weights(x.shape[axis], n_out, scale, antialias=antialias)
     xm = np.moveaxis(x, axis, 0)
-    out = np.zeros((n_out,) + xm.shape[1:], dtype=np.float64)
+    out = np.zeros((n_out, *xm.shape[1:]), dtype=np.float64)
     extra = (slice(None),) + (None,) * (xm.ndim - 1)
     for k in range(index.shape[1]):
         out += weight[:, k][extra] * xm[index[:, k]]
@@ -124,18 +122,18 @@ def imresize(
     if arr.ndim not in (2, 3):
         raise ShapeError(f"imresize expects (H, W) or (H, W, C); got shape {arr.shape}")
     h, w = arr.shape[:2]
-    if (scale is None) == (output_shape is None):
-        raise ConfigError("imresize needs exactly one of scale= or output_shape=")
-    if output_shape is not None:
+    if output_shape is not None and scale is None:
         oh, ow = (int(v) for v in output_shape)
         if oh < 1 or ow < 1:
             raise ConfigError(f"output_shape must be positive; got {tuple(output_shape)}")
         scales = (oh / h, ow / w)
-    else:
+    elif scale is not None and output_shape is None:
         if not (np.isfinite(scale) and scale > 0):
             raise ConfigError(f"resize scale must be a finite number > 0; got {scale}")
         scales = (float(scale), float(scale))
         oh, ow = math.ceil(h * scale - 1e-9), math.ceil(w * scale - 1e-9)
+    else:
+        raise ConfigError("imresize needs exactly one of scale= or output_shape=")
     integer = arr.dtype.kind in "ui"
     if integer:
         lo, hi = np.iinfo(arr.dtype).min, np.iinfo(arr.dtype).max

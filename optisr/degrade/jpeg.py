@@ -40,6 +40,8 @@ def jpeg_compress(x: np.ndarray, quality: int) -> np.ndarray:
     if not ok:  # pragma: no cover - libjpeg does not fail on valid 8-bit input
         raise ShapeError(f"the JPEG encoder failed for an image of shape {x.shape}")
     dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if dec is None:  # pragma: no cover - the decoder reads what the encoder just wrote
+        raise ShapeError(f"the JPEG decoder failed for an image of shape {x.shape}")
     dec = dec[:, :, None] if dec.ndim == 2 else cv2.cvtColor(dec, cv2.COLOR_BGR2RGB)
     return dec.astype(np.float32) / 255.0
 

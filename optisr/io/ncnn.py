@@ -113,18 +113,14 @@ def read_ncnn_param(path: str | os.PathLike) -> NcnnModel:
         raise InputFileError(f"{path}: cannot read ncnn param file ({exc})") from exc
     lines = [ln for ln in lines if ln.strip()]
     if len(lines) < 2 or lines[0].strip() != str(NCNN_MAGIC):
-        raise InputFileError(
-            f"{path}: not an ncnn text param file (magic {NCNN_MAGIC} missing)"
-        )
+        raise InputFileError(f"{path}: not an ncnn text param file (magic {NCNN_MAGIC} missing)")
     try:
         layer_count, blob_count = (int(v) for v in lines[1].split())
         layers = [_parse_layer_line(line) for line in lines[2:]]
     except (ValueError, IndexError) as exc:
         raise InputFileError(f"{path}: malformed ncnn param file ({exc})") from exc
     if len(layers) != layer_count:
-        raise InputFileError(
-            f"{path}: header says {layer_count} layers, file has {len(layers)}"
-        )
+        raise InputFileError(f"{path}: header says {layer_count} layers, file has {len(layers)}")
     return NcnnModel(layers=layers, blob_count=blob_count)
 
 
@@ -153,9 +149,7 @@ class _BinReader:
 
     def _take(self, nbytes: int) -> bytes:
         if self.pos + nbytes > len(self.data):
-            raise InputFileError(
-                f"{self.path}: ncnn bin file too short (need {self.pos + nbytes} bytes)"
-            )
+            raise InputFileError(f"{self.path}: ncnn bin file too short (need {self.pos + nbytes} bytes)")
         chunk = self.data[self.pos : self.pos + nbytes]
         self.pos += nbytes
         return chunk
@@ -185,9 +179,7 @@ class _BinReader:
         return out
 
 
-def read_ncnn(
-    param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None
-) -> NcnnModel:
+def read_ncnn(param_path: str | os.PathLike, bin_path: str | os.PathLike | None = None) -> NcnnModel:
     """Parse an ncnn model and decode its weights.
 
     Args:
@@ -203,9 +195,7 @@ def read_ncnn(
             ``.bin`` whose size does not match the graph exactly.
     """
     param_path = Path(param_path)
-    bin_path = (
-        Path(bin_path) if bin_path is not None else param_path.with_suffix(".bin")
-    )
+    bin_path = Path(bin_path) if bin_path is not None else param_path.with_suffix(".bin")
     model = read_ncnn_param(param_path)
     try:
         data = bin_path.read_bytes()
@@ -218,22 +208,16 @@ def read_ncnn(
         elif layer.type == "PReLU":
             layer.weights["slope"] = rd.raw_f32(int(layer.get(0, 1)))
         elif layer.type not in _NO_WEIGHT_LAYERS:
-            raise InputFileError(
-                f"{param_path}: ncnn layer type {layer.type!r} ({layer.name}) is not supported"
-            )
+            raise InputFileError(f"{param_path}: ncnn layer type {layer.type!r} ({layer.name}) is not supported")
     if rd.pos != len(data):
-        raise InputFileError(
-            f"{bin_path}: {len(data) - rd.pos} bytes left over after the last layer"
-        )
+        raise InputFileError(f"{bin_path}: {len(data) - rd.pos} bytes left over after the last layer")
     model.bin_bytes = rd.pos
     return model
 
 
 def _read_weight_layer(layer: NcnnLayer, rd: _BinReader) -> None:
     num_output = int(layer.get(0))
-    layer.weights["weight"] = rd.tagged(
-        int(layer.get(6 if layer.type != "InnerProduct" else 2))
-    )
+    layer.weights["weight"] = rd.tagged(int(layer.get(6 if layer.type != "InnerProduct" else 2)))
     bias_key = 5 if layer.type != "InnerProduct" else 1
     if int(layer.get(bias_key)):
         layer.weights["bias"] = rd.raw_f32(num_output)

@@ -199,7 +199,7 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     _check_weights(weights)
     if tau <= 0:
         return weights
-    B, _, H, W = weights.shape
+    _, _, H, W = weights.shape
     zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
     has_v = torch.arange(H, device=weights.device).view(H, 1) < H - 1
     has_h = torch.arange(W, device=weights.device).view(1, W) < W - 1
@@ -207,8 +207,11 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     with torch.no_grad():
         a = (weights if affinity is None else affinity).detach()
         ninf = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
-        a_pad = F.pad(torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
-                      (1, 1, 1, 1), value=float("-inf"))
+        a_pad = F.pad(
+            torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
+            (1, 1, 1, 1),
+            value=float("-inf"),
+        )
         n_strong = _count_strong(w, tau)
         sel = torch.zeros_like(w, dtype=torch.bool)
         # 1. single pixels: raise the most similar edge of each weak pixel

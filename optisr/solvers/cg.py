@@ -103,7 +103,7 @@ def cg_solve(
         iters = torch.zeros(lead, dtype=torch.int64, device=r.device)
         one = torch.ones((), dtype=r.dtype, device=r.device)
         zero = torch.zeros((), dtype=r.dtype, device=r.device)
-        for it in range(max_iter):
+        for _ in range(max_iter):
             if bool(done.all()):
                 break
             q = matvec(p)

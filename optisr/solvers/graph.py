@@ -172,7 +172,7 @@ def adjoint_exact(
 
 
 def _soft_parts(weights: Tensor, op: DownsampleOperator, mask: Tensor | None, like: Tensor):
-    c = torch.ones((1, 1) + op.lr_size, dtype=like.dtype, device=like.device) if mask is None else mask.to(like.dtype)
+    c = torch.ones((1, 1, *op.lr_size), dtype=like.dtype, device=like.device) if mask is None else mask.to(like.dtype)
     lap = _Laplacian(weights, like)
 
     def matvec(v: Tensor) -> Tensor:

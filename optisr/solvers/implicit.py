@@ -16,7 +16,7 @@ from optisr.solvers.graph import SolverOptions, adjoint_exact, adjoint_soft, sol
 
 class _GraphSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, weights, source, mask, init, op, mode, options, backward_options):  # noqa: D401
+    def forward(ctx, weights, source, mask, init, op, mode, options, backward_options):
         solve = solve_exact if mode == "exact" else solve_soft
         x, info = solve(weights, source, op, mask=mask, init=init, options=options)
         ctx.save_for_backward(weights, x)

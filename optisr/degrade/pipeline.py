@@ -393,6 +393,7 @@ def build_training_pairs(
                 if img.shape[0] < p or img.shape[1] < p:
                     too_small.append(f"{f.name} ({img.shape[1]}×{img.shape[0]})")
                 for k, tile in enumerate(mine_noise_patches(img, cfg.noise.mining, zero_mean=False)):
+                    assert noise_dir is not None  # cfg.uses_noise
                     write_image(noise_dir / f"{f.stem}_{k:03d}.png", _u8(tile))
                     tiles_all.append(tile)
             n_noise = len(tiles_all)
@@ -431,6 +432,7 @@ def build_training_pairs(
                 else:
                     kernel = random_gaussian_kernel(cfg.kernels.gaussian, rng)
                 lr = degrade_with_kernel(hr, kernel, cfg.scale)
+                assert kernels_dir is not None  # kind == "realsr-kernel"
                 kernels_dir.mkdir(parents=True, exist_ok=True)
                 np.save(kernels_dir / f"{f.stem}.npy", kernel)
             else:
@@ -444,8 +446,14 @@ def build_training_pairs(
         record = {"degradation": config_to_dict(cfg), "seed": int(seed), "source": str(src_dir),
                   "pairs": len(files), "noise_patches": n_noise}  # fmt: skip
         (stage / "degradation.yaml").write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
-    rel = lambda p: None if p is None else out_dir / p.relative_to(stage)  # noqa: E731
-    return BuildResult(out_dir, len(files), n_noise, rel(hr_dir), rel(lr_dir), rel(noise_dir), rel(kernels_dir))
+
+    def final(p: Path) -> Path:  # where a staged path ended up
+        return out_dir / p.relative_to(stage)
+
+    return BuildResult(
+        out_dir, len(files), n_noise, final(hr_dir), final(lr_dir),
+        None if noise_dir is None else final(noise_dir), None if kernels_dir is None else final(kernels_dir),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------

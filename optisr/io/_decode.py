@@ -71,7 +71,7 @@ def peek_header(path: Path, data: bytes | np.ndarray | None = None) -> HeaderInf
                     return HeaderInfo((w, h), 1)
                 try:
                     orientation = int(im.getexif().get(0x0112, 1))
-                except Exception:  # noqa: BLE001 -- a broken EXIF block: treat as no orientation
+                except Exception:  # a broken EXIF block: treat as no orientation
                     orientation = 1
                 return HeaderInfo((w, h), orientation if 1 <= orientation <= 8 else 1)
     except Image.DecompressionBombError as exc:
@@ -79,7 +79,7 @@ def peek_header(path: Path, data: bytes | np.ndarray | None = None) -> HeaderInf
         raise _too_large(path, f"{int(m.group(1)):,} pixels declared" if m else "declared size") from None
     except InputFileError:
         raise
-    except Exception:  # noqa: BLE001 -- not a format Pillow knows, or a corrupt header: the decoder will say
+    except Exception:  # not a format Pillow knows, or a corrupt header: the decoder will say
         return HeaderInfo(None, 1)
 
 

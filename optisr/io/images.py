@@ -59,7 +59,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         data = np.fromfile(path, dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
     except (OSError, ValueError) as exc:
-        reason = "file not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else (getattr(exc, "strerror", None) or str(exc))
         if path.is_dir():
             reason = "is a directory"
         raise InputFileError(f"{path}: cannot read image ({reason})") from None

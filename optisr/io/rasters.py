@@ -88,7 +88,8 @@ class Raster:
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W)."""
-        return self.data.shape  # type: ignore[return-value]
+        h, w = self.data.shape[:2]
+        return h, w
 
     def as_float(self, fill: float = np.nan) -> np.ndarray:
         """(H, W) float32 copy with invalid pixels set to ``fill`` (NaN by default)."""

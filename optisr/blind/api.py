@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import pad_to_multiple, tiled_forward
 from optisr.errors import ConfigError, ShapeError
-from optisr.io.state_dict import LoadedModel
+from optisr.blind.checkpoints import LoadedModel
 
 __all__ = ["get_model", "upscale"]
 

@@ -198,7 +198,7 @@ def _load_pretrained(source: str, expect_arch: str, expect_hp: dict[str, Any], k
 
 
 def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None) -> nn.Module:
-    from optisr.io.state_dict import build_model
+    from optisr.blind.checkpoints import build_model
 
     net = build_model(cfg.type, cfg.hyperparameters())
     if state is not None:

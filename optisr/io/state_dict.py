@@ -108,19 +108,34 @@ def load_torch_checkpoint(
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" in str(exc).lower() or "weights_only" in str(exc):
+        detail = _weights_only_detail(exc)
+        if "unsupported global" in detail.lower():  # a class or function pickled by reference
             raise InputFileError(
                 f"{path}: not a plain {what} (it holds pickled Python objects, refused for safety); "
                 "re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
             ) from None
-        raise InputFileError(f"{path}: cannot read {what} ({_first_line(exc)})") from None
-    except Exception as exc:  # truncated zip archive, not a torch file, I/O errors
+        raise InputFileError(f"{path}: cannot read {what}, not a torch file ({detail})") from None
+    except Exception as exc:  # truncated zip archive, I/O errors
         raise InputFileError(f"{path}: cannot read {what}, truncated or not a torch file ({_first_line(exc)})") from None
 
 
+def _weights_only_detail(exc: BaseException) -> str:
+    """The actual reason inside torch's multi-line weights-only message (its advice dropped)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if rest:
+            return rest[0].split(". Please use", 1)[0].rstrip(".")
+    return _first_line(exc)
+
+
 def _first_line(exc: BaseException) -> str:
+    """First sentence of the first line of ``exc``'s message (its type name when empty)."""
     text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].strip().split(". ", 1)[0].rstrip(".")
 
 
 def load_state_dict_file(

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from optisr.blind.archs import RRDBNet, SRVGGNetCompact
-from optisr.errors import InputFileError
 from optisr.blind.checkpoints import convert_esrgan_keys, load_model_file
+from optisr.errors import InputFileError
 from optisr.io.state_dict import (
     canonicalize_state_dict,
     load_state_dict_file,

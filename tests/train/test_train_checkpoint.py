@@ -17,8 +17,9 @@ from optisr.train.checkpoint import (
     save_training_state,
     state_path,
 )
+from optisr.train.config import OptimConfig, SchedulerConfig
 from optisr.train.ema import ModelEMA
-from optisr.train.loop import OptimConfig, SchedulerConfig, build_optimizer, build_scheduler
+from optisr.train.optim import build_optimizer, build_scheduler
 
 
 def _setup(seed):

@@ -221,3 +221,20 @@ def test_run_training_undoes_a_failed_start(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):  # an existing run: config.yaml restored, states kept
         run_training(task, cfg, save_dir=run, resume=False, progress=False, device="cpu", config={"x": 3})
     assert (run / "config.yaml").read_text() == "x: 1\n" and (run / "state_00000012.pt").is_file()
+
+
+def test_device_rule_is_the_shared_one(monkeypatch, capsys):
+    from optisr.cli import main as cli_main
+    from optisr.cli import train as cli_train
+    from optisr.train import init_distributed
+
+    with pytest.raises(ConfigError, match="not a device name"):
+        init_distributed(device="bogus")  # before: torch's RuntimeError
+    auto = init_distributed(device="auto").device
+    assert auto == (torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu"))
+    monkeypatch.setitem(cli_train.ENGINES, "toy", cli_train.Engine("train_toy", "toy engine"))
+    capsys.readouterr()
+    assert cli_main.main(["train", "toy", "--device", "bogus"]) == 1
+    assert "--device 'bogus': not a device name" in capsys.readouterr().err
+    args = cli_main.build_parser().parse_args(["train", "toy"])
+    assert args.device == "auto" and args.gpu_id is None  # default: CUDA when available

@@ -44,7 +44,9 @@ def random_colour(rng: np.random.Generator) -> np.ndarray:
 class Material:
     """Albedo as a function of pixel position and depth; independent of the object's outline."""
 
-    def __init__(self, rng: np.random.Generator, cfg: SceneConfig, cam: Camera, flat=None) -> None:
+    def __init__(
+        self, rng: np.random.Generator, cfg: SceneConfig, cam: Camera, flat: np.ndarray | None = None
+    ) -> None:
         self.rng, self.cam = rng, cam
         self.c1 = random_colour(rng) if flat is None else flat.astype(_F32)
         self.kind = "flat"
@@ -118,7 +120,7 @@ _FONTS = (
 _CHARS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 "))
 
 
-def paint_marks(canvas: Canvas, rng, cfg: SceneConfig) -> None:
+def paint_marks(canvas: Canvas, rng: np.random.Generator, cfg: SceneConfig) -> None:
     """Printed-like blobs and text, each restricted to the surface under its centre."""
     h, w = canvas.seg.shape
     s = min(h, w)
@@ -159,7 +161,7 @@ def paint_marks(canvas: Canvas, rng, cfg: SceneConfig) -> None:
         region += a[..., None] * (colour - region)
 
 
-def _one_sided_gradients(z: np.ndarray, rel_jump: float):
+def _one_sided_gradients(z: np.ndarray, rel_jump: float) -> list[np.ndarray]:
     """Per-axis depth derivatives using the smaller one-sided difference (no smearing at edges)."""
     out = []
     for axis in (1, 0):
@@ -176,7 +178,7 @@ def _one_sided_gradients(z: np.ndarray, rel_jump: float):
     return out
 
 
-def shading(z: np.ndarray, cam: Camera, rng, cfg: SceneConfig) -> np.ndarray:
+def shading(z: np.ndarray, cam: Camera, rng: np.random.Generator, cfg: SceneConfig) -> np.ndarray:
     zu, zv = _one_sided_gradients(z, 0.05)
     rows, cols = grid(0, cam.h, 0, cam.w)
     f = _F32(cam.f)
@@ -189,7 +191,9 @@ def shading(z: np.ndarray, cam: Camera, rng, cfg: SceneConfig) -> np.ndarray:
     return amb + (_F32(1) - amb) * np.clip(lam, 0, 1)
 
 
-def form_guide(canvas: Canvas, depth: np.ndarray, cam: Camera, rng, cfg: SceneConfig) -> np.ndarray:
+def form_guide(
+    canvas: Canvas, depth: np.ndarray, cam: Camera, rng: np.random.Generator, cfg: SceneConfig
+) -> np.ndarray:
     h, w = cam.h, cam.w
     light = shading(depth, cam, rng, cfg)
     rows, cols = grid(0, h, 0, w)

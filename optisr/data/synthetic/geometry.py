@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from optisr.data.synthetic.config import SceneConfig
+
 __all__ = [
+    "Albedo",
     "Camera",
     "Canvas",
     "bbox",
@@ -33,6 +36,9 @@ __all__ = [
 ]
 
 _F32 = np.float32
+
+# albedo(rows, cols, z) -> (..., 3) float32: see Canvas.paint
+Albedo = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -83,7 +89,7 @@ class Canvas:
         return count
 
 
-def bbox(cy: float, cx: float, ry: float, rx: float, h: int, w: int):
+def bbox(cy: float, cx: float, ry: float, rx: float, h: int, w: int) -> tuple[int, int, int, int] | None:
     y0, y1 = max(0, int(math.floor(cy - ry))), min(h, int(math.ceil(cy + ry)) + 1)
     x0, x1 = max(0, int(math.floor(cx - rx))), min(w, int(math.ceil(cx + rx)) + 1)
     if y0 >= y1 or x0 >= x1:
@@ -91,11 +97,11 @@ def bbox(cy: float, cx: float, ry: float, rx: float, h: int, w: int):
     return y0, y1, x0, x1
 
 
-def grid(y0: int, y1: int, x0: int, x1: int):
+def grid(y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(y0, y1, dtype=_F32)[:, None], np.arange(x0, x1, dtype=_F32)[None, :]
 
 
-def plane_depth(cam: Camera, n: np.ndarray, p0: np.ndarray, rows, cols) -> np.ndarray:
+def plane_depth(cam: Camera, n: np.ndarray, p0: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Depth (mm) of the plane {X : n.X = n.p0} along the rays of pixels (rows, cols); inf if none."""
     d = float(n @ p0)
     a, b, c = (float(n[0]) / cam.f, float(n[1]) / cam.f, float(n[2]))
@@ -126,7 +132,7 @@ def rotation(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-def star_polygon(rng, u0: float, v0: float, r: float) -> np.ndarray:
+def star_polygon(rng: np.random.Generator, u0: float, v0: float, r: float) -> np.ndarray:
     k = int(rng.integers(3, 9))
     ang = np.sort(rng.uniform(0, 2 * math.pi, k))
     if rng.random() < 0.5:  # more regular shapes (boards, frames, tables)
@@ -137,7 +143,7 @@ def star_polygon(rng, u0: float, v0: float, r: float) -> np.ndarray:
     return np.stack([u0 + sx * rad * np.cos(ang), v0 + sy * rad * np.sin(ang)], 1)
 
 
-def poly_patch(poly: np.ndarray, h: int, w: int):
+def poly_patch(poly: np.ndarray, h: int, w: int) -> tuple[int, int, np.ndarray] | None:
     """Filled polygon mask over its (clipped) bounding box: (y0, x0, bool mask) or None."""
     x0, x1 = max(0, int(math.floor(poly[:, 0].min()))), min(w, int(math.ceil(poly[:, 0].max())) + 1)
     y0, y1 = max(0, int(math.floor(poly[:, 1].min()))), min(h, int(math.ceil(poly[:, 1].max())) + 1)
@@ -149,7 +155,10 @@ def poly_patch(poly: np.ndarray, h: int, w: int):
     return y0, x0, m.astype(bool)
 
 
-def render_polygon(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg, legs_out) -> None:
+def render_polygon(
+    canvas: Canvas, cam: Camera, rng: np.random.Generator, cfg: SceneConfig, u0: float, v0: float, r: float,
+    z0: float, mat: Albedo, seg: int, legs_out: list,
+) -> None:  # fmt: skip
     poly = star_polygon(rng, u0, v0, r)
     patch = poly_patch(poly, cam.h, cam.w)
     if patch is None:
@@ -169,7 +178,10 @@ def render_polygon(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg, legs_out) -> 
                 legs_out.append((u, v, float(zl), mat))
 
 
-def render_box(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg) -> None:
+def render_box(
+    canvas: Canvas, cam: Camera, rng: np.random.Generator, cfg: SceneConfig, u0: float, v0: float, r: float,
+    z0: float, mat: Albedo, seg: int,
+) -> None:  # fmt: skip
     zmin = cfg.depth_range_mm[0]
     size_mm = r * z0 / cam.f
     half = size_mm * rng.uniform(0.35, 0.8, 3)
@@ -201,7 +213,10 @@ def render_box(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg) -> None:
             canvas.paint(y0, x0, zp, mat, seg)
 
 
-def render_curved(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg) -> None:
+def render_curved(
+    canvas: Canvas, cam: Camera, rng: np.random.Generator, cfg: SceneConfig, u0: float, v0: float, r: float,
+    z0: float, mat: Albedo, seg: int,
+) -> None:  # fmt: skip
     kind = ("ellipsoid", "cylinder", "quadric")[rng.integers(3)]
     ang = rng.uniform(0, math.pi)
     ca, sa = math.cos(ang), math.sin(ang)
@@ -243,7 +258,10 @@ def render_curved(canvas, cam, rng, cfg, u0, v0, r, z0, mat, seg) -> None:
     canvas.paint(y0, x0, zp.astype(_F32, copy=False), mat, seg)
 
 
-def render_thin(canvas, cam, rng, cfg, pts: np.ndarray, z_ends, width: int, mat, seg) -> None:
+def render_thin(
+    canvas: Canvas, cam: Camera, rng: np.random.Generator, cfg: SceneConfig, pts: np.ndarray,
+    z_ends: tuple[float, float] | list[float], width: int, mat: Albedo, seg: int,
+) -> None:  # fmt: skip
     """Draws a polyline ``pts`` (k, 2) in (u, v) px, ``width`` px wide, depth interpolated along it."""
     h, w = cam.h, cam.w
     pad = width + 1

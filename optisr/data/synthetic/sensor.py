@@ -16,7 +16,10 @@ __all__ = ["simulate_sensor"]
 _F32 = np.float32
 
 
-def simulate_sensor(depth_clean: np.ndarray, rng, cfg: SceneConfig):
+def simulate_sensor(
+    depth_clean: np.ndarray, rng: np.random.Generator, cfg: SceneConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor depth (H, W) float32 mm, 0 at holes, and the valid mask (H, W) bool from ``depth_clean``."""
     h, w = depth_clean.shape
     depth = depth_clean.copy()
     if rng.random() < cfg.depth_noise_prob:

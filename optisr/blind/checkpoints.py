@@ -87,27 +87,16 @@ def convert_esrgan_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 def _convert_sequential_esrgan(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     out: dict[str, Tensor] = {}
     trunk = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
-    tail_idx = sorted(
-        {int(m.group(1)) for k in sd if (m := re.match(r"^model\.(\d+)\.weight$", k))}
-        - {0}
-    )
+    tail_idx = sorted({int(m.group(1)) for k in sd if (m := re.match(r"^model\.(\d+)\.weight$", k))} - {0})
     if len(tail_idx) != 4:
         raise InputFileError(
             f"original-ESRGAN checkpoint with {len(tail_idx) - 2} upsampling convs; only ×4 (2 convs) is supported"
         )
-    names = dict(
-        zip(tail_idx, ("conv_up1", "conv_up2", "conv_hr", "conv_last"), strict=True)
-    )
-    body_ids = [
-        int(m.group(1))
-        for k in sd
-        if (m := re.match(r"^model\.1\.sub\.(\d+)\.weight$", k))
-    ]
+    names = dict(zip(tail_idx, ("conv_up1", "conv_up2", "conv_hr", "conv_last"), strict=True))
+    body_ids = [int(m.group(1)) for k in sd if (m := re.match(r"^model\.1\.sub\.(\d+)\.weight$", k))]
     for key, value in sd.items():
         if m := trunk.match(key):
-            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = (
-                value
-            )
+            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
         elif m := re.match(r"^model\.1\.sub\.(\d+)\.(weight|bias)$", key):
             out[f"conv_body.{m.group(2)}"] = value
         elif m := re.match(r"^model\.(\d+)\.(weight|bias)$", key):
@@ -116,9 +105,7 @@ def _convert_sequential_esrgan(sd: dict[str, Tensor]) -> dict[str, Tensor]:
         else:
             out[key] = value
     if len(body_ids) != 1:
-        raise InputFileError(
-            "original-ESRGAN checkpoint without a single trunk conv (model.1.sub.N)"
-        )
+        raise InputFileError("original-ESRGAN checkpoint without a single trunk conv (model.1.sub.N)")
     return out
 
 
@@ -133,20 +120,14 @@ def detect_arch(sd: dict[str, Tensor]) -> tuple[str, dict]:
     Raises:
         InputFileError: the keys match no supported architecture.
     """
-    if (
-        "conv_first.weight" in sd
-        and "conv_last.weight" in sd
-        and "body.0.rdb1.conv1.weight" in sd
-    ):
+    if "conv_first.weight" in sd and "conv_last.weight" in sd and "body.0.rdb1.conv1.weight" in sd:
         num_block = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
         num_feat, in_first = sd["conv_first.weight"].shape[:2]
         num_out = sd["conv_last.weight"].shape[0]
         ratio = in_first // num_out
         scale = {1: 4, 4: 2, 16: 1}.get(ratio)
         if scale is None or in_first % num_out:
-            raise InputFileError(
-                f"RRDBNet conv_first has {in_first} input channels for {num_out} output channels"
-            )
+            raise InputFileError(f"RRDBNet conv_first has {in_first} input channels for {num_out} output channels")
         return "RRDBNet", {
             "num_in_ch": in_first // {4: 1, 2: 4, 1: 16}[scale],
             "num_out_ch": int(num_out),
@@ -155,14 +136,8 @@ def detect_arch(sd: dict[str, Tensor]) -> tuple[str, dict]:
             "num_block": num_block,
             "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
         }
-    body = sorted(
-        {int(m.group(1)) for k in sd if (m := re.match(r"^body\.(\d+)\.weight$", k))}
-    )
-    if (
-        body
-        and body[0] == 0
-        and all(re.match(r"^body\.\d+\.(weight|bias)$", k) for k in sd)
-    ):
+    body = sorted({int(m.group(1)) for k in sd if (m := re.match(r"^body\.(\d+)\.weight$", k))})
+    if body and body[0] == 0 and all(re.match(r"^body\.\d+\.(weight|bias)$", k) for k in sd):
         convs = [i for i in body if sd[f"body.{i}.weight"].ndim == 4]
         acts = [i for i in body if sd[f"body.{i}.weight"].ndim == 1]
         num_feat, num_in = sd["body.0.weight"].shape[:2]
@@ -170,9 +145,7 @@ def detect_arch(sd: dict[str, Tensor]) -> tuple[str, dict]:
         out_ch = num_in  # compact models are image-to-image with the same channel count
         scale = round((last.shape[0] / out_ch) ** 0.5)
         if scale * scale * out_ch != last.shape[0]:
-            raise InputFileError(
-                f"compact net: last conv has {last.shape[0]} channels, not out·scale²"
-            )
+            raise InputFileError(f"compact net: last conv has {last.shape[0]} channels, not out·scale²")
         return "SRVGGNetCompact", {
             "num_in_ch": int(num_in),
             "num_out_ch": int(out_ch),
@@ -190,9 +163,7 @@ def build_model(arch: str, hyperparameters: dict) -> nn.Module:
     hp = dict(hyperparameters)
     cls = {"RRDBNet": RRDBNet, "SRVGGNetCompact": SRVGGNetCompact}.get(arch)
     if cls is None:
-        raise InputFileError(
-            f"unknown architecture {arch!r}; expected RRDBNet or SRVGGNetCompact"
-        )
+        raise InputFileError(f"unknown architecture {arch!r}; expected RRDBNet or SRVGGNetCompact")
     return cls(hp.pop("num_in_ch"), hp.pop("num_out_ch"), **hp)
 
 
@@ -212,15 +183,11 @@ def load_model_file(path: str | os.PathLike) -> LoadedModel:
         arch, hp = detect_arch(sd)
         with torch.device("meta"):  # skip the random init: every tensor is overwritten
             model = build_model(arch, hp)
-        model.load_state_dict(
-            {k: v.float() for k, v in sd.items()}, strict=True, assign=True
-        )
+        model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
     except InputFileError as exc:
         raise InputFileError(f"{path}: {exc}") from exc
     except RuntimeError as exc:
-        raise InputFileError(
-            f"{path}: weights do not fit {arch}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise InputFileError(f"{path}: weights do not fit {arch}: {str(exc).splitlines()[0]}") from exc
     model.eval()
     return LoadedModel(
         model=model,

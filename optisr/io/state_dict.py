@@ -62,11 +62,7 @@ def canonicalize_state_dict(obj: object) -> dict[str, Tensor]:
         if any(isinstance(v, Tensor) for v in obj.values()):
             break
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-        if (
-            inner is None
-            and len(obj) == 1
-            and isinstance(next(iter(obj.values())), dict)
-        ):
+        if inner is None and len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
             inner = next(iter(obj.values()))
         if inner is None:
             break
@@ -116,7 +112,9 @@ def load_torch_checkpoint(
             ) from None
         raise InputFileError(f"{path}: cannot read {what}, not a torch file ({detail})") from None
     except Exception as exc:  # truncated zip archive, I/O errors
-        raise InputFileError(f"{path}: cannot read {what}, truncated or not a torch file ({_first_line(exc)})") from None
+        raise InputFileError(
+            f"{path}: cannot read {what}, truncated or not a torch file ({_first_line(exc)})"
+        ) from None
 
 
 def _weights_only_detail(exc: BaseException) -> str:
@@ -170,9 +168,7 @@ def load_state_dict_file(
         raise InputFileError(f"{path}: cannot load weights ({_first_line(exc)})") from exc
 
 
-def save_model_safetensors(
-    model: nn.Module, path: str | os.PathLike, **metadata: str
-) -> Path:
+def save_model_safetensors(model: nn.Module, path: str | os.PathLike, **metadata: str) -> Path:
     """Save a generator's weights (BasicSR key names) to safetensors with a metadata header.
 
     The header holds ``arch`` (class name), ``hyperparameters`` (JSON) and ``scale`` plus any
@@ -190,9 +186,7 @@ def save_model_safetensors(
     if "scale" in hp:
         meta["scale"] = str(hp["scale"])
     meta.update({k: str(v) for k, v in metadata.items()})
-    tensors = {
-        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

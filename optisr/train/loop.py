@@ -292,7 +292,10 @@ def _fit(
     wrapped = {name: wrap_ddp(m, info, **dict(ddp_kwargs or {})) for name, m in models.items()}
     train_params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
     logger = TrainLogger(
-        save_dir / "logs", enabled=info.is_main, purge_step=start + 1 if start > 0 else None, use_tensorboard=tensorboard
+        save_dir / "logs",
+        enabled=info.is_main,
+        purge_step=start + 1 if start > 0 else None,
+        use_tensorboard=tensorboard,
     )
     total = cfg.total_steps
     last_metrics: dict[str, float] = {}

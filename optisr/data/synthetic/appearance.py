@@ -44,9 +44,7 @@ def random_colour(rng: np.random.Generator) -> np.ndarray:
 class Material:
     """Albedo as a function of pixel position and depth; independent of the object's outline."""
 
-    def __init__(
-        self, rng: np.random.Generator, cfg: SceneConfig, cam: Camera, flat: np.ndarray | None = None
-    ) -> None:
+    def __init__(self, rng: np.random.Generator, cfg: SceneConfig, cam: Camera, flat: np.ndarray | None = None) -> None:
         self.rng, self.cam = rng, cam
         self.c1 = random_colour(rng) if flat is None else flat.astype(_F32)
         self.kind = "flat"

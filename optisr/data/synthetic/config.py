@@ -136,8 +136,7 @@ class SceneConfig:
         blo, bhi = self.background_depth_mm
         if blo < lo or bhi > hi:
             raise ConfigError(
-                f"background_depth_mm {self.background_depth_mm} must lie inside "
-                f"depth_range_mm {self.depth_range_mm}"
+                f"background_depth_mm {self.background_depth_mm} must lie inside depth_range_mm {self.depth_range_mm}"
             )
         if blo < 1.5 * lo:
             raise ConfigError(

@@ -195,8 +195,10 @@ def render_box(
             if n @ fc >= 0:  # back-facing
                 continue
             corners = np.array(
-                [fc + s1 * rot[:, a1] * half[a1] + s2 * rot[:, a2] * half[a2]
-                 for s1, s2 in ((1, 1), (1, -1), (-1, -1), (-1, 1))]
+                [
+                    fc + s1 * rot[:, a1] * half[a1] + s2 * rot[:, a2] * half[a2]
+                    for s1, s2 in ((1, 1), (1, -1), (-1, -1), (-1, 1))
+                ]
             )
             if np.any(corners[:, 2] < 0.3 * zmin):
                 return
@@ -266,8 +268,12 @@ def render_thin(
     h, w = cam.h, cam.w
     pad = width + 1
     box = bbox(
-        (pts[:, 1].min() + pts[:, 1].max()) / 2, (pts[:, 0].min() + pts[:, 0].max()) / 2,
-        (pts[:, 1].max() - pts[:, 1].min()) / 2 + pad, (pts[:, 0].max() - pts[:, 0].min()) / 2 + pad, h, w,
+        (pts[:, 1].min() + pts[:, 1].max()) / 2,
+        (pts[:, 0].min() + pts[:, 0].max()) / 2,
+        (pts[:, 1].max() - pts[:, 1].min()) / 2 + pad,
+        (pts[:, 0].max() - pts[:, 0].min()) / 2 + pad,
+        h,
+        w,
     )
     if box is None:
         return

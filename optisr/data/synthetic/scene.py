@@ -82,8 +82,13 @@ def _render_background(canvas: Canvas, cam: Camera, rng, cfg: SceneConfig) -> No
         alpha = -math.atan(ry_h)
         gamma = rng.uniform(-0.08, 0.08)
         nf = np.array([0.0, -math.cos(alpha), -math.sin(alpha)])
-        nf = np.array([nf[0] * math.cos(gamma) - nf[1] * math.sin(gamma),
-                       nf[0] * math.sin(gamma) + nf[1] * math.cos(gamma), nf[2]])
+        nf = np.array(
+            [
+                nf[0] * math.cos(gamma) - nf[1] * math.sin(gamma),
+                nf[0] * math.sin(gamma) + nf[1] * math.cos(gamma),
+                nf[2],
+            ]
+        )
         v_b = h - 1.0
         if (v_b - cam.cy) / cam.f > ry_h + 0.05:
             z_b = rng.uniform(1.3 * zmin, max(1.4 * zmin, 0.6 * z0))

@@ -15,7 +15,7 @@ from optisr.cli.main import main
 from optisr.config import build_config
 from optisr.errors import ConfigError
 from optisr.guided.model import GraphSRModel, load_guided_model
-from optisr.guided.train import GuidedTrainConfig
+from optisr.train.guided import GuidedTrainConfig
 from optisr.guided.training_data import make_training_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_bad_config_and_missing_data_dir(tmp_path, capsys):
 
 
 def test_masked_losses_against_manual_formulas():
-    from optisr.guided.train import masked_loss
+    from optisr.train.guided import masked_loss
 
     x = torch.tensor([[[[1.0, 2.0], [3.0, 10.0]]], [[[0.0, 0.0], [0.0, 4.0]]]])
     t = torch.zeros_like(x)

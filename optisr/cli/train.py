@@ -1,4 +1,4 @@
-"""``optisr train guided|blind``: train a model from a YAML config (engines: ``optisr.<engine>.train``).
+"""``optisr train guided|blind``: train a model from a YAML config (engines: ``optisr.train.<engine>``).
 
     optisr train ENGINE [--config FILE] [--save-dir DIR] [--resume [STATE]] [--opt KEY=VALUE]...
                         [KEY=VALUE ...] [--no-progress] [--device DEV]
@@ -63,12 +63,12 @@ def _guided_apply(module: ModuleType, cfg: Any, args: argparse.Namespace) -> Non
 
 ENGINES: dict[str, Engine] = {
     "guided": Engine(
-        "optisr.guided.train",
+        "optisr.train.guided",
         "guided depth SR: learn the graph-regularisation weights",
         add_options=_guided_options,
         apply_options=_guided_apply,
     ),
-    "blind": Engine("optisr.blind.train", "blind real-world SR: train an RRDBNet / Real-ESRGAN generator"),
+    "blind": Engine("optisr.train.blind", "blind real-world SR: train an RRDBNet / Real-ESRGAN generator"),
 }
 
 

@@ -15,7 +15,11 @@ One concept per module:
 * :mod:`~optisr.train.run` — :func:`run_training`: one run in a run folder (``config.yaml``, resume,
   a failed start leaves the folder as it was).
 
-The command line (``optisr train``: options, ``KEY=VALUE`` overrides) lives in :mod:`optisr.cli.train`.
+Engines (imported on demand, not by this package): :mod:`~optisr.train.guided` (guided depth SR)
+and :mod:`~optisr.train.blind` (blind real-world SR), each with ``CONFIG_CLASS`` and a plain
+``train(cfg, ...)``. They sit above :mod:`optisr.guided` / :mod:`optisr.blind`, which know nothing
+about training loops. The command line (``optisr train``: options, ``KEY=VALUE`` overrides) lives
+in :mod:`optisr.cli.train`.
 
 Importing this package imports torch but not tensorboard or tqdm.
 """

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from optisr.blind.archs import RRDBNet
-from optisr.blind.train import BlindTrainConfig, build_task
+from optisr.train.blind import BlindTrainConfig, build_task
 from optisr.blind.training_data import PairedImages, make_batch
 from optisr.cli.main import main
 from optisr.errors import ConfigError

@@ -360,9 +360,9 @@ def build_config(
 ) -> T:
     """Load ``path`` (or start from ``base`` / ``{}``), apply ``overrides`` and build ``cls``.
 
-    This is what a trainer's ``run(args)`` calls::
+    This is what ``optisr train`` calls (:mod:`optisr.cli.train`)::
 
-        cfg = build_config(MyConfig, args.config, collect_overrides(args))
+        cfg = build_config(engine.CONFIG_CLASS, args.config, collect_overrides(args))
     """
     data = dict(base or {})
     if path is not None:

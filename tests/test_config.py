@@ -11,7 +11,8 @@ import yaml
 
 from optisr.errors import ConfigError, InputFileError
 from optisr.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
-from optisr.train.loop import TrainConfig, add_common_train_args, collect_overrides
+from optisr.cli.train import add_common_train_args, collect_overrides
+from optisr.train.config import TrainConfig
 
 
 @dataclass

@@ -552,7 +552,7 @@ def test_graph_sr_model_forward_backward_float64_matches_cpu(mode):
 
 
 def _tiny_task(**over):
-    from optisr.guided.train import GuidedTask, GuidedTrainConfig
+    from optisr.train.guided import GuidedTask, GuidedTrainConfig
     from optisr.config import build_config
 
     overrides = [f"{k}={v}" for k, v in over.items()]

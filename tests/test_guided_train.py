@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file
 
 from optisr.cli.main import main
+from optisr.config import build_config
 from optisr.errors import ConfigError
 from optisr.guided.model import GraphSRModel, load_guided_model
-from optisr.guided.train import GuidedTrainConfig
+from optisr.train.guided import GuidedTrainConfig
 from optisr.guided.training_data import make_training_batch
-from optisr.config import build_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "guided" / "tiny.yaml"
@@ -44,7 +44,9 @@ def test_tiny_run_writes_release_state_and_logs(tmp_path):
     images = list((tmp_path / "logs").rglob("*.png"))
     assert events or images  # TensorBoard (scalars + the validation panel) or its PNG fallback
     if events:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
 
         acc = EventAccumulator(str(events[0])).Reload()
         assert any(t.startswith("val/panel") for t in acc.Tags()["images"])
@@ -116,7 +118,7 @@ def test_bad_config_and_missing_data_dir(tmp_path, capsys):
 
 
 def test_masked_losses_against_manual_formulas():
-    from optisr.guided.train import masked_loss
+    from optisr.train.guided import masked_loss
 
     x = torch.tensor([[[[1.0, 2.0], [3.0, 10.0]]], [[[0.0, 0.0], [0.0, 4.0]]]])
     t = torch.zeros_like(x)
@@ -161,3 +163,22 @@ def test_init_weights_starts_from_a_release(tmp_path, capsys):
     assert "another architecture (model.features=4 there, 3 here)" in capsys.readouterr().err
     # the network may run at another resolution: same parameters
     assert _train(tmp_path / "d", "train.total_steps=1", f"init_weights={release}", "model.feature_stride=2") == 0
+
+
+def test_failed_resume_leaves_nothing_behind(tmp_path, capsys):
+    """A start that fails (bad resume file) must not leave the config.yaml / folders it created."""
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    run = tmp_path / "new" / "run"
+    assert _train(run, "--resume", str(bad)) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.pt: cannot read training state" in err
+    assert not (tmp_path / "new").exists()
+
+    old = tmp_path / "old"  # an existing run folder: its config.yaml is kept as it was
+    old.mkdir()
+    (old / "config.yaml").write_text("name: previous\n")
+    (old / "notes.txt").write_text("mine")
+    assert _train(old, "--resume", str(bad), "train.total_steps=5") == 1
+    assert sorted(p.name for p in old.iterdir()) == ["config.yaml", "notes.txt"]
+    assert (old / "config.yaml").read_text() == "name: previous\n"

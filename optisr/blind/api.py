@@ -16,7 +16,7 @@ from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import pad_to_multiple, tiled_forward
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
-from optisr.io.state_dict import LoadedModel
+from optisr.blind.checkpoints import LoadedModel
 
 __all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "get_model", "upscale"]
 

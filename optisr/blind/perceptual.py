@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.io.state_dict import load_torch_checkpoint
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -183,15 +184,15 @@ def default_vgg19_path() -> Path:
 
 def _read_state(path: Path) -> dict[str, Tensor]:
     state: object
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix != ".safetensors":
+        state = load_torch_checkpoint(path, what="VGG19 weights file")
+    else:
+        try:
             from safetensors.torch import load_file
 
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any reader failure: re-raised with the file name
-        raise InputFileError(f"cannot read VGG19 weights from {path}: {exc}") from exc
+        except Exception as exc:  # any reader failure: re-raised with the file name
+            raise InputFileError(f"cannot read VGG19 weights from {path}: {exc}") from exc
     for wrapper in ("state_dict", "params_ema", "params", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]

@@ -22,12 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optisr.errors import ConfigError, InputFileError
-from optisr.io.state_dict import (
-    LoadedModel,
-    build_model,
-    load_model_file,
-    save_model_safetensors,
-)
+from optisr.blind.checkpoints import LoadedModel, build_model, load_model_file
+from optisr.io.state_dict import save_model_safetensors
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -239,7 +235,7 @@ def load_model(model: str | os.PathLike) -> LoadedModel:
         model: a registry name (:data:`MODELS`), or a path to ``.safetensors``/``.pth``/``.pt``/
             ``.ckpt`` (any ESRGAN/BasicSR/Real-ESRGAN key layout) or to an ncnn ``.param``.
     Returns:
-        :class:`~optisr.io.state_dict.LoadedModel` (eval mode, float32, CPU).
+        :class:`~optisr.blind.checkpoints.LoadedModel` (eval mode, float32, CPU).
     Raises:
         ConfigError: unknown name / package missing. InputFileError: bad or missing file.
     """

@@ -21,7 +21,7 @@ image ``I`` downscaled by ``k`` (``(I ⋆ k)↓2``) has the same patch distribut
 
 Crops are drawn with probability growing with the local gradient magnitude, as in KernelGAN.
 The ×4 kernel is the analytic composition of the ×2 kernel with itself
-(:func:`optisr.degrade.kernels.compose_x4_kernel`).
+(:func:`optisr.degrade.kernel_math.compose_x4_kernel`).
 
 The returned kernel is a *correlation* kernel anchored at its middle pixel, ready for
 :func:`optisr.degrade.kernels.degrade_with_kernel`.
@@ -35,7 +35,7 @@ import numpy as np
 
 from optisr.degrade._image import check_image
 from optisr.degrade.bicubic import cubic
-from optisr.degrade.kernels import compose_x4_kernel, normalise_kernel
+from optisr.degrade.kernel_math import compose_x4_kernel, normalise_kernel
 from optisr.errors import ConfigError, ShapeError
 
 __all__ = ["KernelGANConfig", "estimate_kernel"]

@@ -1,30 +1,24 @@
-"""Checkpoint loading, key canonicalisation and architecture detection for SR generators.
+"""Generic weights files: read tensors (and metadata), unwrap training checkpoints, write safetensors.
 
 Supported inputs:
 
-* ``.pth`` / ``.pt`` / ``.ckpt`` through ``torch.load(weights_only=True)`` (no arbitrary pickles);
+* ``.pth`` / ``.pt`` / ``.ckpt`` through :func:`load_torch_checkpoint` (``torch.load`` with
+  ``weights_only=True``: no arbitrary pickles, and a one-line error in our words when refused);
 * ``.safetensors`` (our own files carry an ``optisr`` metadata header with arch and hyperparameters).
 
 Wrappers ``params_ema``, ``params``, ``state_dict``, ``model_state_dict``, ``model``, ``net``
-(and ``params-ema``) are unwrapped, and ``module.`` / ``netG.`` prefixes stripped. Three RRDBNet
-key layouts are recognised and mapped to the BasicSR one:
-
-* BasicSR / Real-ESRGAN: ``conv_first``, ``body.i.rdbj.convk``, ``conv_body``, ``conv_up1/2``,
-  ``conv_hr``, ``conv_last``;
-* old BasicSR / RealSR / OTSR: ``RRDB_trunk.i.RDBj.convk``, ``trunk_conv``, ``upconv1/2``, ``HRconv``;
-* original ESRGAN (sequential): ``model.0``, ``model.1.sub.i.RDBj.convk.0``, ``model.1.sub.nb``,
-  ``model.3``, ``model.6``, ``model.8``, ``model.10`` (×4 only).
-
-SRVGGNetCompact (``body.N`` with PReLU or no activation weights) is detected too.
+(and ``params-ema``) are unwrapped, and ``module.`` / ``netG.`` prefixes stripped. Knowledge of
+particular architectures (key layouts, building a network) lives with the engine that owns
+them, e.g. :mod:`optisr.blind.checkpoints`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from dataclasses import dataclass, field
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,13 +27,9 @@ from optisr.errors import InputFileError
 from optisr.io.atomic import atomic_path
 
 __all__ = [
-    "LoadedModel",
-    "build_model",
     "canonicalize_state_dict",
-    "convert_esrgan_keys",
-    "detect_arch",
-    "load_model_file",
     "load_state_dict_file",
+    "load_torch_checkpoint",
     "save_model_safetensors",
 ]
 
@@ -53,25 +43,6 @@ _WRAPPERS = (
     "net",
 )
 _PREFIXES = ("module.", "netG.", "generator.")
-
-
-@dataclass
-class LoadedModel:
-    """A generator built from a weights file, with what was inferred about it.
-
-    Attributes:
-        model: the ``nn.Module`` in eval mode, float32, on CPU.
-        arch: ``"RRDBNet"`` or ``"SRVGGNetCompact"``.
-        scale: upscale factor of one forward pass.
-        hyperparameters: constructor arguments of ``model``.
-        metadata: string metadata (safetensors header or empty).
-    """
-
-    model: nn.Module
-    arch: str
-    scale: int
-    hyperparameters: dict
-    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def canonicalize_state_dict(obj: object) -> dict[str, Tensor]:
@@ -91,11 +62,7 @@ def canonicalize_state_dict(obj: object) -> dict[str, Tensor]:
         if any(isinstance(v, Tensor) for v in obj.values()):
             break
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), dict)), None)
-        if (
-            inner is None
-            and len(obj) == 1
-            and isinstance(next(iter(obj.values())), dict)
-        ):
+        if inner is None and len(obj) == 1 and isinstance(next(iter(obj.values())), dict):
             inner = next(iter(obj.values()))
         if inner is None:
             break
@@ -111,148 +78,62 @@ def canonicalize_state_dict(obj: object) -> dict[str, Tensor]:
     return sd
 
 
-_OLD_RENAMES = (
-    (
-        re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)$"),
-        r"body.\1.rdb\2.conv\3.\4",
-    ),
-    (re.compile(r"^trunk_conv\."), "conv_body."),
-    (re.compile(r"^upconv1\."), "conv_up1."),
-    (re.compile(r"^upconv2\."), "conv_up2."),
-    (re.compile(r"^HRconv\."), "conv_hr."),
-)
+def load_torch_checkpoint(
+    path: str | os.PathLike, *, map_location: str | torch.device = "cpu", what: str = "weights file"
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors that name the file.
 
-
-def convert_esrgan_keys(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Map old RRDBNet key layouts (RealSR/old BasicSR, original ESRGAN) to BasicSR names.
-
-    Keys already in the BasicSR layout pass through unchanged, so the function is idempotent.
-
-    Raises:
-        InputFileError: an original-ESRGAN dict whose upsampler is not the ×4 two-stage one.
-    """
-    if "model.0.weight" in sd:
-        return _convert_sequential_esrgan(sd)
-    out: dict[str, Tensor] = {}
-    for key, value in sd.items():
-        for pattern, repl in _OLD_RENAMES:
-            key = pattern.sub(repl, key)
-        out[key] = value
-    return out
-
-
-def _convert_sequential_esrgan(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    out: dict[str, Tensor] = {}
-    trunk = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
-    tail_idx = sorted(
-        {int(m.group(1)) for k in sd if (m := re.match(r"^model\.(\d+)\.weight$", k))}
-        - {0}
-    )
-    if len(tail_idx) != 4:
-        raise InputFileError(
-            f"original-ESRGAN checkpoint with {len(tail_idx) - 2} upsampling convs; only ×4 (2 convs) is supported"
-        )
-    names = dict(
-        zip(tail_idx, ("conv_up1", "conv_up2", "conv_hr", "conv_last"), strict=True)
-    )
-    body_ids = [
-        int(m.group(1))
-        for k in sd
-        if (m := re.match(r"^model\.1\.sub\.(\d+)\.weight$", k))
-    ]
-    for key, value in sd.items():
-        if m := trunk.match(key):
-            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = (
-                value
-            )
-        elif m := re.match(r"^model\.1\.sub\.(\d+)\.(weight|bias)$", key):
-            out[f"conv_body.{m.group(2)}"] = value
-        elif m := re.match(r"^model\.(\d+)\.(weight|bias)$", key):
-            idx = int(m.group(1))
-            out[f"{'conv_first' if idx == 0 else names[idx]}.{m.group(2)}"] = value
-        else:
-            out[key] = value
-    if len(body_ids) != 1:
-        raise InputFileError(
-            "original-ESRGAN checkpoint without a single trunk conv (model.1.sub.N)"
-        )
-    return out
-
-
-def detect_arch(sd: dict[str, Tensor]) -> tuple[str, dict]:
-    """Infer the architecture and its constructor arguments from key names and tensor shapes.
+    Only tensors, numbers, strings and plain containers are accepted: a file that needs arbitrary
+    pickled Python objects is refused (it could run code when read) without torch's multi-line
+    advice to switch the safety off.
 
     Args:
-        sd: a canonical state dict (after :func:`canonicalize_state_dict` and
-            :func:`convert_esrgan_keys`).
+        path: a ``.pth`` / ``.pt`` / ``.ckpt`` file written by ``torch.save``.
+        map_location: where tensors are placed, as for ``torch.load``.
+        what: how messages name the file's role (``"weights file"``, ``"training state"``...).
+
     Returns:
-        ``(arch, hyperparameters)`` with ``arch`` in ``{"RRDBNet", "SRVGGNetCompact"}``.
+        what ``torch.load`` returns.
+
     Raises:
-        InputFileError: the keys match no supported architecture.
+        InputFileError: missing, truncated or unreadable, or holding pickled objects.
     """
-    if (
-        "conv_first.weight" in sd
-        and "conv_last.weight" in sd
-        and "body.0.rdb1.conv1.weight" in sd
-    ):
-        num_block = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("body."))
-        num_feat, in_first = sd["conv_first.weight"].shape[:2]
-        num_out = sd["conv_last.weight"].shape[0]
-        ratio = in_first // num_out
-        scale = {1: 4, 4: 2, 16: 1}.get(ratio)
-        if scale is None or in_first % num_out:
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        detail = _weights_only_detail(exc)
+        if "unsupported global" in detail.lower():  # a class or function pickled by reference
             raise InputFileError(
-                f"RRDBNet conv_first has {in_first} input channels for {num_out} output channels"
-            )
-        return "RRDBNet", {
-            "num_in_ch": in_first // {4: 1, 2: 4, 1: 16}[scale],
-            "num_out_ch": int(num_out),
-            "scale": scale,
-            "num_feat": int(num_feat),
-            "num_block": num_block,
-            "num_grow_ch": int(sd["body.0.rdb1.conv1.weight"].shape[0]),
-        }
-    body = sorted(
-        {int(m.group(1)) for k in sd if (m := re.match(r"^body\.(\d+)\.weight$", k))}
-    )
-    if (
-        body
-        and body[0] == 0
-        and all(re.match(r"^body\.\d+\.(weight|bias)$", k) for k in sd)
-    ):
-        convs = [i for i in body if sd[f"body.{i}.weight"].ndim == 4]
-        acts = [i for i in body if sd[f"body.{i}.weight"].ndim == 1]
-        num_feat, num_in = sd["body.0.weight"].shape[:2]
-        last = sd[f"body.{convs[-1]}.weight"]
-        out_ch = num_in  # compact models are image-to-image with the same channel count
-        scale = round((last.shape[0] / out_ch) ** 0.5)
-        if scale * scale * out_ch != last.shape[0]:
-            raise InputFileError(
-                f"compact net: last conv has {last.shape[0]} channels, not out·scale²"
-            )
-        return "SRVGGNetCompact", {
-            "num_in_ch": int(num_in),
-            "num_out_ch": int(out_ch),
-            "num_feat": int(num_feat),
-            "num_conv": len(convs) - 2,
-            "scale": scale,
-            "act_type": "prelu" if acts else "relu",
-        }
-    sample = ", ".join(list(sd)[:4])
-    raise InputFileError(f"unsupported architecture (keys start with: {sample})")
-
-
-def build_model(arch: str, hyperparameters: dict) -> nn.Module:
-    """Instantiate ``arch`` (``"RRDBNet"`` or ``"SRVGGNetCompact"``) with its arguments."""
-    from optisr.blind.archs import RRDBNet, SRVGGNetCompact
-
-    hp = dict(hyperparameters)
-    cls = {"RRDBNet": RRDBNet, "SRVGGNetCompact": SRVGGNetCompact}.get(arch)
-    if cls is None:
+                f"{path}: not a plain {what} (it holds pickled Python objects, refused for safety); "
+                "re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
+            ) from None
+        raise InputFileError(f"{path}: cannot read {what}, not a torch file ({detail})") from None
+    except Exception as exc:  # truncated zip archive, I/O errors
         raise InputFileError(
-            f"unknown architecture {arch!r}; expected RRDBNet or SRVGGNetCompact"
-        )
-    return cls(hp.pop("num_in_ch"), hp.pop("num_out_ch"), **hp)
+            f"{path}: cannot read {what}, truncated or not a torch file ({_first_line(exc)})"
+        ) from None
+
+
+def _weights_only_detail(exc: BaseException) -> str:
+    """The actual reason inside torch's multi-line weights-only message (its advice dropped)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        rest = [line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()]
+        if rest:
+            return rest[0].split(". Please use", 1)[0].rstrip(".")
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """First sentence of the first line of ``exc``'s message (its type name when empty)."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    return text.splitlines()[0].strip().split(". ", 1)[0].rstrip(".")
 
 
 def load_state_dict_file(
@@ -277,55 +158,17 @@ def load_state_dict_file(
                 obj = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         else:
             meta = {}
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = load_torch_checkpoint(path)
         return canonicalize_state_dict(obj), meta
     except InputFileError as exc:
+        if str(exc).startswith(f"{path}:"):  # already names the file (load_torch_checkpoint)
+            raise
         raise InputFileError(f"{path}: {exc}") from exc
-    except (
-        Exception
-    ) as exc:  # pickle errors, truncated files, safetensors header errors
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputFileError(f"{path}: cannot load weights ({msg})") from exc
+    except Exception as exc:  # safetensors header errors, truncated files
+        raise InputFileError(f"{path}: cannot load weights ({_first_line(exc)})") from exc
 
 
-def load_model_file(path: str | os.PathLike) -> LoadedModel:
-    """Build a generator from a weights file, inferring architecture, scale and sizes.
-
-    Args:
-        path: ``.pth``/``.pt``/``.ckpt``/``.safetensors`` in any supported key layout.
-    Returns:
-        :class:`LoadedModel` with the model in eval mode (float32, CPU).
-    Raises:
-        InputFileError: the file is missing, unreadable, or its keys do not match exactly.
-    """
-    sd, meta = load_state_dict_file(path)
-    try:
-        sd = convert_esrgan_keys(sd)
-        arch, hp = detect_arch(sd)
-        with torch.device("meta"):  # skip the random init: every tensor is overwritten
-            model = build_model(arch, hp)
-        model.load_state_dict(
-            {k: v.float() for k, v in sd.items()}, strict=True, assign=True
-        )
-    except InputFileError as exc:
-        raise InputFileError(f"{path}: {exc}") from exc
-    except RuntimeError as exc:
-        raise InputFileError(
-            f"{path}: weights do not fit {arch}: {str(exc).splitlines()[0]}"
-        ) from exc
-    model.eval()
-    return LoadedModel(
-        model=model,
-        arch=arch,
-        scale=int(hp["scale"]),
-        hyperparameters=hp,
-        metadata=meta,
-    )
-
-
-def save_model_safetensors(
-    model: nn.Module, path: str | os.PathLike, **metadata: str
-) -> Path:
+def save_model_safetensors(model: nn.Module, path: str | os.PathLike, **metadata: str) -> Path:
     """Save a generator's weights (BasicSR key names) to safetensors with a metadata header.
 
     The header holds ``arch`` (class name), ``hyperparameters`` (JSON) and ``scale`` plus any
@@ -343,9 +186,7 @@ def save_model_safetensors(
     if "scale" in hp:
         meta["scale"] = str(hp["scale"])
     meta.update({k: str(v) for k, v in metadata.items()})
-    tensors = {
-        k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -9,43 +9,70 @@ One concept per module:
 * :mod:`~optisr.train.checkpoint` — atomic ``state_{step:08d}.pt`` training states;
 * :mod:`~optisr.train.distributed` — torchrun / DDP helpers;
 * :mod:`~optisr.train.logger` — TensorBoard + ``metrics.jsonl``;
-* :mod:`~optisr.train.loop` — :func:`fit`, the :class:`TrainTask` protocol, :class:`TrainConfig`.
+* :mod:`~optisr.train.config` — the ``train:`` / ``path:`` config sections (:class:`TrainConfig`...);
+* :mod:`~optisr.train.optim` — optimizers, learning-rate schedules, gradient clipping;
+* :mod:`~optisr.train.loop` — :func:`fit` and the :class:`TrainTask` protocol;
+* :mod:`~optisr.train.run` — :func:`run_training`: one run in a run folder (``config.yaml``, resume,
+  a failed start leaves the folder as it was).
+
+Engines (imported on demand, not by this package): :mod:`~optisr.train.guided` (guided depth SR)
+and :mod:`~optisr.train.blind` (blind real-world SR), each with ``CONFIG_CLASS`` and a plain
+``train(cfg, ...)``. They sit above :mod:`optisr.guided` / :mod:`optisr.blind`, which know nothing
+about training loops. The command line (``optisr train``: options, ``KEY=VALUE`` overrides) lives
+in :mod:`optisr.cli.train`.
 
 Importing this package imports torch but not tensorboard or tqdm.
 """
 
-from optisr.config import apply_overrides, build_config, from_dict, load_yaml_config, to_dict
-from optisr.train.checkpoint import latest_state, load_training_state, prune_states, save_training_state, state_path
-from optisr.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from optisr.config import (
+    apply_overrides,
+    build_config,
+    from_dict,
+    load_yaml_config,
+    to_dict,
+)
+from optisr.train.checkpoint import (
+    find_resumable_state,
+    latest_state,
+    load_training_state,
+    prune_states,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
+    state_path,
+)
+from optisr.train.config import OptimConfig, PathConfig, SchedulerConfig, TrainConfig
+from optisr.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
 from optisr.train.ema import ModelEMA, unwrap_model
 from optisr.train.logger import TrainLogger
-from optisr.train.loop import (
-    FitResult,
-    OptimConfig,
-    SchedulerConfig,
-    PathConfig,
-    TrainConfig,
-    TrainTask,
-    add_common_train_args,
-    build_optimizer,
-    build_scheduler,
-    clip_gradients,
-    collect_overrides,
-    fit,
+from optisr.train.loop import FitResult, TrainTask, fit
+from optisr.train.optim import build_optimizer, build_scheduler, clip_gradients
+from optisr.train.run import run_training
+from optisr.train.seeding import (
+    rng_state,
+    seed_everything,
+    set_rng_state,
+    step_generator,
+    step_rng,
 )
-from optisr.train.seeding import rng_state, seed_everything, set_rng_state, step_generator, step_rng
 
 __all__ = [
     "DistInfo",
     "FitResult",
     "ModelEMA",
     "OptimConfig",
-    "SchedulerConfig",
     "PathConfig",
+    "SchedulerConfig",
     "TrainConfig",
     "TrainLogger",
     "TrainTask",
-    "add_common_train_args",
     "all_reduce_mean",
     "apply_overrides",
     "barrier",
@@ -54,7 +81,7 @@ __all__ = [
     "build_scheduler",
     "cleanup",
     "clip_gradients",
-    "collect_overrides",
+    "find_resumable_state",
     "fit",
     "from_dict",
     "init_distributed",
@@ -62,7 +89,10 @@ __all__ = [
     "load_training_state",
     "load_yaml_config",
     "prune_states",
+    "read_training_state",
+    "restore_training_state",
     "rng_state",
+    "run_training",
     "save_training_state",
     "seed_everything",
     "set_rng_state",

@@ -29,15 +29,19 @@ from torch import nn
 
 from optisr.errors import ConfigError, InputFileError
 from optisr.io.atomic import atomic_path
+from optisr.io.state_dict import load_torch_checkpoint
 from optisr.train.ema import ModelEMA, unwrap_model
 from optisr.train.seeding import rng_state, set_rng_state
 
 __all__ = [
     "STATE_FORMAT",
+    "find_resumable_state",
     "latest_state",
     "list_states",
     "load_training_state",
     "prune_states",
+    "read_training_state",
+    "restore_training_state",
     "save_training_state",
     "state_path",
 ]
@@ -184,6 +188,57 @@ def save_training_state(
     return path
 
 
+def read_training_state(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read and check a state file written by :func:`save_training_state`, without applying it.
+
+    Returns:
+        the stored mapping (see :func:`save_training_state`).
+
+    Raises:
+        InputFileError: one line naming the file: missing, truncated or otherwise unreadable, or
+            not an optisr training state.
+    """
+    path = Path(path)
+    state = load_torch_checkpoint(path, map_location=map_location, what="training state")
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise InputFileError(f"{path}: not an optisr training state (format {STATE_FORMAT})")
+    return state
+
+
+def restore_training_state(
+    state: Mapping[str, Any],
+    *,
+    path: str | os.PathLike,
+    model: nn.Module | Mapping[str, nn.Module],
+    optimizer: OneOrMany,
+    scheduler: OneOrMany = None,
+    ema: ModelEMA | None = None,
+    restore_rng: bool = True,
+) -> tuple[int, dict[str, Any]]:
+    """Load a state from :func:`read_training_state` into the given objects.
+
+    Restores the global RNG states unless ``restore_rng=False``. ``path`` only names the file in
+    messages.
+
+    Returns:
+        ``(step, extra)``.
+
+    Raises:
+        InputFileError: the state lacks a requested part.
+    """
+    path = Path(path)
+    _load_into(model, state["model"], "model", path)
+    _load_into(optimizer, state["optimizer"], "optimizer", path)
+    _load_into(scheduler, state["scheduler"], "scheduler", path)
+    if ema is not None:
+        if state.get("ema") is None:
+            raise InputFileError(f"{path}: holds no EMA state")
+        ema.load_state_dict(state["ema"])
+    if restore_rng and state.get("rng") is not None:
+        set_rng_state(state["rng"])
+    return int(state["step"]), dict(state.get("extra") or {})
+
+
 def load_training_state(
     path: str | os.PathLike,
     *,
@@ -196,31 +251,47 @@ def load_training_state(
 ) -> tuple[int, dict[str, Any]]:
     """Load a state written by :func:`save_training_state` into the given objects.
 
-    Uses ``torch.load(weights_only=True)``. Restores the global RNG states unless
-    ``restore_rng=False``.
+    :func:`read_training_state` then :func:`restore_training_state`: ``torch.load`` with
+    ``weights_only=True``; restores the global RNG states unless ``restore_rng=False``.
 
     Returns:
         ``(step, extra)``.
 
     Raises:
-        InputFileError: the file is missing, not a training state, or lacks a requested part.
+        InputFileError: the file is missing, unreadable, not a training state, or lacks a
+            requested part (one line naming the file).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: training state not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated file, foreign pickle...
-        raise InputFileError(f"{path}: cannot read training state ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise InputFileError(f"{path}: not an optisr training state (format {STATE_FORMAT})")
-    _load_into(model, state["model"], "model", path)
-    _load_into(optimizer, state["optimizer"], "optimizer", path)
-    _load_into(scheduler, state["scheduler"], "scheduler", path)
-    if ema is not None:
-        if state.get("ema") is None:
-            raise InputFileError(f"{path}: holds no EMA state")
-        ema.load_state_dict(state["ema"])
-    if restore_rng and state.get("rng") is not None:
-        set_rng_state(state["rng"])
-    return int(state["step"]), dict(state.get("extra") or {})
+    state = read_training_state(path, map_location=map_location)
+    return restore_training_state(
+        state, path=path, model=model, optimizer=optimizer, scheduler=scheduler, ema=ema, restore_rng=restore_rng
+    )
+
+
+def find_resumable_state(
+    save_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any], list[tuple[Path, str]]] | None:
+    """The newest readable state in ``save_dir``, falling back past unreadable newer ones.
+
+    A run killed while the disk filled up, or a copied folder, can leave a truncated latest
+    state; the previous valid one is then the place to resume from.
+
+    Returns:
+        ``(path, state, skipped)`` where ``skipped`` lists ``(path, reason)`` of the newer
+        unreadable states (newest first), or None when ``save_dir`` has no state file.
+
+    Raises:
+        InputFileError: every state file is unreadable; the message names the newest one.
+    """
+    states = list_states(save_dir)
+    skipped: list[tuple[Path, str]] = []
+    for _, path in reversed(states):
+        try:
+            return path, read_training_state(path, map_location=map_location), skipped
+        except InputFileError as exc:
+            skipped.append((path, str(exc)))
+    if not skipped:
+        return None
+    reason = skipped[0][1]  # names the newest file
+    if len(skipped) > 1:
+        raise InputFileError(f"{reason}; the {len(skipped) - 1} earlier state(s) are unreadable too")
+    raise InputFileError(f"{reason}; no earlier state to fall back to")

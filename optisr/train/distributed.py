@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from optisr.errors import ConfigError
+from optisr.devices import resolve_device as check_device
 
 __all__ = ["DistInfo", "all_reduce_mean", "barrier", "cleanup", "init_distributed", "resolve_device", "wrap_ddp"]
 
@@ -48,15 +48,12 @@ class DistInfo:
 
 
 def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``None``/``"auto"`` -> ``cuda:local_rank`` when CUDA is available, else CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} requested but CUDA is not available")
-        if dev.index is None:
-            dev = torch.device(f"cuda:{local_rank}")
+    """This process's device: :func:`optisr.devices.resolve_device` (``None``/``"auto"`` = CUDA when
+    available, else CPU; a one-line ConfigError for an unusable device), with an index-less
+    ``cuda`` pinned to ``cuda:local_rank``."""
+    dev = check_device(device, what="device")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
     return dev
 
 

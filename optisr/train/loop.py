@@ -36,138 +36,42 @@ own ``zero_grad`` / ``backward`` / ``step`` (G then D; use :func:`clip_gradients
 
 from __future__ import annotations
 
-import argparse
-import bisect
 import math
+import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
-from optisr.errors import ConfigError, InputFileError
-from optisr.train.checkpoint import latest_state, load_training_state, prune_states, save_training_state, state_path
 from optisr.config import to_dict
-from optisr.train.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from optisr.errors import ConfigError, InputFileError
+from optisr.train.checkpoint import (
+    find_resumable_state,
+    prune_states,
+    read_training_state,
+    restore_training_state,
+    save_training_state,
+    state_path,
+)
+from optisr.train.config import TrainConfig
+from optisr.train.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    cleanup,
+    init_distributed,
+    wrap_ddp,
+)
 from optisr.train.ema import ModelEMA
 from optisr.train.logger import TrainLogger
+from optisr.train.optim import build_optimizer, build_scheduler, clip_gradients
 from optisr.train.seeding import seed_everything, seed_step
 
-__all__ = [
-    "FitResult",
-    "OptimConfig",
-    "SchedulerConfig",
-    "TrainConfig",
-    "TrainTask",
-    "add_common_train_args",
-    "build_optimizer",
-    "build_scheduler",
-    "clip_gradients",
-    "collect_overrides",
-    "fit",
-]
-
-
-# ------------------------------------------------------------------------------------ configs
-
-
-@dataclass
-class OptimConfig:
-    """Optimizer: ``type`` Adam or AdamW, learning rate, betas, weight decay."""
-
-    type: Literal["Adam", "AdamW"] = "Adam"
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be in [0, 1), got {list(self.betas)}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-
-
-@dataclass
-class SchedulerConfig:
-    """Learning-rate schedule as a multiplier of ``optim.lr``, evaluated per step.
-
-    * ``warmup_steps``: linear ramp ``(s + 1) / warmup_steps`` for the first steps (all types);
-    * ``cosine``: from ``lr`` down to ``min_lr`` at ``total_steps`` (half cosine after warm-up);
-    * ``multistep``: multiplied by ``gamma`` at each of ``milestones`` (absolute steps);
-    * ``constant``: ``lr`` (after warm-up).
-    """
-
-    type: Literal["cosine", "multistep", "constant"] = "constant"
-    warmup_steps: int = 0
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.5
-    min_lr: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {self.milestones}")
-        if self.min_lr < 0:
-            raise ValueError(f"min_lr must be >= 0, got {self.min_lr}")
-
-
-@dataclass
-class PathConfig:
-    """The ``path:`` section: where a run writes states, releases and logs (``--save-dir`` wins)."""
-
-    save_dir: str = "runs"
-
-
-@dataclass
-class TrainConfig:
-    """The ``train:`` section of a trainer config (embed it in the trainer's own dataclass).
-
-    ``ema_decay`` None or 0 disables the EMA; ``clip_grad_norm`` None disables clipping;
-    ``log_every`` / ``val_every`` / ``save_every`` 0 disable (states and the ``last`` release
-    are still written at ``total_steps``); ``keep_states`` 0 keeps every state;
-    ``best_metric`` None disables best tracking, ``best_mode`` says whether larger (``max``,
-    PSNR) or smaller (``min``, RMSE) is better. ``time_limit_s`` ends training early once this
-    process has trained that long (wall clock): the step reached is treated as the last one
-    (validation, state, ``last`` release); the schedule keeps assuming ``total_steps``, so
-    ``--resume`` continues the same run. ``batch_size`` is per process; the loop does not
-    use it, the task does.
-    """
-
-    total_steps: int
-    batch_size: int = 16
-    seed: int = 0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    clip_grad_norm: Optional[float] = None
-    ema_decay: Optional[float] = None
-    ema_warmup_steps: int = 0
-    log_every: int = 100
-    val_every: int = 1000
-    save_every: int = 1000
-    keep_states: int = 3
-    best_metric: Optional[str] = None
-    best_mode: Literal["max", "min"] = "max"
-    time_limit_s: Optional[float] = None
-
-    def __post_init__(self) -> None:
-        if self.time_limit_s is not None and not self.time_limit_s > 0:
-            raise ValueError(f"time_limit_s must be > 0 or null, got {self.time_limit_s}")
-        for name in ("total_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("log_every", "val_every", "save_every", "keep_states", "ema_warmup_steps"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be > 0 or null, got {self.clip_grad_norm}")
+__all__ = ["FitResult", "TrainTask", "fit"]
 
 
 # ------------------------------------------------------------------------------- task protocol
@@ -213,57 +117,6 @@ class TrainTask(Protocol):
         ...
 
 
-# ------------------------------------------------------------------------------------ builders
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter] | Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` / ``AdamW`` from an :class:`OptimConfig`."""
-    cls = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}.get(cfg.type)
-    if cls is None:
-        raise ConfigError(f"optim.type: expected Adam or AdamW, got {cfg.type!r}")
-    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-
-def _lr_factor(cfg: SchedulerConfig, total_steps: int, min_ratio: float):
-    warmup = cfg.warmup_steps
-    milestones = list(cfg.milestones)
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / warmup
-        if cfg.type == "cosine":
-            progress = min(1.0, (s - warmup) / max(1, total_steps - warmup))
-            return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        if cfg.type == "multistep":
-            return cfg.gamma ** bisect.bisect_right(milestones, s)
-        return 1.0
-
-    return factor
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: SchedulerConfig, total_steps: int
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` (one multiplier per parameter group) stepped once per optimisation step.
-
-    Its ``state_dict`` holds only numbers, so it loads with ``weights_only=True``.
-    """
-    if cfg.type not in ("cosine", "multistep", "constant"):
-        raise ConfigError(f"scheduler.type: expected cosine, multistep or constant, got {cfg.type!r}")
-    lambdas = []
-    for group in optimizer.param_groups:
-        base = float(group.get("initial_lr", group["lr"]))
-        lambdas.append(_lr_factor(cfg, total_steps, min(1.0, cfg.min_lr / base) if base > 0 else 0.0))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
-
-
-def clip_gradients(params: Iterable[torch.Tensor], max_norm: float | None) -> float | None:
-    """``clip_grad_norm_`` when ``max_norm`` is set; returns the total norm before clipping."""
-    if max_norm is None:
-        return None
-    return float(torch.nn.utils.clip_grad_norm_(list(params), max_norm))
-
-
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
@@ -294,26 +147,40 @@ class FitResult:
     last_metrics: dict[str, float]
     models: dict[str, nn.Module]
     ema: ModelEMA | None
+    save_dir: Path | None = None
 
     @property
     def model(self) -> nn.Module:
         return next(iter(self.models.values()))
 
 
-def _resolve_resume(resume: bool | str | Path | None, save_dir: Path) -> Path | None:
+def _read_resume_state(
+    resume: bool | str | Path | None, save_dir: Path, device: torch.device, info: DistInfo
+) -> tuple[Path, dict[str, Any]] | None:
+    """``(state file, state)`` to resume from, or None to start fresh.
+
+    A folder (or ``resume=True``: ``save_dir``) resumes from its newest readable state; newer
+    unreadable ones (e.g. truncated) are skipped with a one-line warning naming both files. An
+    explicit file must be readable.
+    """
     if resume is None or resume is False or resume == "":
         return None
-    if resume is True:
-        return latest_state(save_dir)
-    path = Path(resume)
-    if path.is_dir():
-        found = latest_state(path)
+    folder = save_dir if resume is True else Path(resume)
+    if resume is True or folder.is_dir():
+        found = find_resumable_state(folder, map_location=device)
         if found is None:
-            raise InputFileError(f"{path}: no state_*.pt to resume from")
-        return found
-    if not path.is_file():
-        raise InputFileError(f"{path}: training state to resume from not found")
-    return path
+            if resume is True:
+                return None
+            raise InputFileError(f"{folder}: no state_*.pt to resume from")
+        path, state, skipped = found
+        if skipped and info.is_main:
+            bad = ", ".join(str(p) for p, _ in skipped)
+            why = skipped[0][1].split(": ", 1)[-1]
+            print(f"warning: {bad}: unreadable ({why}); resuming from {path} instead", file=sys.stderr, flush=True)
+        return path, state
+    if not folder.is_file():
+        raise InputFileError(f"{folder}: training state to resume from not found")
+    return folder, read_training_state(folder, map_location=device)
 
 
 def fit(
@@ -327,6 +194,7 @@ def fit(
     extra_state: Mapping[str, Any] | None = None,
     tensorboard: bool | None = None,
     ddp_kwargs: Mapping[str, Any] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``task`` for ``cfg_train.total_steps`` steps; see the module docstring.
 
@@ -344,6 +212,9 @@ def fit(
             ``logs/metrics.jsonl``.
         ddp_kwargs: extra ``DistributedDataParallel`` arguments, e.g.
             ``{"find_unused_parameters": True}``.
+        on_start: called as ``on_start(start_step)`` on rank 0 once the models are built and the
+            resumed state (if any) has been read, before anything is written to ``save_dir``
+            (e.g. to write the run's ``config.yaml`` only when the start succeeded).
 
     Returns:
         :class:`FitResult`.
@@ -354,15 +225,25 @@ def fit(
     info = init_distributed() if own_dist else dist_info
     device = info.device
     try:
-        return _fit(task, cfg, save_dir, resume, progress, info, device, extra_state, tensorboard, ddp_kwargs)
+        return _fit(task, cfg, save_dir, resume, progress, info, device, extra_state, tensorboard, ddp_kwargs, on_start)
     finally:
         if own_dist:
             cleanup(info)
 
 
 def _fit(
-    task, cfg: TrainConfig, save_dir: Path, resume, progress: bool, info: DistInfo, device, extra_state, tensorboard, ddp_kwargs
-):
+    task: TrainTask,
+    cfg: TrainConfig,
+    save_dir: Path,
+    resume: bool | str | Path | None,
+    progress: bool,
+    info: DistInfo,
+    device: torch.device,
+    extra_state: Mapping[str, Any] | None,
+    tensorboard: bool | None,
+    ddp_kwargs: Mapping[str, Any] | None,
+    on_start: Callable[[int], None] | None,
+) -> FitResult:
     custom_step = callable(getattr(task, "train_step", None))
     if not custom_step and not callable(getattr(task, "loss", None)):
         raise ConfigError(f"{type(task).__name__} implements neither loss(model, batch) nor train_step(...)")
@@ -391,23 +272,30 @@ def _fit(
     start = 0
     best_value: float | None = None
     best_step: int | None = None
-    state_file = _resolve_resume(resume, save_dir)
-    if state_file is not None:
-        start, saved_extra = load_training_state(
-            state_file, model=models, optimizer=optimizers, scheduler=schedulers, ema=ema, map_location=device
+    found = _read_resume_state(resume, save_dir, device, info)
+    if found is not None:
+        state_file, state = found
+        start, saved_extra = restore_training_state(
+            state, path=state_file, model=models, optimizer=optimizers, scheduler=schedulers, ema=ema
         )
+        del state
         best_value = saved_extra.get("best_value")
         best_step = saved_extra.get("best_step")
         if info.is_main:
             print(f"resuming from {state_file} at step {start}", flush=True)
     elif resume is True and info.is_main:
         print(f"no training state in {save_dir}: starting from step 0", flush=True)
+    if on_start is not None and info.is_main:
+        on_start(start)
     barrier(info)  # every rank has read the state before rank 0 may prune it
 
     wrapped = {name: wrap_ddp(m, info, **dict(ddp_kwargs or {})) for name, m in models.items()}
     train_params = [p for opt in optimizers.values() for g in opt.param_groups for p in g["params"]]
     logger = TrainLogger(
-        save_dir / "logs", enabled=info.is_main, purge_step=start + 1 if start > 0 else None, use_tensorboard=tensorboard
+        save_dir / "logs",
+        enabled=info.is_main,
+        purge_step=start + 1 if start > 0 else None,
+        use_tensorboard=tensorboard,
     )
     total = cfg.total_steps
     last_metrics: dict[str, float] = {}
@@ -544,57 +432,5 @@ def _fit(
         last_metrics=last_metrics,
         models=models,
         ema=ema,
+        save_dir=save_dir,
     )
-
-
-# ------------------------------------------------------------------------------------- CLI args
-
-
-def add_common_train_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the options every ``optisr train ENGINE`` shares.
-
-    ``--config FILE``, ``--save-dir DIR``, ``--resume [STATE]`` (bare: latest state in the save
-    folder), ``--opt KEY=VALUE`` (repeatable), trailing ``KEY=VALUE`` tokens, ``--no-progress``
-    and ``--device``. Read the overrides with :func:`collect_overrides`.
-    """
-    parser.add_argument("--config", "-c", type=Path, default=None, metavar="FILE", help="YAML config (BasicSR layout)")
-    parser.add_argument("--save-dir", type=Path, default=None, metavar="DIR", help="run folder: states, releases, logs")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="STATE",
-        help="resume: bare = the latest state_*.pt in --save-dir (fresh start when none); or a state file",
-    )
-    parser.add_argument(
-        "--opt",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --opt train.optim.lr=2e-4 (repeatable)",
-    )
-    parser.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides, e.g. train.total_steps=1000")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when available)")
-    return parser
-
-
-def collect_overrides(args: argparse.Namespace) -> list[str]:
-    """All ``KEY=VALUE`` overrides of ``args`` in command-line order of kind (``--opt`` first).
-
-    ``--resume key=value`` (a bare ``--resume`` that swallowed an override) is repaired:
-    the token becomes an override and ``args.resume`` becomes True.
-    """
-    tokens = list(getattr(args, "opt", None) or [])
-    resume = getattr(args, "resume", False)
-    if isinstance(resume, str) and "=" in resume and not Path(resume).exists():
-        tokens.append(resume)
-        args.resume = True
-    tokens += list(getattr(args, "overrides", None) or [])
-    for t in tokens:
-        key, sep, _ = t.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"unexpected argument {t!r}: config overrides are KEY=VALUE, e.g. train.optim.lr=2e-4")
-    return tokens
-

@@ -7,7 +7,7 @@ import torch
 
 from optisr.blind.archs import RRDBNet, SRVGGNetCompact
 from optisr.errors import ConfigError, ShapeError
-from optisr.io.state_dict import build_model, detect_arch
+from optisr.blind.checkpoints import build_model, detect_arch
 
 
 def test_rrdbnet_default_matches_esrgan_parameter_count():

@@ -14,7 +14,7 @@ from optisr.blind.ncnn_graph import run_ncnn_graph
 from optisr.blind.registry import MODELS, find_source
 from optisr.errors import InputFileError
 from optisr.io.ncnn import TAG_FP16, TAG_INT8, read_ncnn, read_ncnn_param
-from optisr.io.state_dict import build_model
+from optisr.blind.checkpoints import build_model
 
 needs_realesrgan = pytest.mark.skipif(
     find_source("realesr-animevideov3-x4") is None,

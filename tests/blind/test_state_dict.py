@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from optisr.blind.archs import RRDBNet, SRVGGNetCompact
+from optisr.blind.checkpoints import convert_esrgan_keys, load_model_file
 from optisr.errors import InputFileError
 from optisr.io.state_dict import (
     canonicalize_state_dict,
-    convert_esrgan_keys,
-    load_model_file,
     load_state_dict_file,
+    load_torch_checkpoint,
     save_model_safetensors,
 )
 
@@ -159,6 +159,54 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"params": {"w": torch.zeros(1)}, "cfg": _Custom()}, evil)
     with pytest.raises(InputFileError, match="evil.pth"):
         load_model_file(evil)
+
+
+def test_pickled_objects_give_one_line_in_our_words(tmp_path):
+    """torch's multi-line "re-run with weights_only=False" advice must not reach the user."""
+    evil = tmp_path / "evil.pth"
+    torch.save({"params": {"w": torch.zeros(1)}, "cfg": _Custom()}, evil)
+    for load in (load_torch_checkpoint, load_state_dict_file, load_model_file):
+        with pytest.raises(InputFileError) as info:
+            load(evil)
+        msg = str(info.value)
+        assert "\n" not in msg and "weights_only" not in msg and msg.startswith(f"{evil}: not a plain ")
+        assert "refused for safety" in msg
+
+
+def test_models_export_of_pickled_file_is_one_line(tmp_path, capsys):
+    from optisr.cli.main import main
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"params": {"w": torch.zeros(1)}, "cfg": _Custom()}, evil)
+    assert main(["models", "export", str(evil), "-o", str(tmp_path / "out.safetensors")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "evil.pth: not a plain weights file" in err and "weights_only" not in err
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_truncated_pth_gives_one_line(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.zeros(64)}, good)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(InputFileError) as info:
+        load_torch_checkpoint(cut, what="training state")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{cut}: cannot read training state, truncated")
+    with pytest.raises(InputFileError, match="training state not found"):
+        load_torch_checkpoint(tmp_path / "missing.pt", what="training state")
+
+
+def test_io_state_dict_knows_no_engine():
+    """Layering: io reads and writes generic weights files; architectures live in optisr.blind."""
+    import ast
+    import importlib.util
+
+    origin = importlib.util.find_spec("optisr.io.state_dict").origin
+    tree = ast.parse(open(origin, encoding="utf-8").read())
+    names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(n.startswith(("optisr.blind", "optisr.guided")) for n in names)
 
 
 class _Custom:

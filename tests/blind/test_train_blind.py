@@ -15,12 +15,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from optisr.blind.archs import RRDBNet
-from optisr.blind.train import BlindTrainConfig, build_task
+from optisr.train.blind import BlindTrainConfig, build_task
 from optisr.blind.training_data import PairedImages, make_batch
 from optisr.cli.main import main
 from optisr.errors import ConfigError
 from optisr.io.images import write_image
-from optisr.io.state_dict import load_model_file, save_model_safetensors
+from optisr.blind.checkpoints import load_model_file
+from optisr.io.state_dict import save_model_safetensors
 from optisr.config import build_config
 
 REPO = Path(__file__).resolve().parents[2]

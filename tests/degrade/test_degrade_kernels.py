@@ -100,3 +100,27 @@ def test_estimated_width_follows_the_true_blur():
         lr = degrade_with_kernel(hr, anisotropic_gaussian_kernel(15, sigma, sigma), 2)
         widths.append(kernel_sigma(estimate_kernel(lr, scale=2, cfg=cfg, seed=0)))
     assert widths[1] > widths[0] + 0.3, widths
+
+
+def _optisr_imports(module: str) -> set[str]:
+    """Modules named by ``import``/``from ... import`` anywhere in ``module``'s source (lazy ones too)."""
+    import ast
+    import importlib.util
+
+    tree = ast.parse(open(importlib.util.find_spec(module).origin, encoding="utf-8").read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if n.startswith("optisr")}
+
+
+def test_no_import_cycle_between_kernels_and_kernelgan():
+    """kernelgan needs only the kernel arithmetic; kernels re-exports estimate_kernel from it."""
+    assert "optisr.degrade.kernels" not in _optisr_imports("optisr.degrade.kernelgan")
+    assert "optisr.degrade.kernels" not in _optisr_imports("optisr.degrade.kernel_math")
+    from optisr.degrade import kernelgan, kernels
+
+    assert kernels.estimate_kernel is kernelgan.estimate_kernel

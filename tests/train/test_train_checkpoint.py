@@ -17,8 +17,9 @@ from optisr.train.checkpoint import (
     save_training_state,
     state_path,
 )
+from optisr.train.config import OptimConfig, SchedulerConfig
 from optisr.train.ema import ModelEMA
-from optisr.train.loop import OptimConfig, SchedulerConfig, build_optimizer, build_scheduler
+from optisr.train.optim import build_optimizer, build_scheduler
 
 
 def _setup(seed):
@@ -100,3 +101,17 @@ def test_latest_and_prune(tmp_path):
     assert sorted(p.name for p in removed) == ["state_00000005.pt", "state_00000010.pt"]
     assert [s for s, _ in list_states(tmp_path)] == [15, 100]
     assert prune_states(tmp_path, keep=0) == []
+
+
+class _Pickled:
+    pass
+
+
+def test_resume_file_with_pickled_objects_is_one_line(tmp_path):
+    evil = tmp_path / "state_00000004.pt"
+    torch.save({"format": "optisr-train-state/1", "step": 4, "thing": _Pickled()}, evil)
+    with pytest.raises(InputFileError) as info:
+        load_training_state(evil, model=nn.Linear(2, 2), optimizer=None)
+    msg = str(info.value)
+    assert "\n" not in msg and "weights_only" not in msg
+    assert msg.startswith(f"{evil}: not a plain training state") and "refused for safety" in msg

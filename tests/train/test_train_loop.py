@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from optisr.errors import ConfigError
+from optisr.errors import ConfigError, InputFileError
 from optisr.train import DistInfo, all_reduce_mean, fit, from_dict
-from optisr.train.loop import OptimConfig, SchedulerConfig, TrainConfig, build_optimizer, build_scheduler
+from optisr.train.config import OptimConfig, SchedulerConfig, TrainConfig
+from optisr.train.optim import build_optimizer, build_scheduler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_toy  # noqa: E402
@@ -147,12 +148,13 @@ def test_cli_dispatch(tmp_path, monkeypatch, capsys):
     from optisr.cli import train as cli_train
 
     assert cli_main.main(["train", "guided", "--config", "x.yml"]) in (0, 1, 2)  # real engine or "not available"
-    monkeypatch.setitem(cli_train.ENGINES, "guided", ("optisr.guided.no_such_trainer", "x"))
+    monkeypatch.setitem(cli_train.ENGINES, "guided", cli_train.Engine("optisr.guided.no_such_trainer", "x"))
     capsys.readouterr()
     assert cli_main.main(["train", "guided", "--config", "x.yml"]) == 1
     assert "engine guided not available in this version" in capsys.readouterr().err
-    monkeypatch.setitem(cli_train.ENGINES, "toy", ("train_toy", "toy engine"))
-    rc = cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "--no-progress", "--opt", "train.total_steps=3",
+    monkeypatch.setitem(cli_train.ENGINES, "toy", cli_train.Engine("train_toy", "toy engine"))
+    rc = cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "--no-progress", "--device", "cpu",
+                        "--opt", "train.total_steps=3",
                         "train.val_every=0"])
     assert rc == 0 and (tmp_path / "state_00000003.pt").is_file() and (tmp_path / "final_rank0.pt").is_file()
     assert cli_main.main(["train", "toy", "--save-dir", str(tmp_path), "train.total_stepz=3"]) == 1
@@ -176,3 +178,63 @@ def test_time_limit_ends_early_with_final_release_and_resumable_state(tmp_path, 
     assert fit(task2, cfg2, save_dir=tmp_path, resume=True, progress=False).step == 12
     with pytest.raises(ValueError, match="time_limit_s"):
         _toy(time_limit_s=0)
+
+
+def test_truncated_latest_state_falls_back_to_the_previous_one(tmp_path, capsys):
+    task, cfg = _toy(save_every=4, val_every=0, keep_states=0)
+    fit(task, cfg, save_dir=tmp_path, progress=False)
+    latest, previous = tmp_path / "state_00000012.pt", tmp_path / "state_00000008.pt"
+    data = latest.read_bytes()
+    latest.write_bytes(data[: len(data) // 2])  # e.g. a full disk
+    capsys.readouterr()
+    task2, cfg2 = _toy(total_steps=16, save_every=4, val_every=0, keep_states=0)
+    result = fit(task2, cfg2, save_dir=tmp_path, resume=True, progress=False)
+    assert result.start_step == 8 and result.step == 16
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and str(latest) in warning[0] and f"resuming from {previous}" in warning[0]
+    assert "truncated" in warning[0]
+
+    for p in tmp_path.glob("state_*.pt"):  # nothing readable left: one line naming the newest file
+        p.write_bytes(b"")
+    with pytest.raises(InputFileError) as info:
+        fit(task2, cfg2, save_dir=tmp_path, resume=True, progress=False)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{tmp_path / 'state_00000016.pt'}: cannot read training state")
+    assert "earlier state(s) are unreadable too" in msg
+
+
+def test_run_training_undoes_a_failed_start(tmp_path):
+    from optisr.train import run_training
+
+    task, cfg = _toy(save_every=4, val_every=0)
+    run = tmp_path / "a" / "b"
+    with pytest.raises(InputFileError, match="missing.pt"):
+        run_training(task, cfg, save_dir=run, resume=tmp_path / "missing.pt", progress=False, device="cpu",
+                     config={"train": {"total_steps": 12}})
+    assert list(tmp_path.iterdir()) == []
+    result = run_training(task, cfg, save_dir=run, progress=False, device="cpu", config={"x": 1})
+    assert result.save_dir == run and (run / "config.yaml").read_text() == "x: 1\n"
+    task.loss = lambda model, batch: (_ for _ in ()).throw(RuntimeError("boom"))  # fails in the first step
+    with pytest.raises(RuntimeError, match="boom"):
+        run_training(task, cfg, save_dir=tmp_path / "c", progress=False, device="cpu", config={"x": 2})
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(RuntimeError, match="boom"):  # an existing run: config.yaml restored, states kept
+        run_training(task, cfg, save_dir=run, resume=False, progress=False, device="cpu", config={"x": 3})
+    assert (run / "config.yaml").read_text() == "x: 1\n" and (run / "state_00000012.pt").is_file()
+
+
+def test_device_rule_is_the_shared_one(monkeypatch, capsys):
+    from optisr.cli import main as cli_main
+    from optisr.cli import train as cli_train
+    from optisr.train import init_distributed
+
+    with pytest.raises(ConfigError, match="not a device name"):
+        init_distributed(device="bogus")  # before: torch's RuntimeError
+    auto = init_distributed(device="auto").device
+    assert auto == (torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu"))
+    monkeypatch.setitem(cli_train.ENGINES, "toy", cli_train.Engine("train_toy", "toy engine"))
+    capsys.readouterr()
+    assert cli_main.main(["train", "toy", "--device", "bogus"]) == 1
+    assert "--device 'bogus': not a device name" in capsys.readouterr().err
+    args = cli_main.build_parser().parse_args(["train", "toy"])
+    assert args.device == "auto" and args.gpu_id is None  # default: CUDA when available

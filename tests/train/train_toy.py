@@ -19,13 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from optisr.cli.options import device_from_args
+from optisr.cli.train import add_common_train_args, collect_overrides
 from optisr.io.state_dict import save_model_safetensors
 from optisr.train import (
+    FitResult,
     TrainConfig,
-    add_common_train_args,
     build_config,
     cleanup,
-    collect_overrides,
     fit,
     init_distributed,
     step_generator,
@@ -79,36 +80,43 @@ class ToyTask:
         save_model_safetensors(model, path, step=str(int(metrics["step"])))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Engine interface of ``optisr train`` (the tests register this module as an engine)."""
-    add_common_train_args(parser)
+CONFIG_CLASS = ToyConfig  # engine interface of ``optisr train`` (the tests register this module)
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = build_config(ToyConfig, args.config, collect_overrides(args))
-    info = init_distributed(device=args.device or "cpu")
+def train(
+    cfg: ToyConfig,
+    *,
+    save_dir: str | Path | None = None,
+    resume: bool | str | Path = False,
+    progress: bool = True,
+    device: str | torch.device | None = "cpu",
+) -> FitResult:
+    info = init_distributed(device=device)
     try:
         result = fit(
             ToyTask(cfg),
             cfg.train,
-            save_dir=args.save_dir,
-            resume=args.resume,
-            progress=not args.no_progress,
+            save_dir=save_dir,
+            resume=resume,
+            progress=progress,
             dist_info=info,
             extra_state={"config": to_dict(cfg)},
             tensorboard=None if cfg.tensorboard else False,
         )
         final = {"model": result.model.state_dict(), "ema": result.ema.module.state_dict() if result.ema else None}
-        torch.save(final, Path(args.save_dir) / f"final_rank{info.rank}.pt")
+        torch.save(final, Path(save_dir) / f"final_rank{info.rank}.pt")
     finally:
         cleanup(info)
-    return 0
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    add_common_train_args(parser)
+    args = parser.parse_args(["--device", "cpu", *(sys.argv[1:] if argv is None else argv)])
+    cfg = build_config(ToyConfig, args.config, collect_overrides(args))
+    train(cfg, save_dir=args.save_dir, resume=args.resume, progress=not args.no_progress, device=device_from_args(args))
+    return 0
 
 
 if __name__ == "__main__":

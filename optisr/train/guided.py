@@ -15,8 +15,8 @@ the evaluation protocol, reported next to the untrained colour graph.
 
 from __future__ import annotations
 
-import argparse
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -26,8 +26,27 @@ import torch
 
 from optisr.errors import ConfigError
 from optisr.guided.model import GraphSRConfig, GraphSRModel, save_guided_model
-from optisr.guided.training_data import DataSourceConfig, TrainDataConfig, make_training_batch
-from optisr.train.loop import PathConfig, TrainConfig
+from optisr.guided.training_data import (
+    DataSourceConfig,
+    TrainDataConfig,
+    make_training_batch,
+)
+from optisr.train.config import PathConfig, TrainConfig
+from optisr.train.loop import FitResult
+from optisr.train.run import run_training
+
+__all__ = [
+    "CONFIG_CLASS",
+    "GuidedDatasetsConfig",
+    "GuidedTask",
+    "GuidedTrainConfig",
+    "GuidedValConfig",
+    "LossConfig",
+    "SolverConfig",
+    "add_dataset",
+    "masked_loss",
+    "train",
+]
 
 
 @dataclass
@@ -244,52 +263,54 @@ class GuidedTask:
         )
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from optisr.train.loop import add_common_train_args
-
-    p.description = __doc__.split("\n\n")[0] if __doc__ else None
-    add_common_train_args(p)
-    p.add_argument("--dataset", default=None, metavar="NAME",
-                   help="add a real dataset (e.g. rgbdd) to the procedural scenes, equal weight")
-    p.add_argument("--data-dir", default=None, metavar="DIR", help="folder of --dataset")
+CONFIG_CLASS = GuidedTrainConfig
 
 
-def run(args: argparse.Namespace) -> int:
-    import yaml
+def add_dataset(cfg: GuidedTrainConfig, name: str, data_dir: str | os.PathLike) -> None:
+    """Train on procedural scenes plus dataset ``name`` from ``data_dir``, equal weight.
 
-    from optisr.config import build_config, to_dict
-    from optisr.train.distributed import init_distributed
-    from optisr.train.loop import collect_overrides, fit
+    Replaces every non-synthetic source of ``cfg.datasets.train.sources`` (in place).
+    """
+    cfg.datasets.train.sources = [s for s in cfg.datasets.train.sources if s.name == "synthetic"] + [
+        DataSourceConfig(name, str(data_dir), 1.0)
+    ]
 
-    cfg = build_config(GuidedTrainConfig, args.config, collect_overrides(args))
-    if (args.dataset is None) != (args.data_dir is None):
-        raise ConfigError("--dataset and --data-dir go together")
-    if args.dataset:
-        cfg.datasets.train.sources = [s for s in cfg.datasets.train.sources if s.name == "synthetic"] + [
-            DataSourceConfig(args.dataset, str(args.data_dir), 1.0)
-        ]
+
+def train(
+    cfg: GuidedTrainConfig,
+    *,
+    save_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike = False,
+    progress: bool = True,
+    device: str | torch.device | None = "auto",
+) -> FitResult:
+    """Train the guided model described by ``cfg`` (``optisr train guided`` ends here).
+
+    Args:
+        cfg: the whole config (e.g. from :func:`optisr.config.build_config`).
+        save_dir: run folder; None: ``cfg.path.save_dir``.
+        resume: False, True (latest readable state in ``save_dir``), or a state file / folder.
+        progress: progress bar on rank 0.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
+
+    Returns:
+        the :class:`~optisr.train.loop.FitResult` (``save_dir`` holds ``last.safetensors``).
+
+    Raises:
+        ConfigError / InputFileError: a training data folder is missing, or bad settings or
+            resume state (nothing is left in ``save_dir`` then).
+    """
     for s in cfg.datasets.train.sources:
         if s.name != "synthetic" and not Path(s.data_dir).is_dir():
             raise ConfigError(f"{s.data_dir}: training data folder of {s.name!r} not found")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    save_dir = Path(args.save_dir or cfg.path.save_dir)
-    info = init_distributed(device=args.device)
-    if info.is_main:
-        save_dir.mkdir(parents=True, exist_ok=True)
-        from optisr.io.atomic import atomic_path
-
-        with atomic_path(save_dir / "config.yaml") as tmp:
-            Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    try:
-        result = fit(GuidedTask(cfg), cfg.train, save_dir=save_dir, resume=args.resume,
-                     progress=not args.no_progress, dist_info=info, extra_state={"config": to_dict(cfg)})
-    finally:
-        from optisr.train.distributed import cleanup
-
-        cleanup(info)
-    if info.is_main:
-        print(f"trained to step {result.step}; weights in {save_dir / 'last.safetensors'}"
-              + (f" and best.safetensors (step {result.best_step})" if result.best_step else ""))
-    return 0
-
+    return run_training(
+        GuidedTask(cfg),
+        cfg.train,
+        save_dir=Path(save_dir or cfg.path.save_dir),
+        resume=resume,
+        progress=progress,
+        device=device,
+        config=cfg,
+    )

@@ -8,7 +8,7 @@ The config has BasicSR-shaped sections: ``name``, ``network_g`` (arch, hyperpara
 ``pretrained``: a registry name such as ``realsr-df2k-x4`` or a weights file), ``network_d``
 (:class:`~optisr.blind.critics.CriticConfig`), ``datasets: {train, val}``
 (:mod:`optisr.blind.training_data`), ``losses`` (:class:`~optisr.blind.losses.LossConfig`),
-``train`` (:class:`~optisr.train.loop.TrainConfig` plus ``optim_d`` and D settings), ``distill``
+``train`` (:class:`~optisr.train.config.TrainConfig` plus ``optim_d`` and D settings), ``distill``
 and ``path``. Any key can be overridden on the command line (``losses.gan_mode=ragan``).
 
 One iteration (research note §2.1, §4): a **G step** — pixel + perceptual + edge + adversarial
@@ -31,9 +31,9 @@ per rank (the critic is never used in eval mode).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +47,9 @@ from optisr.blind.critics import CriticConfig
 from optisr.blind.losses import LossConfig
 from optisr.blind.training_data import TrainDataConfig, ValDataConfig
 from optisr.errors import ConfigError, InputFileError
-from optisr.train.loop import OptimConfig, PathConfig, TrainConfig
+from optisr.train.config import OptimConfig, PathConfig, TrainConfig
+from optisr.train.loop import FitResult
+from optisr.train.run import run_training
 
 __all__ = [
     "BlindDatasetsConfig",
@@ -57,11 +59,10 @@ __all__ = [
     "DistillConfig",
     "DistillTask",
     "NetworkGConfig",
-    "PathConfig",
-    "add_arguments",
+    "CONFIG_CLASS",
     "build_task",
     "check_config",
-    "run",
+    "train",
 ]
 
 
@@ -198,7 +199,7 @@ def _load_pretrained(source: str, expect_arch: str, expect_hp: dict[str, Any], k
 
 
 def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None) -> nn.Module:
-    from optisr.io.state_dict import build_model
+    from optisr.blind.checkpoints import build_model
 
     net = build_model(cfg.type, cfg.hyperparameters())
     if state is not None:
@@ -298,7 +299,7 @@ class BlindTask:
         return models
 
     def build_optimizers(self, models: dict[str, nn.Module], cfg: BlindTrainSection) -> dict[str, torch.optim.Optimizer]:
-        from optisr.train.loop import build_optimizer
+        from optisr.train.optim import build_optimizer
 
         opts = {"net_g": build_optimizer(models["net_g"].parameters(), cfg.optim)}
         if "net_d" in models:
@@ -312,7 +313,7 @@ class BlindTask:
 
     def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
         from optisr.train.ema import unwrap_model
-        from optisr.train.loop import clip_gradients
+        from optisr.train.optim import clip_gradients
 
         t = self.cfg.train
         lq, gt = batch["lq"], batch["gt"]
@@ -459,7 +460,7 @@ class DistillTask(BlindTask):
         return {"net_g": _build_generator(self.cfg.network_g, self._g_state)}
 
     def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
-        from optisr.train.loop import clip_gradients
+        from optisr.train.optim import clip_gradients
 
         lq = batch["lq"]
         if next(self.teacher.parameters()).device != lq.device:
@@ -495,40 +496,45 @@ def build_task(cfg: BlindTrainConfig) -> BlindTask:
     return DistillTask(cfg) if cfg.distill.teacher else BlindTask(cfg)
 
 
-# ---------------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------------- entry
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from optisr.train.loop import add_common_train_args
-
-    p.description = __doc__.split("\n\n")[0] if __doc__ else None
-    add_common_train_args(p)
+CONFIG_CLASS = BlindTrainConfig
 
 
-def run(args: argparse.Namespace) -> int:
-    import yaml
+def train(
+    cfg: BlindTrainConfig,
+    *,
+    save_dir: str | os.PathLike | None = None,
+    resume: bool | str | os.PathLike = False,
+    progress: bool = True,
+    device: str | torch.device | None = "auto",
+) -> FitResult:
+    """Train the blind generator described by ``cfg`` (``optisr train blind`` ends here).
 
-    from optisr.io.atomic import atomic_path
-    from optisr.config import build_config, to_dict
-    from optisr.train.distributed import cleanup, init_distributed
-    from optisr.train.loop import collect_overrides, fit
+    Args:
+        cfg: the whole config (e.g. from :func:`optisr.config.build_config`).
+        save_dir: run folder; None: ``cfg.path.save_dir``.
+        resume: False, True (latest readable state in ``save_dir``), or a state file / folder.
+        progress: progress bar on rank 0.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
 
-    cfg = build_config(BlindTrainConfig, args.config, collect_overrides(args))
+    Returns:
+        the :class:`~optisr.train.loop.FitResult` (``save_dir`` holds ``last.safetensors``).
+
+    Raises:
+        ConfigError / InputFileError: bad settings, data folders, pretrained weights or resume
+            state, found before training starts (nothing is left in ``save_dir`` then).
+    """
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     task = build_task(cfg)  # checks the config, the data folders and the pretrained weights
-    save_dir = Path(args.save_dir or cfg.path.save_dir)
-    info = init_distributed(device=args.device)
-    try:
-        if info.is_main:
-            save_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_path(save_dir / "config.yaml") as tmp:
-                Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        result = fit(task, cfg.train, save_dir=save_dir, resume=args.resume, progress=not args.no_progress,
-                     dist_info=info, extra_state={"config": to_dict(cfg)})
-    finally:
-        cleanup(info)
-    if info.is_main:
-        print(f"trained to step {result.step}; weights in {save_dir / 'last.safetensors'}"
-              + (f" and best.safetensors (step {result.best_step})" if result.best_step else ""))
-    return 0
+    return run_training(
+        task,
+        cfg.train,
+        save_dir=Path(save_dir or cfg.path.save_dir),
+        resume=resume,
+        progress=progress,
+        device=device,
+        config=cfg,
+    )

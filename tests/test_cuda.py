@@ -158,7 +158,7 @@ def test_operator_maps_match_cpu(kind, dtype):
 @pytest.mark.parametrize("kind", ["bicubic", "gaussian"])
 def test_masked_projection_large_lr_grid_uses_pcg(kind):
     """LR grids above _DENSE_MASKED_GRAM_MAX pixels solve the masked Gram system by PCG."""
-    from optisr.ops.operators import _DENSE_MASKED_GRAM_MAX
+    from optisr.ops.operators import DENSE_MASKED_GRAM_MAX as _DENSE_MASKED_GRAM_MAX
 
     H, W, f = 96, 98, 2
     op = make_operator(kind, (H, W), f)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -11,105 +10,29 @@ import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
+from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated, edge_energy, weights_from_energy
+from optisr.guided.tiling import DEFAULT_TILE, tiled_guided_upsample
 from optisr.ops.operators import lr_size
 
-# Colour-affinity graph (no learning): w = exp(−mean_c ΔRGB² / μ²) on the guide in [0, 1].
-# μ and the floor were chosen on procedural scenes (optisr.data.synthetic), never on benchmark
-# data: benchmarks/tune_color.py reproduces the choice.
-COLOR_MU = 0.02
-COLOR_FLOOR = 1e-3
-COLOR_CONNECT = 0.02  # link isolated pixels/pairs (optisr.ops.lattice.connect_isolated); procedural scenes only
+__all__ = [
+    "AUTO_TILE_PIXELS",
+    "COLOR_CONNECT",
+    "COLOR_FLOOR",
+    "COLOR_MU",
+    "MODEL_AUTO_TILE_PIXELS",
+    "color_weights",
+    "guided_upsample",
+]
 
 # the learned model's full-resolution feature maps cost ~100 bytes per HR pixel: tile sooner
 MODEL_AUTO_TILE_PIXELS = 2048 * 2048
-
-
-def _model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(guide, source) -> weights`` of a learned guided model at ``scale`` (any dtype/device).
-
-    For a single numpy ``source`` the network input is z-scored with the whole image's statistics
-    (not each tile's), so tile-wise solves see the same features as the untiled one.
-
-    The model is never moved: on another device than the guide, a copy on the guide's device is
-    used (made once per call of this function), so a cached or caller-owned model keeps its device.
-    """
-    stats = None
-    if isinstance(source, np.ndarray) and source.ndim == 2:
-        from optisr.guided.model import source_stats
-
-        src_t = torch.from_numpy(np.asarray(source, np.float64))[None, None]
-        m_t = None if mask is None else torch.from_numpy(np.asarray(mask, bool))[None, None]
-        mean, std = source_stats(src_t, m_t)
-        stats = (float(mean), float(std))
-
-    copies: dict[torch.device, Any] = {}
-
-    def on(device: torch.device) -> Any:
-        p = next(model.parameters(), None)
-        if p is None or p.device == device:
-            return model
-        if device not in copies:
-            copies[device] = copy.deepcopy(model).to(device)
-        return copies[device]
-
-    def weights(gt: Tensor, src: Tensor) -> Tensor:
-        g = gt if gt.shape[1] == 3 else gt[:, :1].expand(-1, 3, -1, -1)
-        net = on(gt.device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (gt.requires_grad or src.requires_grad)):
-            w = net.weights(g.float(), src.float(), scale, stats=stats)
-        return w.to(src.dtype)
-
-    return weights
-
-
-def _resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = None) -> tuple[Any, bool]:
-    """Turn model references ('default', a path, a GraphSRModel) into a weights callable.
-
-    Returns (weights, learned) where ``learned`` says a network computes them.
-    """
-    import os
-
-    from optisr.guided.model import GraphSRModel, load_default_model, load_guided_model
-
-    if weights is None or (isinstance(weights, str) and weights in ("default", "model")):
-        model = load_default_model()
-        if model is None:
-            if isinstance(weights, str) and weights == "model":
-                raise ConfigError("no default guided model is installed (optisr/guided/weights/default.safetensors)")
-            return "color", False
-        weights = model
-    elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
-        weights = load_guided_model(weights)[0]
-    if isinstance(weights, GraphSRModel):
-        return _model_weights(weights, scale, source, mask), True
-    return weights, False
 
 
 # numpy inputs with a guide above this many HR pixels are solved tile-wise (optisr.guided.tiling)
 # unless tile_size=0: the untiled solve holds ~15 HR-sized float arrays (about 1 GB at 4096²),
 # the tiled one the output plus one tile's worth.
 AUTO_TILE_PIXELS = 4096 * 4096
-
-
-def color_weights(
-    guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR, connect: float = COLOR_CONNECT
-) -> Tensor:
-    """Edge weights of the colour-affinity graph.
-
-    Args:
-        guide: (B, 3, H, W) RGB in [0, 1] (any channel count works).
-        mu: colour temperature μ in guide units.
-        floor: minimum weight.
-        connect: pixels and pixel pairs cut off by weights below this get their strongest edge
-            raised to it (:func:`optisr.ops.lattice.connect_isolated`; 0 disables).
-    Returns:
-        (B, 2, H, W) weights.
-    """
-    energy = edge_energy(guide, mu)
-    w = weights_from_energy(energy, floor)
-    return connect_isolated(w, connect, -energy.detach()) if connect > 0 else w
 
 
 def _guide_to_float(guide: np.ndarray) -> np.ndarray:
@@ -251,19 +174,15 @@ def guided_upsample(
     scale = int(scale)
     if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0):
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
-    weights, learned = _resolve_weights(weights, scale, source, mask)
+    weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
     big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit
     if tile_size is None and big and not isinstance(weights, Tensor):
-        from optisr.guided.tiling import DEFAULT_TILE
-
         tile_size = DEFAULT_TILE
     if tile_size:
         if not numpy_in:
             raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")
-        from optisr.guided.tiling import tiled_guided_upsample
-
         if isinstance(weights, np.ndarray) and weights.ndim == 4:
             if weights.shape[0] != 1:
                 raise ShapeError(f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}")

@@ -74,7 +74,7 @@ def default_init(op: DownsampleOperator, source: Tensor, mask: Tensor | None) ->
     """A smooth HR starting point: bicubic interpolation of the (hole-filled) source."""
     s = fill_invalid(source, mask)
     if op.kind == "sum":
-        s = s / float(op.factor**2)  # counts -> density per HR pixel
+        s = s / float(op.scale**2)  # counts -> density per HR pixel
     return F.interpolate(s, size=op.hr_size, mode="bicubic", align_corners=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import Tensor
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.guided.tiling import DEFAULT_TILE, tiled_guided_upsample
+from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.operators import lr_size
 
 __all__ = [
@@ -148,7 +149,8 @@ def guided_upsample(
         tol, max_iter: CG stopping rule (relative residual) and cap.
         dtype: computation dtype (default: float32, or float64 for float64 numpy/torch input).
         tile_size: solve tile-wise with core tiles of this many HR px (rounded up to a multiple of
-            ``scale``; see :func:`optisr.guided.tiling.tiled_guided_upsample`): bounded memory,
+            ``scale``, and at least :func:`~optisr.guided.tiling.min_tile_size` = ``max(128, 32·scale)``:
+            smaller values are raised to it with a warning; see :func:`optisr.guided.tiling.tiled_guided_upsample`): bounded memory,
             exact consistency kept, numpy input only. ``None`` (default): tile-wise with 1024-px
             tiles when a numpy guide has more than ``AUTO_TILE_PIXELS`` (4096², 16.8 MP) pixels
             (``MODEL_AUTO_TILE_PIXELS``, 2048², with a learned model, whose feature maps are
@@ -180,6 +182,13 @@ def guided_upsample(
     big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit
     if tile_size is None and big and not isinstance(weights, Tensor):
         tile_size = DEFAULT_TILE
+    if tile_size and tile_size < min_tile_size(scale):
+        warnings.warn(
+            f"tile_size {tile_size} is below the minimum of {min_tile_size(scale)} HR pixels at ×{scale} "
+            f"(max(128, 32·scale)); using {min_tile_size(scale)}",
+            stacklevel=2,
+        )
+        tile_size = min_tile_size(scale)
     if tile_size:
         if not numpy_in:
             raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")

@@ -176,7 +176,7 @@ def load_dataset(
     Args:
         dataset: a key of :data:`DATASETS`.
         data_dir: the set's folder (e.g. ``.../sr_set5``) or the shared data root.
-        scale: SR factor; HR is mod-cropped to a multiple of it.
+        scale: SR scale; HR is mod-cropped to a multiple of it.
         limit: keep the first N images (sorted by file name).
         lr_mode: ``auto`` / ``shipped`` / ``matlab`` (see the module docstring).
     Returns:

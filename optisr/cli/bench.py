@@ -99,7 +99,7 @@ def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
                         help="methods: 'bicubic', registry names, or weights files "
                              f"(default: {' '.join(DEFAULT_METHODS)})")
-    parser.add_argument("--scale", type=int, default=4, help="SR factor (default 4)")
+    parser.add_argument("--scale", type=int, default=4, help="SR scale (default 4)")
     parser.add_argument("--out-dir", default="bench_out", metavar="DIR",
                         help="output folder (default bench_out)")
     parser.add_argument("--limit", type=int, default=None, metavar="N",

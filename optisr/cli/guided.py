@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="LR single-band raster (.png 8/16-bit, .tif, .npy, .pfm, .exr, GeoTIFF), or a folder; "
         "invalid pixels: 0 in integer rasters without nodata, NaN, nodata, --invalid-value",
     )
-    p.add_argument("--scale", type=int, required=True, metavar="N", help="integer upsampling factor N (1..64)")
+    p.add_argument("--scale", type=int, required=True, metavar="N", help="integer upsampling scale N (1..64)")
     p.add_argument(
         "-o",
         "--output",

@@ -133,7 +133,7 @@ def guided_upsample(
             NaN marks invalid pixels.
         guide: HR image. numpy ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in [0, 1]) or
             torch ``(C, H, W)`` / ``(B, C, H, W)`` float in [0, 1]. ``(h, w) = ceil((H, W)/scale)``.
-        scale: integer factor (2..16 typical, up to 64).
+        scale: integer scale (2..16 typical, up to 64).
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
         mode: ``exact`` (hard consistency) or ``soft`` (LGR's penalty, weight λ).

@@ -272,7 +272,7 @@ def tiled_guided_upsample(
         source: LR map (h, w), NaN = invalid.
         guide: HR guide (H, W, C) or (H, W): uint8, uint16 or float in [0, 1]; kept in its dtype
             and converted one tile at a time. ``(h, w) = ceil((H, W) / scale)``.
-        scale: integer factor.
+        scale: integer upsampling scale.
         tile: core tile size in HR px, rounded up to a multiple of ``scale``.
         overlap: context added on each side of a tile, HR px (rounded up to a multiple of
             ``scale``); default ``16·scale``.

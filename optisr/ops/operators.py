@@ -47,7 +47,7 @@ __all__ = [
 
 OPERATORS = ("area", "sum", "bicubic", "gaussian")
 
-# Masked projections of non-diagonal operators (bicubic, gaussian) factor the constrained block
+# Masked projections of non-diagonal operators (bicubic, gaussian) Cholesky-factorise the constrained block
 # of D Dᵀ densely up to this many LR pixels (exact); larger grids use an inner PCG instead.
 DENSE_MASKED_GRAM_MAX = 2048
 _DENSE_MASKED_GRAM_MAX = DENSE_MASKED_GRAM_MAX  # former name, kept for existing callers

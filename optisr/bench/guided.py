@@ -74,13 +74,8 @@ from optisr.bench.report import finite_mean, safe_name, write_text
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ConvergenceWarning, InputFileError
 from optisr.guided.baselines import fbs_available, fill_nearest
-from optisr.guided.methods import (
-    METHODS as GUIDED_METHODS,
-    MODEL_SUFFIX,
-    closest_method,
-    is_graph_method,
-    upsample_with,
-)
+from optisr.guided.methods import METHODS as GUIDED_METHODS
+from optisr.guided.methods import MODEL_SUFFIX, closest_method, is_graph_method, upsample_with
 from optisr.guided.model import default_model_path, load_guided_model
 from optisr.metrics.depth import protocol_a_rmse
 

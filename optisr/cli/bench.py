@@ -20,8 +20,14 @@ __all__ = ["ENGINES", "add_parser", "run"]
 
 def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``optisr bench guided`` on ``parser``."""
-    from optisr.bench.guided import DEFAULT_METHODS, DEFAULT_REAL_METHODS, DEFAULT_REAL_SCALES, DEFAULT_SCALES
-    from optisr.bench.guided import METHODS, PROTOCOLS
+    from optisr.bench.guided import (
+        DEFAULT_METHODS,
+        DEFAULT_REAL_METHODS,
+        DEFAULT_REAL_SCALES,
+        DEFAULT_SCALES,
+        METHODS,
+        PROTOCOLS,
+    )
     from optisr.bench.guided_protocols import LR_SOURCES
 
     parser.description = (

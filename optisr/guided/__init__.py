@@ -1,6 +1,7 @@
 """Guided super-resolution: upsample a single-band map with an HR guide image, exactly LR-consistent.
 
-* :func:`optisr.guided.api.guided_upsample` (also ``optisr.guided_upsample``) -- the entry point;
+* :func:`guided_upsample` (also ``optisr.guided_upsample``, defined in :mod:`optisr.guided.api`)
+  -- the entry point;
 * :mod:`optisr.guided.methods` -- the registry of method names (graph methods and baselines);
 * :mod:`optisr.guided.graph_weights` -- colour weights and ``weights=`` resolution;
 * :mod:`optisr.guided.tiling` -- tile-wise solves for large images;
@@ -11,4 +12,16 @@
 Submodules are imported on use, so ``import optisr.guided`` stays cheap.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["guided_upsample"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "guided_upsample":
+        from optisr.guided.api import guided_upsample
+
+        return guided_upsample
+    raise AttributeError(f"module 'optisr.guided' has no attribute {name!r}")

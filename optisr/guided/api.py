@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union, overload
 
 import numpy as np
 import torch
@@ -16,15 +17,22 @@ from optisr.guided.layer import graph_solve
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.operators import lr_size
 
+if TYPE_CHECKING:
+    from optisr.guided.model import GraphSRModel
+
 __all__ = [
     "AUTO_TILE_PIXELS",
     "COLOR_CONNECT",
     "COLOR_FLOOR",
     "COLOR_MU",
     "MODEL_AUTO_TILE_PIXELS",
+    "Weights",
     "color_weights",
     "guided_upsample",
 ]
+
+Weights = Union[None, str, os.PathLike, "GraphSRModel", Tensor, np.ndarray, Callable[[Tensor, Tensor], Tensor]]
+"""What ``weights=`` of :func:`guided_upsample` takes (see its docstring)."""
 
 # the learned model's full-resolution feature maps cost ~100 bytes per HR pixel: tile sooner
 MODEL_AUTO_TILE_PIXELS = 2048 * 2048
@@ -104,24 +112,66 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
     return numpy_in, src, gt, m
 
 
+@overload
 def guided_upsample(
-    source: Any,
-    guide: Any,
+    source: np.ndarray,
+    guide: np.ndarray | Tensor,
     scale: int,
     *,
     operator: str = "area",
     mode: str = "exact",
-    weights: None | str | Tensor | np.ndarray | Callable[[Tensor, Tensor], Tensor] = None,
-    mask: Any = None,
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
     lam: float = 1.0,
     sigma: float | None = None,
     tol: float = 1e-4,
     max_iter: int = 2000,
     dtype: torch.dtype | None = None,
     tile_size: int | None = None,
-    progress: Any = False,
+    progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
-) -> Any:
+) -> np.ndarray: ...
+
+
+@overload
+def guided_upsample(
+    source: Tensor,
+    guide: np.ndarray | Tensor,
+    scale: int,
+    *,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
+) -> Tensor: ...
+
+
+def guided_upsample(
+    source: np.ndarray | Tensor,
+    guide: np.ndarray | Tensor,
+    scale: int,
+    *,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
+) -> np.ndarray | Tensor:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
     Returns the smoothest HR target under a guide-derived graph that agrees with the source: in

@@ -20,6 +20,11 @@ from optisr.ops.operators import DownsampleOperator, make_operator
 from optisr.solvers.graph import MODES, SolverOptions
 from optisr.solvers.implicit import graph_solve_autograd
 
+__all__ = [
+    "GraphRegularisation",
+    "graph_solve",
+]
+
 
 def graph_solve(
     source: Tensor,

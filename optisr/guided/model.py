@@ -35,6 +35,21 @@ from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
 from optisr.ops.lattice import connect_isolated, weights_from_energy
 
+__all__ = [
+    "ARCH",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FeatureUNet",
+    "GraphSRConfig",
+    "GraphSRModel",
+    "default_model_path",
+    "load_default_model",
+    "load_guided_model",
+    "save_guided_model",
+    "source_stats",
+    "upsample_source",
+]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

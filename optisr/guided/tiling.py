@@ -35,7 +35,25 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
+from optisr.guided.layer import graph_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
+
+__all__ = [
+    "DEFAULT_BLEND_LR",
+    "DEFAULT_OVERLAP_LR",
+    "DEFAULT_TILE",
+    "MIN_TILE_HR",
+    "MIN_TILE_LR",
+    "Span",
+    "axis_spans",
+    "check_tiling",
+    "iter_tiles",
+    "min_tile_size",
+    "project_blocks",
+    "project_global",
+    "tile_grid",
+    "tiled_guided_upsample",
+]
 
 # Defaults: core tile in HR px; overlap (context on each side) and cross-fade half-width in LR px.
 # Measured on procedural scenes at ×4/×8 with converged solves (tol 1e-9): the tiling error decays
@@ -198,8 +216,6 @@ def iter_tiles(
 
     Yields ``(row span, col span, HR solution of the padded tile)``, the solution as numpy.
     """
-    from optisr.guided.layer import graph_solve
-
     H, W = guide.shape[:2]
     whole = make_operator(operator, (H, W), scale, sigma=sigma)
     for sy in spans[0]:

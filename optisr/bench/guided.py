@@ -318,7 +318,9 @@ def benchmark(
     if real:
         res.notes += _real_lr_notes(dataset, n)
     if protocol == "B" and not any(res.n_regions.values()):
-        res.notes.append(f"no image is at least {tile_size}×{tile_size}, so no tile was scored; try a smaller --tile-size")
+        res.notes.append(
+            f"no image is at least {tile_size}×{tile_size}, so no tile was scored; try a smaller --tile-size"
+        )
     for m in methods:
         for s, count in unconverged[m].items():
             if count:

@@ -73,9 +73,7 @@ def make_lr(depth: np.ndarray, valid: np.ndarray, kind: str, scale: int) -> tupl
     return lr.numpy().astype(np.float32), ok.numpy()
 
 
-def resample_bicubic(
-    x: np.ndarray, valid: np.ndarray | None, size: tuple[int, int]
-) -> tuple[np.ndarray, np.ndarray]:
+def resample_bicubic(x: np.ndarray, valid: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """PIL-exact antialiased bicubic resize of a 2-D map to ``size = (H', W')``, NaN-aware.
 
     Any size ratio, up or down. The per-axis matrices are the ``bicubic`` operator's

@@ -88,14 +88,14 @@ def write_figure(
         lr[ly : ly + c.lr.shape[0], lx : lx + c.lr.shape[1]] = np.where(c.lr_valid, c.lr, np.nan)
         for m in preds:
             maps[m][sl] = preds[m][k]
-    panel = depth_panel(
-        guide, {f"LR x{scale}": lr, **maps}, reference=depth, error_of=list(preds), valid=valid
-    )
+    panel = depth_panel(guide, {f"LR x{scale}": lr, **maps}, reference=depth, error_of=list(preds), valid=valid)
     write_image(path, np.ascontiguousarray(panel))
 
 
 def _table(title: str, rows: dict[str, dict[int, float]], scales: list[int], digits: int = 2) -> list[str]:
-    cells = [[m] + [format_number(by_scale[s], digits, small_in_sci=True) for s in scales] for m, by_scale in rows.items()]
+    cells = [
+        [m] + [format_number(by_scale[s], digits, small_in_sci=True) for s in scales] for m, by_scale in rows.items()
+    ]
     return [f"### {title}", ""] + markdown_table(["method"] + [f"×{s}" for s in scales], cells) + [""]
 
 

@@ -98,29 +98,36 @@ def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
         "BSD100/Urban100/Manga109, NIQE on real photos (RealSRSet); writes a markdown table, a CSV "
         "and side-by-side crops."
     )
-    parser.add_argument("--dataset", required=True, metavar="NAME",
-                        help=f"one of {', '.join(DATASETS)}")
-    parser.add_argument("--data-dir", required=True, metavar="DIR",
-                        help="the set's folder (e.g. .../sr_set5) or the shared data root")
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_METHODS), metavar="M",
-                        help="methods: 'bicubic', registry names, or weights files "
-                             f"(default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--dataset", required=True, metavar="NAME", help=f"one of {', '.join(DATASETS)}")
+    parser.add_argument(
+        "--data-dir", required=True, metavar="DIR", help="the set's folder (e.g. .../sr_set5) or the shared data root"
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="M",
+        help=f"methods: 'bicubic', registry names, or weights files (default: {' '.join(DEFAULT_METHODS)})",
+    )
     parser.add_argument("--scale", type=int, default=4, help="SR scale (default 4)")
-    parser.add_argument("--out-dir", default="bench_out", metavar="DIR",
-                        help="output folder (default bench_out)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N images")
+    parser.add_argument("--out-dir", default="bench_out", metavar="DIR", help="output folder (default bench_out)")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     add_tile_option(parser, default=0, help="LR tile size for the networks (0 = whole image; default 0)")
-    parser.add_argument("--crops", type=int, default=3, metavar="K",
-                        help="side-by-side crops for the first K images (default 3)")
-    parser.add_argument("--crop-size", type=int, default=128, metavar="PX",
-                        help="crop side in HR pixels (default 128)")
-    parser.add_argument("--lr", choices=LR_MODES, default="auto",
-                        help="LR source: auto = shipped standard LR_bicubic if present else MATLAB "
-                             "bicubic made here; shipped = any shipped LR (incl. SelfExSR); "
-                             "matlab = always regenerate (default auto)")
-    parser.add_argument("--no-niqe", action="store_true",
-                        help="skip NIQE on paired sets (it is the only metric on no-GT sets)")
+    parser.add_argument(
+        "--crops", type=int, default=3, metavar="K", help="side-by-side crops for the first K images (default 3)"
+    )
+    parser.add_argument("--crop-size", type=int, default=128, metavar="PX", help="crop side in HR pixels (default 128)")
+    parser.add_argument(
+        "--lr",
+        choices=LR_MODES,
+        default="auto",
+        help="LR source: auto = shipped standard LR_bicubic if present else MATLAB "
+        "bicubic made here; shipped = any shipped LR (incl. SelfExSR); "
+        "matlab = always regenerate (default auto)",
+    )
+    parser.add_argument(
+        "--no-niqe", action="store_true", help="skip NIQE on paired sets (it is the only metric on no-GT sets)"
+    )
     add_device_option(parser, help_prefix="torch device for the networks: ")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -226,7 +233,11 @@ def _run_blind(args: argparse.Namespace) -> int:
 
 ENGINES: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {
     "guided": (_add_guided_arguments, _run_guided, "guided depth SR: protocol A/B tables, LR consistency, figures"),
-    "blind": (_add_blind_arguments, _run_blind, "blind SR: PSNR/SSIM on Set5/Set14/BSD100/Urban100, NIQE on real photos"),
+    "blind": (
+        _add_blind_arguments,
+        _run_blind,
+        "blind SR: PSNR/SSIM on Set5/Set14/BSD100/Urban100, NIQE on real photos",
+    ),
 }
 """engine -> (add its options to a parser, run it from parsed arguments, help line)."""
 

@@ -69,9 +69,7 @@ def to_output(
     dtype = np.dtype(raster.dtype_on_disk)
     lo = 1.0 if raster.nodata is None else None  # 0 means "invalid" in such PNGs
     exact = options.graph and (options.mode or "exact") == "exact"
-    out = round_to_integers(
-        x, source, valid, options.scale, dtype=dtype, lo=lo, operator=options.operator, exact=exact
-    )
+    out = round_to_integers(x, source, valid, options.scale, dtype=dtype, lo=lo, operator=options.operator, exact=exact)
     return out, dtype
 
 

@@ -60,7 +60,9 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
     if numpy_in:
         if source.ndim != 2:
             raise ShapeError(f"a numpy source must be a single-channel h×w array, got shape {source.shape}")
-        src = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float64 if source.dtype == np.float64 else np.float32))
+        src = torch.from_numpy(
+            np.ascontiguousarray(source, dtype=np.float64 if source.dtype == np.float64 else np.float32)
+        )
         src = src[None, None]
     elif isinstance(source, Tensor):
         src = source
@@ -224,7 +226,9 @@ def guided_upsample(
     if isinstance(scale, bool) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0):
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0
+    ):
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
@@ -244,7 +248,9 @@ def guided_upsample(
             raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")
         if isinstance(weights, np.ndarray) and weights.ndim == 4:
             if weights.shape[0] != 1:
-                raise ShapeError(f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}")
+                raise ShapeError(
+                    f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}"
+                )
             weights = weights[0]
         return tiled_guided_upsample(
             source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,

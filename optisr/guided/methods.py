@@ -44,6 +44,7 @@ METHODS = GRAPH_METHODS + BASELINE_METHODS
 MODEL_SUFFIX = ".safetensors"
 """A method that is a path ending in this is a trained guided model file (a graph method)."""
 
+
 def is_graph_method(method: str) -> bool:
     """True for the graph methods: ``default``, ``model``, ``color`` or a ``*.safetensors`` model path."""
     return method in GRAPH_METHODS or str(method).endswith(MODEL_SUFFIX)

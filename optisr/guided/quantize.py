@@ -125,6 +125,14 @@ def round_to_integers(
     lo = float(info.min) if lo is None else float(lo)
     if exact and operator in ("area", "sum"):
         return round_consistent(
-            x, source, valid, scale, operator=operator, lo=lo, hi=float(info.max), dtype=dtype, strip_pixels=strip_pixels
+            x,
+            source,
+            valid,
+            scale,
+            operator=operator,
+            lo=lo,
+            hi=float(info.max),
+            dtype=dtype,
+            strip_pixels=strip_pixels,
         )
     return round_clip(x, lo, float(info.max), dtype, strip_pixels=strip_pixels)

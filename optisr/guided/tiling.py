@@ -136,7 +136,9 @@ def project_blocks(out: np.ndarray, source: np.ndarray, valid: np.ndarray, kind:
             x.copy_(op.project(x, s, None if bool(m.all()) else m))
 
 
-def project_global(out: np.ndarray, source: np.ndarray, valid: np.ndarray, op: DownsampleOperator, strip: int = 256) -> None:
+def project_global(
+    out: np.ndarray, source: np.ndarray, valid: np.ndarray, op: DownsampleOperator, strip: int = 256
+) -> None:
     """In place: exact projection onto ``{D x = s}`` for any separable operator, in HR row strips.
 
     ``x += Dᵀ (D Dᵀ)⁻¹ (s − D x)`` by :meth:`DownsampleOperator.project_`: ``D x`` is built strip
@@ -173,7 +175,9 @@ def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor,
     if callable(weights):
         nan = torch.full((), float("nan"), dtype=src_t.dtype, device=src_t.device)
         return weights(guide_t, torch.where(valid_t, src_t, nan))
-    raise ConfigError(f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}")
+    raise ConfigError(
+        f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}"
+    )
 
 
 def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> tuple[list[Span], list[Span]]:
@@ -317,7 +321,9 @@ def tiled_guided_upsample(
     if not isinstance(source, np.ndarray) or source.ndim != 2:
         raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
     if not isinstance(guide, np.ndarray) or guide.ndim not in (2, 3):
-        raise ShapeError(f"tiled upsampling takes a numpy (H, W[, C]) guide, got {getattr(guide, 'shape', type(guide))}")
+        raise ShapeError(
+            f"tiled upsampling takes a numpy (H, W[, C]) guide, got {getattr(guide, 'shape', type(guide))}"
+        )
     if not (guide.dtype in (np.uint8, np.uint16) or np.issubdtype(guide.dtype, np.floating)):
         raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
     tile, overlap = check_tiling(scale, tile, overlap)
@@ -336,8 +342,10 @@ def tiled_guided_upsample(
         )
     if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
         raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
-    if weights is not None and not isinstance(weights, (np.ndarray, Tensor)) and (
-        not callable(weights) or isinstance(weights, torch.nn.Module)
+    if (
+        weights is not None
+        and not isinstance(weights, (np.ndarray, Tensor))
+        and (not callable(weights) or isinstance(weights, torch.nn.Module))
     ):
         weights, _ = resolve_weights(weights, scale, source, mask)  # "default", "model", a .safetensors path
     np_dtype = np.float64 if dtype == torch.float64 else np.float32

@@ -396,9 +396,7 @@ class DownsampleOperator:
     # -- shape checks --------------------------------------------------------------------------
     def _check(self, t: Tensor, size: tuple[int, int], what: str) -> None:
         if t.dim() < 2 or tuple(t.shape[-2:]) != size:
-            raise ShapeError(
-                f"{what} must end in {size[0]}×{size[1]} for {self!r}, got shape {tuple(t.shape)}"
-            )
+            raise ShapeError(f"{what} must end in {size[0]}×{size[1]} for {self!r}, got shape {tuple(t.shape)}")
 
     # -- the linear maps -----------------------------------------------------------------------
     def apply(self, x: Tensor) -> Tensor:

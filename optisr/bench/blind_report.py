@@ -201,7 +201,7 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
         )
     w(
         "* Models run in float32 through `optisr.blind.api.upscale` "
-        "(whole image unless `--tile` is set); `s / image` is the wall time of one upscale.\n"
+        "(whole image unless `--tile-size` is set); `s / image` is the wall time of one upscale.\n"
     )
     w("* Evaluation sets are only evaluated here, never used for tuning.\n\n")
     w("## Per image\n\n")

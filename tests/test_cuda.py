@@ -157,12 +157,12 @@ def test_operator_maps_match_cpu(kind, dtype):
 
 @pytest.mark.parametrize("kind", ["bicubic", "gaussian"])
 def test_masked_projection_large_lr_grid_uses_pcg(kind):
-    """LR grids above _DENSE_MASKED_GRAM_MAX pixels solve the masked Gram system by PCG."""
-    from optisr.ops.operators import DENSE_MASKED_GRAM_MAX as _DENSE_MASKED_GRAM_MAX
+    """LR grids above DENSE_MASKED_GRAM_MAX pixels solve the masked Gram system by PCG."""
+    from optisr.ops.operators import DENSE_MASKED_GRAM_MAX
 
     H, W, f = 96, 98, 2
     op = make_operator(kind, (H, W), f)
-    assert op.lr_size[0] * op.lr_size[1] > _DENSE_MASKED_GRAM_MAX
+    assert op.lr_size[0] * op.lr_size[1] > DENSE_MASKED_GRAM_MAX
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 1, H, W, generator=g, dtype=F64)
     s = torch.randn(1, 1, *op.lr_size, generator=g, dtype=F64)

@@ -25,15 +25,22 @@ for building an LR source from an HR image with invalid pixels (NaN-aware mean).
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
+from optisr.ops._axes import (
+    Axis,
+    BlockPool,
+    banded_axis,
+    cached_axis,
+    checked_gram,
+    masked_gram_cg,
+    restricted_matrix,
+)
+from optisr.ops.axis_matrices import axis_matrix, bicubic_matrix
 
 __all__ = [
     "DENSE_MASKED_GRAM_MAX",
@@ -50,221 +57,11 @@ OPERATORS = ("area", "sum", "bicubic", "gaussian")
 # Masked projections of non-diagonal operators (bicubic, gaussian) Cholesky-factorise the constrained block
 # of D Dᵀ densely up to this many LR pixels (exact); larger grids use an inner PCG instead.
 DENSE_MASKED_GRAM_MAX = 2048
-_DENSE_MASKED_GRAM_MAX = DENSE_MASKED_GRAM_MAX  # former name, kept for existing callers
 
 
 def lr_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
     """LR grid size for an HR size under the package's size policy: ``ceil(H / f), ceil(W / f)``."""
     return (-(-hr_size[0] // scale), -(-hr_size[1] // scale))
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-axis matrices (numpy float64, built once and cached)
-# ---------------------------------------------------------------------------------------------
-
-
-def _pil_bicubic(t: np.ndarray) -> np.ndarray:
-    """PIL's bicubic kernel (a = -0.5), support 2."""
-    a = -0.5
-    t = np.abs(t)
-    out = np.zeros_like(t)
-    near = t < 1.0
-    far = (t >= 1.0) & (t < 2.0)
-    tn = t[near]
-    out[near] = ((a + 2.0) * tn - (a + 3.0)) * tn * tn + 1.0
-    tf = t[far]
-    out[far] = (((tf - 5.0) * tf + 8.0) * tf - 4.0) * a
-    return out
-
-
-def _resample_matrix(n_in: int, n_out: int, kernel, support: float) -> np.ndarray:
-    """Dense (n_out, n_in) matrix of PIL's antialiased resampling with ``kernel``.
-
-    Mirrors Pillow's ``precompute_coeffs``: the filter is stretched by the scale when
-    downsampling, taps are ``int(center ± support + 0.5)`` clipped to the image, and each row
-    is normalised to sum to one.
-    """
-    scale = n_in / n_out
-    filterscale = max(scale, 1.0)
-    support = support * filterscale
-    mat = np.zeros((n_out, n_in), dtype=np.float64)
-    for i in range(n_out):
-        center = (i + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), n_in)
-        xs = np.arange(xmin, xmax, dtype=np.float64)
-        w = kernel((xs - center + 0.5) / filterscale)
-        total = w.sum()
-        if total != 0.0:
-            w = w / total
-        mat[i, xmin:xmax] = w
-    return mat
-
-
-def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """PIL's antialiased bicubic resampling matrix (n_out × n_in, float64) for any length ratio."""
-    return _resample_matrix(n_in, n_out, _pil_bicubic, 2.0)
-
-
-@functools.lru_cache(maxsize=64)
-def axis_matrix(kind: str, n_in: int, scale: int, sigma: float | None = None) -> np.ndarray:
-    """The per-axis matrix ``A`` (n_out × n_in) of operator ``kind`` (float64, read-only).
-
-    Args:
-        kind: one of ``area``, ``sum``, ``bicubic``, ``gaussian``.
-        n_in: HR length along the axis.
-        scale: integer downsampling scale f >= 1.
-        sigma: Gaussian standard deviation in HR pixels (``gaussian`` only; default ``f / 2``).
-    """
-    n_out = -(-n_in // scale)
-    if kind in ("area", "sum"):
-        mat = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            lo, hi = scale * i, min(scale * (i + 1), n_in)
-            mat[i, lo:hi] = 1.0 / (hi - lo) if kind == "area" else 1.0
-    elif kind == "bicubic":
-        mat = bicubic_matrix(n_in, n_out)
-    elif kind == "gaussian":
-        s = scale / 2.0 if sigma is None else float(sigma)
-        step = n_in / n_out
-        radius = max(1, int(math.ceil(3.0 * s)))
-        mat = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            c = (i + 0.5) * step - 0.5
-            lo, hi = max(0, int(math.floor(c - radius))), min(n_in, int(math.ceil(c + radius)) + 1)
-            xs = np.arange(lo, hi, dtype=np.float64)
-            w = np.exp(-0.5 * ((xs - c) / s) ** 2)
-            mat[i, lo:hi] = w / w.sum()
-    else:  # pragma: no cover - guarded by make_operator
-        raise ConfigError(f"unknown operator {kind!r}")
-    mat.setflags(write=False)
-    return mat
-
-
-class _Banded:
-    """A matrix whose rows have contiguous, roughly diagonal support, applied as a few dense blocks.
-
-    Rows are cut into chunks; each chunk only touches the columns its rows reach, so a product
-    costs O(n_out · chunk·f) per line instead of the O(n_out · n_in) of one dense product. This
-    keeps the operator linear in the pixel count while each block is still a BLAS matmul, which
-    on a CPU is much faster than a gather of individual taps.
-
-    ``apply(x, dim)`` computes ``A @ x`` along ``dim`` (-1 or -2).
-    """
-
-    def __init__(self, mat: np.ndarray, chunk: int = 64):
-        n_out, n_in = mat.shape
-        self.shape = (n_out, n_in)
-        nz = mat != 0
-        blocks = []
-        for lo in range(0, n_out, chunk):
-            hi = min(lo + chunk, n_out)
-            cols = np.flatnonzero(nz[lo:hi].any(0))
-            c0, c1 = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
-            blocks.append((lo, hi, c0, c1, torch.from_numpy(mat[lo:hi, c0:c1].copy())))
-        if n_in <= 2 * chunk:  # small: one dense block is cheapest
-            blocks = [(0, n_out, 0, n_in, torch.from_numpy(mat.copy()))]
-        self._blocks64 = blocks
-        self._cache: dict = {}
-
-    def blocks(self, like: Tensor) -> list[tuple[int, int, int, int, Tensor]]:
-        """``(row lo, row hi, col lo, col hi, dense block)`` in ``like``'s dtype and device."""
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            self._cache[key] = [(a, b, c, d, m.to(like.device, like.dtype)) for a, b, c, d, m in self._blocks64]
-        return self._cache[key]
-
-    def apply(self, x: Tensor, dim: int) -> Tensor:
-        blocks = self.blocks(x)
-        if dim == -1:
-            parts = [x[..., c0:c1] @ m.T for _, _, c0, c1, m in blocks]
-        else:
-            parts = [m @ x[..., c0:c1, :] for _, _, c0, c1, m in blocks]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
-
-
-class _Block:
-    """Block pooling along one axis (``area``/``sum``): output i = weight_i · Σ of its f inputs.
-
-    With ``adjoint=True`` it applies the transpose: each input of block i receives weight_i · y_i.
-    Pooling by reshape is far cheaper than any matrix product.
-    """
-
-    def __init__(self, weights: np.ndarray, n_in: int, scale: int, adjoint: bool):
-        self.w64 = torch.from_numpy(np.ascontiguousarray(weights))
-        self.n_in, self.f, self.adjoint = n_in, scale, adjoint
-        self._cache: dict = {}
-
-    def weights(self, like: Tensor) -> Tensor:
-        """The per-block weights (n_out,) in ``like``'s dtype and device."""
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            self._cache[key] = self.w64.to(like.device, like.dtype)
-        return self._cache[key]
-
-    def apply(self, x: Tensor, dim: int) -> Tensor:
-        w, f, n = self.weights(x), self.f, len(self.w64)
-        if dim == -2:
-            return self.apply(x.transpose(-1, -2), -1).transpose(-1, -2)
-        if not self.adjoint:
-            if x.shape[-1] != n * f:
-                x = torch.nn.functional.pad(x, (0, n * f - x.shape[-1]))
-            return x.unflatten(-1, (n, f)).sum(-1) * w
-        y = (x * w).unsqueeze(-1).expand(*x.shape, f).flatten(-2)
-        return y[..., : self.n_in] if y.shape[-1] != self.n_in else y
-
-
-@dataclass(frozen=True)
-class _Axis:
-    mat: np.ndarray  # (n_out, n_in) float64
-    fwd: _Banded | _Block  # A
-    adj: _Banded | _Block  # Aᵀ
-    sq_adj: _Banded | _Block  # (A ⊙ A)ᵀ, for diag(Dᵀ C D)
-    gram: _Banded | None  # A Aᵀ (banded), None for block pooling (diagonal)
-    gram_inv: np.ndarray  # (A Aᵀ)⁻¹
-
-
-def _checked_gram(mat: np.ndarray, what: str, fix: str) -> np.ndarray:
-    """``A Aᵀ`` of an axis matrix, or a ConfigError when it is numerically singular."""
-    gram = mat @ mat.T
-    cond = np.linalg.cond(gram)
-    if not np.isfinite(cond) or cond > 1e10:
-        raise ConfigError(f"{what} is numerically rank-deficient (cond(D Dᵀ) = {cond:.2g}); {fix}")
-    return gram
-
-
-def _banded_axis(mat: np.ndarray, gram: np.ndarray) -> _Axis:
-    return _Axis(
-        mat, _Banded(mat), _Banded(mat.T.copy()), _Banded((mat * mat).T.copy()), _Banded(gram), np.linalg.inv(gram)
-    )
-
-
-@functools.lru_cache(maxsize=64)
-def _axis(kind: str, n_in: int, scale: int, sigma: float | None) -> _Axis:
-    mat = axis_matrix(kind, n_in, scale, sigma)
-    gram = _checked_gram(mat, f"operator {kind!r} at scale {scale}", "use a smaller sigma")
-    if kind in ("area", "sum"):
-        w = mat.max(1)  # the per-block weight (1/count or 1)
-        return _Axis(
-            mat,
-            _Block(w, n_in, scale, adjoint=False),
-            _Block(w, n_in, scale, adjoint=True),
-            _Block(w * w, n_in, scale, adjoint=True),
-            None,
-            np.diag(1.0 / np.diag(gram)),
-        )
-    return _banded_axis(mat, gram)
-
-
-def _restricted_matrix(glob: np.ndarray, lo: int, hi: int, r0: int, r1: int) -> np.ndarray:
-    """Rows ``lo:hi`` and columns ``r0:r1`` of an axis matrix, rows renormalised to their full sum."""
-    mat = np.array(glob[lo:hi, r0:r1], dtype=np.float64)
-    full = glob[lo:hi].sum(1)
-    part = mat.sum(1)
-    ok = np.abs(part) > 1e-12
-    mat[ok] *= (full[ok] / part[ok])[:, None]
-    mat.setflags(write=False)
-    return mat
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,8 +102,8 @@ class DownsampleOperator:
         self.sigma = sigma
         self.hr_size = (H, W)
         self.lr_size = lr_size((H, W), self.scale)
-        self._ay = _axis(kind, H, self.scale, sigma)
-        self._ax = _axis(kind, W, self.scale, sigma)
+        self._ay = cached_axis(kind, H, self.scale, sigma)
+        self._ax = cached_axis(kind, W, self.scale, sigma)
         self._ginv_cache: dict = {}
         self._windows: dict = {}
         # area/sum: D Dᵀ is diagonal, so the (masked) projection is closed-form.
@@ -334,12 +131,12 @@ class DownsampleOperator:
             if a.ndim != 2 or a.shape[0] < 1 or a.shape[0] > a.shape[1]:
                 raise ShapeError(f"{name} must be an (n_out, n_in) matrix with 1 <= n_out <= n_in, got {a.shape}")
             a.setflags(write=False)
-            gram = _checked_gram(a, f"{kind!r} operator window", "use a larger window (tile overlap)")
-            axes.append(_banded_axis(a, gram))
+            gram = checked_gram(a, f"{kind!r} operator window", "use a larger window (tile overlap)")
+            axes.append(banded_axis(a, gram))
         return cls._from_axes(kind, int(scale), axes[0], axes[1], sigma)
 
     @classmethod
-    def _from_axes(cls, kind: str, scale: int, ay: _Axis, ax: _Axis, sigma: float | None) -> DownsampleOperator:
+    def _from_axes(cls, kind: str, scale: int, ay: Axis, ax: Axis, sigma: float | None) -> DownsampleOperator:
         op = cls.__new__(cls)
         op.kind, op.scale, op.sigma = kind, scale, sigma
         op.hr_size = (ay.mat.shape[1], ax.mat.shape[1])
@@ -387,9 +184,9 @@ class DownsampleOperator:
             key = (dim, lo, hi)
             if key not in self._windows:
                 glob = (self._ay, self._ax)[dim].mat
-                mat = _restricted_matrix(glob, lo, hi, hr.start, hr.stop)
-                gram = _checked_gram(mat, "tile operator", "use a larger overlap")
-                self._windows[key] = _banded_axis(mat, gram)
+                mat = restricted_matrix(glob, lo, hi, hr.start, hr.stop)
+                gram = checked_gram(mat, "tile operator", "use a larger overlap")
+                self._windows[key] = banded_axis(mat, gram)
             axes.append(self._windows[key])
         return DownsampleOperator._from_axes(self.kind, self.scale, axes[0], axes[1], self.sigma)
 
@@ -495,14 +292,14 @@ class DownsampleOperator:
         return by.weights(like)[:, None] * bx.weights(like)[None, :]
 
     # area/sum fast path: pool / expand both axes at once (one reshape, no transposes)
-    def _block_apply(self, x: Tensor, by: _Block, bx: _Block) -> Tensor:
+    def _block_apply(self, x: Tensor, by: BlockPool, bx: BlockPool) -> Tensor:
         (H, W), (h, w), f = self.hr_size, self.lr_size, self.scale
         if (H, W) != (h * f, w * f):
             x = torch.nn.functional.pad(x, (0, w * f - W, 0, h * f - H))
         s = x.unflatten(-1, (w, f)).sum(-1).unflatten(-2, (h, f)).sum(-2)
         return s * (by.weights(x)[:, None] * bx.weights(x)[None, :])
 
-    def _block_adjoint(self, y: Tensor, by: _Block, bx: _Block) -> Tensor:
+    def _block_adjoint(self, y: Tensor, by: BlockPool, bx: BlockPool) -> Tensor:
         (H, W), (h, w), f = self.hr_size, self.lr_size, self.scale
         y = y * (by.weights(y)[:, None] * bx.weights(y)[None, :])
         up = y[..., :, None, :, None].expand(*y.shape[:-2], h, f, w, f).reshape(*y.shape[:-2], h * f, w * f)
@@ -546,7 +343,7 @@ class DownsampleOperator:
         n = self.lr_size[0] * self.lr_size[1]
         if n <= DENSE_MASKED_GRAM_MAX:
             return self._masked_gram_dense(r, mask)
-        return _masked_gram_cg(self.gram, r * m, m, kron_inv, tol)
+        return masked_gram_cg(self.gram, r * m, m, kron_inv, tol)
 
     def _masked_gram_dense(self, r: Tensor, mask: Tensor) -> Tensor:
         """Exact masked solve by Cholesky of the constrained block of D Dᵀ (small LR grids).
@@ -657,35 +454,6 @@ class DownsampleOperator:
         # For area/bicubic/gaussian the rows sum to 1 (full == 1); for sum they sum to the block size.
         src = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)) * full, torch.zeros_like(num))
         return src, ok
-
-
-def _masked_gram_cg(
-    gram: Callable[[Tensor], Tensor], rhs: Tensor, m: Tensor, kron_inv: Callable[[Tensor], Tensor], tol: float | None
-) -> Tensor:
-    """PCG for (C M C) z = rhs on the constrained set, M = D Dᵀ (``gram``), preconditioned by C M⁻¹ C."""
-    # float64: 1e-12, float32: ~1.2e-5 (relative); below that the iteration stagnates on rounding
-    tol = max(100 * torch.finfo(rhs.dtype).eps, 1e-12) if tol is None else tol
-    z = torch.zeros_like(rhs)
-    r = rhs.clone()
-    y = kron_inv(r) * m
-    p = y.clone()
-    ry = (r * y).sum((-2, -1), keepdim=True)
-    r0 = r.norm(dim=(-2, -1), keepdim=True).clamp_min(torch.finfo(rhs.dtype).tiny)
-    n = int(m.shape[-1] * m.shape[-2])
-    for _ in range(min(500, max(50, 4 * int(math.sqrt(n))))):
-        q = gram(p) * m
-        pq = (p * q).sum((-2, -1), keepdim=True)
-        alpha = torch.where(pq != 0, ry / torch.where(pq != 0, pq, torch.ones_like(pq)), torch.zeros_like(pq))
-        z = z + alpha * p
-        r = r - alpha * q
-        if bool((r.norm(dim=(-2, -1), keepdim=True) <= tol * r0).all()):
-            break
-        y = kron_inv(r) * m
-        ry_new = (r * y).sum((-2, -1), keepdim=True)
-        beta = torch.where(ry != 0, ry_new / torch.where(ry != 0, ry, torch.ones_like(ry)), torch.zeros_like(ry))
-        p = y + beta * p
-        ry = ry_new
-    return z
 
 
 @functools.lru_cache(maxsize=32)

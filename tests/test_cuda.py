@@ -488,10 +488,13 @@ def test_tiled_guided_upsample_on_device(kind):
     valid = torch.from_numpy(np.isfinite(src))
     s = torch.from_numpy(np.nan_to_num(src))
     assert consistency(torch.from_numpy(out), s, kind, f, valid) <= 1e-9 * amax(s)
-    if kind == "area":  # the same through the public API (default overlap)
-        api = guided_upsample(src, guide, f, tile_size=32, operator=kind, weights="color", tol=1e-9, max_iter=20000,
+    if kind == "area":  # the same through the public API (default overlap; its smallest tile)
+        from optisr.guided.tiling import min_tile_size
+
+        tile = min_tile_size(f)
+        api = guided_upsample(src, guide, f, tile_size=tile, operator=kind, weights="color", tol=1e-9, max_iter=20000,
                               device=DEVICE)
-        cpu = tiled_guided_upsample(src, guide, f, **{**kw, "overlap": None})
+        cpu = tiled_guided_upsample(src, guide, f, **{**kw, "tile": tile, "overlap": None})
         assert np.abs(api - cpu).max() <= 1e-6 * np.abs(ref).max()
 
 

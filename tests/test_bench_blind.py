@@ -107,7 +107,7 @@ def test_cli_bicubic_and_tiny_model_writes_report(tiny_set5, tmp_path, capsys):
                  "--models bicubic", "| aaa |"):
         assert text in md
     rows = (out / "blind_set5.csv").read_text().splitlines()
-    niqe_rows = 0 if blind._niqe_available() else 3  # HR NIQE reference row when NIQE can run
+    niqe_rows = 0 if blind.niqe_unavailable() else 3  # HR NIQE reference row when NIQE can run
     assert rows[0].startswith("image,method,psnr_y") and len(rows) == 1 + 2 * 3 + niqe_rows
     crops = sorted((out / "blind_set5_crops").glob("*.png"))
     assert [p.stem for p in crops] == ["aaa", "bbb"]

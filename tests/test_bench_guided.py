@@ -14,8 +14,17 @@ from PIL import Image
 
 from md_tables import md_tables  # tests/ is on sys.path (pytest rootdir-relative import)
 from optisr.bench import guided as bench
+from optisr.bench import guided_protocols as protocols
+from optisr.bench.guided_report import format_markdown
+from optisr.cli.main import main as optisr_main
 from optisr.errors import ConfigError
 from optisr.metrics.depth import protocol_b_errors
+
+
+def _bench_guided(argv: list[str]) -> int:
+    """``optisr bench guided ARGV`` through the optisr command (its one-line errors, exit codes)."""
+    return optisr_main(["bench", "guided", *argv])
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,7 +68,7 @@ def _find(tables: dict, prefix: str) -> dict[str, list[float]]:
 def test_protocol_a_folder(tmp_path, capsys):
     data = _folder_dataset(tmp_path / "data")
     out = tmp_path / "out"
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "folder", "--data-dir", str(data), "--scales", "4", "8", "--methods", "bicubic", "color",
          "--out-dir", str(out), "--figures", "1", "--no-progress"]
     )  # fmt: skip
@@ -86,7 +95,7 @@ def test_protocol_a_folder(tmp_path, capsys):
 
 def test_limit_and_mod_crop(tmp_path):
     data = _folder_dataset(tmp_path / "data", n=3, h=37, w=45)  # not multiples of the scale
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "folder", "--data-dir", str(data), "--scales", "8", "--methods", "bicubic",
          "--out-dir", str(tmp_path / "o"), "--limit", "1", "--figures", "0", "--no-progress"]
     )  # fmt: skip
@@ -98,7 +107,7 @@ def test_limit_and_mod_crop(tmp_path):
 
 def test_protocol_a_lr_is_pil_bicubic():
     _, depth = _scene(48, 56, 3)
-    lr, ok = bench._make_lr(depth, np.ones(depth.shape, bool), "bicubic", 4)
+    lr, ok = protocols.make_lr(depth, np.ones(depth.shape, bool), "bicubic", 4)
     ref = np.asarray(Image.fromarray(depth, mode="F").resize((14, 12), Image.BICUBIC))
     assert ok.all() and lr.dtype == np.float32
     np.testing.assert_allclose(lr, ref, rtol=0, atol=1e-3)  # depth ~1000-2000: float32 rounding only
@@ -133,7 +142,7 @@ def _fake(n: int = 2, h: int = 70, w: int = 64) -> _FakeDataset:
 
 def test_protocol_b_units_and_consistency():
     ds = _fake()
-    res = bench.benchmark(ds, scales=[4, 8], methods=["bicubic", "color"], protocol="b", tile=32, progress=False)
+    res = bench.benchmark(ds, scales=[4, 8], methods=["bicubic", "color"], protocol="b", tile_size=32, progress=False)
     assert res.units == "cm" and res.operator == "area"
     assert res.n_regions == {4: 8, 8: 8}  # 70x64 -> 2x2 tiles of 32 per image, 2 images
     assert res.consistency["color"][4] < 1e-3 and res.consistency["bicubic"][4] > 1e-2
@@ -145,14 +154,14 @@ def test_protocol_b_units_and_consistency():
         for y in (0, 32):
             for x in (0, 32):
                 d, m = s.depth[y : y + 32, x : x + 32], s.mask[y : y + 32, x : x + 32]
-                lr, ok = bench._make_lr(d, m, "area", 4)
+                lr, ok = protocols.make_lr(d, m, "area", 4)
                 preds.append(get_baseline("bicubic")(lr, s.guide[y : y + 32, x : x + 32], 4, ok))
                 targets.append(d)
                 masks.append(m)
     ref = protocol_b_errors(preds, targets, masks, units="mm", tile=32, batch_size=8)
     assert res.mse["bicubic"][4] == pytest.approx(ref.mse_cm2, rel=1e-5)
     assert res.mae["bicubic"][4] == pytest.approx(ref.mae_cm, rel=1e-5)
-    text = bench.format_markdown(res)
+    text = format_markdown(res)
     assert "MSE (cm²)" in text and "MAE (cm)" in text and "LR consistency RMSE (cm)" in text
 
 
@@ -165,7 +174,7 @@ def test_protocol_a_report_scale():
 
     s = ds[0]
     d, m = mod_crop(s.depth, 8), mod_crop(s.mask, 8)
-    lr, ok = bench._make_lr(d, m, "bicubic", 8)
+    lr, ok = protocols.make_lr(d, m, "bicubic", 8)
     want = 0.1 * masked_rmse(get_baseline("bicubic")(lr, mod_crop(s.guide, 8), 8, ok), d, m)
     assert res.rmse["bicubic"][8] == pytest.approx(want, rel=1e-9)
 
@@ -179,6 +188,7 @@ def test_protocol_a_report_scale():
         (["--scales", "0"], "--scales"),
         (["--limit", "0"], "--limit"),
         (["--protocol", "B", "--tile", "30"], "multiple of every scale"),
+        (["--protocol", "B", "--tile-size", "30"], "multiple of every scale"),
         (["--threads", "-1"], "--threads"),
     ],
 )
@@ -192,7 +202,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, extra, fragment):
             argv[argv.index(extra[i]) + 1] = value
         else:
             argv += [extra[i], value]
-    rc = bench.main(argv)
+    rc = _bench_guided(argv)
     err = capsys.readouterr().err
     assert rc == 1
     assert len(err.strip().splitlines()) == 1 and err.startswith("optisr bench: error:")
@@ -219,7 +229,7 @@ def test_middlebury30_shared(tmp_path):
     if not data.is_dir():
         pytest.skip(f"{data} not available")
     out = tmp_path / "out"
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "middlebury30", "--data-dir", str(data), "--scales", "8", "16", "--methods", "bicubic",
          "color", "--limit", "2", "--figures", "1", "--out-dir", str(out), "--no-progress"]
     )  # fmt: skip
@@ -233,3 +243,18 @@ def test_middlebury30_shared(tmp_path):
     assert cons["bicubic"][0] > 0.1 and cons["color"][0] < 1e-2
     assert len(list((out / "figures").glob("*.png"))) == 2
     assert re.search(r"Command: `optisr bench guided --dataset middlebury30 ", text)
+
+
+def test_bench_options_share_the_cli_vocabulary():
+    """``optisr bench guided|blind`` spell tile size and device like every other command."""
+    from optisr.cli.main import build_parser
+
+    parser = build_parser()
+    base = {"guided": ["--dataset", "d", "--data-dir", "x"], "blind": ["--dataset", "set5", "--data-dir", "x"]}
+    for engine, argv in base.items():
+        for spelling in ("-t", "--tile", "--tile-size", "--tile_size"):
+            args = parser.parse_args(["bench", engine, *argv, spelling, "64"])
+            assert args.tile_size == 64
+        args = parser.parse_args(["bench", engine, *argv])
+        assert args.device == "auto" and args.gpu_id is None
+        assert parser.parse_args(["bench", engine, *argv, "-g", "1"]).gpu_id == 1

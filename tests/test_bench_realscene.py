@@ -17,8 +17,15 @@ import torch
 from PIL import Image
 
 from md_tables import md_tables  # tests/ is on sys.path (pytest rootdir-relative import)
-from optisr.bench import guided as bench
+from optisr.bench import guided_protocols as protocols
+from optisr.cli.main import main as optisr_main
 from optisr.data import get_dataset
+
+
+def _bench_guided(argv: list[str]) -> int:
+    """``optisr bench guided ARGV`` through the optisr command (its one-line errors, exit codes)."""
+    return optisr_main(["bench", "guided", *argv])
+
 
 REPO = Path(__file__).resolve().parents[1]
 H, W, h0, w0 = 48, 64, 18, 24  # HR and real-LR sizes of the fake set (ratio 8/3, as 384×512 / 144×192)
@@ -83,7 +90,7 @@ def test_resampling_is_pil_bicubic():
     rng = np.random.default_rng(0)
     lr = (1500 + 300 * rng.random((h0, w0))).astype(np.float32)
     for size in ((H // 4, W // 4), (H, W)):  # real LR -> the x4 grid (down by 1.5), and raw LR -> HR (up)
-        out, ok = bench._resample_bicubic(lr, None, size)
+        out, ok = protocols.resample_bicubic(lr, None, size)
         assert out.shape == size and out.dtype == np.float32 and ok.all()
         np.testing.assert_allclose(out, _pil_resize(lr, size), rtol=0, atol=1e-3)  # float32 rounding only
 
@@ -93,7 +100,7 @@ def test_resampling_ignores_invalid_pixels():
     valid = np.ones((h0, w0), bool)
     lr[4:6, 4:6], valid[4:6, 4:6] = 9999.0, False  # bad values behind the mask must not leak
     lr[10, 10] = np.nan
-    out, ok = bench._resample_bicubic(lr, valid, (H // 4, W // 4))
+    out, ok = protocols.resample_bicubic(lr, valid, (H // 4, W // 4))
     # Only the output pixel centred in the 2x2 hole loses its support (the valid taps left are the
     # kernel's negative lobes): it is marked invalid, like the NaN-aware operators do.
     assert np.argwhere(~ok).tolist() == [[3, 3]] and out[3, 3] == 0
@@ -107,7 +114,7 @@ def test_realscene_end_to_end(tmp_path, capsys):
     data = _realscene_folder(tmp_path / "data")
     out = tmp_path / "out"
     methods = ["bicubic", "bicubic-raw", "color", "guided-filter", "jbu"]
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "rgbdd_real", "--data-dir", str(data), "--methods", *methods, "--out-dir", str(out),
          "--figures", "1", "--no-progress"]
     )  # fmt: skip
@@ -144,7 +151,7 @@ def test_realscene_end_to_end(tmp_path, capsys):
 
 def test_synthetic_override_is_labelled(tmp_path):
     data = _realscene_folder(tmp_path / "data")
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "rgbdd-real", "--data-dir", str(data), "--lr", "synthetic", "--scales", "4", "--methods",
          "bicubic", "--out-dir", str(tmp_path / "o"), "--figures", "0", "--no-progress"]
     )  # fmt: skip
@@ -185,7 +192,7 @@ def test_bad_input_is_one_line_error(tmp_path, capsys, damage, extra, fragment):
         damage(data)
     argv = ["--dataset", "rgbdd-real", "--data-dir", str(data), "--methods", "bicubic", "bicubic-raw",
             "--out-dir", str(tmp_path / "o"), "--no-progress", *extra]  # fmt: skip
-    rc = bench.main(argv)
+    rc = _bench_guided(argv)
     err = capsys.readouterr().err
     assert rc == 1
     assert len(err.strip().splitlines()) == 1 and err.startswith("optisr bench: error:")
@@ -199,7 +206,7 @@ def test_real_lr_needs_a_dataset_with_lr(tmp_path, capsys):
     bgr, depth = _scene(0)
     assert cv2.imwrite(str(tmp_path / "guide" / "a.png"), bgr)
     assert cv2.imwrite(str(tmp_path / "depth" / "a.png"), np.round(depth).astype(np.uint16))
-    rc = bench.main(
+    rc = _bench_guided(
         ["--dataset", "folder", "--data-dir", str(tmp_path), "--lr", "real", "--methods", "bicubic",
          "--out-dir", str(tmp_path / "o"), "--no-progress"]
     )  # fmt: skip
@@ -221,5 +228,5 @@ def test_shared_realscene3_loads():
         assert sample.depth.shape == (384, 512) and sample.guide.shape == (384, 512, 3)
         assert sample.lr_depth.shape == (144, 192) and sample.lr_mask.all()  # hole-filled
         assert 100 < np.nanmedian(sample.depth) < 4000 and 100 < np.nanmedian(sample.lr_depth) < 4000  # mm
-        (case,), covered = bench._cases(sample, 4, "A", 256, real=True)
+        (case,), covered = protocols.scored_regions(sample, 4, "A", 256, real=True)
         assert covered == (384, 512) and case.lr.shape == (96, 128) and case.lr_valid.all()

@@ -402,6 +402,15 @@ def test_folder_mode_lists_unmatched_sources(files, capsys):
 
 
 @pytest.fixture
+def no_min_tile(monkeypatch):
+    """Lift the minimum tile size so that the tiled path runs on these tiny images."""
+    import optisr.guided.tiling as tiling
+
+    monkeypatch.setattr(tiling, "MIN_TILE_HR", 1)
+    monkeypatch.setattr(tiling, "MIN_TILE_LR", 1)
+
+
+@pytest.fixture
 def solve_spy(monkeypatch):
     """Records the guide dtype, solve dtype and tile size of every guided_upsample call of the CLI."""
     import optisr.guided.api as api
@@ -417,17 +426,17 @@ def solve_spy(monkeypatch):
 
 
 @pytest.mark.parametrize("operator", ["area", "bicubic"])
-def test_lean_tiled_path_matches_untiled_within_rounding(files, capsys, monkeypatch, solve_spy, operator):
+def test_lean_tiled_path_matches_untiled_within_rounding(files, capsys, monkeypatch, solve_spy, operator, no_min_tile):
     """--tile-size forces the large-image path (uint8 guide, float32 tiled solve, strip-wise
     rounding and consistency check); it writes the untiled file up to rounding, and 16-bit area
     output stays exactly consistent."""
-    import optisr.cli.guided as cli
+    import optisr.guided.consistency as strips
 
     tmp, lr = files
     common = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--operator", operator]
     rc, whole_line, err = _run(capsys, *common, "-o", tmp / "whole.png", "--quiet")
     assert rc == 0, err
-    monkeypatch.setattr(cli, "STRIP_PIXELS", 64)  # strips of one LR row: 8 strips
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 64)  # strips of one LR row: 8 strips
     rc, lean_line, err = _run(capsys, *common, "-o", tmp / "lean.png", "--tile-size", 8, "--quiet")
     assert rc == 0, err
     assert solve_spy == [(np.uint8, torch.float64, None), (np.uint8, torch.float32, 8)]
@@ -444,10 +453,10 @@ def test_lean_tiled_path_matches_untiled_within_rounding(files, capsys, monkeypa
         assert abs(float(lean_line.split("max|Dx-s| ")[1]) - err_whole) <= 1.0
 
 
-def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypatch, solve_spy):
+def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypatch, solve_spy, no_min_tile):
     """float32 output of the lean path: the untiled float64 result to float32 precision; the
     strip-wise consistency error equals the whole-image one."""
-    import optisr.cli.guided as cli
+    import optisr.guided.consistency as strips
 
     guide, depth = _scene()
     lr = _area(depth).astype(np.float32)
@@ -456,7 +465,7 @@ def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypat
     write_raster(tmp_path / "lr.tif", lr)
     common = ["--guide", tmp_path / "rgb.png", "--source", tmp_path / "lr.tif", "--scale", 4, "--quiet"]
     assert _run(capsys, *common, "-o", tmp_path / "whole.tif")[0] == 0
-    monkeypatch.setattr(cli, "STRIP_PIXELS", 64)
+    monkeypatch.setattr(strips, "STRIP_PIXELS", 64)
     rc, line, err = _run(capsys, *common, "-o", tmp_path / "lean.tif", "--tile-size", 8)
     assert rc == 0, err
     assert [c[1] for c in solve_spy] == [torch.float64, torch.float32]
@@ -482,7 +491,7 @@ def test_tol_reaches_the_solver_and_device_is_checked(files, capsys, monkeypatch
     base = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--method", "color"]
     rc, _, err = _run(capsys, *base, "-o", tmp / "a.tif", "--tol", "1e-3", "--device", "cpu")
     assert rc == 0, err
-    assert seen == {"tol": 1e-3, "device": "cpu"}
+    assert seen == {"tol": 1e-3, "device": torch.device("cpu")}
     rc, _, err = _run(capsys, *base, "-o", tmp / "b.tif", "--tol", "2")
     assert rc == 1 and "--tol must be in (0, 1)" in err and not (tmp / "b.tif").exists()
     rc, _, err = _run(capsys, *base, "-o", tmp / "c.tif", "--device", "potato")
@@ -492,4 +501,27 @@ def test_tol_reaches_the_solver_and_device_is_checked(files, capsys, monkeypatch
         assert rc == 1 and "no CUDA" in err
     rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4,
                       "--method", "jbu", "-o", tmp / "e.tif", "--device", "cpu")
+    assert rc == 1 and "--device applies to the graph methods" in err
+
+
+def test_small_tile_size_is_raised_with_a_one_line_note(files, capsys, solve_spy):
+    tmp, _ = files
+    args = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--method", "color"]
+    rc, out, err = _run(capsys, *args, "-o", tmp / "a.tif", "-t", 1, "--quiet")
+    assert rc == 0, err
+    assert err.strip() == "optisr guided: note: --tile-size 1 is below the minimum of 128 HR pixels at ×4 (max(128, 32·scale)); using 128"
+    assert solve_spy[-1][2] == 128
+    rc, _, err = _run(capsys, *args, "-o", tmp / "b.tif", "--tile", 0, "--quiet")
+    assert rc == 0 and err == "" and solve_spy[-1][2] == 0  # 0 (never tile) is kept
+
+
+def test_device_default_is_auto_and_baselines_accept_it(files, capsys):
+    """--device defaults to auto everywhere; a baseline runs on the CPU and only rejects an explicit device."""
+    tmp, _ = files
+    args = ["--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "--method", "jbu"]
+    rc, _, err = _run(capsys, *args, "-o", tmp / "a.tif")
+    assert rc == 0, err
+    rc, _, err = _run(capsys, *args, "-o", tmp / "b.tif", "--device", "auto")
+    assert rc == 0, err
+    rc, _, err = _run(capsys, *args, "-o", tmp / "c.tif", "-g", 0)
     assert rc == 1 and "--device applies to the graph methods" in err

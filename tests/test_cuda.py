@@ -154,12 +154,12 @@ def test_operator_maps_match_cpu(kind, dtype):
 
 @pytest.mark.parametrize("kind", ["bicubic", "gaussian"])
 def test_masked_projection_large_lr_grid_uses_pcg(kind):
-    """LR grids above _DENSE_MASKED_GRAM_MAX pixels solve the masked Gram system by PCG."""
-    from optisr.ops.operators import _DENSE_MASKED_GRAM_MAX
+    """LR grids above DENSE_MASKED_GRAM_MAX pixels solve the masked Gram system by PCG."""
+    from optisr.ops.operators import DENSE_MASKED_GRAM_MAX
 
     H, W, f = 96, 98, 2
     op = make_operator(kind, (H, W), f)
-    assert op.lr_size[0] * op.lr_size[1] > _DENSE_MASKED_GRAM_MAX
+    assert op.lr_size[0] * op.lr_size[1] > DENSE_MASKED_GRAM_MAX
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 1, H, W, generator=g, dtype=F64)
     s = torch.randn(1, 1, *op.lr_size, generator=g, dtype=F64)
@@ -484,10 +484,13 @@ def test_tiled_guided_upsample_on_device(kind):
     valid = torch.from_numpy(np.isfinite(src))
     s = torch.from_numpy(np.nan_to_num(src))
     assert consistency(torch.from_numpy(out), s, kind, f, valid) <= 1e-9 * amax(s)
-    if kind == "area":  # the same through the public API (default overlap)
-        api = guided_upsample(src, guide, f, tile_size=32, operator=kind, weights="color", tol=1e-9, max_iter=20000,
+    if kind == "area":  # the same through the public API (default overlap; its smallest tile)
+        from optisr.guided.tiling import min_tile_size
+
+        tile = min_tile_size(f)
+        api = guided_upsample(src, guide, f, tile_size=tile, operator=kind, weights="color", tol=1e-9, max_iter=20000,
                               device=DEVICE)
-        cpu = tiled_guided_upsample(src, guide, f, **{**kw, "overlap": None})
+        cpu = tiled_guided_upsample(src, guide, f, **{**kw, "tile": tile, "overlap": None})
         assert np.abs(api - cpu).max() <= 1e-6 * np.abs(ref).max()
 
 

@@ -138,9 +138,9 @@ def test_lr_consistency():
     rng = np.random.default_rng(3)
     lr = rng.uniform(1, 2, (4, 5))
     hr = np.kron(lr, np.ones((3, 3)))  # exactly consistent
-    assert lr_consistency_rmse(lr, hr, factor=3) == pytest.approx(0.0, abs=1e-12)
+    assert lr_consistency_rmse(lr, hr, scale=3) == pytest.approx(0.0, abs=1e-12)
     off = hr + 0.5
-    assert lr_consistency_rmse(lr, off, factor=3, report_scale=100.0) == pytest.approx(50.0)
+    assert lr_consistency_rmse(lr, off, scale=3, report_scale=100.0) == pytest.approx(50.0)
     pred_lr = lr + np.array([[1.0] * 5] + [[0.0] * 5] * 3)
     assert lr_consistency_rmse(lr, pred_lr) == pytest.approx(math.sqrt(5 / 20))
     mask = np.ones((4, 5), bool)
@@ -149,4 +149,4 @@ def test_lr_consistency():
     with pytest.raises(ShapeError):
         lr_consistency_rmse(lr, hr)
     with pytest.raises(ShapeError):
-        lr_consistency_rmse(lr, hr[:-1], factor=3)
+        lr_consistency_rmse(lr, hr[:-1], scale=3)

@@ -103,3 +103,20 @@ def test_errors():
 def test_docstring_example():
     result = doctest.testmod(optisr.guided.api, verbose=False)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_guided_upsample_type_hints_follow_the_input_kind():
+    """numpy in -> numpy out, torch in -> torch out, in the overloads as at run time."""
+    import typing
+
+    import numpy as np
+    import torch
+
+    from optisr.guided import guided_upsample
+
+    assert guided_upsample is optisr.guided.api.guided_upsample
+    hints = [typing.get_type_hints(f, localns={"GraphSRModel": object}) for f in typing.get_overloads(guided_upsample)]
+    assert [(h["source"], h["return"]) for h in hints] == [(np.ndarray, np.ndarray), (torch.Tensor, torch.Tensor)]
+    guide = np.zeros((8, 8, 3), np.float32)
+    assert isinstance(guided_upsample(np.ones((2, 2)), guide, 4, weights="color"), np.ndarray)
+    assert isinstance(guided_upsample(torch.ones(2, 2), torch.from_numpy(guide).permute(2, 0, 1), 4, weights="color"), torch.Tensor)

@@ -118,7 +118,16 @@ def test_weights_array_callable_and_soft_mode(scene):
     assert np.abs(soft - soft_ref).max() <= MAX_DIFF * np.ptp(soft_ref)
 
 
-def test_api_dispatch_progress_and_errors(scene, monkeypatch):
+@pytest.fixture
+def no_min_tile(monkeypatch):
+    """Lift the public minimum tile size, so tile-wise dispatch can be tested on tiny images."""
+    import optisr.guided.tiling as tiling
+
+    monkeypatch.setattr(tiling, "MIN_TILE_HR", 1)
+    monkeypatch.setattr(tiling, "MIN_TILE_LR", 1)
+
+
+def test_api_dispatch_progress_and_errors(scene, monkeypatch, no_min_tile):
     guide, depth = scene[0][:64, :64], scene[1][:64, :64]
     s = _lr(depth, 8, "area")
     calls = []
@@ -140,7 +149,21 @@ def test_api_dispatch_progress_and_errors(scene, monkeypatch):
         optisr.guided_upsample(torch.from_numpy(s), torch.from_numpy(guide).permute(2, 0, 1).float() / 255, 8, tile_size=32)
 
 
-def test_cli_tile_size(tmp_path, capsys, scene):
+def test_small_tile_size_is_raised_to_the_minimum(scene):
+    """tile_size=1 used to run 24× slower than untiled; now it is raised to max(128, 32·scale), with a warning."""
+    from optisr.guided.tiling import min_tile_size
+
+    assert (min_tile_size(2), min_tile_size(4), min_tile_size(8)) == (128, 128, 256)
+    guide, depth = np.tile(scene[0], (2, 2, 1))[:160, :160], np.tile(scene[1], (2, 2))[:160, :160]
+    s = _lr(depth, 2, "area")
+    calls = []
+    with pytest.warns(UserWarning, match="tile_size 1 is below the minimum of 128 HR pixels at ×2"):
+        x = optisr.guided_upsample(s, guide, 2, tile_size=1, weights="color", progress=lambda d, t: calls.append(t))
+    assert calls == [4] * 4  # 2×2 tiles of 128 HR px, not 80×80 tiles of 2
+    np.testing.assert_array_equal(x, tiled_guided_upsample(s, guide, 2, tile=128))
+
+
+def test_cli_tile_size(tmp_path, capsys, scene, no_min_tile):
     guide, depth = scene[0][:64, :64], scene[1][:64, :64]
     import cv2
 

@@ -99,9 +99,72 @@ def test_float32_and_dtype_device_kept():
 def test_errors():
     with pytest.raises(ConfigError, match="unknown operator"):
         make_operator("lanczos", (8, 8), 2)
-    with pytest.raises(ConfigError, match="factor"):
+    with pytest.raises(ConfigError, match="scale"):
         make_operator("area", (8, 8), 0)
     with pytest.raises(ShapeError, match="must end in"):
         make_operator("area", (8, 8), 2).apply(torch.zeros(1, 1, 8, 9))
     with pytest.raises(ConfigError, match="sigma"):
         make_operator("area", (8, 8), 2, sigma=1.0)
+
+
+# ----------------------------------------------------------------- public structure operations
+
+
+@pytest.mark.parametrize("kind", OPERATORS)
+def test_axis_matrices_and_from_axis_matrices_rebuild_the_operator(kind):
+    op = make_operator(kind, (37, 53), 4)
+    a_y, a_x = op.axis_matrices()
+    assert a_y.shape == (10, 37) and a_x.shape == (14, 53) and not a_y.flags.writeable
+    twin = type(op).from_axis_matrices(kind, 4, a_y, a_x)
+    x = torch.randn(2, 37, 53, dtype=torch.float64)
+    y = torch.randn(2, 10, 14, dtype=torch.float64)
+    np.testing.assert_allclose(twin.apply(x).numpy(), op.apply(x).numpy(), atol=1e-12)
+    np.testing.assert_allclose(twin.adjoint(y).numpy(), op.adjoint(y).numpy(), atol=1e-12)
+    with pytest.raises(ShapeError, match="a_x"):
+        type(op).from_axis_matrices(kind, 4, a_y, a_x.T)
+
+
+@pytest.mark.parametrize("kind", ["bicubic", "gaussian"])
+def test_restrict_is_the_renormalised_window_of_the_global_matrices(kind):
+    op = make_operator(kind, (37, 53), 4)
+    win = op.restrict((2, 7), (0, 14))
+    rows, cols = op.hr_window((2, 7), (0, 14))
+    assert (rows, cols) == (slice(8, 28), slice(0, 53)) and win.hr_size == (20, 53) and win.lr_size == (5, 14)
+    a_y = op.axis_matrices()[0][2:7, 8:28]
+    ref = a_y * (op.axis_matrices()[0][2:7].sum(1) / a_y.sum(1))[:, None]
+    np.testing.assert_allclose(win.axis_matrices()[0], ref, atol=1e-15)
+    np.testing.assert_allclose(win.axis_matrices()[1], op.axis_matrices()[1], atol=1e-15)
+    with pytest.raises(ShapeError, match="not inside"):
+        op.restrict((0, 11), (0, 1))
+
+
+def test_restrict_area_is_the_window_operator():
+    op = make_operator("area", (37, 53), 4)
+    win = op.restrict((9, 10), (3, 14))  # the partial last row and column blocks
+    assert win.hr_size == (1, 41) and win.diagonal_gram
+    x = torch.rand(37, 53, dtype=torch.float64)
+    np.testing.assert_allclose(win.apply(x[36:, 12:]).numpy(), op.apply(x)[9:, 3:].numpy(), atol=1e-14)
+
+
+@pytest.mark.parametrize("kind", OPERATORS)
+def test_strip_wise_apply_adjoint_and_projection_match_the_whole_image(kind):
+    op = make_operator(kind, (67, 45), 4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(67, 45, generator=g, dtype=torch.float64)
+    y = torch.randn(*op.lr_size, generator=g, dtype=torch.float64)
+    np.testing.assert_allclose(op.apply_strips(x.numpy(), rows=8).numpy(), op.apply(x).numpy(), atol=1e-12)
+    assert op.apply_strips(x.float().numpy(), rows=8, dtype=torch.float64).dtype == torch.float64
+    acc = x.clone()
+    op.add_adjoint_(acc, y, rows=8)
+    np.testing.assert_allclose(acc.numpy(), (x + op.adjoint(y)).numpy(), atol=1e-12)
+    mask = torch.rand(*op.lr_size, generator=g) > 0.3
+    out = x.clone()
+    op.project_(out, y, mask, rows=8)
+    np.testing.assert_allclose(out.numpy(), op.project(x, y, mask).numpy(), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", OPERATORS)
+def test_gram_is_d_dt_on_the_lr_grid(kind):
+    op = make_operator(kind, (37, 30), 3)
+    z = torch.randn(2, *op.lr_size, dtype=torch.float64)
+    np.testing.assert_allclose(op.gram(z).numpy(), op.apply(op.adjoint(z)).numpy(), atol=1e-12)

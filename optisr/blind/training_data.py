@@ -356,7 +356,7 @@ def load_val_samples(cfg: ValDataConfig, scale: int) -> list[ValSample]:
     """
     key = "datasets.val"
     if cfg.bench:
-        from optisr.bench.blind import DATASETS, load_dataset
+        from optisr.bench.blind_sets import DATASETS, load_dataset
 
         if cfg.bench not in DATASETS:
             raise ConfigError(f"{key}.bench: unknown set {cfg.bench!r}; choose one of {', '.join(DATASETS)}")

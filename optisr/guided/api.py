@@ -2,114 +2,46 @@
 
 from __future__ import annotations
 
-import copy
+import os
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
+from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated, edge_energy, weights_from_energy
+from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.operators import lr_size
 
-# Colour-affinity graph (no learning): w = exp(−mean_c ΔRGB² / μ²) on the guide in [0, 1].
-# μ and the floor were chosen on procedural scenes (optisr.data.synthetic), never on benchmark
-# data: benchmarks/tune_color.py reproduces the choice.
-COLOR_MU = 0.02
-COLOR_FLOOR = 1e-3
-COLOR_CONNECT = 0.02  # link isolated pixels/pairs (optisr.ops.lattice.connect_isolated); procedural scenes only
+if TYPE_CHECKING:
+    from optisr.guided.model import GraphSRModel
+
+__all__ = [
+    "AUTO_TILE_PIXELS",
+    "COLOR_CONNECT",
+    "COLOR_FLOOR",
+    "COLOR_MU",
+    "MODEL_AUTO_TILE_PIXELS",
+    "Weights",
+    "color_weights",
+    "guided_upsample",
+]
+
+Weights = Union[None, str, os.PathLike, "GraphSRModel", Tensor, np.ndarray, Callable[[Tensor, Tensor], Tensor]]
+"""What ``weights=`` of :func:`guided_upsample` takes (see its docstring)."""
 
 # the learned model's full-resolution feature maps cost ~100 bytes per HR pixel: tile sooner
 MODEL_AUTO_TILE_PIXELS = 2048 * 2048
-
-
-def _model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
-    """``(guide, source) -> weights`` of a learned guided model at ``scale`` (any dtype/device).
-
-    For a single numpy ``source`` the network input is z-scored with the whole image's statistics
-    (not each tile's), so tile-wise solves see the same features as the untiled one.
-
-    The model is never moved: on another device than the guide, a copy on the guide's device is
-    used (made once per call of this function), so a cached or caller-owned model keeps its device.
-    """
-    stats = None
-    if isinstance(source, np.ndarray) and source.ndim == 2:
-        from optisr.guided.model import source_stats
-
-        src_t = torch.from_numpy(np.asarray(source, np.float64))[None, None]
-        m_t = None if mask is None else torch.from_numpy(np.asarray(mask, bool))[None, None]
-        mean, std = source_stats(src_t, m_t)
-        stats = (float(mean), float(std))
-
-    copies: dict[torch.device, Any] = {}
-
-    def on(device: torch.device) -> Any:
-        p = next(model.parameters(), None)
-        if p is None or p.device == device:
-            return model
-        if device not in copies:
-            copies[device] = copy.deepcopy(model).to(device)
-        return copies[device]
-
-    def weights(gt: Tensor, src: Tensor) -> Tensor:
-        g = gt if gt.shape[1] == 3 else gt[:, :1].expand(-1, 3, -1, -1)
-        net = on(gt.device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and (gt.requires_grad or src.requires_grad)):
-            w = net.weights(g.float(), src.float(), scale, stats=stats)
-        return w.to(src.dtype)
-
-    return weights
-
-
-def _resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = None) -> tuple[Any, bool]:
-    """Turn model references ('default', a path, a GraphSRModel) into a weights callable.
-
-    Returns (weights, learned) where ``learned`` says a network computes them.
-    """
-    import os
-
-    from optisr.guided.model import GraphSRModel, load_default_model, load_guided_model
-
-    if weights is None or (isinstance(weights, str) and weights in ("default", "model")):
-        model = load_default_model()
-        if model is None:
-            if isinstance(weights, str) and weights == "model":
-                raise ConfigError("no default guided model is installed (optisr/guided/weights/default.safetensors)")
-            return "color", False
-        weights = model
-    elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
-        weights = load_guided_model(weights)[0]
-    if isinstance(weights, GraphSRModel):
-        return _model_weights(weights, scale, source, mask), True
-    return weights, False
 
 
 # numpy inputs with a guide above this many HR pixels are solved tile-wise (optisr.guided.tiling)
 # unless tile_size=0: the untiled solve holds ~15 HR-sized float arrays (about 1 GB at 4096²),
 # the tiled one the output plus one tile's worth.
 AUTO_TILE_PIXELS = 4096 * 4096
-
-
-def color_weights(
-    guide: Tensor, *, mu: float = COLOR_MU, floor: float = COLOR_FLOOR, connect: float = COLOR_CONNECT
-) -> Tensor:
-    """Edge weights of the colour-affinity graph.
-
-    Args:
-        guide: (B, 3, H, W) RGB in [0, 1] (any channel count works).
-        mu: colour temperature μ in guide units.
-        floor: minimum weight.
-        connect: pixels and pixel pairs cut off by weights below this get their strongest edge
-            raised to it (:func:`optisr.ops.lattice.connect_isolated`; 0 disables).
-    Returns:
-        (B, 2, H, W) weights.
-    """
-    energy = edge_energy(guide, mu)
-    w = weights_from_energy(energy, floor)
-    return connect_isolated(w, connect, -energy.detach()) if connect > 0 else w
 
 
 def _guide_to_float(guide: np.ndarray) -> np.ndarray:
@@ -128,7 +60,9 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
     if numpy_in:
         if source.ndim != 2:
             raise ShapeError(f"a numpy source must be a single-channel h×w array, got shape {source.shape}")
-        src = torch.from_numpy(np.ascontiguousarray(source, dtype=np.float64 if source.dtype == np.float64 else np.float32))
+        src = torch.from_numpy(
+            np.ascontiguousarray(source, dtype=np.float64 if source.dtype == np.float64 else np.float32)
+        )
         src = src[None, None]
     elif isinstance(source, Tensor):
         src = source
@@ -180,24 +114,66 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
     return numpy_in, src, gt, m
 
 
+@overload
 def guided_upsample(
-    source: Any,
-    guide: Any,
+    source: np.ndarray,
+    guide: np.ndarray | Tensor,
     scale: int,
     *,
     operator: str = "area",
     mode: str = "exact",
-    weights: None | str | Tensor | np.ndarray | Callable[[Tensor, Tensor], Tensor] = None,
-    mask: Any = None,
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
     lam: float = 1.0,
     sigma: float | None = None,
     tol: float = 1e-4,
     max_iter: int = 2000,
     dtype: torch.dtype | None = None,
     tile_size: int | None = None,
-    progress: Any = False,
+    progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
-) -> Any:
+) -> np.ndarray: ...
+
+
+@overload
+def guided_upsample(
+    source: Tensor,
+    guide: np.ndarray | Tensor,
+    scale: int,
+    *,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
+) -> Tensor: ...
+
+
+def guided_upsample(
+    source: np.ndarray | Tensor,
+    guide: np.ndarray | Tensor,
+    scale: int,
+    *,
+    operator: str = "area",
+    mode: str = "exact",
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
+    lam: float = 1.0,
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
+) -> np.ndarray | Tensor:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
     Returns the smoothest HR target under a guide-derived graph that agrees with the source: in
@@ -209,7 +185,7 @@ def guided_upsample(
             NaN marks invalid pixels.
         guide: HR image. numpy ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in [0, 1]) or
             torch ``(C, H, W)`` / ``(B, C, H, W)`` float in [0, 1]. ``(h, w) = ceil((H, W)/scale)``.
-        scale: integer factor (2..16 typical, up to 64).
+        scale: integer scale (2..16 typical, up to 64).
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
         mode: ``exact`` (hard consistency) or ``soft`` (LGR's penalty, weight λ).
@@ -225,7 +201,8 @@ def guided_upsample(
         tol, max_iter: CG stopping rule (relative residual) and cap.
         dtype: computation dtype (default: float32, or float64 for float64 numpy/torch input).
         tile_size: solve tile-wise with core tiles of this many HR px (rounded up to a multiple of
-            ``scale``; see :func:`optisr.guided.tiling.tiled_guided_upsample`): bounded memory,
+            ``scale``, and at least :func:`~optisr.guided.tiling.min_tile_size` = ``max(128, 32·scale)``:
+            smaller values are raised to it with a warning; see :func:`optisr.guided.tiling.tiled_guided_upsample`): bounded memory,
             exact consistency kept, numpy input only. ``None`` (default): tile-wise with 1024-px
             tiles when a numpy guide has more than ``AUTO_TILE_PIXELS`` (4096², 16.8 MP) pixels
             (``MODEL_AUTO_TILE_PIXELS``, 2048², with a learned model, whose feature maps are
@@ -249,24 +226,31 @@ def guided_upsample(
     if isinstance(scale, bool) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
-    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0):
+    if tile_size is not None and (
+        isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0
+    ):
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
-    weights, learned = _resolve_weights(weights, scale, source, mask)
+    weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
     big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit
     if tile_size is None and big and not isinstance(weights, Tensor):
-        from optisr.guided.tiling import DEFAULT_TILE
-
         tile_size = DEFAULT_TILE
+    if tile_size and tile_size < min_tile_size(scale):
+        warnings.warn(
+            f"tile_size {tile_size} is below the minimum of {min_tile_size(scale)} HR pixels at ×{scale} "
+            f"(max(128, 32·scale)); using {min_tile_size(scale)}",
+            stacklevel=2,
+        )
+        tile_size = min_tile_size(scale)
     if tile_size:
         if not numpy_in:
             raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")
-        from optisr.guided.tiling import tiled_guided_upsample
-
         if isinstance(weights, np.ndarray) and weights.ndim == 4:
             if weights.shape[0] != 1:
-                raise ShapeError(f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}")
+                raise ShapeError(
+                    f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}"
+                )
             weights = weights[0]
         return tiled_guided_upsample(
             source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,

@@ -111,7 +111,7 @@ def bicubic(
     Args:
         source_lr: (h, w) float depth, any unit.
         guide: (H, W, 3) float RGB in [0, 1], H = scale·h, W = scale·w.
-        scale: integer factor >= 1.
+        scale: integer scale >= 1.
         mask_lr: optional (h, w) bool validity; invalid pixels are filled with the nearest
             valid value first.
         method: ``"pil"`` (Pillow BICUBIC on a float image, a = -0.5, as the protocol A papers)
@@ -208,7 +208,7 @@ def guided_filter(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
-        scale: integer factor >= 1.
+        scale: integer scale >= 1.
         mask_lr: optional (h, w) bool validity.
         radius: window radius in HR pixels; default ``max(2, scale)``.
         eps: regulariser in guide-variance units ([0, 1]² scale); larger is smoother. The
@@ -257,7 +257,7 @@ def jbu(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
-        scale: integer factor >= 1.
+        scale: integer scale >= 1.
         mask_lr: optional (h, w) bool validity.
         radius: LR window radius (1 gives 3×3 LR pixels).
         sigma_spatial: spatial std, in LR pixels.
@@ -353,7 +353,7 @@ def fbs(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (quantised to 8 bits for OpenCV).
-        scale: integer factor >= 1.
+        scale: integer scale >= 1.
         mask_lr: optional (h, w) bool validity.
         sigma_spatial, sigma_luma, sigma_chroma, lam, num_iter, max_tol: OpenCV's
             ``fastBilateralSolverFilter`` parameters (its defaults).

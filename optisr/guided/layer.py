@@ -20,11 +20,16 @@ from optisr.ops.operators import DownsampleOperator, make_operator
 from optisr.solvers.graph import MODES, SolverOptions
 from optisr.solvers.implicit import graph_solve_autograd
 
+__all__ = [
+    "GraphRegularisation",
+    "graph_solve",
+]
+
 
 def graph_solve(
     source: Tensor,
     weights: Tensor,
-    factor: int,
+    scale: int,
     *,
     operator: str | DownsampleOperator = "area",
     mode: str = "exact",
@@ -44,7 +49,7 @@ def graph_solve(
     Args:
         source: LR source ``s``, (B, C, h, w) floating (C is usually 1). NaN marks invalid pixels.
         weights: edge weights (B, 2, H, W) in (0, 1] (see :mod:`optisr.ops.lattice`).
-        factor: integer scale f; the LR grid must be ``ceil(H/f) × ceil(W/f)``.
+        scale: integer scale f; the LR grid must be ``ceil(H/f) × ceil(W/f)``.
         operator: ``area`` | ``sum`` | ``bicubic`` | ``gaussian`` or a :class:`DownsampleOperator`.
         mode: ``exact`` or ``soft``.
         lam: λ of the soft mode (float or tensor, differentiable); ignored by ``exact``, whose
@@ -72,11 +77,11 @@ def graph_solve(
     if weights.shape[0] != source.shape[0]:
         raise ShapeError(f"batch sizes differ: source {source.shape[0]}, weights {weights.shape[0]}")
     H, W = weights.shape[-2:]
-    op = make_operator(operator, (H, W), factor, sigma=sigma)
+    op = make_operator(operator, (H, W), scale, sigma=sigma)
     if tuple(source.shape[-2:]) != op.lr_size:
         raise ShapeError(
-            f"source is {source.shape[-2]}×{source.shape[-1]} but an HR grid of {H}×{W} at ×{factor} needs "
-            f"{op.lr_size[0]}×{op.lr_size[1]} (LR size = ceil(HR size / factor)); crop or pad the guide"
+            f"source is {source.shape[-2]}×{source.shape[-1]} but an HR grid of {H}×{W} at ×{scale} needs "
+            f"{op.lr_size[0]}×{op.lr_size[1]} (LR size = ceil(HR size / scale)); crop or pad the guide"
         )
     weights = weights.to(source.dtype)
     if floor > 0:
@@ -121,7 +126,7 @@ class GraphRegularisation(nn.Module):
     ``exp(−mean_k ΔF² / μ²)`` (with ``floor``) and solves. μ and λ are stored as logs.
 
     Args:
-        factor: integer scale.
+        scale: integer scale.
         operator, mode, floor: see :func:`graph_solve` and :func:`optisr.ops.lattice.edge_weights`.
         mu_init, lam_init: initial μ and λ (LGR: 0.1 and 1.0).
         learn_mu, learn_lam: whether they are trainable parameters.
@@ -130,7 +135,7 @@ class GraphRegularisation(nn.Module):
 
     def __init__(
         self,
-        factor: int,
+        scale: int,
         *,
         operator: str = "area",
         mode: str = "exact",
@@ -144,7 +149,7 @@ class GraphRegularisation(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        self.factor, self.operator, self.mode, self.floor = factor, operator, mode, floor
+        self.scale, self.operator, self.mode, self.floor = scale, operator, mode, floor
         self.solver_kwargs = solver_kwargs
         log_mu = torch.tensor(float(mu_init)).log()
         log_lam = torch.tensor(float(lam_init)).log()
@@ -161,7 +166,7 @@ class GraphRegularisation(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"factor={self.factor}, operator={self.operator!r}, mode={self.mode!r}, floor={self.floor}, "
+            f"scale={self.scale}, operator={self.operator!r}, mode={self.mode!r}, floor={self.floor}, "
             f"mu={float(self.mu):.4g}, lam={float(self.lam):.4g}"
         )
 
@@ -170,7 +175,7 @@ class GraphRegularisation(nn.Module):
         return graph_solve(
             source,
             w,
-            self.factor,
+            self.scale,
             operator=self.operator,
             mode=self.mode,
             lam=self.lam.to(source.dtype),

@@ -35,6 +35,21 @@ from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
 from optisr.ops.lattice import connect_isolated, weights_from_energy
 
+__all__ = [
+    "ARCH",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "FeatureUNet",
+    "GraphSRConfig",
+    "GraphSRModel",
+    "default_model_path",
+    "load_default_model",
+    "load_guided_model",
+    "save_guided_model",
+    "source_stats",
+    "upsample_source",
+]
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -50,7 +65,7 @@ class GraphSRConfig:
         floor: minimum edge weight (see :func:`optisr.ops.lattice.edge_weights`).
         mode: ``exact`` (hard consistency) or ``soft`` (LGR penalty with learned λ).
         lam_init: initial λ of the soft mode.
-        scale_input: give the network the factor as a constant input channel ``log2(f)/4`` (how
+        scale_input: give the network the scale as a constant input channel ``log2(f)/4`` (how
             far to trust colour edges depends on how dense the LR constraints are).
         connect: weak-link threshold of :func:`optisr.ops.lattice.connect_isolated`, applied to the
             final weights (0 disables; models saved before it existed get the default too).
@@ -175,7 +190,7 @@ def upsample_source(
 
     Args:
         source: (B, 1, h, w); NaN (or ``mask`` False) marks invalid pixels.
-        scale: integer factor f; the LR grid covers ``f·h × f·w ≥ H × W``.
+        scale: integer scale f; the LR grid covers ``f·h × f·w ≥ H × W``.
         size: HR (H, W).
         mask: optional bool (B, 1, h, w), True = valid.
         stats: (mean, std) to z-score with instead of the sample's own; tile-wise solves pass the

@@ -34,17 +34,26 @@ import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
-from optisr.ops.operators import (
-    _DENSE_MASKED_GRAM_MAX,
-    OPERATORS,
-    DownsampleOperator,
-    _Axis,
-    _Banded,
-    _masked_gram_cg,
-    axis_matrix,
-    lr_size,
-    make_operator,
-)
+from optisr.guided.graph_weights import color_weights, resolve_weights
+from optisr.guided.layer import graph_solve
+from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
+
+__all__ = [
+    "DEFAULT_BLEND_LR",
+    "DEFAULT_OVERLAP_LR",
+    "DEFAULT_TILE",
+    "MIN_TILE_HR",
+    "MIN_TILE_LR",
+    "Span",
+    "axis_spans",
+    "check_tiling",
+    "iter_tiles",
+    "min_tile_size",
+    "project_blocks",
+    "project_global",
+    "tile_grid",
+    "tiled_guided_upsample",
+]
 
 # Defaults: core tile in HR px; overlap (context on each side) and cross-fade half-width in LR px.
 # Measured on procedural scenes at ×4/×8 with converged solves (tol 1e-9): the tiling error decays
@@ -55,6 +64,17 @@ from optisr.ops.operators import (
 DEFAULT_TILE = 1024
 DEFAULT_OVERLAP_LR = 16
 DEFAULT_BLEND_LR = 1
+# Smallest tile the public entry points (guided_upsample(tile_size=), optisr guided --tile-size) accept:
+# with 16 LR px of overlap on each side, a tile of T LR px solves (T + 32)² LR px for T² kept, so
+# tiny tiles redo most of the work many times (tile 1 at ×4 ran 24× slower than untiled). At 32 LR px
+# the padded tile is 4× the core; 128 HR px keeps small scales from tiles of a few hundred pixels.
+MIN_TILE_HR = 128
+MIN_TILE_LR = 32
+
+
+def min_tile_size(scale: int) -> int:
+    """The smallest core tile, in HR pixels, that tile-wise solves accept at ``scale``: ``max(128, 32·scale)``."""
+    return max(MIN_TILE_HR, MIN_TILE_LR * int(scale))
 
 
 @dataclass(frozen=True)
@@ -98,64 +118,6 @@ def _ramp(span: Span, f: int, n_hr: int, blend: float) -> np.ndarray:
     return w
 
 
-# --------------------------------------------------------------------------- tile operators
-
-
-class _TileOperator(DownsampleOperator):
-    """A :class:`DownsampleOperator` with explicit per-axis matrices (restriction of a global one)."""
-
-    def __init__(self, kind: str, factor: int, ay: _Axis, ax: _Axis, sigma: float | None):  # noqa: D107
-        self.kind, self.factor, self.sigma = kind, factor, sigma
-        self.hr_size = (ay.mat.shape[1], ax.mat.shape[1])
-        self.lr_size = (ay.mat.shape[0], ax.mat.shape[0])
-        self._ay, self._ax = ay, ax
-        self._ginv_cache = {}
-        self.diagonal_gram = False
-
-
-def _restricted_axis(glob: np.ndarray, lo: int, hi: int, r0: int, r1: int) -> _Axis:
-    """Rows ``lo:hi`` and columns ``r0:r1`` of a global axis matrix, rows renormalised to their full sum."""
-    mat = np.array(glob[lo:hi, r0:r1], dtype=np.float64)
-    full = glob[lo:hi].sum(1)
-    part = mat.sum(1)
-    ok = np.abs(part) > 1e-12
-    mat[ok] *= (full[ok] / part[ok])[:, None]
-    gram = mat @ mat.T
-    cond = np.linalg.cond(gram)
-    if not np.isfinite(cond) or cond > 1e10:
-        raise ConfigError(f"tile operator is numerically rank-deficient (cond(D Dᵀ) = {cond:.2g}); use a larger overlap")
-    mat.setflags(write=False)
-    return _Axis(mat, _Banded(mat), _Banded(mat.T.copy()), _Banded((mat * mat).T.copy()), np.linalg.inv(gram))
-
-
-class _TileOps:
-    """Builds (and caches) the operator of each padded tile."""
-
-    def __init__(self, kind: str, hr_size: tuple[int, int], factor: int, sigma: float | None):
-        self.kind, self.hr_size, self.f, self.sigma = kind, hr_size, factor, sigma
-        self._axes: dict = {}
-        self._glob = None
-        if kind not in ("area", "sum"):
-            self._glob = (
-                axis_matrix(kind, hr_size[0], factor, sigma),
-                axis_matrix(kind, hr_size[1], factor, sigma),
-            )
-
-    def _axis(self, dim: int, span: Span) -> _Axis:
-        key = (dim, span.p0, span.p1)
-        if key not in self._axes:
-            _, _, R0, R1 = span.hr(self.f, self.hr_size[dim])
-            self._axes[key] = _restricted_axis(self._glob[dim], span.p0, span.p1, R0, R1)
-        return self._axes[key]
-
-    def get(self, sy: Span, sx: Span) -> DownsampleOperator:
-        _, _, R0, R1 = sy.hr(self.f, self.hr_size[0])
-        _, _, Q0, Q1 = sx.hr(self.f, self.hr_size[1])
-        if self._glob is None:
-            return make_operator(self.kind, (R1 - R0, Q1 - Q0), self.f)
-        return _TileOperator(self.kind, self.f, self._axis(0, sy), self._axis(1, sx), self.sigma)
-
-
 # ------------------------------------------------------------------------------ projections
 
 
@@ -174,47 +136,17 @@ def project_blocks(out: np.ndarray, source: np.ndarray, valid: np.ndarray, kind:
             x.copy_(op.project(x, s, None if bool(m.all()) else m))
 
 
-def project_global(out: np.ndarray, source: np.ndarray, valid: np.ndarray, op: DownsampleOperator, strip: int = 256) -> None:
+def project_global(
+    out: np.ndarray, source: np.ndarray, valid: np.ndarray, op: DownsampleOperator, strip: int = 256
+) -> None:
     """In place: exact projection onto ``{D x = s}`` for any separable operator, in HR row strips.
 
-    ``x += Dᵀ (D Dᵀ)⁻¹ (s − D x)``: ``D x`` is built strip by strip along the rows (O(H·w)
-    memory), the Gram solve is Kronecker (or LR PCG with a mask), and ``Dᵀ z`` is added one block
-    of HR rows at a time, so no HR-sized temporary is created.
+    ``x += Dᵀ (D Dᵀ)⁻¹ (s − D x)`` by :meth:`DownsampleOperator.project_`: ``D x`` is built strip
+    by strip along the rows (O(H·w) memory), the Gram solve is Kronecker (or LR PCG with a mask),
+    and ``Dᵀ z`` is added one block of HR rows at a time, so no HR-sized temporary is created.
     """
-    H, W = out.shape
-    x = torch.from_numpy(out)
-    t = torch.cat([op._ax.fwd.apply(x[r : r + strip], -1) for r in range(0, H, strip)], dim=0)  # (H, w)
-    dx = op._ay.fwd.apply(t, -2)
-    del t
-    s = torch.from_numpy(source).to(x.dtype)
     m = torch.from_numpy(valid)
-    r = torch.where(m, s - dx, torch.zeros((), dtype=x.dtype))
-    z = _gram_solve_lr(op, r, m)
-    u = op._ax.adj.apply(z, -1)  # (h, W)
-    for lo, hi, c0, c1, mat in op._ay.adj._blocks(u):
-        x[lo:hi] += mat @ u[c0:c1]
-
-
-class _KronGram:
-    """``D Dᵀ z = G_y z G_x`` on the LR grid only (no HR temporaries)."""
-
-    def __init__(self, op: DownsampleOperator, like: Tensor):
-        self.gy = torch.from_numpy(op._ay.mat @ op._ay.mat.T).to(like.device, like.dtype)
-        self.gx = torch.from_numpy(op._ax.mat @ op._ax.mat.T).to(like.device, like.dtype)
-
-    def gram(self, z: Tensor) -> Tensor:
-        return self.gy @ z @ self.gx
-
-
-def _gram_solve_lr(op: DownsampleOperator, r: Tensor, m: Tensor) -> Tensor:
-    """``(C D Dᵀ C) z = C r``: Kronecker inverse, or (masked, large) PCG with an LR-only Gram product."""
-    if bool(m.all()):
-        return op.gram_solve(r)
-    if op.lr_size[0] * op.lr_size[1] <= _DENSE_MASKED_GRAM_MAX:
-        return op.gram_solve(r, m)
-    gy, gx = op._gram_inv(r)
-    mf = m.to(r.dtype)
-    return _masked_gram_cg(_KronGram(op, r), r * mf, mf, lambda v: gy @ v @ gx, None)
+    op.project_(torch.from_numpy(out), torch.from_numpy(source), None if bool(m.all()) else m, rows=strip)
 
 
 # --------------------------------------------------------------------------------- the solve
@@ -234,8 +166,6 @@ def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype)
 
 
 def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor, rows: slice, cols: slice) -> Tensor:
-    from optisr.guided.api import color_weights
-
     if weights is None or (isinstance(weights, str) and weights == "color"):
         return color_weights(guide_t)
     if isinstance(weights, np.ndarray):
@@ -245,7 +175,9 @@ def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor,
     if callable(weights):
         nan = torch.full((), float("nan"), dtype=src_t.dtype, device=src_t.device)
         return weights(guide_t, torch.where(valid_t, src_t, nan))
-    raise ConfigError(f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}")
+    raise ConfigError(
+        f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}"
+    )
 
 
 def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> tuple[list[Span], list[Span]]:
@@ -288,10 +220,8 @@ def iter_tiles(
 
     Yields ``(row span, col span, HR solution of the padded tile)``, the solution as numpy.
     """
-    from optisr.guided.layer import graph_solve
-
     H, W = guide.shape[:2]
-    tops = _TileOps(operator, (H, W), scale, sigma)
+    whole = make_operator(operator, (H, W), scale, sigma=sigma)
     for sy in spans[0]:
         for sx in spans[1]:
             sy_, sx_ = _with_valid_pixel(sy, sx, valid)
@@ -310,7 +240,7 @@ def iter_tiles(
                     src,
                     wt,
                     scale,
-                    operator=tops.get(sy_, sx_),
+                    operator=whole.restrict((sy_.p0, sy_.p1), (sx_.p0, sx_.p1)),
                     mode=mode,
                     lam=lam,
                     mask=None if bool(m.all()) else m,
@@ -362,7 +292,7 @@ def tiled_guided_upsample(
         source: LR map (h, w), NaN = invalid.
         guide: HR guide (H, W, C) or (H, W): uint8, uint16 or float in [0, 1]; kept in its dtype
             and converted one tile at a time. ``(h, w) = ceil((H, W) / scale)``.
-        scale: integer factor.
+        scale: integer upsampling scale.
         tile: core tile size in HR px, rounded up to a multiple of ``scale``.
         overlap: context added on each side of a tile, HR px (rounded up to a multiple of
             ``scale``); default ``16·scale``.
@@ -391,7 +321,9 @@ def tiled_guided_upsample(
     if not isinstance(source, np.ndarray) or source.ndim != 2:
         raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
     if not isinstance(guide, np.ndarray) or guide.ndim not in (2, 3):
-        raise ShapeError(f"tiled upsampling takes a numpy (H, W[, C]) guide, got {getattr(guide, 'shape', type(guide))}")
+        raise ShapeError(
+            f"tiled upsampling takes a numpy (H, W[, C]) guide, got {getattr(guide, 'shape', type(guide))}"
+        )
     if not (guide.dtype in (np.uint8, np.uint16) or np.issubdtype(guide.dtype, np.floating)):
         raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
     tile, overlap = check_tiling(scale, tile, overlap)
@@ -410,12 +342,12 @@ def tiled_guided_upsample(
         )
     if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
         raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
-    if weights is not None and not isinstance(weights, (np.ndarray, Tensor)) and (
-        not callable(weights) or isinstance(weights, torch.nn.Module)
+    if (
+        weights is not None
+        and not isinstance(weights, (np.ndarray, Tensor))
+        and (not callable(weights) or isinstance(weights, torch.nn.Module))
     ):
-        from optisr.guided.api import _resolve_weights  # "default", "model", a .safetensors path
-
-        weights, _ = _resolve_weights(weights, scale, source, mask)
+        weights, _ = resolve_weights(weights, scale, source, mask)  # "default", "model", a .safetensors path
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     valid = np.isfinite(source)
     if mask is not None:

@@ -97,13 +97,13 @@ def masked_mae(pred: Any, target: Any, mask: Any = None) -> float:
 # ----------------------------------------------------------------------------------- protocol A
 
 
-def mod_crop(x: np.ndarray, factor: int) -> np.ndarray:
-    """Crop the bottom/right of an (H, W, ...) array so that H and W are multiples of ``factor``."""
-    if int(factor) != factor or factor < 1:
-        raise ConfigError(f"factor must be a positive integer, got {factor!r}")
-    h, w = x.shape[0] - x.shape[0] % int(factor), x.shape[1] - x.shape[1] % int(factor)
+def mod_crop(x: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right of an (H, W, ...) array so that H and W are multiples of ``scale``."""
+    if int(scale) != scale or scale < 1:
+        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
+    h, w = x.shape[0] - x.shape[0] % int(scale), x.shape[1] - x.shape[1] % int(scale)
     if h == 0 or w == 0:
-        raise ShapeError(f"array of size {x.shape[0]}x{x.shape[1]} is smaller than factor {factor}")
+        raise ShapeError(f"array of size {x.shape[0]}x{x.shape[1]} is smaller than scale {scale}")
     return x[:h, :w]
 
 
@@ -255,28 +255,28 @@ def protocol_b_errors(
 # -------------------------------------------------------------------------------- consistency
 
 
-def block_mean(x: Any, factor: int, mask: Any = None) -> np.ndarray:
-    """NaN-aware average of non-overlapping ``factor``×``factor`` blocks.
+def block_mean(x: Any, scale: int, mask: Any = None) -> np.ndarray:
+    """NaN-aware average of non-overlapping ``scale``×``scale`` blocks.
 
     Args:
-        x: (H, W) array; H and W multiples of ``factor``.
-        factor: block size f >= 1.
+        x: (H, W) array; H and W multiples of ``scale``.
+        scale: block size f >= 1 (the integer scale).
         mask: optional (H, W) bool; pixels with False (or NaN) are left out of their block.
     Returns:
         (H/f, W/f) float64; NaN for blocks without a valid pixel.
     Raises:
-        ShapeError: if H or W is not a multiple of ``factor``.
+        ShapeError: if H or W is not a multiple of ``scale``.
     """
     a = _array(x, "x")
     if a.ndim != 2:
         raise ShapeError(f"x must be (H, W); got shape {a.shape}")
-    f = int(factor)
-    if f != factor or f < 1:
-        raise ConfigError(f"factor must be a positive integer, got {factor!r}")
+    f = int(scale)
+    if f != scale or f < 1:
+        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     h, w = a.shape
     if h % f or w % f:
         raise ShapeError(
-            f"factor must divide H and W; got factor={f} for x of size {h}x{w}. Crop to a multiple of {f}."
+            f"scale must divide H and W; got scale={f} for x of size {h}x{w}. Crop to a multiple of {f}."
         )
     valid = np.isfinite(a)
     if mask is not None:
@@ -291,7 +291,7 @@ def lr_consistency_rmse(
     lr: Any,
     pred: Any,
     *,
-    factor: int | None = None,
+    scale: int | None = None,
     mask_lr: Any = None,
     report_scale: float = 1.0,
 ) -> float:
@@ -299,9 +299,9 @@ def lr_consistency_rmse(
 
     Args:
         lr: (h, w) LR source.
-        pred: the prediction already downsampled to (h, w), or, with ``factor``, the HR
+        pred: the prediction already downsampled to (h, w), or, with ``scale``, the HR
             prediction (h·f, w·f), which is then block-averaged (:func:`block_mean`).
-        factor: scale f, if ``pred`` is at HR.
+        scale: integer scale f, if ``pred`` is at HR.
         mask_lr: optional (h, w) bool validity of ``lr``.
         report_scale: factor to the reporting unit (as in :func:`protocol_a_rmse`).
     Returns:
@@ -311,12 +311,12 @@ def lr_consistency_rmse(
     """
     s = _array(lr, "lr")
     p = _array(pred, "pred")
-    if factor is not None:
-        if p.shape != (s.shape[0] * factor, s.shape[1] * factor):
+    if scale is not None:
+        if p.shape != (s.shape[0] * scale, s.shape[1] * scale):
             raise ShapeError(
-                f"pred must be {s.shape[0] * factor}x{s.shape[1] * factor} (lr size x factor {factor}); got {p.shape}"
+                f"pred must be {s.shape[0] * scale}x{s.shape[1] * scale} (lr size × {scale}); got {p.shape}"
             )
-        p = block_mean(p, factor)
+        p = block_mean(p, scale)
     if p.shape != s.shape:
-        raise ShapeError(f"downsampled pred {p.shape} and lr {s.shape} differ; pass factor= for an HR pred")
+        raise ShapeError(f"downsampled pred {p.shape} and lr {s.shape} differ; pass scale= for an HR pred")
     return float(report_scale) * masked_rmse(p, s, mask_lr)

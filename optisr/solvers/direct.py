@@ -20,6 +20,8 @@ from torch import Tensor
 
 from optisr.ops.operators import DownsampleOperator
 
+__all__ = ["laplacian_matrix", "operator_matrix", "solve_direct"]
+
 
 def laplacian_matrix(weights: np.ndarray) -> sp.csr_matrix:
     """Sparse graph Laplacian (N×N, N = H·W) from one sample's weights (2, H, W)."""
@@ -35,9 +37,8 @@ def laplacian_matrix(weights: np.ndarray) -> sp.csr_matrix:
 
 def operator_matrix(op: DownsampleOperator) -> sp.csr_matrix:
     """Sparse ``D`` (n×N) of a separable operator: ``kron(A_y, A_x)`` for row-major flattening."""
-    ay = sp.csr_matrix(op._ay.mat)
-    ax = sp.csr_matrix(op._ax.mat)
-    return sp.kron(ay, ax, format="csr")
+    a_y, a_x = op.axis_matrices()
+    return sp.kron(sp.csr_matrix(a_y), sp.csr_matrix(a_x), format="csr")
 
 
 def solve_direct(

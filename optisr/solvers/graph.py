@@ -31,6 +31,17 @@ from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator
 from optisr.solvers.cg import CGInfo, cg_solve
 
+__all__ = [
+    "MODES",
+    "SolverOptions",
+    "adjoint_exact",
+    "adjoint_soft",
+    "default_init",
+    "fill_invalid",
+    "solve_exact",
+    "solve_soft",
+]
+
 MODES = ("exact", "soft")
 
 
@@ -74,7 +85,7 @@ def default_init(op: DownsampleOperator, source: Tensor, mask: Tensor | None) ->
     """A smooth HR starting point: bicubic interpolation of the (hole-filled) source."""
     s = fill_invalid(source, mask)
     if op.kind == "sum":
-        s = s / float(op.factor**2)  # counts -> density per HR pixel
+        s = s / float(op.scale**2)  # counts -> density per HR pixel
     return F.interpolate(s, size=op.hr_size, mode="bicubic", align_corners=False)
 
 

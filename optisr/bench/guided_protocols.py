@@ -1,0 +1,214 @@
+"""The two guided depth SR protocols of ``optisr bench guided``: which regions are scored, their LR input, the scores.
+
+See :mod:`optisr.bench.guided` for the protocols in words. Here:
+
+* :func:`scored_regions` cuts one dataset sample into :class:`Case` s (protocol A: the mod-cropped
+  image; B: non-overlapping tiles; real LR: the whole image with its resampled LR);
+* :func:`make_lr` synthesises the LR input with the protocol's operator, :func:`resample_bicubic`
+  resamples a real LR depth onto the ×s grid (PIL-exact bicubic, any ratio);
+* :func:`consistency_rmse` scores ``D x̂ − s``; :class:`ProtocolBStream` accumulates protocol B's
+  batch-mean MSE/MAE; :func:`report_units` and :func:`lr_source` read dataset attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.metrics.depth import UNIT_TO_CM, masked_rmse, mod_crop, protocol_b_errors
+from optisr.ops.operators import bicubic_matrix, make_operator
+
+__all__ = [
+    "LR_SOURCES",
+    "PROTOCOLS",
+    "PROTOCOL_B_BATCH",
+    "RAW_BICUBIC",
+    "Case",
+    "ProtocolBStream",
+    "consistency_rmse",
+    "lr_source",
+    "make_lr",
+    "real_lr_case",
+    "report_units",
+    "resample_bicubic",
+    "scored_regions",
+]
+
+PROTOCOLS = {"A": "bicubic", "B": "area"}
+"""Protocol -> the degradation operator that makes its LR input (and scores consistency)."""
+
+PROTOCOL_B_BATCH = 8  # tiles per batch in protocol B's batch-mean (graph-SR's test batch size)
+
+LR_SOURCES = ("auto", "synthetic", "real")
+"""``--lr``: synthesise the LR from the ground truth, use the dataset's own (real) LR depth, or
+``auto``: real for loaders whose ``real_lr`` is true (``rgbdd-real``), synthetic otherwise."""
+
+RAW_BICUBIC = "bicubic-raw"
+"""The real-LR reference method: bicubic straight from the unresampled LR to the HR size."""
+
+
+@dataclass
+class Case:
+    """One evaluated region: the whole mod-cropped image (A) or one tile (B)."""
+
+    y: int  # top-left corner in the image, HR pixels
+    x: int
+    depth: np.ndarray  # (H, W) float32 ground truth, NaN where invalid
+    valid: np.ndarray  # (H, W) bool
+    guide: np.ndarray  # (H, W, 3) float32
+    lr: np.ndarray  # (h, w) float32 LR input (0 at invalid pixels), h = H / scale
+    lr_valid: np.ndarray  # (h, w) bool
+    raw_lr: np.ndarray | None = None  # real LR only: the dataset's LR as read, (h0, w0) float32, NaN holes
+    raw_lr_valid: np.ndarray | None = None  # (h0, w0) bool
+
+
+def make_lr(depth: np.ndarray, valid: np.ndarray, kind: str, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """LR input of an HR crop with the protocol's operator (float64 maths, float32 result)."""
+    op = make_operator(kind, depth.shape, scale)
+    lr, ok = op.apply_masked(torch.from_numpy(depth.astype(np.float64)), torch.from_numpy(valid))
+    return lr.numpy().astype(np.float32), ok.numpy()
+
+
+def resample_bicubic(x: np.ndarray, valid: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """PIL-exact antialiased bicubic resize of a 2-D map to ``size = (H', W')``, NaN-aware.
+
+    Any size ratio, up or down. The per-axis matrices are the ``bicubic`` operator's
+    (:mod:`optisr.ops.operators`: PIL's kernel a = −0.5, taps and pixel-centre geometry, filter
+    stretched by the ratio when downsampling, rows renormalised at the borders), so the result
+    is ``PIL.Image.resize(..., BICUBIC)`` of the float (``F`` mode) image, computed in float64.
+    Invalid pixels (``valid`` False or non-finite ``x``) get zero weight and each output pixel is
+    renormalised by the weight of the valid ones, as :meth:`DownsampleOperator.apply_masked`.
+
+    Args:
+        x: (h, w) float map, any unit.
+        valid: (h, w) bool, or None (all finite pixels valid).
+        size: output (H', W').
+    Returns:
+        ``(out, ok)``: (H', W') float32, 0 where ``ok`` is False; bool (H', W'), False where no
+        valid input pixel reaches the output pixel.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    v = np.isfinite(x) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(x)
+    ay = bicubic_matrix(x.shape[0], int(size[0]))  # (H', h)
+    ax = bicubic_matrix(x.shape[1], int(size[1]))  # (W', w)
+    num = ay @ np.where(v, x, 0.0) @ ax.T
+    den = ay @ v.astype(np.float64) @ ax.T
+    ok = den > 1e-6  # rows sum to 1, so den == 1 where every tap is valid
+    out = np.where(ok, num / np.where(ok, den, 1.0), 0.0)
+    return out.astype(np.float32), ok
+
+
+def real_lr_case(sample: Any, depth: np.ndarray, valid: np.ndarray, guide: np.ndarray, scale: int) -> Case:
+    """The real-LR case of one sample: its LR depth resampled onto the exact ×``scale`` grid.
+
+    The (h0, w0) real LR must cover the same field of view as the (H, W) HR (one ratio on both
+    axes: H·w0 = W·h0), and H, W must be multiples of ``scale``; the LR input is then the
+    (H/scale, W/scale) :func:`resample_bicubic` of the real LR.
+    """
+    name = getattr(sample, "name", "?")
+    if getattr(sample, "lr_depth", None) is None:
+        raise InputFileError(
+            f"{name}: the sample has no LR depth file; real LR input needs a dataset that ships one (e.g. rgbdd-real)"
+        )
+    raw = np.asarray(sample.lr_depth, dtype=np.float32)
+    raw_mask = getattr(sample, "lr_mask", None)
+    raw_valid = np.isfinite(raw) if raw_mask is None else np.asarray(raw_mask, dtype=bool) & np.isfinite(raw)
+    (H, W), (h0, w0) = depth.shape, raw.shape
+    if H * w0 != W * h0:
+        raise ShapeError(
+            f"{name}: LR depth {h0}x{w0} and HR {H}x{W} have different aspect ratios; they must cover the same view"
+        )
+    if H % scale or W % scale:
+        raise ShapeError(
+            f"{name}: HR {H}x{W} is not a multiple of x{scale}; real LR is resampled onto the exact x{scale} grid"
+        )
+    lr, ok = resample_bicubic(raw, raw_valid, (H // scale, W // scale))
+    return Case(0, 0, depth, valid, guide, lr, ok, raw, raw_valid)
+
+
+def scored_regions(
+    sample: Any, scale: int, protocol: str, tile: int, real: bool = False
+) -> tuple[list[Case], tuple[int, int]]:
+    """Split one sample into the regions the protocol scores; also return the covered (H, W)."""
+    depth = np.asarray(sample.depth, dtype=np.float32)
+    valid = np.asarray(sample.mask, dtype=bool) & np.isfinite(depth)
+    guide = np.asarray(sample.guide, dtype=np.float32)
+    if real:
+        return [real_lr_case(sample, depth, valid, guide, scale)], depth.shape
+    if protocol == "A":
+        d, v, g = mod_crop(depth, scale), mod_crop(valid, scale), mod_crop(guide, scale)
+        lr, ok = make_lr(d, v, PROTOCOLS["A"], scale)
+        return [Case(0, 0, d, v, g, lr, ok)], d.shape
+    rows, cols = depth.shape[0] // tile, depth.shape[1] // tile
+    cases = []
+    for i in range(rows):
+        for j in range(cols):
+            sl = (slice(i * tile, (i + 1) * tile), slice(j * tile, (j + 1) * tile))
+            d, v, g = depth[sl], valid[sl], guide[sl]
+            lr, ok = make_lr(d, v, PROTOCOLS["B"], scale)
+            cases.append(Case(i * tile, j * tile, d, v, g, lr, ok))
+    return cases, (rows * tile, cols * tile)
+
+
+def consistency_rmse(pred: np.ndarray, case: Case, kind: str, scale: int) -> float:
+    """RMSE of D x̂ − s over valid LR pixels, in the dataset's published unit."""
+    op = make_operator(kind, pred.shape, scale)
+    down = op.apply(torch.from_numpy(np.asarray(pred, dtype=np.float64))).numpy()
+    return masked_rmse(down, case.lr.astype(np.float64), case.lr_valid)
+
+
+class ProtocolBStream:
+    """Protocol B's batch-mean errors, computed batch by batch so no prediction is kept."""
+
+    def __init__(self, units: str) -> None:
+        self.units = units
+        self.buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.mse: list[float] = []
+        self.mae: list[float] = []
+        self.n_tiles = 0
+
+    def add(self, pred: np.ndarray, target: np.ndarray, valid: np.ndarray) -> None:
+        self.buffer.append((np.asarray(pred, dtype=np.float32), target, valid))
+        self.n_tiles += 1
+        if len(self.buffer) == PROTOCOL_B_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        preds, targets, masks = (list(t) for t in zip(*self.buffer, strict=True))
+        res = protocol_b_errors(preds, targets, masks, units=self.units, tile=None, batch_size=None)
+        if res.n_batches:
+            self.mse.append(res.mse_cm2)
+            self.mae.append(res.mae_cm)
+        self.buffer = []
+
+    def result(self) -> tuple[float, float]:
+        self._flush()
+        if not self.mse:
+            return float("nan"), float("nan")
+        return float(np.mean(self.mse)), float(np.mean(self.mae))
+
+
+def report_units(dataset: Any, protocol: str) -> tuple[float, str, str | None]:
+    """(scale from the published unit to the reported unit, reported unit, protocol B unit)."""
+    units = str(getattr(dataset, "units", "unknown"))
+    if protocol == "A":
+        return float(getattr(dataset, "report_scale", 1.0)), str(getattr(dataset, "report_units", units)), None
+    if units in UNIT_TO_CM:
+        return UNIT_TO_CM[units], "cm", units
+    return 1.0, units, None
+
+
+def lr_source(dataset: Any, lr: str) -> tuple[bool, bool]:
+    """(use the dataset's real LR?, is that the dataset's default?) for an ``--lr`` value."""
+    key = str(lr).strip().lower()
+    if key not in LR_SOURCES:
+        raise ConfigError(f"--lr must be one of {', '.join(LR_SOURCES)}; got {lr!r}")
+    default = bool(getattr(dataset, "real_lr", False))
+    real = default if key == "auto" else key == "real"
+    return real, real == default

@@ -1,0 +1,136 @@
+"""Running one ``optisr guided`` job: read, fit sizes, solve, round, check consistency, write.
+
+:func:`process` takes a :class:`~optisr.cli.guided_plan.Job` and the run's
+:class:`GuidedOptions` (the checked command-line options, no argparse) and returns the stdout
+line of the written file. The maths lives in the library: the methods in
+:mod:`optisr.guided.methods`, integer rounding in :mod:`optisr.guided.quantize`, the
+consistency check in :mod:`optisr.guided.consistency`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
+from optisr.errors import InputFileError
+from optisr.guided.consistency import lr_consistency_error
+from optisr.guided.methods import is_graph_method, upsample_with
+from optisr.guided.quantize import round_to_integers
+from optisr.io.rasters import Raster, geo_for_upsampled, read_guide, read_raster, write_raster
+
+__all__ = ["LEAN_PIXELS", "GuidedOptions", "process", "to_output"]
+
+# Large images take the memory-lean path: the guide stays in its stored dtype (uint8/uint16, converted
+# to float tile by tile), the graph solve runs in float32 instead of float64 (half the memory of every
+# HR-sized array; the solution moves by ~1e-6 of the range, far below 16-bit rounding, and 16-bit PNG
+# output is still made exactly consistent by the rounding), and the PNG rounding and the consistency
+# check run on strips of LR rows instead of whole-image float64/int64 temporaries. It is taken above
+# LEAN_PIXELS guide pixels (2048², where the learned model's auto-tiling starts, so every auto-tiled
+# solve is lean) and whenever --tile-size > 0; smaller images are solved in float64 as before.
+LEAN_PIXELS = 2048 * 2048
+
+
+@dataclass(frozen=True)
+class GuidedOptions:
+    """The checked options of one ``optisr guided`` run (see its ``--help`` for each)."""
+
+    method: str
+    scale: int
+    operator: str = "area"
+    mode: str | None = None
+    lam: float | None = None
+    sigma: float | None = None
+    fit: str | None = None
+    invalid_value: float | None = None
+    tile_size: int | None = None
+    tol: float = 1e-4
+    device: torch.device | None = None
+    overwrite: bool = False
+    quiet: bool = False
+
+    @property
+    def graph(self) -> bool:
+        """Whether the method is a graph method (exactly LR-consistent)."""
+        return is_graph_method(self.method)
+
+
+def to_output(
+    x: np.ndarray, source: np.ndarray, valid: np.ndarray, options: GuidedOptions, raster: Raster, ext: str
+) -> tuple[np.ndarray, np.dtype]:
+    """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32."""
+    if ext != ".png":
+        return x.astype(np.float32, copy=False), np.dtype(np.float32)
+    dtype = np.dtype(raster.dtype_on_disk)
+    lo = 1.0 if raster.nodata is None else None  # 0 means "invalid" in such PNGs
+    exact = options.graph and (options.mode or "exact") == "exact"
+    out = round_to_integers(x, source, valid, options.scale, dtype=dtype, lo=lo, operator=options.operator, exact=exact)
+    return out, dtype
+
+
+def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str:
+    """Upsample one file; returns the stdout line (path, solve time, LR consistency error)."""
+    raster = read_raster(job.source, invalid_value=options.invalid_value)
+    check_output(job, np.dtype(raster.dtype_on_disk), options.overwrite)
+    native = options.graph
+    # graph solves take the guide in its stored dtype (8/16-bit: 1/4 or 1/2 of float32) and
+    # convert it themselves, tile by tile when tiled; the baselines want float RGB
+    guide = read_guide(job.guide, as_float=not native)
+    source = raster.data.astype(np.float64)
+    valid = raster.mask.copy()
+    if job.mask is not None:
+        valid &= read_mask(job.mask, raster.shape)
+    guide, source, valid, note = fit_sizes(job, guide, source, valid, options.scale, options.fit, native)
+    if note:
+        log(f"optisr guided: {job.source.name}: {note}")
+    if not valid.any():
+        raise InputFileError(f"{job.source}: no valid pixel (all 0, NaN, nodata, --invalid-value or masked out)")
+    source[~valid] = np.nan
+    # memory-lean above LEAN_PIXELS or when tiling is asked for: float32 solve (see LEAN_PIXELS)
+    lean = guide.shape[0] * guide.shape[1] > LEAN_PIXELS or bool(options.tile_size)
+    graph_options = {}
+    if native:
+        graph_options = dict(
+            operator=options.operator,
+            mode=options.mode or "exact",
+            lam=1.0 if options.lam is None else options.lam,
+            sigma=options.sigma,
+            dtype=torch.float32 if lean else torch.float64,
+            tile_size=options.tile_size,
+            progress=not options.quiet,
+            tol=options.tol,
+            device=options.device,
+        )
+
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x = upsample_with(options.method, source, guide, options.scale, mask=valid, **graph_options)
+    seconds = time.perf_counter() - t0
+    del guide  # not needed any more: free it before the output arrays are made
+    for w in caught:
+        log(f"optisr guided: warning: {job.source.name}: {str(w.message).splitlines()[0]}")
+
+    ext = job.output.suffix.lower()
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+    out, dtype = to_output(x, source, valid, options, raster, ext)
+    del x
+    geo = None
+    if raster.geo is not None:
+        if ext in (".tif", ".tiff"):
+            geo = geo_for_upsampled(raster.geo, options.scale)
+        else:
+            log(f"optisr guided: note: {job.output.name}: {ext} keeps no georeferencing; write .tif to keep the CRS")
+    err = lr_consistency_error(out, source, valid, options.scale, operator=options.operator, sigma=options.sigma)
+    try:
+        write_raster(job.output, out, dtype=dtype, geo=geo, nodata=raster.nodata)
+    except OSError as exc:
+        raise InputFileError(f"{job.output}: cannot write ({exc.strerror or exc})") from exc
+    return f"{job.output}\t{seconds:.2f} s\tmax|Dx-s| {err:.3g}"

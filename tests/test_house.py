@@ -7,6 +7,8 @@
 * No access ``obj._name`` to a private attribute that the accessing module does not define itself
   (attributes of ``self`` / ``cls`` are fine), apart from a short allow-list with reasons.
 * ``argparse`` is imported only in ``optisr/cli/``.
+* Imports follow the layers (:data:`LAYERS`): a module never imports a module of a higher layer,
+  so the numerical core knows nothing of files, engines, training, benchmarks or the CLI.
 * Every name in a module's ``__all__`` exists (defined there, or a submodule of the package).
 
 Plus the public API: ``import optisr`` gives ``guided_upsample``, ``upscale`` and ``__version__``, and
@@ -27,6 +29,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "optisr"
+
+# The layers, lowest first: a module may import its own layer and the ones below, never above.
+# Same-layer imports are fine (the cycle check still applies). The root package ``optisr`` is the
+# public facade over everything and ``optisr.__main__`` runs the CLI: both stand above every layer.
+LAYERS: list[tuple[str, ...]] = [
+    ("optisr.errors", "optisr.version", "optisr.devices", "optisr.config", "optisr.rng"),  # foundations
+    ("optisr.io",),  # files: rasters, images, atomic writes, model files (generic)
+    ("optisr.ops",),  # downsampling operators, the pixel lattice
+    ("optisr.solvers", "optisr.metrics", "optisr.degrade", "optisr.viz"),  # numerics on arrays/tensors
+    ("optisr.data",),  # datasets and procedural scenes
+    ("optisr.guided", "optisr.blind"),  # the two engines
+    ("optisr.train",),  # training loops of both engines
+    ("optisr.bench",),  # benchmark harnesses
+    ("optisr.cli",),  # argparse and printing
+]
+
 
 # Private attributes that may be read on objects from elsewhere: (attribute, reason). Keep it short.
 ALLOWED_PRIVATE_ATTRS: dict[str, str] = {
@@ -252,6 +270,33 @@ def argparse_outside_cli(code: Codebase, cli: str = "optisr.cli") -> list[str]:
     return bad
 
 
+def layer_of(name: str, layers: list[tuple[str, ...]]) -> int | None:
+    """Index of the layer that holds module ``name`` (longest matching prefix), or None."""
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for i, prefixes in enumerate(layers):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), i)
+    return None if best is None else best[1]
+
+
+def upward_imports(code: Codebase, layers: list[tuple[str, ...]], above: tuple[str, ...]) -> list[str]:
+    """Imports from a lower layer into a higher one; modules in ``above`` may import anything."""
+    bad = []
+    for imp in code.imports:
+        if imp.type_only or imp.importer in above:
+            continue
+        src, dst = layer_of(imp.importer, layers), layer_of(imp.target, layers)
+        if src is None:
+            bad.append(f"{code.modules[imp.importer].rel}:{imp.line}: module {imp.importer} is in no layer")
+        elif dst is not None and dst > src:
+            bad.append(
+                f"{code.modules[imp.importer].rel}:{imp.line}: {imp.importer} (layer {src}) imports {imp.target} "
+                f"(layer {dst}, above it)"
+            )
+    return sorted(set(bad))
+
+
 def _top_level_names(tree: ast.Module) -> set[str]:
     """Names bound at module level (also under top-level ``if`` / ``try``), not inside defs or classes."""
     names: set[str] = set()
@@ -346,6 +391,10 @@ def test_argparse_only_in_the_cli(code):
     _fail_on("argparse outside optisr/cli/", argparse_outside_cli(code))
 
 
+def test_imports_follow_the_layers(code):
+    _fail_on("imports against the layering", upward_imports(code, LAYERS, above=("optisr", "optisr.__main__")))
+
+
 def test_every_name_in_all_exists(code):
     _fail_on("broken __all__ entries", broken_all(code))
 
@@ -401,6 +450,11 @@ def test_the_checks_find_each_kind_of_violation(tmp_path):
         "toy/cli/__init__.py:2: reads private attribute argparse._SubParsersAction",
     ]
     assert argparse_outside_cli(code, "toy.cli") == ["toy/a.py:1: imports argparse outside toy/cli/"]
+    layers = [("toy.sub", "toy.c", "toy.d"), ("toy.b",), ("toy.a", "toy.cli")]
+    assert upward_imports(code, layers, above=("toy",)) == [
+        "toy/b.py:2: toy.b (layer 1) imports toy.a (layer 2, above it)",  # c -> d is type-only: not counted
+    ]
+    assert layer_of("toy.sub._impl", layers) == 0 and layer_of("toy.zzz", layers) is None
     assert broken_all(code) == [
         "toy/__init__.py:1: __all__ names 'missing', which the module does not define",
         "toy/__init__.py:1: __all__ lists ['a'] more than once",

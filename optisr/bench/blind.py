@@ -31,7 +31,7 @@ Methods: ``bicubic`` (MATLAB-compatible bicubic upscale, the classic baseline) a
 file. Grey images (Set14 ``bridge``) are expanded to RGB first, as BasicSR's ``cv2.IMREAD_COLOR``
 does; an alpha channel is dropped; 16-bit images are rounded to 8 bit.
 
-Modules: :mod:`optisr.bench.blind_sets` (the test sets), :mod:`optisr.bench.blind_report` (tables,
+Modules: :mod:`optisr.data.sr_sets` (the test sets), :mod:`optisr.bench.blind_report` (tables,
 CSV, crops); this one runs the methods. Outputs, written atomically to ``--out-dir``: ``blind_<dataset>.md`` (table of per-method means,
 per-image table, conventions), ``blind_<dataset>.csv`` (per-image rows) and
 ``blind_<dataset>_crops/<image>.png`` (side-by-side crops of the first ``--crops`` images, the same
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from optisr.bench.blind_report import BenchResult, crop_panel, means_table, per_image_csv, report_markdown
-from optisr.bench.blind_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
+from optisr.data.sr_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
 from optisr.bench.report import finite_mean, write_text
 from optisr.blind.api import get_model, upscale
 from optisr.errors import ConfigError, ShapeError

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from optisr.bench.blind_sets import DATASETS, Sample
+from optisr.data.sr_sets import DATASETS, Sample
 from optisr.bench.report import finite_mean, format_number, markdown_table
 from optisr.version import __version__
 

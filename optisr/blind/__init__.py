@@ -12,7 +12,8 @@
 * :mod:`optisr.blind.critics` / :mod:`optisr.blind.losses` / :mod:`optisr.blind.perceptual` /
   :mod:`optisr.blind.batch_ot` -- discriminators and training losses (pixel, VGG19 perceptual,
   edge, OTSR / WGAN-QC optimal-transport and RaGAN adversarial).
-* :mod:`optisr.blind.train` / :mod:`optisr.blind.training_data` -- the blind trainer and its data.
+* :mod:`optisr.blind.training_data` -- training pairs and batches for the blind trainer
+  (:mod:`optisr.train.blind`).
 
 The package imports nothing itself; ``__all__`` names its public modules.
 """
@@ -29,6 +30,5 @@ __all__ = [
     "perceptual",
     "registry",
     "tiling",
-    "train",
     "training_data",
 ]

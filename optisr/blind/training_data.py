@@ -1,7 +1,7 @@
 """Training and validation data of ``optisr train blind``: paired random crops, online degradations.
 
 Training batches (:func:`make_batch`) are a pure function of ``(seed, step, rank)``: the
-step's numpy generator (:func:`optisr.train.seeding.step_rng`) spawns one child generator per
+step's numpy generator (:func:`optisr.rng.step_rng`) spawns one child generator per
 sample, and sample ``i`` draws everything from its own child (image index, crop position,
 flips, noise crop, JPEG quality, degradation parameters). Images may therefore be read and
 processed by worker threads (``num_workers``) without changing a single value, and a resumed
@@ -39,7 +39,7 @@ from optisr.degrade.jpeg import JpegConfig, random_jpeg
 from optisr.degrade.kernels import GaussianKernelConfig, degrade_with_kernel, load_kernels, random_gaussian_kernel
 from optisr.degrade.second_order import SecondOrderConfig, second_order_degrade
 from optisr.errors import ConfigError, InputFileError
-from optisr.train.seeding import step_rng
+from optisr.rng import step_rng
 
 __all__ = [
     "JpegOnlineConfig",
@@ -356,7 +356,7 @@ def load_val_samples(cfg: ValDataConfig, scale: int) -> list[ValSample]:
     """
     key = "datasets.val"
     if cfg.bench:
-        from optisr.bench.blind_sets import DATASETS, load_dataset
+        from optisr.data.sr_sets import DATASETS, load_dataset
 
         if cfg.bench not in DATASETS:
             raise ConfigError(f"{key}.bench: unknown set {cfg.bench!r}; choose one of {', '.join(DATASETS)}")

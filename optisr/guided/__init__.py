@@ -9,19 +9,10 @@
   ``D x = s`` and the strip-wise consistency check;
 * :mod:`optisr.guided.layer`, :mod:`optisr.guided.model`, :mod:`optisr.guided.baselines`.
 
-Submodules are imported on use, so ``import optisr.guided`` stays cheap.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from optisr.guided.api import guided_upsample
 
 __all__ = ["guided_upsample"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "guided_upsample":
-        from optisr.guided.api import guided_upsample
-
-        return guided_upsample
-    raise AttributeError(f"module 'optisr.guided' has no attribute {name!r}")

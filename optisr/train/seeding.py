@@ -6,7 +6,8 @@ A resumed run must see exactly the batches (random crops, flips, degradations, n
 uninterrupted run would have seen. Saving and restoring data-loader iterators and worker RNGs is
 fragile, so the trainers do not keep any sampling state at all: the batch for optimisation step
 ``step`` on process ``rank`` is drawn from a fresh generator seeded by
-``(seed, step, rank)`` — :func:`step_generator` (torch) or :func:`step_rng` (numpy). Resuming at
+``(seed, step, rank)`` — :func:`optisr.rng.step_generator` (torch) or :func:`optisr.rng.step_rng`
+(numpy). Resuming at
 step ``k`` then needs only ``k``; nothing about the data pipeline goes into the checkpoint.
 Different ranks draw different samples, and the stream of a given rank does not depend on the
 number of ranks.
@@ -29,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from optisr.rng import derive_seed, step_generator, step_rng  # re-exported: the training-facing names
+
 __all__ = [
     "derive_seed",
     "rng_state",
@@ -38,14 +41,6 @@ __all__ = [
     "step_generator",
     "step_rng",
 ]
-
-_MASK64 = (1 << 64) - 1
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 64-bit seed mixed from ``seed`` and integer ``keys`` (e.g. step, rank) by SeedSequence."""
-    entropy = [int(seed) & _MASK64] + [int(k) & _MASK64 for k in keys]
-    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
 
 
 def seed_everything(seed: int) -> None:
@@ -59,27 +54,6 @@ def seed_everything(seed: int) -> None:
 def seed_step(seed: int, step: int, rank: int = 0) -> None:
     """Seed the global generators from ``(seed, step, rank)``; called by ``fit`` before each step."""
     seed_everything(derive_seed(seed, step, rank, 0x5EED))
-
-
-def step_generator(seed: int, step: int, rank: int = 0, device: str | torch.device = "cpu") -> torch.Generator:
-    """A fresh ``torch.Generator`` whose stream depends only on ``(seed, step, rank)``.
-
-    Use it for everything random in ``task.batch(step, rank)``::
-
-        g = step_generator(cfg.seed, step, rank)
-        idx = torch.randint(len(dataset), (batch_size,), generator=g)
-    """
-    g = torch.Generator(device=device)
-    g.manual_seed(derive_seed(seed, step, rank, 0x70C4))
-    return g
-
-
-def step_rng(seed: int, step: int, rank: int = 0) -> np.random.Generator:
-    """A fresh numpy ``Generator`` (PCG64) whose stream depends only on ``(seed, step, rank)``.
-
-    Its stream differs from that of :func:`step_generator` for the same arguments.
-    """
-    return np.random.default_rng(np.random.SeedSequence([int(seed) & _MASK64, int(step), int(rank), 0x4E70]))
 
 
 def rng_state() -> dict[str, Any]:

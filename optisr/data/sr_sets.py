@@ -1,4 +1,4 @@
-"""The classic blind SR test sets of ``optisr bench blind``: where they live and how to load them.
+"""The classic SR test sets (Set5, Set14, BSD100, Urban100, Manga109, RealSRSet) and how to load them.
 
 Paired sets (Set5, Set14, BSD100, Urban100, Manga109) give the mod-cropped HR and an LR image
 (``lr_mode``):

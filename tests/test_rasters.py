@@ -259,7 +259,7 @@ def test_geotiff_roundtrip_keeps_crs_nodata_and_upsampled_transform(tmp_path):
         assert a.bounds == b.bounds
 
 
-def test_geo_for_upsampled_rejects_bad_factor():
+def test_geo_for_upsampled_rejects_bad_scale():
     with pytest.raises(ConfigError):
         geo_for_upsampled({"transform": None}, 2)
     with pytest.raises(ConfigError):

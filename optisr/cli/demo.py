@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Prints RMSE and the LR consistency error of each method.",
     )
     p.add_argument("-o", "--output", default="optisr_demo.png", help="panel PNG to write (default: %(default)s)")
-    p.add_argument("-s", "--scale", type=int, default=8, help="upsampling factor (default: %(default)s)")
+    p.add_argument("-s", "--scale", type=int, default=8, help="upsampling scale (default: %(default)s)")
     p.add_argument("--size", type=int, default=512, help="HR scene size in pixels (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: %(default)s)")
     p.add_argument("--operator", default="area", choices=["area", "bicubic", "gaussian"], help="LR operator")

@@ -321,35 +321,35 @@ def _read_geotiff(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any] 
     return data, (None if nodata is None else float(nodata)), geo
 
 
-def geo_for_upsampled(geo: dict[str, Any], factor: int | float) -> dict[str, Any]:
-    """Georeferencing of a raster upsampled by ``factor`` on the same footprint.
+def geo_for_upsampled(geo: dict[str, Any], scale: int | float) -> dict[str, Any]:
+    """Georeferencing of a raster upsampled by ``scale`` on the same footprint.
 
-    The CRS is kept; the transform becomes ``transform @ Affine.scale(1 / factor)`` (pixel size
-    divided by ``factor``, same origin) and the profile's width and height are multiplied.
+    The CRS is kept; the transform becomes ``transform @ Affine.scale(1 / scale)`` (pixel size
+    divided by ``scale``, same origin) and the profile's width and height are multiplied.
 
     Args:
         geo: ``{"crs", "transform", "profile"}`` as in :attr:`Raster.geo`.
-        factor: upsampling factor > 0.
+        scale: upsampling scale > 0.
     Returns:
         A new dict; ``geo`` is not modified.
     Raises:
-        ConfigError: if ``factor`` is not positive or ``geo`` has no transform.
+        ConfigError: if ``scale`` is not positive or ``geo`` has no transform.
     """
-    if not factor or factor <= 0:
-        raise ConfigError(f"factor must be > 0, got {factor!r}")
+    if not scale or scale <= 0:
+        raise ConfigError(f"scale must be > 0, got {scale!r}")
     if "transform" not in geo or geo["transform"] is None:
         raise ConfigError("geo has no 'transform'; expected the dict from read_raster(...).geo")
     from affine import Affine
 
     try:
-        transform = geo["transform"] @ Affine.scale(1.0 / factor)
+        transform = geo["transform"] @ Affine.scale(1.0 / scale)
     except TypeError:  # affine < 2.4 composes with "*" only
-        transform = geo["transform"] * Affine.scale(1.0 / factor)
+        transform = geo["transform"] * Affine.scale(1.0 / scale)
     profile = dict(geo.get("profile") or {})
     profile["transform"] = transform
     for key in ("width", "height"):
         if key in profile:
-            profile[key] = int(round(profile[key] * factor))
+            profile[key] = int(round(profile[key] * scale))
     return {**geo, "transform": transform, "profile": profile}
 
 

@@ -218,8 +218,7 @@ def test_options_checked_before_work():
 def test_wired_into_optisr_cli(tmp_path, capsys):
     from optisr.cli import main as cli
 
-    if "bench" not in cli.SUBCOMMANDS:
-        pytest.skip("optisr.cli.main does not register the bench subcommand yet")
+    assert "bench" in cli.SUBCOMMANDS
     rc = cli.main(["bench", "guided", "--dataset", "nope", "--data-dir", str(tmp_path)])
     assert rc == 1 and "unknown dataset" in capsys.readouterr().err
 

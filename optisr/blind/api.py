@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable
 from typing import Literal, TypeAlias, overload
 
@@ -12,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optisr.blind.checkpoints import LoadedModel
 from optisr.blind.registry import DEFAULT_MODEL, load_model
-from optisr.blind.tiling import pad_to_multiple, tiled_forward
+from optisr.blind.tiling import min_tile_size, pad_to_multiple, tiled_forward
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
-from optisr.blind.checkpoints import LoadedModel
 
-__all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "get_model", "upscale"]
+__all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "effective_tile_size", "get_model", "upscale"]
 
 AlphaUpsampler: TypeAlias = Literal["model", "bicubic"]
 # What ``model=`` accepts: a registry name, a weights file, a loaded model, or a module with ``scale``.
@@ -119,6 +120,22 @@ def _to_tensor(
     return t, back_np
 
 
+def effective_tile_size(tile_size: int, multiple: int = 1) -> int:
+    """The tile size :func:`upscale` uses: 0 stays 0 (no tiling); a positive size below
+    ``max(MIN_TILE, multiple)`` is raised to that floor with a ``UserWarning``.
+
+    Raises:
+        ConfigError: ``tile_size`` is negative.
+    """
+    if tile_size < 0:
+        raise ConfigError(f"tile_size must be >= 0 (0 = no tiling); got {tile_size}")
+    floor = min_tile_size(multiple)
+    if 0 < tile_size < floor:
+        warnings.warn(f"tile_size {tile_size} raised to {floor} (smaller tiles multiply the work)", stacklevel=3)
+        return floor
+    return int(tile_size)
+
+
 def _run_rgb(
     net: nn.Module,
     x: Tensor,
@@ -161,7 +178,7 @@ def upscale(
     model: ModelSpec = DEFAULT_MODEL,
     *,
     outscale: float | None = None,
-    tile: int = 0,
+    tile_size: int = 0,
     tile_pad: int = 10,
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
@@ -176,7 +193,7 @@ def upscale(
     model: ModelSpec = DEFAULT_MODEL,
     *,
     outscale: float | None = None,
-    tile: int = 0,
+    tile_size: int = 0,
     tile_pad: int = 10,
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
@@ -190,7 +207,7 @@ def upscale(
     model: ModelSpec = DEFAULT_MODEL,
     *,
     outscale: float | None = None,
-    tile: int = 0,
+    tile_size: int = 0,
     tile_pad: int = 10,
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
@@ -207,7 +224,9 @@ def upscale(
             ``.pth``, ncnn ``.param``), a :class:`LoadedModel`, or an ``nn.Module`` with ``scale``.
         outscale: final scale; the network output (×``scale`` of the model) is resized with
             antialiased bicubic when it differs. Default: the model's scale.
-        tile: LR tile size (0 = whole image at once). Tiles are cross-faded over their overlap.
+        tile_size: LR tile size (0 = whole image at once); sizes below
+            ``max(MIN_TILE, the model's size multiple)`` (:func:`~optisr.blind.tiling.min_tile_size`) are raised to it with a ``UserWarning``
+            (tiny tiles multiply the work). Tiles are cross-faded over their overlap.
         tile_pad: LR context pixels around each tile.
         device: where the network runs (``"auto"``, ``"cpu"``, ``"cuda:1"``, a ``torch.device``);
             default: the tensor's device, else CUDA when available, else CPU (see
@@ -249,6 +268,8 @@ def upscale(
         color, alpha = x, None
     else:
         raise ShapeError(f"image must have 1, 2, 3 or 4 channels; got {c}")
+
+    tile = effective_tile_size(tile_size, int(getattr(net, "size_multiple", 1)))
 
     def run(t: Tensor, prog: Callable[[int], None] | None) -> Tensor:
         return _run_rgb(

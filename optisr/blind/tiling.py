@@ -22,12 +22,17 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["MIN_TILE", "count_tiles", "pad_to_multiple", "tile_starts", "tiled_forward"]
+__all__ = ["MIN_TILE", "count_tiles", "min_tile_size", "pad_to_multiple", "tile_starts", "tiled_forward"]
 
 # Smallest tile (LR pixels) the command line accepts: below it each tile is mostly context
 # (2·(tile_pad + band) pixels around a tiny core), so the work grows like (1 + 2·pad/tile)² and a
 # 1-pixel tile runs the network once per input pixel.
 MIN_TILE = 32
+
+
+def min_tile_size(multiple: int = 1) -> int:
+    """The smallest useful tile for a network whose input size must be a multiple of ``multiple``."""
+    return max(MIN_TILE, int(multiple))
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:

@@ -30,7 +30,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class OnlineDegradationConfig:
     """
 
     kind: Literal["none", "bicubic", "kernel", "second-order"] = "none"
-    kernels_dir: Optional[str] = None  # kernel: folder of .mat/.npy kernels, one drawn per sample
+    kernels_dir: str | None = None  # kernel: folder of .mat/.npy kernels, one drawn per sample
     gaussian: GaussianKernelConfig = field(default_factory=GaussianKernelConfig)  # kernel, no kernels_dir
     second_order: SecondOrderConfig = field(default_factory=SecondOrderConfig)  # its scale is the net's
 
@@ -80,7 +80,8 @@ class JpegOnlineConfig:
     prob: float = 1.0
 
     def __post_init__(self) -> None:
-        JpegConfig(quality_range=tuple(self.quality_range), prob=self.prob)  # validates
+        lo, hi = self.quality_range  # a YAML list arrives here as a list
+        JpegConfig(quality_range=(int(lo), int(hi)), prob=self.prob)  # validates
 
 
 @dataclass
@@ -88,9 +89,9 @@ class TrainDataConfig:
     """The ``datasets.train`` section (BasicSR key names)."""
 
     dataroot_gt: str = ""  # folder of HR images (required)
-    dataroot_lq: Optional[str] = None  # paired LR folder (same stems, or <stem>x<scale>); null: online
+    dataroot_lq: str | None = None  # paired LR folder (same stems, or <stem>x<scale>); null: online
     degradation: OnlineDegradationConfig = field(default_factory=OnlineDegradationConfig)
-    noise_dir: Optional[str] = None  # folder of real-noise tiles (optisr degrade's out/noise)
+    noise_dir: str | None = None  # folder of real-noise tiles (optisr degrade's out/noise)
     noise_prob: float = 1.0  # probability of injecting noise into a sample
     noise_strength: float = 1.0  # multiplier of the injected noise
     jpeg: JpegOnlineConfig = field(default_factory=JpegOnlineConfig)
@@ -118,10 +119,10 @@ class ValDataConfig:
     ``data_dir`` (default ``$OPTISR_DATA_DIR``).
     """
 
-    dataroot_gt: Optional[str] = None
-    dataroot_lq: Optional[str] = None
-    bench: Optional[str] = None
-    data_dir: Optional[str] = None
+    dataroot_gt: str | None = None
+    dataroot_lq: str | None = None
+    bench: str | None = None
+    data_dir: str | None = None
     limit: int = 3  # first N images (OTSR validates 3)
     niqe: bool = False  # also NIQE of the outputs (images larger than 192² only)
     tile: int = 0  # LR tile size for the forward pass (0: whole image)
@@ -226,7 +227,8 @@ class PairedImages:
             import dataclasses
 
             self.second_order = dataclasses.replace(self.second_order, scale=scale)
-        self.jpeg = JpegConfig(quality_range=tuple(cfg.jpeg.quality_range), prob=cfg.jpeg.prob)
+        lo, hi = cfg.jpeg.quality_range
+        self.jpeg = JpegConfig(quality_range=(int(lo), int(hi)), prob=cfg.jpeg.prob)
         self._cache: dict[Path, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -345,7 +347,7 @@ class ValSample:
 
     name: str
     lr: np.ndarray
-    hr: Optional[np.ndarray]
+    hr: np.ndarray | None
 
 
 def load_val_samples(cfg: ValDataConfig, scale: int) -> list[ValSample]:

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optisr.blind.tiling import MIN_TILE
+from optisr.blind.tiling import MIN_TILE, min_tile_size
 from optisr.cli.options import add_device_option, add_tile_option, device_from_args
 from optisr.errors import ConfigError, InputFileError, OptiSRError, OutputExistsError
 
@@ -167,7 +167,7 @@ def _refuse_input_as_target(target: Path, src: Path) -> None:
 
 def _tile_for(requested: int, multiple: int) -> int:
     """``requested`` raised to the smallest useful tile (a one-line note on stderr when raised)."""
-    floor = max(MIN_TILE, multiple)
+    floor = min_tile_size(multiple)
     if 0 < requested < floor:
         print(f"optisr upscale: note: --tile-size {requested} raised to {floor} (the smallest tile)", file=sys.stderr)
         return floor
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
                     img,
                     model,
                     outscale=args.outscale,
-                    tile=tile,
+                    tile_size=tile,
                     tile_pad=args.tile_pad,
                     device=device,
                     dtype=dtype,

@@ -81,9 +81,9 @@ def test_outscale(tiny_rrdb):
 
 
 def test_tiled_matches_untiled_within_one_level(tiny_rrdb):
-    img = np.random.default_rng(3).integers(0, 256, (30, 26, 3)).astype(np.uint8)
+    img = np.random.default_rng(3).integers(0, 256, (70, 58, 3)).astype(np.uint8)  # 3×2 tiles of 32
     full = upscale(img, tiny_rrdb).astype(int)
-    tiled = upscale(img, tiny_rrdb, tile=12, tile_pad=12).astype(int)
+    tiled = upscale(img, tiny_rrdb, tile_size=32, tile_pad=12).astype(int)
     assert np.abs(full - tiled).max() <= 1
 
 
@@ -123,3 +123,16 @@ def test_default_model_on_a_small_image():
     down = out.astype(np.float64).reshape(16, 4, 16, 4, 3).mean((1, 3))
     mse = np.mean((down - img) ** 2)
     assert 10 * np.log10(255**2 / mse) > 28
+
+
+def test_tiny_tiles_are_raised_to_the_minimum(tiny_rrdb):
+    from optisr.blind.api import effective_tile_size
+    from optisr.blind.tiling import MIN_TILE
+
+    img = np.random.default_rng(1).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match=f"tile_size 1 raised to {MIN_TILE}"):
+        tiny = upscale(img, tiny_rrdb, tile_size=1, tile_pad=12)
+    np.testing.assert_array_equal(tiny, upscale(img, tiny_rrdb, tile_size=MIN_TILE, tile_pad=12))
+    assert effective_tile_size(0) == 0 and effective_tile_size(64, 128) == 128
+    with pytest.raises(ConfigError, match="tile_size must be >= 0"):
+        effective_tile_size(-1)

@@ -294,7 +294,7 @@ def test_tiny_tile_is_raised_with_a_note(tmp_path, weights, capsys, monkeypatch,
 
     seen = []
     real = api.upscale
-    monkeypatch.setattr(api, "upscale", lambda *a, **k: seen.append(k["tile"]) or real(*a, **k))
+    monkeypatch.setattr(api, "upscale", lambda *a, **k: seen.append(k["tile_size"]) or real(*a, **k))
     src = write_image(tmp_path / "in.png", np.zeros((40, 40, 3), np.uint8))
     rc = _run("upscale", "-i", str(src), "-o", str(tmp_path / "o.png"), "--model-path", str(weights),
               spelling, "1", "--quiet")  # fmt: skip

@@ -89,7 +89,7 @@ class TrainLogger:
         jsonl_path = self.log_dir / "metrics.jsonl"
         if purge_step is not None and jsonl_path.exists():
             self._purge_jsonl(jsonl_path, purge_step)
-        self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115  (kept open across calls; close() closes it)
+        self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115  (open until close())
         if use_tensorboard is not False:
             if tensorboard_available():
                 from torch.utils.tensorboard import SummaryWriter

@@ -11,7 +11,8 @@ One concept per module:
 * :mod:`~optisr.train.logger` — TensorBoard + ``metrics.jsonl``;
 * :mod:`~optisr.train.config` — the ``train:`` / ``path:`` config sections (:class:`TrainConfig`...);
 * :mod:`~optisr.train.optim` — optimizers, learning-rate schedules, gradient clipping;
-* :mod:`~optisr.train.loop` — :func:`fit` and the :class:`TrainTask` protocol;
+* :mod:`~optisr.train.loop` — :func:`fit` and the :class:`TrainTask` protocol (plus :class:`LossTask` or
+  :class:`StepTask`);
 * :mod:`~optisr.train.run` — :func:`run_training`: one run in a run folder (``config.yaml``, resume,
   a failed start leaves the folder as it was).
 
@@ -52,7 +53,7 @@ from optisr.train.distributed import (
 )
 from optisr.train.ema import ModelEMA, unwrap_model
 from optisr.train.logger import TrainLogger
-from optisr.train.loop import FitResult, TrainTask, fit
+from optisr.train.loop import FitResult, LossTask, StepTask, TrainTask, fit
 from optisr.train.optim import build_optimizer, build_scheduler, clip_gradients
 from optisr.train.run import run_training
 from optisr.train.seeding import (
@@ -66,10 +67,12 @@ from optisr.train.seeding import (
 __all__ = [
     "DistInfo",
     "FitResult",
+    "LossTask",
     "ModelEMA",
     "OptimConfig",
     "PathConfig",
     "SchedulerConfig",
+    "StepTask",
     "TrainConfig",
     "TrainLogger",
     "TrainTask",

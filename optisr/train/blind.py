@@ -37,15 +37,15 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from optisr.blind.critics import CriticConfig
-from optisr.blind.losses import LossConfig
-from optisr.blind.training_data import TrainDataConfig, ValDataConfig
+from optisr.blind.losses import LossConfig, LossSet
+from optisr.blind.training_data import TrainDataConfig, ValDataConfig, ValSample
 from optisr.errors import ConfigError, InputFileError
 from optisr.train.config import OptimConfig, PathConfig, TrainConfig
 from optisr.train.loop import FitResult
@@ -82,7 +82,7 @@ class NetworkGConfig:
     num_grow_ch: int = 32  # RRDBNet
     num_conv: int = 16  # SRVGGNetCompact
     act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"  # SRVGGNetCompact
-    pretrained: Optional[str] = None  # registry name (optisr models list) or weights file; null: random
+    pretrained: str | None = None  # registry name (optisr models list) or weights file; null: random
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -109,8 +109,8 @@ class BlindDatasetsConfig:
 class BlindTrainSection(TrainConfig):
     """``train:`` = :class:`TrainConfig` (``optim`` is G's) plus the critic's settings."""
 
-    optim_d: Optional[OptimConfig] = None  # critic optimizer; null: same as optim
-    clip_grad_norm_d: Optional[float] = None  # critic gradient clipping; null: none (OTSR)
+    optim_d: OptimConfig | None = None  # critic optimizer; null: same as optim
+    clip_grad_norm_d: float | None = None  # critic gradient clipping; null: none (OTSR)
     net_d_iters: int = 1  # G steps every net_d_iters iterations (OTSR D_update_ratio)
     net_d_init_iters: int = 0  # D-only warm-up iterations before the first G step
 
@@ -128,7 +128,7 @@ class BlindTrainSection(TrainConfig):
 class DistillConfig:
     """Distillation: train ``network_g`` (the student) on the teacher's outputs with L1."""
 
-    teacher: Optional[str] = None  # registry name or weights file; null: no distillation
+    teacher: str | None = None  # registry name or weights file; null: no distillation
     tile: int = 0  # teacher forward tile (LR pixels; 0: whole patch)
 
 
@@ -145,7 +145,7 @@ class BlindTrainConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     path: PathConfig = field(default_factory=lambda: PathConfig("runs/blind"))
     threads: int = 0  # torch CPU threads (0: torch's default)
-    training_data: Optional[str] = None  # free text for the release metadata (default: from datasets)
+    training_data: str | None = None  # free text for the release metadata (default: from datasets)
 
 
 def check_config(cfg: BlindTrainConfig) -> None:
@@ -159,7 +159,12 @@ def check_config(cfg: BlindTrainConfig) -> None:
     if gt % scale:
         raise ConfigError(f"datasets.train.gt_size: must be a multiple of network_g.scale {scale}; got {gt}")
     distill = cfg.distill.teacher is not None
-    if not distill and cfg.losses.gan_mode != "none" and cfg.network_d.type == "vgg128" and cfg.network_d.input_size != gt:
+    if (
+        not distill
+        and cfg.losses.gan_mode != "none"
+        and cfg.network_d.type == "vgg128"
+        and cfg.network_d.input_size != gt
+    ):
         raise ConfigError(
             f"network_d.input_size: the vgg128 critic takes exactly {cfg.network_d.input_size}² images but "
             f"datasets.train.gt_size is {gt}; make them equal or use network_d.type patchgan / unet-sn"
@@ -173,7 +178,9 @@ def check_config(cfg: BlindTrainConfig) -> None:
         )
     valid = {"psnr_y", "ssim_y", "niqe"}
     if cfg.train.best_metric and cfg.train.best_metric not in valid:
-        raise ConfigError(f"train.best_metric: expected one of {', '.join(sorted(valid))}, got {cfg.train.best_metric!r}")
+        raise ConfigError(
+            f"train.best_metric: expected one of {', '.join(sorted(valid))}, got {cfg.train.best_metric!r}"
+        )
     if cfg.threads < 0:
         raise ConfigError(f"threads: must be >= 0, got {cfg.threads}")
 
@@ -191,8 +198,11 @@ def _load_pretrained(source: str, expect_arch: str, expect_hp: dict[str, Any], k
         raise ConfigError(f"{key}: {exc}") from exc
     if loaded.arch != expect_arch:
         raise ConfigError(f"{key}: {source} is a {loaded.arch}, but the config says type {expect_arch}")
-    diff = [f"{k}={loaded.hyperparameters.get(k)!r} (config {v!r})" for k, v in expect_hp.items()
-            if loaded.hyperparameters.get(k) != v]
+    diff = [
+        f"{k}={loaded.hyperparameters.get(k)!r} (config {v!r})"
+        for k, v in expect_hp.items()
+        if loaded.hyperparameters.get(k) != v
+    ]
     if diff:
         raise ConfigError(f"{key}: {source} does not fit the configured {expect_arch}: {', '.join(diff)}")
     return {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
@@ -257,11 +267,13 @@ class BlindTask:
         self.images = PairedImages(cfg.datasets.train, self.scale)
         g = cfg.network_g
         self._g_state = (
-            _load_pretrained(g.pretrained, g.type, g.hyperparameters(), "network_g.pretrained") if g.pretrained else None
+            _load_pretrained(g.pretrained, g.type, g.hyperparameters(), "network_g.pretrained")
+            if g.pretrained
+            else None
         )
-        self._losses = None
+        self._losses: LossSet | None = None  # None: no loss set (DistillTask)
         self._losses_device: torch.device | None = None
-        self._val = None
+        self._val: list[ValSample] | None = None
         self.perceptual_note: str | None = None
         self._build_losses()
 
@@ -273,21 +285,24 @@ class BlindTask:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PerceptualDisabledWarning)
             try:
-                self._losses = build_losses(self.cfg.losses)
+                losses = build_losses(self.cfg.losses)
             except (ConfigError, InputFileError) as exc:
                 raise ConfigError(f"losses: {exc}") from exc
+        self._losses = losses
         for w in caught:
             if not issubclass(w.category, PerceptualDisabledWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if self.cfg.losses.perceptual_weight and not self._losses.perceptual_enabled:
-            self.perceptual_note = f"perceptual term disabled: {self._losses.perceptual_disabled_reason}"
+        if self.cfg.losses.perceptual_weight and not losses.perceptual_enabled:
+            self.perceptual_note = f"perceptual term disabled: {losses.perceptual_disabled_reason}"
             warnings.warn(self.perceptual_note, stacklevel=2)
 
-    def _losses_on(self, device: torch.device):
+    def _losses_on(self, device: torch.device) -> LossSet:
+        losses = self._losses
+        assert losses is not None  # built by BlindTask._build_losses; DistillTask never asks for it
         if self._losses_device != device:
-            self._losses = self._losses.to(device)
+            losses = self._losses = losses.to(device)
             self._losses_device = device
-        return self._losses
+        return losses
 
     # -- TrainTask
     def build_model(self) -> dict[str, nn.Module]:
@@ -298,12 +313,14 @@ class BlindTask:
             models["net_d"] = build_critic(self.cfg.network_d)
         return models
 
-    def build_optimizers(self, models: dict[str, nn.Module], cfg: BlindTrainSection) -> dict[str, torch.optim.Optimizer]:
+    def build_optimizers(self, models: dict[str, nn.Module], cfg: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """G's optimizer from ``cfg.optim``; the critic's from ``cfg.optim_d`` (a :class:`BlindTrainSection`)."""
         from optisr.train.optim import build_optimizer
 
         opts = {"net_g": build_optimizer(models["net_g"].parameters(), cfg.optim)}
         if "net_d" in models:
-            opts["net_d"] = build_optimizer(models["net_d"].parameters(), cfg.optim_d or cfg.optim)
+            optim_d = cfg.optim_d if isinstance(cfg, BlindTrainSection) else None
+            opts["net_d"] = build_optimizer(models["net_d"].parameters(), optim_d or cfg.optim)
         return opts
 
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
@@ -311,7 +328,13 @@ class BlindTask:
 
         return make_batch(self.images, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
 
-    def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
+    def train_step(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch: dict[str, torch.Tensor],
+        step: int,
+    ) -> dict[str, float]:
         from optisr.train.ema import unwrap_model
         from optisr.train.optim import clip_gradients
 
@@ -368,7 +391,7 @@ class BlindTask:
         return logs
 
     # -- validation
-    def _val_samples(self):
+    def _val_samples(self) -> list[ValSample]:
         if self._val is None:
             from optisr.blind.training_data import load_val_samples
 
@@ -390,8 +413,11 @@ class BlindTask:
             sr = sr.mul(255.0).round().div(255.0).cpu()  # as the written 8-bit PNG
             if s.hr is not None:
                 hr = torch.from_numpy(s.hr).permute(2, 0, 1)[None].float().div(255.0)
-                ps.append(float(psnr(sr, hr, crop_border=self.scale, y_channel=True)[0]))
-                ss.append(float(ssim(sr, hr, crop_border=self.scale, y_channel=True)[0]))
+                p = psnr(sr, hr, crop_border=self.scale, y_channel=True)
+                q = ssim(sr, hr, crop_border=self.scale, y_channel=True)
+                assert isinstance(p, torch.Tensor) and isinstance(q, torch.Tensor)  # tensor input: (B,) tensors
+                ps.append(float(p[0]))
+                ss.append(float(q[0]))
             if v.niqe and min(sr.shape[-2:]) - 2 * self.scale > 192:
                 nq.append(niqe(sr, crop_border=self.scale))
         out = {}
@@ -442,6 +468,8 @@ class DistillTask(BlindTask):
         super().__init__(cfg)
         from optisr.blind.registry import load_model
 
+        if cfg.distill.teacher is None:
+            raise ConfigError("distill.teacher: DistillTask needs a teacher (a registry name or weights file)")
         try:
             loaded = load_model(cfg.distill.teacher)
         except (ConfigError, InputFileError) as exc:
@@ -459,7 +487,13 @@ class DistillTask(BlindTask):
     def build_model(self) -> dict[str, nn.Module]:
         return {"net_g": _build_generator(self.cfg.network_g, self._g_state)}
 
-    def train_step(self, models, optimizers, batch, step: int) -> dict[str, float]:
+    def train_step(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch: dict[str, torch.Tensor],
+        step: int,
+    ) -> dict[str, float]:
         from optisr.train.optim import clip_gradients
 
         lq = batch["lq"]
@@ -480,8 +514,12 @@ class DistillTask(BlindTask):
 
     def release_metadata(self) -> dict[str, str]:
         meta = super().release_metadata()
-        meta.update(loss_mode="distill-l1", losses=json.dumps({"l1_teacher": 1.0}), critic="none",
-                    teacher=str(self.cfg.distill.teacher))
+        meta.update(
+            loss_mode="distill-l1",
+            losses=json.dumps({"l1_teacher": 1.0}),
+            critic="none",
+            teacher=str(self.cfg.distill.teacher),
+        )
         return meta
 
 

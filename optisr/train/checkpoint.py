@@ -21,7 +21,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ STATE_FORMAT = "optisr-train-state/1"
 _STATE_RE = re.compile(r"^state_(\d{8,})\.pt$")
 
 Stateful = Any  # anything with state_dict() / load_state_dict()
-OneOrMany = Union[Stateful, Mapping[str, Stateful], None]
+OneOrMany = Stateful | Mapping[str, Stateful] | None
 
 
 def state_path(save_dir: str | os.PathLike, step: int) -> Path:

@@ -9,7 +9,7 @@ Invalid values raise ``ValueError`` on construction, which ``build_config`` turn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 __all__ = ["OptimConfig", "PathConfig", "SchedulerConfig", "TrainConfig"]
 
@@ -84,16 +84,16 @@ class TrainConfig:
     seed: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    clip_grad_norm: Optional[float] = None
-    ema_decay: Optional[float] = None
+    clip_grad_norm: float | None = None
+    ema_decay: float | None = None
     ema_warmup_steps: int = 0
     log_every: int = 100
     val_every: int = 1000
     save_every: int = 1000
     keep_states: int = 3
-    best_metric: Optional[str] = None
+    best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
-    time_limit_s: Optional[float] = None
+    time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and not self.time_limit_s > 0:

@@ -79,8 +79,10 @@ def init_distributed(backend: str | None = None, device: str | torch.device | No
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if not dist.is_initialized():
-        kwargs = {"device_id": dev} if dev.type == "cuda" and backend == "nccl" else {}
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, **kwargs)
+        if dev.type == "cuda" and backend == "nccl":  # bind NCCL to this rank's GPU
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size, device_id=dev)
+        else:
+            dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return DistInfo(
         rank=rank, world_size=world_size, local_rank=local_rank, device=dev, is_main=rank == 0, initialized=True
     )

@@ -17,16 +17,20 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from optisr.errors import ConfigError
+from optisr.guided.graph_weights import color_weights
 from optisr.guided.model import GraphSRConfig, GraphSRModel, save_guided_model
 from optisr.guided.training_data import (
+    BatchPrefetcher,
     DataSourceConfig,
     TrainDataConfig,
     make_training_batch,
@@ -101,8 +105,8 @@ class GuidedTrainConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(total_steps=1000))
     path: PathConfig = field(default_factory=lambda: PathConfig("runs/guided"))
     threads: int = 0
-    training_data: Optional[str] = None
-    init_weights: Optional[str] = None  # a guided .safetensors release to start from (same architecture;
+    training_data: str | None = None
+    init_weights: str | None = None  # a guided .safetensors release to start from (same architecture;
     #                                      model.feature_stride may differ)
 
 
@@ -118,7 +122,9 @@ def _describe_training_data(cfg: GuidedTrainConfig) -> str:
     return "; ".join(parts)
 
 
-def masked_loss(kind: str, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def masked_loss(
+    kind: str, x: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Masked error of (B,1,H,W) ``x`` vs ``target`` in units of ``scale`` (B,1,1,1): l1 | mse | rmse."""
     err = (x - target) / scale
     w = valid.to(x.dtype)
@@ -139,7 +145,7 @@ class GuidedTask:
         self.cfg = cfg
         self._val: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._color: dict[str, float] | None = None
-        self._prefetch = None
+        self._prefetch: BatchPrefetcher | None = None
 
     def build_model(self) -> GraphSRModel:
         model = GraphSRModel(self.cfg.model)
@@ -149,8 +155,11 @@ class GuidedTask:
             start, _ = load_guided_model(self.cfg.init_weights)
             have, want = start.config.to_dict(), model.config.to_dict()
             # feature_stride may differ: same parameters, the network just runs at another resolution
-            diff = ", ".join(f"model.{k}={have[k]} there, {want[k]} here"
-                             for k in want if have.get(k) != want[k] and k != "feature_stride")
+            diff = ", ".join(
+                f"model.{k}={have[k]} there, {want[k]} here"
+                for k in want
+                if have.get(k) != want[k] and k != "feature_stride"
+            )
             if diff:
                 raise ConfigError(f"{self.cfg.init_weights}: init_weights has another architecture ({diff})")
             model.load_state_dict(start.state_dict())
@@ -160,19 +169,33 @@ class GuidedTask:
         d = self.cfg.datasets.train
         if d.num_workers > 0:
             if self._prefetch is None:
-                from optisr.guided.training_data import BatchPrefetcher
-
                 self._prefetch = BatchPrefetcher(d, self.cfg.train.batch_size, self.cfg.train.seed, rank, d.num_workers)
             b = self._prefetch.get(step)
         else:
             b = make_training_batch(d, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
-        return {"guide": b.guide, "target": b.target, "valid": b.valid, "source": b.source,
-                "scale": b.scale, "operator": b.operator}
+        return {
+            "guide": b.guide,
+            "target": b.target,
+            "valid": b.valid,
+            "source": b.source,
+            "scale": b.scale,
+            "operator": b.operator,
+        }
 
-    def loss(self, model, batch: dict[str, Any]):
+    def loss(
+        self, model: nn.Module | dict[str, nn.Module], batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        assert isinstance(model, nn.Module)  # build_model returns one network (possibly DDP-wrapped here)
         s = self.cfg.solver
-        x = model(batch["guide"], batch["source"], batch["scale"], operator=batch["operator"],
-                  tol=s.tol, max_iter=s.max_iter, on_nonconvergence="ignore")
+        x = model(
+            batch["guide"],
+            batch["source"],
+            batch["scale"],
+            operator=batch["operator"],
+            tol=s.tol,
+            max_iter=s.max_iter,
+            on_nonconvergence="ignore",
+        )
         std = batch["source"].flatten(1).std(dim=1).view(-1, 1, 1, 1) + 1e-6
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
         return loss, {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
@@ -190,11 +213,17 @@ class GuidedTask:
             self._val = []
             for i in range(v.scenes):
                 sc = make_scene(v.size, v.size, seed=v.seed + i)
-                self._val.append((torch.from_numpy(sc.guide).permute(2, 0, 1)[None].contiguous(),
-                                  torch.from_numpy(sc.depth_clean)[None, None]))
+                self._val.append(
+                    (
+                        torch.from_numpy(sc.guide).permute(2, 0, 1)[None].contiguous(),
+                        torch.from_numpy(sc.depth_clean)[None, None],
+                    )
+                )
         return self._val
 
-    def _evaluate(self, weights_fn, device: torch.device | str = "cpu") -> dict[str, float]:
+    def _evaluate(
+        self, weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], device: torch.device | str = "cpu"
+    ) -> dict[str, float]:
         from optisr.guided.layer import graph_solve
         from optisr.ops.operators import make_operator
 
@@ -204,32 +233,40 @@ class GuidedTask:
             errs = []
             for guide, depth in self._val_scenes():
                 guide, depth = guide.to(device), depth.to(device)
-                op = make_operator(v.operator, tuple(depth.shape[-2:]), f)
+                op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
                 src = op.apply(depth)
                 w = weights_fn(guide, src, f)
-                x = graph_solve(src, w, f, operator=op, tol=s.val_tol, max_iter=s.val_max_iter,
-                                on_nonconvergence="ignore", floor=self.cfg.model.floor,
-                                mode=self.cfg.model.mode)
+                x = graph_solve(
+                    src,
+                    w,
+                    f,
+                    operator=op,
+                    tol=s.val_tol,
+                    max_iter=s.val_max_iter,
+                    on_nonconvergence="ignore",
+                    floor=self.cfg.model.floor,
+                    mode=self.cfg.model.mode,
+                )
                 errs.append(float((x - depth).pow(2).mean().sqrt() / (src.std() + 1e-6)))
             out[f"nrmse_x{f}"] = float(np.mean(errs))
         out["nrmse"] = float(np.mean([out[f"nrmse_x{f}"] for f in v.scales]))
         return out
 
-    def validate(self, model, step: int) -> dict[str, float]:
+    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+        assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
         if self._color is None:
-            from optisr.guided.api import color_weights
-
-            self._color = self._evaluate(lambda g, s, f: color_weights(g, mu=self.cfg.model.color_mu,
-                                                                        floor=self.cfg.model.floor,
-                                                                        connect=self.cfg.model.connect))
+            self._color = self._evaluate(
+                lambda g, s, f: color_weights(
+                    g, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor, connect=self.cfg.model.connect
+                )
+            )
         m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model))
         m.update({f"color_{k}": v for k, v in self._color.items()})
         m["vs_color"] = m["nrmse"] / self._color["nrmse"]
         return m
 
-    def val_images(self, model, step: int) -> dict[str, np.ndarray]:
+    def val_images(self, model: nn.Module, step: int) -> dict[str, np.ndarray]:
         """guide | LR | colour graph | model | error maps of the first validation scene at the middle scale."""
-        from optisr.guided.api import color_weights
         from optisr.guided.layer import graph_solve
         from optisr.ops.operators import make_operator
         from optisr.viz.panels import depth_panel
@@ -237,25 +274,49 @@ class GuidedTask:
         v, s = self.cfg.datasets.val, self.cfg.solver
         f = v.scales[len(v.scales) // 2]
         guide, depth = self._val_scenes()[0]
+        assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
         dev = _device_of(model)
-        op = make_operator(v.operator, tuple(depth.shape[-2:]), f)
+        op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
         src = op.apply(depth)
-        kw = dict(operator=op, tol=s.val_tol, max_iter=s.val_max_iter, on_nonconvergence="ignore",
-                  floor=self.cfg.model.floor, mode=self.cfg.model.mode)
-        ours = graph_solve(src.to(dev), model.weights(guide.to(dev), src.to(dev), f), f, **kw)[0, 0].cpu().numpy()
-        color = graph_solve(src, color_weights(guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor,
-                                          connect=self.cfg.model.connect),
-                            f, **kw)[0, 0].numpy()
-        panel = depth_panel(guide[0].permute(1, 2, 0).numpy(), {f"LR x{f}": src[0, 0].numpy(), "colour": color,
-                            "model": ours}, reference=depth[0, 0].numpy(), error_of=["colour", "model"])
+
+        def solve(source: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+            return graph_solve(
+                source,
+                weights,
+                f,
+                operator=op,
+                tol=s.val_tol,
+                max_iter=s.val_max_iter,
+                on_nonconvergence="ignore",
+                floor=self.cfg.model.floor,
+                mode=self.cfg.model.mode,
+            )
+
+        ours = solve(src.to(dev), model.weights(guide.to(dev), src.to(dev), f))[0, 0].cpu().numpy()
+        color = solve(
+            src,
+            color_weights(
+                guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor, connect=self.cfg.model.connect
+            ),
+        )[0, 0].numpy()
+        panel = depth_panel(
+            guide[0].permute(1, 2, 0).numpy(),
+            {f"LR x{f}": src[0, 0].numpy(), "colour": color, "model": ours},
+            reference=depth[0, 0].numpy(),
+            error_of=["colour", "model"],
+        )
         return {f"val/panel_x{f}": panel}
 
-    def save_release(self, model, path: Path, metrics: dict[str, float]) -> None:
+    def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
         from optisr.train.ema import unwrap_model
 
+        net = unwrap_model(model)
+        assert isinstance(net, GraphSRModel)  # this task's network (or its EMA copy)
         d = self.cfg.datasets.train
         save_guided_model(
-            unwrap_model(model), path, scales=list(d.scales),
+            net,
+            path,
+            scales=list(d.scales),
             operator=d.operator if not d.operator_mix else "+".join(sorted(d.operator_mix)),
             training_data=_describe_training_data(self.cfg),
             metrics={k: round(v, 6) for k, v in metrics.items() if math.isfinite(v)},

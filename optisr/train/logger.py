@@ -89,7 +89,7 @@ class TrainLogger:
         jsonl_path = self.log_dir / "metrics.jsonl"
         if purge_step is not None and jsonl_path.exists():
             self._purge_jsonl(jsonl_path, purge_step)
-        self._jsonl = open(jsonl_path, "a", encoding="utf-8")
+        self._jsonl = open(jsonl_path, "a", encoding="utf-8")  # noqa: SIM115  (open until close())
         if use_tensorboard is not False:
             if tensorboard_available():
                 from torch.utils.tensorboard import SummaryWriter
@@ -121,7 +121,7 @@ class TrainLogger:
 
     def scalars(self, step: int, values: Mapping[str, float], prefix: str = "") -> None:
         """Log ``{name: number}`` at ``step``; names may contain ``/`` (TensorBoard groups)."""
-        if not self.enabled:
+        if not self.enabled or self._jsonl is None:  # enabled implies an open metrics.jsonl
             return
         record: dict[str, Any] = {"step": int(step), "time": round(time.time(), 3)}
         for name, value in values.items():

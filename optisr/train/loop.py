@@ -37,6 +37,7 @@ own ``zero_grad`` / ``backward`` / ``step`` (G then D; use :func:`clip_gradients
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -71,7 +72,16 @@ from optisr.train.logger import TrainLogger
 from optisr.train.optim import build_optimizer, build_scheduler, clip_gradients
 from optisr.train.seeding import seed_everything, seed_step
 
-__all__ = ["FitResult", "TrainTask", "fit"]
+__all__ = [
+    "BuildsOptimizers",
+    "Closable",
+    "FitResult",
+    "HasValImages",
+    "LossTask",
+    "StepTask",
+    "TrainTask",
+    "fit",
+]
 
 
 # ------------------------------------------------------------------------------- task protocol
@@ -79,7 +89,10 @@ __all__ = ["FitResult", "TrainTask", "fit"]
 
 @runtime_checkable
 class TrainTask(Protocol):
-    """What a trainer implements. Optional hooks: ``build_optimizers`` and ``train_step``.
+    """What every trainer implements, plus ``loss`` (:class:`LossTask`) or ``train_step`` (:class:`StepTask`).
+
+    Optional hooks: ``build_optimizers`` (:class:`BuildsOptimizers`), ``val_images``
+    (:class:`HasValImages`) and ``close`` (:class:`Closable`).
 
     Batches are arbitrary nests of tensors (dict / list / tuple); ``fit`` moves them to the
     device. ``loss`` and ``train_step`` return ``{name: float}`` logs with the same keys on every
@@ -97,16 +110,9 @@ class TrainTask(Protocol):
         """
         ...
 
-    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Scalar loss (with graph) and logs. ``model`` may be DDP-wrapped: call it, don't poke it."""
-        ...
-
-    def validate(self, model: nn.Module, step: int) -> dict[str, float]:
+    def validate(self, model: nn.Module, step: int) -> Mapping[str, float]:
         """Metrics of the eval model (EMA when enabled), rank 0 only, under ``torch.no_grad``."""
         ...
-
-    # Optional: ``val_images(model, step) -> {tag: (H, W, 3) uint8}``, logged after ``validate``
-    # (TensorBoard images, or PNGs under ``logs/images`` without TensorBoard).
 
     def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
         """Write release weights, e.g. ``save_model_safetensors(model, path)``.
@@ -115,6 +121,62 @@ class TrainTask(Protocol):
         change the suffix. ``metrics`` holds the validation metrics and ``"step"``.
         """
         ...
+
+
+@runtime_checkable
+class LossTask(Protocol):
+    """The loss hook of a task that lets ``fit`` do the optimisation step."""
+
+    def loss(self, model: nn.Module | dict[str, nn.Module], batch: Any) -> tuple[torch.Tensor, Mapping[str, float]]:
+        """Scalar loss (with graph) and logs.
+
+        ``model`` is the network when ``build_model`` returned one, else all networks by name.
+        It may be DDP-wrapped: call it, don't poke it.
+        """
+        ...
+
+
+@runtime_checkable
+class StepTask(Protocol):
+    """The hook of a task that does its own optimisation step (GANs, several networks)."""
+
+    def train_step(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch: Any,
+        step: int,
+    ) -> Mapping[str, float]:
+        """``zero_grad`` / ``backward`` / ``step`` of every network; returns the logs.
+
+        ``models`` may be DDP-wrapped; ``fit`` steps the schedulers and the EMA afterwards.
+        """
+        ...
+
+
+@runtime_checkable
+class BuildsOptimizers(Protocol):
+    """Optional hook: the optimizers instead of one ``cfg.optim`` optimizer per trainable network."""
+
+    def build_optimizers(
+        self, models: dict[str, nn.Module], cfg: TrainConfig
+    ) -> Mapping[str, torch.optim.Optimizer]: ...
+
+
+@runtime_checkable
+class HasValImages(Protocol):
+    """Optional hook: images logged after ``validate`` (TensorBoard, or PNGs under ``logs/images``)."""
+
+    def val_images(self, model: nn.Module, step: int) -> Mapping[str, Any]:
+        """``{tag: (H, W, 3) uint8}`` of the eval model, rank 0 only, under ``torch.no_grad``."""
+        ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Optional hook: release workers and files at the end of ``fit``."""
+
+    def close(self) -> None: ...
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -155,7 +217,7 @@ class FitResult:
 
 
 def _read_resume_state(
-    resume: bool | str | Path | None, save_dir: Path, device: torch.device, info: DistInfo
+    resume: bool | str | os.PathLike[str] | None, save_dir: Path, device: torch.device, info: DistInfo
 ) -> tuple[Path, dict[str, Any]] | None:
     """``(state file, state)`` to resume from, or None to start fresh.
 
@@ -188,7 +250,7 @@ def fit(
     cfg_train: TrainConfig,
     *,
     save_dir: str | Path,
-    resume: bool | str | Path = False,
+    resume: bool | str | os.PathLike[str] = False,
     progress: bool = True,
     dist_info: DistInfo | None = None,
     extra_state: Mapping[str, Any] | None = None,
@@ -222,7 +284,7 @@ def fit(
     cfg = cfg_train
     save_dir = Path(save_dir)
     own_dist = dist_info is None
-    info = init_distributed() if own_dist else dist_info
+    info = init_distributed() if dist_info is None else dist_info
     device = info.device
     try:
         return _fit(task, cfg, save_dir, resume, progress, info, device, extra_state, tensorboard, ddp_kwargs, on_start)
@@ -235,7 +297,7 @@ def _fit(
     task: TrainTask,
     cfg: TrainConfig,
     save_dir: Path,
-    resume: bool | str | Path | None,
+    resume: bool | str | os.PathLike[str] | None,
     progress: bool,
     info: DistInfo,
     device: torch.device,
@@ -244,8 +306,7 @@ def _fit(
     ddp_kwargs: Mapping[str, Any] | None,
     on_start: Callable[[int], None] | None,
 ) -> FitResult:
-    custom_step = callable(getattr(task, "train_step", None))
-    if not custom_step and not callable(getattr(task, "loss", None)):
+    if not isinstance(task, (StepTask, LossTask)):
         raise ConfigError(f"{type(task).__name__} implements neither loss(model, batch) nor train_step(...)")
 
     seed_everything(cfg.seed)
@@ -256,7 +317,7 @@ def _fit(
     main_name = next(iter(models))
     for m in models.values():
         m.to(device)
-    if callable(getattr(task, "build_optimizers", None)):
+    if isinstance(task, BuildsOptimizers):
         optimizers = dict(task.build_optimizers(models, cfg))
     else:
         optimizers = {
@@ -321,14 +382,14 @@ def _fit(
             batch = _to_device(task.batch(step, info.rank), device)
             for m in wrapped.values():
                 m.train()
-            if custom_step:
+            if isinstance(task, StepTask):
                 logs = dict(task.train_step(wrapped, optimizers, batch, step) or {})
             else:
                 for opt in optimizers.values():
                     opt.zero_grad(set_to_none=True)
                 model_arg = wrapped[main_name] if len(wrapped) == 1 else wrapped
-                loss, logs = task.loss(model_arg, batch)
-                logs = dict(logs or {})
+                loss, loss_logs = task.loss(model_arg, batch)
+                logs = dict(loss_logs or {})
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(f"step {step}: loss is {loss_value}; stopping (last state is kept)")
@@ -371,7 +432,7 @@ def _fit(
                     model.eval()
                     with torch.no_grad():
                         metrics = {k: float(v) for k, v in (task.validate(model, done) or {}).items()}
-                        if callable(getattr(task, "val_images", None)):  # optional hook: {tag: HxWx3 uint8}
+                        if isinstance(task, HasValImages):  # optional hook: {tag: HxWx3 uint8}
                             for tag, img in (task.val_images(model, done) or {}).items():
                                 logger.image(done, tag, img)
                     models[main_name].train()
@@ -419,7 +480,7 @@ def _fit(
     finally:
         bar.close()
         logger.close()
-        if callable(getattr(task, "close", None)):  # optional hook: release workers, files
+        if isinstance(task, Closable):  # optional hook: release workers, files
             task.close()
 
     for m in models.values():

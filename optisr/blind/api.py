@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from optisr.blind.checkpoints import LoadedModel
 from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import pad_to_multiple, tiled_forward
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
-from optisr.blind.checkpoints import LoadedModel
 
 __all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "get_model", "upscale"]
 

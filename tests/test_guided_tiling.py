@@ -147,6 +147,8 @@ def test_api_dispatch_progress_and_errors(scene, monkeypatch, no_min_tile):
         optisr.guided_upsample(s, guide, 8, tile_size=-1)
     with pytest.raises(ConfigError, match="numpy"):
         optisr.guided_upsample(torch.from_numpy(s), torch.from_numpy(guide).permute(2, 0, 1).float() / 255, 8, tile_size=32)
+    with pytest.raises(ConfigError, match="numpy source, guide and mask"):  # a torch mask was a misleading ShapeError
+        optisr.guided_upsample(s, guide, 8, tile_size=32, mask=torch.ones(s.shape, dtype=torch.bool))
 
 
 def test_small_tile_size_is_raised_to_the_minimum(scene):

@@ -53,7 +53,7 @@ import torch
 from optisr.bench.blind_report import BenchResult, crop_panel, means_table, per_image_csv, report_markdown
 from optisr.data.sr_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
 from optisr.bench.report import finite_mean, write_text
-from optisr.blind.api import get_model, upscale
+from optisr.blind.api import ModelSpec, get_model, upscale
 from optisr.errors import ConfigError, ShapeError
 from optisr.io.images import write_image
 from optisr.metrics.image_quality import niqe, niqe_params_path, psnr, ssim
@@ -104,7 +104,7 @@ def _safe_niqe(img: np.ndarray, crop_border: int) -> float:
 def benchmark(
     dataset: str,
     data_dir: str | os.PathLike,
-    methods: Sequence[object] = ("bicubic",),
+    methods: Sequence[ModelSpec] = ("bicubic",),
     *,
     scale: int = 4,
     out_dir: str | os.PathLike = "bench_out",
@@ -152,7 +152,7 @@ def benchmark(
     # Fail fast on an unknown / uninstalled model before any slow work.
     for m in methods:
         if not (isinstance(m, str) and m == "bicubic"):
-            get_model(m, device=dev)  # type: ignore[arg-type]
+            get_model(m, device=dev)
     niqe_note = ""
     want_niqe = niqe or not spec.paired
     if want_niqe:
@@ -170,7 +170,7 @@ def benchmark(
             if isinstance(method, str) and method == "bicubic":
                 out = imresize_matlab(s.lr, float(scale))
             else:
-                out = upscale(s.lr, method, tile=tile_size, device=dev, outscale=float(scale))  # type: ignore[arg-type]
+                out = upscale(s.lr, method, tile=tile_size, device=dev, outscale=float(scale))
             if dev.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0
@@ -206,15 +206,15 @@ def benchmark(
     result = BenchResult(
         dataset, scale, labels, [s.name for s in samples], rows, means, hr_niqe, lr_sources, niqe_note, dev
     )
-    out = Path(out_dir)
-    crop_dir = out / f"blind_{dataset}_crops"
+    out_root = Path(out_dir)
+    crop_dir = out_root / f"blind_{dataset}_crops"
     for s in samples[:crops]:
         panel = crop_panel(s, kept[s.name], rows[s.name], scale, crop_size, spec.paired)
         result.files.append(write_image(crop_dir / f"{s.name}.png", panel))
     result.table = means_table(result)
-    md_path = out / f"blind_{dataset}.md"
+    md_path = out_root / f"blind_{dataset}.md"
     write_text(md_path, report_markdown(result, command, [p for p in result.files]))
-    csv_path = out / f"blind_{dataset}.csv"
+    csv_path = out_root / f"blind_{dataset}.csv"
     write_text(csv_path, per_image_csv(result))
     result.files = [md_path, csv_path, *result.files]
     return result

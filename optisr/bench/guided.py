@@ -151,9 +151,8 @@ def check_options(
             names.append(m)
             continue
         key = m.strip().lower().replace("_", "-")
-        if key == "model":
-            if not default_model_path().is_file():
-                raise ConfigError("method 'model': no default guided model is shipped in this install")
+        if key == "model" and not default_model_path().is_file():
+            raise ConfigError("method 'model': no default guided model is shipped in this install")
         if key not in METHODS:
             close = closest_method(key, METHODS)
             hint = f" (did you mean {close!r}?)" if close else ""
@@ -162,12 +161,11 @@ def check_options(
     names = list(dict.fromkeys(names))
     if real is False and RAW_BICUBIC in names:
         raise ConfigError(f"method {RAW_BICUBIC!r} needs real LR input (--lr real); drop it from --methods")
-    if "fbs" in names:
-        if not fbs_available():
-            raise ConfigError(
-                "method 'fbs' needs a working cv2.ximgproc.fastBilateralSolverFilter "
-                "(opencv-contrib-python-headless built with Eigen); drop it from --methods"
-            )
+    if "fbs" in names and not fbs_available():
+        raise ConfigError(
+            "method 'fbs' needs a working cv2.ximgproc.fastBilateralSolverFilter "
+            "(opencv-contrib-python-headless built with Eigen); drop it from --methods"
+        )
     return scales, names
 
 
@@ -266,9 +264,9 @@ def benchmark(
             f"the depth unit {unit!r} is not metric, so MSE and MAE are in {unit}² and {unit}, not cm² and cm"
         )
     fns = {m: _method_fn(m, kind, dev) for m in methods}
-    per_rmse = {m: {s: [] for s in scales} for m in methods}
-    per_cons = {m: {s: [] for s in scales} for m in methods}
-    per_time = {m: {s: [] for s in scales} for m in methods}
+    per_rmse: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
+    per_cons: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
+    per_time: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}  # seconds
     streams = {m: {s: ProtocolBStream(b_units or "cm") for s in scales} for m in methods}
     unconverged = {m: {s: 0 for s in scales} for m in methods}
     res.n_regions = {s: 0 for s in scales}
@@ -311,6 +309,7 @@ def benchmark(
                     if index < figures:
                         preds[m].append(pred.astype(np.float32))
             if index < figures:
+                assert figure_dir is not None  # figures > 0 needs it (checked above)
                 path = Path(figure_dir) / f"{stem}_{safe_name(sample.name)}_x{scale}.png"
                 write_figure(path, cases, preds, covered, scale)
                 res.figures.append(path)

@@ -96,7 +96,7 @@ def _table(title: str, rows: dict[str, dict[int, float]], scales: list[int], dig
     cells = [
         [m] + [format_number(by_scale[s], digits, small_in_sci=True) for s in scales] for m, by_scale in rows.items()
     ]
-    return [f"### {title}", ""] + markdown_table(["method"] + [f"×{s}" for s in scales], cells) + [""]
+    return [f"### {title}", "", *markdown_table(["method"] + [f"×{s}" for s in scales], cells), ""]
 
 
 def _image_table(
@@ -110,7 +110,7 @@ def _image_table(
     cells = [[image] + [format_number(scores.get(m, math.nan), small_in_sci=True) for m in methods]
              for image, scores in by_image.items()]  # fmt: skip
     cells.append(["**mean**"] + [format_number(means[m][scale], small_in_sci=True) for m in methods])
-    return [f"### {title}", ""] + markdown_table(["image", *methods], cells) + [""]
+    return [f"### {title}", "", *markdown_table(["image", *methods], cells), ""]
 
 
 def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: str | None = None) -> str:

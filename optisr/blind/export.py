@@ -24,9 +24,7 @@ from optisr.io.atomic import atomic_path
 __all__ = ["export_onnx", "verify_onnx"]
 
 
-def export_onnx(
-    model: nn.Module, path: str | os.PathLike, *, opset: int = 18, sample_size: int = 32
-) -> Path:
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18, sample_size: int = 32) -> Path:
     """Export ``model`` to ONNX with dynamic batch, height and width; written atomically.
 
     Args:
@@ -66,9 +64,7 @@ def export_onnx(
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
     ):
-        warnings.simplefilter(
-            "ignore"
-        )  # the exporter's progress lines and deprecation notes
+        warnings.simplefilter("ignore")  # the exporter's progress lines and deprecation notes
         program = torch.onnx.export(
             model,
             (x,),
@@ -80,6 +76,7 @@ def export_onnx(
             external_data=False,
             verbose=False,
         )
+        assert program is not None  # dynamo=True always returns an ONNXProgram
         program.save(str(tmp))
     return path
 
@@ -96,9 +93,7 @@ def verify_onnx(
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise ConfigError(
-            "verifying an ONNX export needs onnxruntime: pip install onnxruntime"
-        ) from exc
+        raise ConfigError("verifying an ONNX export needs onnxruntime: pip install onnxruntime") from exc
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for h, w in sizes:
@@ -107,8 +102,6 @@ def verify_onnx(
             ref = model(x).numpy()
         out = sess.run(["output"], {"input": x.numpy()})[0]
         if out.shape != ref.shape:
-            raise ConfigError(
-                f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape} at input {h}×{w}"
-            )
+            raise ConfigError(f"ONNX output shape {out.shape} differs from PyTorch's {ref.shape} at input {h}×{w}")
         worst = max(worst, float(np.abs(out - ref).max()))
     return worst

@@ -21,8 +21,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from optisr.errors import ConfigError, InputFileError
 from optisr.blind.checkpoints import LoadedModel, build_model, load_model_file
+from optisr.errors import ConfigError, InputFileError
 from optisr.io.state_dict import save_model_safetensors
 
 __all__ = [
@@ -113,9 +113,7 @@ def _spec(name: str) -> ModelSpec:
     if spec is None:
         close = difflib.get_close_matches(name, list(MODELS), n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"unknown model {name!r}; known models: {', '.join(MODELS)}.{hint}"
-        )
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(MODELS)}.{hint}")
     return spec
 
 
@@ -142,11 +140,7 @@ def find_source(name: str) -> Path | None:
     """The ncnn ``.param`` file of model ``name``, or None when its package is not installed."""
     spec = _spec(name)
     roots = [_package_dir(spec.module)]
-    roots += [
-        Path(p).expanduser()
-        for p in os.environ.get("OPTISR_MODEL_PATH", "").split(os.pathsep)
-        if p
-    ]
+    roots += [Path(p).expanduser() for p in os.environ.get("OPTISR_MODEL_PATH", "").split(os.pathsep) if p]
     tail = Path(spec.param)
     for root in roots:
         if root is None:
@@ -154,11 +148,7 @@ def find_source(name: str) -> Path | None:
         for candidate in (root / tail, root / tail.parent.name / tail.name):
             if candidate.is_file() and candidate.with_suffix(".bin").is_file():
                 return candidate
-        hits = (
-            sorted(root.glob(f"**/{tail.parent.name}/{tail.name}"))
-            if root.is_dir()
-            else []
-        )
+        hits = sorted(root.glob(f"**/{tail.parent.name}/{tail.name}")) if root.is_dir() else []
         if hits:
             return hits[0]
     return None
@@ -272,6 +262,4 @@ def _load_ncnn(param: Path, name: str | None = None) -> LoadedModel:
     meta = {"arch": arch, "hyperparameters": json.dumps(hp), "source_file": param.name}
     if name:
         meta["name"] = name
-    return LoadedModel(
-        model=net, arch=arch, scale=int(hp["scale"]), hyperparameters=hp, metadata=meta
-    )
+    return LoadedModel(model=net, arch=arch, scale=int(hp["scale"]), hyperparameters=hp, metadata=meta)

@@ -88,9 +88,10 @@ def pair_files(guide_dir: Path, source_dir: Path) -> list[tuple[Path, Path]]:
         raise InputFileError(f"{source_dir}: folder holds no raster files ({' '.join(RASTER_EXTENSIONS)})")
     guides = _by_stem(_listing(guide_dir, GUIDE_EXTENSIONS), guide_dir, "guide")
     loose: dict[str, list[Path]] = {}
-    for g in guides.values():
-        loose.setdefault(_loose_key(g.stem, GUIDE_SUFFIXES), []).append(g)
-    pairs, missing = [], []
+    for guide in guides.values():
+        loose.setdefault(_loose_key(guide.stem, GUIDE_SUFFIXES), []).append(guide)
+    pairs: list[tuple[Path, Path]] = []
+    missing: list[str] = []
     for stem, s in sources.items():
         g = guides.get(stem)
         if g is None:

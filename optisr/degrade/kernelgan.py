@@ -142,7 +142,7 @@ def estimate_kernel(
     if scale not in (2, 4):
         raise ConfigError(f"estimate_kernel supports scale 2 or 4; got {scale}")
     x = check_image(x)
-    h, w, c = x.shape
+    h, w, _c = x.shape
     if min(h, w) < cfg.crop:
         raise ShapeError(f"image {h}×{w} is smaller than the estimator crop {cfg.crop}; lower crop")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)

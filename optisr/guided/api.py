@@ -244,8 +244,14 @@ def guided_upsample(
         )
         tile_size = min_tile_size(scale)
     if tile_size:
-        if not numpy_in:
-            raise ConfigError("tile_size needs numpy source and guide arrays (tile-wise solves are not differentiable)")
+        if not (
+            isinstance(source, np.ndarray)
+            and isinstance(guide, np.ndarray)
+            and (mask is None or isinstance(mask, np.ndarray))
+        ):
+            raise ConfigError(
+                "tile_size needs numpy source, guide and mask arrays (tile-wise solves are not differentiable)"
+            )
         if isinstance(weights, np.ndarray) and weights.ndim == 4:
             if weights.shape[0] != 1:
                 raise ShapeError(

@@ -86,7 +86,7 @@ def _resize_float(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarr
     if method == "pil":
         from PIL import Image
 
-        out = Image.fromarray(x.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BICUBIC)
+        out = Image.fromarray(x.astype(np.float32), mode="F").resize((size[1], size[0]), Image.BICUBIC)  # type: ignore[attr-defined,unused-ignore]  # pillow>=9.0 has it; newer stubs only list Resampling.BICUBIC
         return np.asarray(out, dtype=np.float64)
     if method == "opencv":
         import cv2
@@ -318,7 +318,7 @@ def fbs_available() -> bool:
     try:
         import cv2
 
-        solver = cv2.ximgproc.fastBilateralSolverFilter
+        solver = cv2.ximgproc.fastBilateralSolverFilter  # type: ignore[attr-defined,unused-ignore]  # opencv-contrib only; absent from the plain wheel's stubs
     except (ImportError, AttributeError):
         return False
     tiny = np.zeros((4, 4), np.uint8)
@@ -390,7 +390,7 @@ def fbs(
     g8 = np.clip(np.rint(g * 255.0), 0, 255).astype(np.uint8)
     g8 = np.ascontiguousarray(g8[:, :, ::-1]) if g8.shape[2] == 3 else np.ascontiguousarray(g8[:, :, 0])
     lo, span = float(target.min()), float(np.ptp(target)) or 1.0
-    out = cv2.ximgproc.fastBilateralSolverFilter(
+    out = cv2.ximgproc.fastBilateralSolverFilter(  # type: ignore[attr-defined,unused-ignore]  # opencv-contrib only (see fbs_available)
         g8,
         ((target - lo) / span).astype(np.float32),
         conf.astype(np.float32),

@@ -88,14 +88,14 @@ def graph_solve(
         weights = _zero_border(weights.clamp_min(floor))
     finite = torch.isfinite(source)
     valid = finite if mask is None else (mask.to(device=source.device, dtype=torch.bool) & finite)
-    if bool(valid.all()):
-        valid = None
-    else:
+    solve_mask: Tensor | None = None  # None: every source pixel constrains the output
+    if not bool(valid.all()):
         source = torch.where(finite, source, torch.zeros((), dtype=source.dtype, device=source.device))
         if valid.shape[1] != source.shape[1]:
             valid = valid.expand(-1, source.shape[1], -1, -1)
         if not bool(valid.flatten(1).any(1).all()):
             raise ShapeError("a sample has no valid source pixel: nothing constrains its output")
+        solve_mask = valid
     if mode == "soft":
         weights = weights * torch.as_tensor(lam, dtype=weights.dtype, device=weights.device).reshape(-1, 1, 1, 1)
     options = SolverOptions(tol=tol, max_iter=max_iter, precond=precond, on_nonconvergence=on_nonconvergence)
@@ -106,7 +106,7 @@ def graph_solve(
         on_nonconvergence=on_nonconvergence,
     )
     return graph_solve_autograd(
-        weights, source, op, mode=mode, mask=valid, init=init, options=options, backward_options=back
+        weights, source, op, mode=mode, mask=solve_mask, init=init, options=options, backward_options=back
     )
 
 

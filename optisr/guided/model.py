@@ -143,10 +143,11 @@ class FeatureUNet(nn.Module):
         # Small, not zero: with identically zero features every feature difference is 0 and so
         # is the gradient of exp(−diff²), so a zero-initialised head would never learn.
         nn.init.normal_(self.head.weight, std=1e-2)
+        assert self.head.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.head.bias)
         # channels-last convolutions are about 2× faster on CPU (oneDNN) for these narrow layers;
         # load_state_dict keeps the layout, and the output is returned in the usual layout
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at runtime; not in torch's stubs
 
     def forward(self, x: Tensor) -> Tensor:
         H, W = x.shape[-2:]
@@ -218,6 +219,9 @@ class GraphSRModel(nn.Module):
         Returns the HR target (B, 1, H, W) in the source's units.
     """
 
+    _mean: Tensor  # (1, 3, 1, 1) ImageNet channel means (buffer)
+    _std: Tensor  # (1, 3, 1, 1) ImageNet channel standard deviations (buffer)
+
     def __init__(self, config: GraphSRConfig | None = None) -> None:
         super().__init__()
         self.config = config or GraphSRConfig()
@@ -232,9 +236,7 @@ class GraphSRModel(nn.Module):
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def features(
-        self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None
-    ) -> Tensor:
+    def features(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
         """(B, 1 + K, H, W) network output: a colour-gate logit, then K depth-edge features."""
         if guide.dim() != 4 or guide.shape[1] != 3:
             raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
@@ -254,9 +256,7 @@ class GraphSRModel(nn.Module):
         out = F.interpolate(out, scale_factor=k, mode="bilinear", align_corners=False)
         return out[..., :H, :W]
 
-    def weights(
-        self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None
-    ) -> Tensor:
+    def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
         """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).
 
         ``w_pq = floor + (1 − floor)·exp(−ḡ_pq·mean_c(G_cp − G_cq)²/μ² − mean_k(F_kp − F_kq)²)``:
@@ -338,8 +338,8 @@ def save_guided_model(
     """
     from safetensors.torch import save_file
 
-    from optisr.version import __version__
     from optisr.io.atomic import atomic_path
+    from optisr.version import __version__
 
     meta = {
         "format": "pt",
@@ -385,8 +385,9 @@ def load_guided_model(path: str | os.PathLike) -> tuple[GraphSRModel, dict[str, 
     model = GraphSRModel(cfg)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
-        raise InputFileError(f"{path}: weights do not match the architecture (missing {missing[:3]}, "
-                             f"unexpected {unexpected[:3]})")
+        raise InputFileError(
+            f"{path}: weights do not match the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return model.eval(), meta
 
 

@@ -273,7 +273,7 @@ def tiled_guided_upsample(
     *,
     tile: int = DEFAULT_TILE,
     overlap: int | None = None,
-    blend: int | None = None,
+    blend: float | None = None,
     operator: str = "area",
     mode: str = "exact",
     weights: Any = None,

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 @dataclass
@@ -176,11 +180,17 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _batch_arrays(cfg: TrainDataConfig, batch_size: int, seed: int, step: int, rank: int) -> dict:
+def _batch_arrays(cfg: TrainDataConfig, batch_size: int, seed: int, step: int, rank: int) -> dict[str, Any]:
     """:func:`make_training_batch` as numpy arrays (cheap to send between processes)."""
     b = make_training_batch(cfg, batch_size, seed, step, rank)
-    return {"guide": b.guide.numpy(), "target": b.target.numpy(), "valid": b.valid.numpy(),
-            "source": b.source.numpy(), "scale": b.scale, "operator": b.operator}
+    return {
+        "guide": b.guide.numpy(),
+        "target": b.target.numpy(),
+        "valid": b.valid.numpy(),
+        "source": b.source.numpy(),
+        "scale": b.scale,
+        "operator": b.operator,
+    }
 
 
 class BatchPrefetcher:
@@ -197,9 +207,10 @@ class BatchPrefetcher:
         self._args = (cfg, int(batch_size), int(seed))
         self._rank = int(rank)
         self._ahead = 2 * int(workers)
-        self._pool = ProcessPoolExecutor(int(workers), mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init)
-        self._pending: dict[int, object] = {}
+        self._pool = ProcessPoolExecutor(
+            int(workers), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+        )
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
 
     def _submit(self, step: int) -> None:
         if step not in self._pending:
@@ -211,8 +222,14 @@ class BatchPrefetcher:
         for k in range(step, step + self._ahead + 1):
             self._submit(k)
         a = self._pending.pop(step).result()
-        return Batch(torch.from_numpy(a["guide"]), torch.from_numpy(a["target"]), torch.from_numpy(a["valid"]),
-                     torch.from_numpy(a["source"]), a["scale"], a["operator"])
+        return Batch(
+            torch.from_numpy(a["guide"]),
+            torch.from_numpy(a["target"]),
+            torch.from_numpy(a["valid"]),
+            torch.from_numpy(a["source"]),
+            a["scale"],
+            a["operator"],
+        )
 
     def close(self) -> None:
         for f in self._pending.values():
@@ -220,7 +237,7 @@ class BatchPrefetcher:
         self._pending.clear()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "BatchPrefetcher":
+    def __enter__(self) -> BatchPrefetcher:
         return self
 
     def __exit__(self, *exc) -> None:

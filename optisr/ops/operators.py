@@ -33,6 +33,7 @@ from torch import Tensor
 from optisr.errors import ConfigError, ShapeError
 from optisr.ops._axes import (
     Axis,
+    Banded,
     BlockPool,
     banded_axis,
     cached_axis,
@@ -245,7 +246,7 @@ class DownsampleOperator:
             for i0 in starts:
                 i1 = min(self.lr_size[0], i0 + starts.step)
                 s = strip(f * i0, min(H, f * i1))
-                parts.append(make_operator(self.kind, tuple(s.shape), f).apply(s))
+                parts.append(make_operator(self.kind, (s.shape[0], s.shape[1]), f).apply(s))
             return torch.cat(parts, dim=-2)
         step = starts.step * f
         t = torch.cat([self._ax.fwd.apply(strip(r, r + step), -1) for r in range(0, H, step)], dim=-2)  # (H, w)
@@ -273,6 +274,7 @@ class DownsampleOperator:
                 x[r0:r1] += make_operator(self.kind, (r1 - r0, self.hr_size[1]), f).adjoint(y[i0:i1])
             return x
         u = self._ax.adj.apply(y, -1)  # (h, W)
+        assert isinstance(self._ay.adj, Banded)  # non-diagonal operators have banded axes
         for lo, hi, c0, c1, mat in self._ay.adj.blocks(u):
             x[lo:hi] += mat @ u[c0:c1]
         return x
@@ -289,17 +291,20 @@ class DownsampleOperator:
         if not self.diagonal_gram:
             raise ConfigError(f"block_weights is only defined for area/sum, not {self.kind!r}")
         by, bx = self._ay.fwd, self._ax.fwd
+        assert isinstance(by, BlockPool) and isinstance(bx, BlockPool)  # area/sum axes pool blocks
         return by.weights(like)[:, None] * bx.weights(like)[None, :]
 
     # area/sum fast path: pool / expand both axes at once (one reshape, no transposes)
-    def _block_apply(self, x: Tensor, by: BlockPool, bx: BlockPool) -> Tensor:
+    def _block_apply(self, x: Tensor, by: Banded | BlockPool, bx: Banded | BlockPool) -> Tensor:
+        assert isinstance(by, BlockPool) and isinstance(bx, BlockPool)  # only called for area/sum
         (H, W), (h, w), f = self.hr_size, self.lr_size, self.scale
         if (H, W) != (h * f, w * f):
             x = torch.nn.functional.pad(x, (0, w * f - W, 0, h * f - H))
         s = x.unflatten(-1, (w, f)).sum(-1).unflatten(-2, (h, f)).sum(-2)
         return s * (by.weights(x)[:, None] * bx.weights(x)[None, :])
 
-    def _block_adjoint(self, y: Tensor, by: BlockPool, bx: BlockPool) -> Tensor:
+    def _block_adjoint(self, y: Tensor, by: Banded | BlockPool, bx: Banded | BlockPool) -> Tensor:
+        assert isinstance(by, BlockPool) and isinstance(bx, BlockPool)  # only called for area/sum
         (H, W), (h, w), f = self.hr_size, self.lr_size, self.scale
         y = y * (by.weights(y)[:, None] * bx.weights(y)[None, :])
         up = y[..., :, None, :, None].expand(*y.shape[:-2], h, f, w, f).reshape(*y.shape[:-2], h * f, w * f)
@@ -363,9 +368,9 @@ class DownsampleOperator:
                 if len(self._ginv_cache) > 64:
                     self._ginv_cache = {k: v for k, v in self._ginv_cache.items() if not isinstance(k[0], bytes)}
                 full = np.kron(self._ay.mat @ self._ay.mat.T, self._ax.mat @ self._ax.mat.T)
-                idx = np.flatnonzero(mi.cpu().numpy())
-                chol = np.linalg.cholesky(full[np.ix_(idx, idx)])
-                fac = (torch.from_numpy(idx).to(r.device), torch.from_numpy(chol).to(r.device, r.dtype))
+                idx_np = np.flatnonzero(mi.cpu().numpy())
+                chol_np = np.linalg.cholesky(full[np.ix_(idx_np, idx_np)])
+                fac = (torch.from_numpy(idx_np).to(r.device), torch.from_numpy(chol_np).to(r.device, r.dtype))
                 self._ginv_cache[key] = fac
             idx, chol = fac
             out[i, idx] = torch.cholesky_solve(flat_r[i, idx, None], chol)[:, 0]
@@ -384,6 +389,7 @@ class DownsampleOperator:
         self._check(z, self.lr_size, "LR input")
         if self.diagonal_gram:
             return z * self._gram_diag(z)
+        assert self._ay.gram is not None and self._ax.gram is not None  # banded axes carry their Gram
         return self._ay.gram.apply(self._ax.gram.apply(z, -1), -2)
 
     # -- projections ---------------------------------------------------------------------------

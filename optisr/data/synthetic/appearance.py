@@ -138,7 +138,7 @@ def paint_marks(canvas: Canvas, rng: np.random.Generator, cfg: SceneConfig) -> N
             patch = np.zeros((ph, pw), np.uint8)
             for i, t in enumerate(lines):
                 cv2.putText(patch, t, (thick, (i + 1) * lh - sizes[i][1]), font, scale, 255, thick, cv2.LINE_AA)
-            alpha = patch.astype(_F32) / 255
+            alpha: np.ndarray = patch.astype(_F32) / 255  # (ph, pw) float32 coverage in [0, 1]
         else:
             ax = int(rng.uniform(0.01, 0.1) * s) + 1
             ay = int(ax * rng.uniform(0.3, 1.0)) + 1
@@ -210,5 +210,7 @@ def form_guide(
         u8 = np.round(img[..., ::-1] * 255).astype(np.uint8)
         ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, q])
         if ok:
-            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(_F32) / _F32(255)
+            decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            assert decoded is not None  # decodes the JPEG that imencode just wrote
+            img = decoded[..., ::-1].astype(_F32) / _F32(255)
     return np.ascontiguousarray(img, dtype=_F32)

@@ -234,7 +234,7 @@ def render_curved(
     box = bbox(v0, u0, ext, ext, cam.h, cam.w)
     if box is None:
         return
-    y0, y1, x0, x1 = box
+    y0, _y1, x0, _x1 = box
     rows, cols = grid(*box)
     dx, dy = cols - _F32(u0), rows - _F32(v0)
     s = (dx * _F32(ca) + dy * _F32(sa)) / _F32(a)  # along the main axis, normalised
@@ -278,7 +278,7 @@ def render_thin(
     if box is None:
         return
     y0, y1, x0, x1 = box
-    m = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    m: np.ndarray = np.zeros((y1 - y0, x1 - x0), np.uint8)  # (h', w') 0/1 stroke mask
     ipts = np.round((pts - [x0, y0]) * 16).astype(np.int32)
     cv2.polylines(m, [ipts], False, 1, thickness=1, lineType=cv2.LINE_8, shift=4)
     if width > 1:

@@ -142,7 +142,7 @@ def _thin_structures(canvas, cam, rng, cfg, seg: int, legs) -> int:
     return seg
 
 
-def _as_rng(seed) -> np.random.Generator:
+def _as_rng(seed: int | np.random.Generator | np.random.SeedSequence | None) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):

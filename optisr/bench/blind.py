@@ -51,9 +51,9 @@ import numpy as np
 import torch
 
 from optisr.bench.blind_report import BenchResult, crop_panel, means_table, per_image_csv, report_markdown
-from optisr.data.sr_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
 from optisr.bench.report import finite_mean, write_text
 from optisr.blind.api import ModelSpec, get_model, upscale
+from optisr.data.sr_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
 from optisr.errors import ConfigError, ShapeError
 from optisr.io.images import write_image
 from optisr.metrics.image_quality import niqe, niqe_params_path, psnr, ssim
@@ -170,7 +170,7 @@ def benchmark(
             if isinstance(method, str) and method == "bicubic":
                 out = imresize_matlab(s.lr, float(scale))
             else:
-                out = upscale(s.lr, method, tile=tile_size, device=dev, outscale=float(scale))
+                out = upscale(s.lr, method, tile_size=tile_size, device=dev, outscale=float(scale))
             if dev.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - t0

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from optisr.data.sr_sets import DATASETS, Sample
 from optisr.bench.report import finite_mean, format_number, markdown_table
+from optisr.data.sr_sets import DATASETS, Sample
 from optisr.version import __version__
 
 __all__ = ["BenchResult", "crop_panel", "means_table", "per_image_csv", "report_markdown"]

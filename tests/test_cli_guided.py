@@ -362,6 +362,46 @@ def test_existing_output_needs_overwrite(files, capsys):
     assert rc == 0 and read_raster(out).shape == (32, 32)
 
 
+def test_output_written_meanwhile_is_not_replaced(files, capsys, monkeypatch):
+    """Two runs, same output, no --overwrite: the one that finishes second fails, the first's file stays."""
+    from optisr.cli import guided_runner
+
+    tmp, _ = files
+    out = tmp / "hr.png"
+    real = guided_runner.write_raster
+
+    def other_run_finishes_first(path, *a, **k):
+        Path(path).write_bytes(b"the other run's result")
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(guided_runner, "write_raster", other_run_finishes_first)
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4, "-o", out)
+    assert rc == 1 and out.read_bytes() == b"the other run's result"
+    assert len(err.strip().splitlines()) == 1 and "hr.png" in err and "--overwrite" in err
+    assert _leftovers(tmp) == []
+
+
+@pytest.mark.parametrize("target", ["depth.png", "rgb.png"])
+def test_output_onto_an_input_is_refused_even_with_overwrite(files, capsys, target):
+    tmp, _ = files
+    before = (tmp / target).read_bytes()
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4,
+                      "-o", tmp / target, "--overwrite")  # fmt: skip
+    assert rc == 1 and "overlaps the input" in err and len(err.strip().splitlines()) == 1
+    assert (tmp / target).read_bytes() == before
+
+
+def test_output_under_a_file_is_a_one_line_error_before_solving(files, capsys, monkeypatch):
+    from optisr.cli import guided_runner
+
+    tmp, _ = files
+    (tmp / "afile").write_text("x")
+    monkeypatch.setattr(guided_runner, "read_guide", lambda *a, **k: pytest.fail("read the guide before the check"))
+    rc, _, err = _run(capsys, "--guide", tmp / "rgb.png", "--source", tmp / "depth.png", "--scale", 4,
+                      "-o", tmp / "afile" / "hr.png")  # fmt: skip
+    assert rc == 1 and "is a file" in err and len(err.strip().splitlines()) == 1
+
+
 # -------------------------------------------------------------------------------- folders
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.io.outputs import check_output_file, refuse_overlap
 from optisr.io.rasters import RASTER_EXTENSIONS, exr_supported, read_raster
 from optisr.ops.operators import lr_size
 
@@ -159,8 +160,9 @@ def check_output(job: Job, source_dtype: np.dtype, overwrite: bool) -> None:
             f"{job.output}: PNG holds 8/16-bit integers but {job.source.name} holds {source_dtype} samples; "
             "write .tif, .npy or .pfm to keep them"
         )
-    if job.output.exists() and not overwrite:
-        raise InputFileError(f"{job.output}: output exists; pass --overwrite to replace it")
+    inputs = [job.guide, job.source] + ([job.mask] if job.mask is not None else [])
+    refuse_overlap(job.output, inputs)  # never write over what we read
+    check_output_file(job.output, overwrite=overwrite)  # writable folder, not under a file, exists?
 
 
 def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:

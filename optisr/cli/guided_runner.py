@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
-from optisr.errors import InputFileError
+from optisr.errors import InputFileError, OptiSRError
 from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.methods import is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
@@ -130,7 +130,10 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             log(f"optisr guided: note: {job.output.name}: {ext} keeps no georeferencing; write .tif to keep the CRS")
     err = lr_consistency_error(out, source, valid, options.scale, operator=options.operator, sigma=options.sigma)
     try:
-        write_raster(job.output, out, dtype=dtype, geo=geo, nodata=raster.nodata)
+        # overwrite=False: a file that another run wrote meanwhile is never replaced (OutputExistsError)
+        write_raster(job.output, out, dtype=dtype, geo=geo, nodata=raster.nodata, overwrite=options.overwrite)
+    except OptiSRError:
+        raise
     except OSError as exc:
         raise InputFileError(f"{job.output}: cannot write ({exc.strerror or exc})") from exc
     return f"{job.output}\t{seconds:.2f} s\tmax|Dx-s| {err:.3g}"

@@ -648,10 +648,10 @@ def test_blind_upscale_tiny_net_on_device(tiny_rrdb, no_tf32):
     assert np.abs(out - ref).max() <= 1e-4
     assert next(tiny_rrdb.parameters()).device.type == "cpu"  # the caller's module is not moved
     # tiled, RGBA uint8 (alpha through the network), outscale
-    rgba = (rng.random((14, 11, 4)) * 255).astype(np.uint8)
-    a = upscale(rgba, tiny_rrdb, device="cpu", tile=6, tile_pad=2, outscale=3)
-    b = upscale(rgba, tiny_rrdb, device=DEVICE, tile=6, tile_pad=2, outscale=3)
-    assert a.shape == b.shape == (42, 33, 4) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    rgba = (rng.random((70, 45, 4)) * 255).astype(np.uint8)  # 3×2 tiles of the minimum size, 32
+    a = upscale(rgba, tiny_rrdb, device="cpu", tile_size=32, tile_pad=2, outscale=3)
+    b = upscale(rgba, tiny_rrdb, device=DEVICE, tile_size=32, tile_pad=2, outscale=3)
+    assert a.shape == b.shape == (210, 135, 4) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
     # tensor on the device in -> tensor on the device out
     t = torch.from_numpy(img).permute(2, 0, 1)[None]
     y = upscale(t.to(DEVICE), tiny_rrdb)

@@ -42,7 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=DEFAULT_HOST,
         help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens it to the network)",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free port)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any free port)"
+    )
     p.add_argument(
         "--max-upload-mb",
         dest="max_upload_mb",
@@ -73,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     server = LocalServer(args.host, args.port, max_upload_mb=args.max_upload_mb, device=device)
     try:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print(f"optisr serve: note: listening on {args.host}: others on the network can use the page", file=sys.stderr)
+            print(
+                f"optisr serve: note: listening on {args.host}: others on the network can use the page", file=sys.stderr
+            )
         print(f"optisr serve: {server.url}  (Ctrl+C to stop; files in {server.workdir}, removed at exit)", flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
         server.serve_forever()  # returns on Ctrl+C or SIGTERM (Werkzeug's server takes the KeyboardInterrupt)

@@ -170,7 +170,8 @@ def blind_work(request: BlindRequest, device: torch.device | None) -> Callable[[
                 images.append(read_image(p))
             except Exception as exc:  # reported per photo below, like optisr upscale with a folder
                 images.append(exc)
-        total = sum(count_tiles(*im.shape[:2], tile, multiple) for im in images if isinstance(im, np.ndarray))
+        sizes = [im.shape[:2] for im in images if isinstance(im, np.ndarray)]
+        total = sum(count_tiles(int(h), int(w), tile, multiple) for h, w in sizes)
         done = 0
 
         def tick(_: int) -> None:

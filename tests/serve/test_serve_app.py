@@ -17,7 +17,6 @@ import pytest
 
 from optisr.cli.main import main as cli_main
 from optisr.guided.consistency import lr_consistency_error
-from optisr.io.images import read_image
 from optisr.io.rasters import read_raster
 
 SCALE = 4
@@ -205,7 +204,9 @@ def test_nothing_written_outside_the_temp_folder(scene_files, wait_job, tmp_path
         assert server.workdir.parent == tmp_path / "tmp"
         client = server.app.test_client()
         evil = (scene_files["source"].read_bytes(), "../../../evil.png")
-        state = run_guided(client, wait_job, {"guide": scene_files["guide"], "source": evil}, scale=SCALE, method="color")
+        state = run_guided(
+            client, wait_job, {"guide": scene_files["guide"], "source": evil}, scale=SCALE, method="color"
+        )
         assert state["status"] == "done", state
         answer = post_files(client, "/api/blind", {"photos": [scene_files["photo"]]}, model="realsr-df2k-x4")
         assert wait_job(client, answer.get_json()["job"])["status"] == "done"

@@ -23,7 +23,9 @@ def _browser_or_skip():
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if chromium is None or driver is None:
-        pytest.skip("no headless browser: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)")
+        pytest.skip(
+            "no headless browser: install Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver)"
+        )
     try:
         from selenium import webdriver
     except ImportError:

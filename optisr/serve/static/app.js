@@ -137,7 +137,7 @@ function renderGuided(state) {
     );
     const n = r.numbers;
     const facts = [`colour range ${n.range[0].toPrecision(4)} … ${n.range[1].toPrecision(4)}`,
-      `max |D x − s| ${n.max_lr_error.toPrecision(3)}`, `solve ${n.seconds} s`];
+      `max |D x − s| ${n.max_lr_error.toPrecision(3)}`, `run ${n.seconds} s`];
     if (n.mae !== undefined) facts.push(`MAE ${n.mae.toPrecision(4)}`, `RMSE ${n.rmse.toPrecision(4)}`);
     return el("div", { class: "card" }, [
       el("h2", { text: r.name }),

@@ -134,7 +134,7 @@ def create_app(
     Args:
         workdir: an existing (temporary) folder owned by this app; the caller removes it.
         max_upload_mb: limit of one request's body, in MiB; larger uploads get a one-line 413.
-        device: where jobs compute (None: the CPU for blind models, the library default for guided).
+        device: where jobs compute (None: ``auto`` for blind models, the CPU for guided ones, as the API's defaults).
         describe: exception -> one line or None (default: the CLI's
             :func:`optisr.cli.main.describe_error`).
     Returns:

@@ -142,7 +142,7 @@ class JobRunner:
         except Exception as exc:
             line = self.describe(exc)
             if line is not None:
-                line = job.tidy(line)
+                line = job.tidy(line.strip().splitlines()[0] if line.strip() else type(exc).__name__)
             else:
                 log.exception("optisr serve: job %s failed", job.id)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"

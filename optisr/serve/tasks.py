@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from optisr.devices import resolve_device
 from optisr.errors import InputFileError, ShapeError
 from optisr.serve.figures import lr_residual, save_colour_map, save_preview, value_range
 from optisr.serve.jobs import Job
@@ -155,7 +156,7 @@ def blind_work(request: BlindRequest, device: torch.device | None) -> Callable[[
         from optisr.io.images import read_image, write_image
 
         job.report(f"loading {request.model}", None)
-        resolved = device if device is not None else torch.device("cpu")
+        resolved = resolve_device(device, what="device")  # None: CUDA when available, as the CLI's "auto"
         net, scale = get_model(request.model, device=resolved)
         multiple = int(getattr(net, "size_multiple", 1))
         tile = request.tile_size

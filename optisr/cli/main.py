@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "optisr.cli.bench",
     "degrade": "optisr.cli.degrade",
     "train": "optisr.cli.train",
+    "serve": "optisr.cli.serve",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
@@ -12,11 +13,11 @@ import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
-from optisr.guided.fidelity import FIDELITIES, FidelityChoice, choose_fidelity
+from optisr.guided.fidelity import FIDELITIES, FidelityChoice, choose_fidelity, discrepancy_search
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
-from optisr.ops.operators import lr_size
+from optisr.ops.operators import lr_size, make_operator
 
 if TYPE_CHECKING:
     from optisr.guided.model import GraphSRModel
@@ -285,11 +286,15 @@ def guided_upsample(
     if not isinstance(return_info, bool):
         raise ConfigError(f"return_info must be True or False, got {return_info!r}")
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
-    out = _upsample(
+    # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
+    search = choice.fidelity != "exact" and choice.noise_sigma is not None
+    out, used, solves = _upsample(
         source, guide, scale, operator=operator, mode=choice.fidelity, weights=weights, mask=mask,
         lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
-        tile_size=tile_size, progress=progress, device=device,
+        tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
     )  # fmt: skip
+    if search:
+        choice = dataclasses.replace(choice, lam=used, solves=solves)
     return (out, choice) if return_info else out
 
 
@@ -330,8 +335,14 @@ def _upsample(
     tile_size: int | None,
     progress: bool | Callable[[int, int], None],
     device: str | torch.device | None,
-) -> np.ndarray | Tensor:
-    """The solve of :func:`guided_upsample` once the fidelity (``mode``) and λ are fixed."""
+    noise_sigma: float | None = None,
+) -> tuple[np.ndarray | Tensor, float, int]:
+    """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
+
+    With ``noise_sigma`` (σ̂ > 0, source units), λ is searched by :func:`discrepancy_search` from
+    the start ``lam`` (tiled or not: the residual is always that of the whole image). Returns
+    ``(target, λ used, number of solves)``.
+    """
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
@@ -364,11 +375,26 @@ def _upsample(
             if lam.numel() != 1:
                 raise ConfigError("tile-wise solves take one λ (a float), not a tensor of them")
             lam = float(lam)
-        return tiled_guided_upsample(
-            source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
-            lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
-            device=device,
-        )  # fmt: skip
+
+        def tiled(value: float) -> np.ndarray:
+            return tiled_guided_upsample(
+                source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
+                lam=value, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
+                device=device,
+            )  # fmt: skip
+
+        if noise_sigma is None:
+            return tiled(lam), lam, 1
+        op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+        valid = np.isfinite(source) if mask is None else (np.isfinite(source) & np.asarray(mask, bool))
+
+        def tiled_ratio(value: float) -> tuple[np.ndarray, float]:
+            x = tiled(value)
+            r = op.apply_strips(x, dtype=torch.float64).cpu().numpy() - source
+            return x, float(np.mean(r[valid] ** 2)) / noise_sigma**2
+
+        found, x, n = discrepancy_search(tiled_ratio, lam)
+        return x, found, n
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
     in_device = src.device
     if device is not None:
@@ -400,15 +426,36 @@ def _upsample(
         w = weights(gt, src if m is None else torch.where(m.expand_as(src), src, torch.full_like(src, float("nan"))))
     else:
         raise ConfigError(f"weights must be None, 'color', an array or a callable, got {type(weights).__name__}")
+    solves = 1
+    if noise_sigma is not None:
+        op = make_operator(operator, (H, W), scale, sigma=sigma)
+        valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
+        warm: list[Tensor] = []
+
+        def ratio(value: float) -> tuple[Tensor, float]:
+            with torch.no_grad():
+                x = graph_solve(
+                    src.detach(), w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
+                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter,
+                )  # fmt: skip
+                warm[:] = [x]
+                r = (op.apply(x) - src.detach())[valid]
+            return x, float(r.pow(2).mean()) / noise_sigma**2
+
+        lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
-        out = graph_solve(
-            src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
-        )
+        if noise_sigma is not None and not torch.is_grad_enabled():
+            out = best
+        else:
+            out = graph_solve(
+                src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
+            )
+    used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
-        return out[0, 0].cpu().numpy()
+        return out[0, 0].cpu().numpy(), used, solves
     out = out.to(in_device)
     if isinstance(source, Tensor) and source.dim() == 2:
-        return out[0, 0]
+        return out[0, 0], used, solves
     if isinstance(source, Tensor) and source.dim() == 3:
-        return out[0]
-    return out
+        return out[0], used, solves
+    return out, used, solves

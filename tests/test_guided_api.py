@@ -116,7 +116,8 @@ def test_guided_upsample_type_hints_follow_the_input_kind():
 
     assert guided_upsample is optisr.guided.api.guided_upsample
     hints = [typing.get_type_hints(f, localns={"GraphSRModel": object}) for f in typing.get_overloads(guided_upsample)]
-    assert [(h["source"], h["return"]) for h in hints] == [(np.ndarray, np.ndarray), (torch.Tensor, torch.Tensor)]
+    assert [(h["source"], h["return"]) for h in hints[:2]] == [(np.ndarray, np.ndarray), (torch.Tensor, torch.Tensor)]
+    assert typing.get_origin(hints[2]["return"]) is tuple  # return_info=True: (target, FidelityChoice)
     guide = np.zeros((8, 8, 3), np.float32)
     assert isinstance(guided_upsample(np.ones((2, 2)), guide, 4, weights="color"), np.ndarray)
     assert isinstance(guided_upsample(torch.ones(2, 2), torch.from_numpy(guide).permute(2, 0, 1), 4, weights="color"), torch.Tensor)

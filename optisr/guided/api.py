@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, Union, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
+from optisr.guided.fidelity import FIDELITIES, FidelityChoice, choose_fidelity, discrepancy_search
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
-from optisr.ops.operators import lr_size
+from optisr.ops.operators import lr_size, make_operator
 
 if TYPE_CHECKING:
     from optisr.guided.model import GraphSRModel
@@ -26,6 +28,7 @@ __all__ = [
     "COLOR_FLOOR",
     "COLOR_MU",
     "MODEL_AUTO_TILE_PIXELS",
+    "FidelityChoice",
     "Weights",
     "color_weights",
     "guided_upsample",
@@ -121,10 +124,12 @@ def guided_upsample(
     scale: int,
     *,
     operator: str = "area",
-    mode: str = "exact",
+    fidelity: str | None = None,
+    mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
-    lam: float = 1.0,
+    lam: float | Tensor | None = None,
+    noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
     max_iter: int = 2000,
@@ -132,6 +137,7 @@ def guided_upsample(
     tile_size: int | None = None,
     progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
+    return_info: Literal[False] = False,
 ) -> np.ndarray: ...
 
 
@@ -142,10 +148,12 @@ def guided_upsample(
     scale: int,
     *,
     operator: str = "area",
-    mode: str = "exact",
+    fidelity: str | None = None,
+    mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
-    lam: float = 1.0,
+    lam: float | Tensor | None = None,
+    noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
     max_iter: int = 2000,
@@ -153,7 +161,31 @@ def guided_upsample(
     tile_size: int | None = None,
     progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
+    return_info: Literal[False] = False,
 ) -> Tensor: ...
+
+
+@overload
+def guided_upsample(
+    source: np.ndarray | Tensor,
+    guide: np.ndarray | Tensor,
+    scale: int,
+    *,
+    fidelity: str | None = None,
+    mode: str | None = None,
+    weights: Weights = None,
+    mask: np.ndarray | Tensor | None = None,
+    lam: float | Tensor | None = None,
+    noise_sigma: str | float | None = "auto",
+    sigma: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 2000,
+    dtype: torch.dtype | None = None,
+    tile_size: int | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+    device: str | torch.device | None = None,
+    return_info: Literal[True],
+) -> tuple[np.ndarray | Tensor, FidelityChoice]: ...
 
 
 def guided_upsample(
@@ -162,10 +194,12 @@ def guided_upsample(
     scale: int,
     *,
     operator: str = "area",
-    mode: str = "exact",
+    fidelity: str | None = None,
+    mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
-    lam: float = 1.0,
+    lam: float | Tensor | None = None,
+    noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
     max_iter: int = 2000,
@@ -173,7 +207,8 @@ def guided_upsample(
     tile_size: int | None = None,
     progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
-) -> np.ndarray | Tensor:
+    return_info: bool = False,
+) -> np.ndarray | Tensor | tuple[np.ndarray | Tensor, FidelityChoice]:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
     Returns the smoothest HR target under a guide-derived graph that agrees with the source: in
@@ -188,7 +223,17 @@ def guided_upsample(
         scale: integer scale (2..16 typical, up to 64).
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
-        mode: ``exact`` (hard consistency) or ``soft`` (LGR's penalty, weight λ).
+        fidelity: how much to trust the source. ``"exact"``: hard consistency ``D x = s``;
+            ``"soft"``: the penalty ``‖Dx − s‖²`` against ``λ·xᵀL(w)x`` (LGR's energy), with
+            ``lam`` or, without it, λ from the noise level (:func:`optisr.guided.fidelity.rule_lambda`);
+            ``"robust"``: as soft, with a robust data term (where the solver layer has it);
+            ``"auto"`` (default): estimate the source's noise σ̂ (or take ``noise_sigma``) and
+            solve exactly when σ̂ / spread of the source is below
+            :data:`~optisr.guided.fidelity.EXACT_BELOW` (a clean source gives bit-identical
+            results to ``"exact"``), else ``soft`` with the rule's λ. See :mod:`optisr.guided.fidelity`.
+        mode: the former name of ``fidelity``, kept as an alias with its former meaning:
+            ``mode="exact"`` ignores ``lam``; ``mode="soft"`` uses ``lam`` (default 1.0). Giving
+            both ``mode`` and a different ``fidelity`` is an error.
         weights: ``"default"`` (the learned model shipped in the package, see
             :mod:`optisr.guided.model`; the colour graph if this install carries none),
             ``"color"`` (colour-affinity graph, no learning), a guided model (a
@@ -196,7 +241,12 @@ def guided_upsample(
             explicit edge weights ``(B, 2, H, W)`` / ``(2, H, W)``, or a callable
             ``(guide, source) -> weights``. ``None`` means ``"default"``.
         mask: optional LR validity mask (True = valid), same layout as ``source``.
-        lam: λ for ``soft`` mode.
+        lam: λ for ``soft``/``robust`` fidelity (float > 0 or a differentiable tensor); an error
+            with ``fidelity="exact"`` or ``"auto"`` (auto chooses λ itself).
+        noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
+            is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
+            Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
+            whole source, also for tile-wise solves.
         sigma: PSF width in HR pixels for ``gaussian``.
         tol, max_iter: CG stopping rule (relative residual) and cap.
         dtype: computation dtype (default: float32, or float64 for float64 numpy/torch input).
@@ -211,9 +261,12 @@ def guided_upsample(
         device: where to compute (e.g. ``"cuda"``; tile-wise: each tile's solve). ``None``: the
             source tensor's device, the CPU for numpy input. Results come back as the input was:
             numpy for numpy input, a tensor on the source's device for torch input.
+        return_info: also return what was chosen, a :class:`~optisr.guided.fidelity.FidelityChoice`
+            (fidelity solved with, σ̂, spread, λ).
     Returns:
         The HR target: numpy ``(H, W)`` float for numpy input; a torch tensor ``(B, 1, H, W)``
-        (or matching the input's leading dims) for torch input.
+        (or matching the input's leading dims) for torch input. With ``return_info=True``, the
+        pair ``(target, choice)``.
 
     Example:
         >>> import numpy as np, optisr
@@ -230,6 +283,66 @@ def guided_upsample(
         isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0
     ):
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
+    if not isinstance(return_info, bool):
+        raise ConfigError(f"return_info must be True or False, got {return_info!r}")
+    choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+    # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
+    search = choice.fidelity != "exact" and choice.noise_sigma is not None
+    out, used, solves = _upsample(
+        source, guide, scale, operator=operator, mode=choice.fidelity, weights=weights, mask=mask,
+        lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
+        tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
+    )  # fmt: skip
+    if search:
+        choice = dataclasses.replace(choice, lam=used, solves=solves)
+    return (out, choice) if return_info else out
+
+
+def _choose(
+    source: Any, scale: int, fidelity: Any, mode: Any, lam: Any, noise_sigma: Any, mask: Any
+) -> tuple[FidelityChoice, float | Tensor | None]:
+    """Resolve ``fidelity``/``mode`` (the legacy alias)/``lam`` and run :func:`choose_fidelity`."""
+    if mode is not None and fidelity is not None and mode != fidelity:
+        raise ConfigError(f"mode={mode!r} and fidelity={fidelity!r} disagree; mode is the old name of fidelity")
+    if mode is not None and (not isinstance(mode, str) or mode not in FIDELITIES):
+        raise ConfigError(f"mode must be one of {', '.join(FIDELITIES)} (alias of fidelity=); got {mode!r}")
+    if fidelity is None and mode is not None:
+        # the former API: mode="exact" ignored lam, mode="soft" defaulted to λ = 1
+        if mode == "exact":
+            lam = None
+        elif mode in ("soft", "robust") and lam is None:
+            lam = 1.0
+        fidelity = mode
+    return choose_fidelity(
+        source, scale, fidelity="auto" if fidelity is None else fidelity, noise_sigma=noise_sigma, lam=lam, mask=mask
+    )
+
+
+def _upsample(
+    source: Any,
+    guide: Any,
+    scale: int,
+    *,
+    operator: str,
+    mode: str,
+    weights: Weights,
+    mask: Any,
+    lam: float | Tensor,
+    sigma: float | None,
+    tol: float,
+    max_iter: int,
+    dtype: torch.dtype | None,
+    tile_size: int | None,
+    progress: bool | Callable[[int, int], None],
+    device: str | torch.device | None,
+    noise_sigma: float | None = None,
+) -> tuple[np.ndarray | Tensor, float, int]:
+    """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
+
+    With ``noise_sigma`` (σ̂ > 0, source units), λ is searched by :func:`discrepancy_search` from
+    the start ``lam`` (tiled or not: the residual is always that of the whole image). Returns
+    ``(target, λ used, number of solves)``.
+    """
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
@@ -258,11 +371,30 @@ def guided_upsample(
                     f"edge weights for a numpy source must be (2, H, W) or (1, 2, H, W), got {weights.shape}"
                 )
             weights = weights[0]
-        return tiled_guided_upsample(
-            source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
-            lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
-            device=device,
-        )  # fmt: skip
+        if isinstance(lam, Tensor):
+            if lam.numel() != 1:
+                raise ConfigError("tile-wise solves take one λ (a float), not a tensor of them")
+            lam = float(lam)
+
+        def tiled(value: float) -> np.ndarray:
+            return tiled_guided_upsample(
+                source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
+                lam=value, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
+                device=device,
+            )  # fmt: skip
+
+        if noise_sigma is None:
+            return tiled(lam), lam, 1
+        op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+        valid = np.isfinite(source) if mask is None else (np.isfinite(source) & np.asarray(mask, bool))
+
+        def tiled_ratio(value: float) -> tuple[np.ndarray, float]:
+            x = tiled(value)
+            r = op.apply_strips(x, dtype=torch.float64).cpu().numpy() - source
+            return x, float(np.mean(r[valid] ** 2)) / noise_sigma**2
+
+        found, x, n = discrepancy_search(tiled_ratio, lam)
+        return x, found, n
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
     in_device = src.device
     if device is not None:
@@ -294,15 +426,36 @@ def guided_upsample(
         w = weights(gt, src if m is None else torch.where(m.expand_as(src), src, torch.full_like(src, float("nan"))))
     else:
         raise ConfigError(f"weights must be None, 'color', an array or a callable, got {type(weights).__name__}")
+    solves = 1
+    if noise_sigma is not None:
+        op = make_operator(operator, (H, W), scale, sigma=sigma)
+        valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
+        warm: list[Tensor] = []
+
+        def ratio(value: float) -> tuple[Tensor, float]:
+            with torch.no_grad():
+                x = graph_solve(
+                    src.detach(), w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
+                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter,
+                )  # fmt: skip
+                warm[:] = [x]
+                r = (op.apply(x) - src.detach())[valid]
+            return x, float(r.pow(2).mean()) / noise_sigma**2
+
+        lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
-        out = graph_solve(
-            src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
-        )
+        if noise_sigma is not None and not torch.is_grad_enabled():
+            out = best
+        else:
+            out = graph_solve(
+                src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
+            )
+    used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
-        return out[0, 0].cpu().numpy()
+        return out[0, 0].cpu().numpy(), used, solves
     out = out.to(in_device)
     if isinstance(source, Tensor) and source.dim() == 2:
-        return out[0, 0]
+        return out[0, 0], used, solves
     if isinstance(source, Tensor) and source.dim() == 3:
-        return out[0]
-    return out
+        return out[0], used, solves
+    return out, used, solves

@@ -59,7 +59,7 @@ def test_confidence_soft_matches_scipy_direct(kind, H, W, f, masked):
 
 
 def test_confidence_ones_is_plain_soft_and_scales_like_lambda():
-    w, s, op, conf, mask = _problem(13, 11, 3, "bicubic")
+    w, s, _op, conf, mask = _problem(13, 11, 3, "bicubic")
     kw = dict(operator="bicubic", mode="soft", mask=mask, **TIGHT)
     plain = graph_solve(s, w, 3, lam=0.5, **kw)
     ones = graph_solve(s, w, 3, lam=0.5, confidence=torch.ones_like(conf), **kw)
@@ -79,7 +79,7 @@ def test_confidence_broadcasts_over_batch_and_channels():
 
 
 def test_zero_confidence_pixel_has_no_influence():
-    w, s, op, conf, _ = _problem(13, 11, 3, "gaussian")
+    w, s, _op, conf, _ = _problem(13, 11, 3, "gaussian")
     kw = dict(operator="gaussian", mode="soft", lam=0.5, confidence=conf, **TIGHT)
     x = graph_solve(s, w, 3, **kw)
     s2 = s.clone()
@@ -134,7 +134,9 @@ def test_robust_is_the_minimiser_found_by_scipy_optimize():
         return float(e.detach()), g.flatten().numpy()
 
     x0 = torch.nn.functional.interpolate(s, size=(H, W), mode="bicubic").flatten().numpy()
-    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=20000, ftol=1e-15, gtol=1e-10))
+    res = scipy.optimize.minimize(
+        fun, x0, jac=True, method="L-BFGS-B", options=dict(maxiter=20000, ftol=1e-15, gtol=1e-10)
+    )
     x_opt = torch.from_numpy(res.x).reshape(1, 1, H, W)
     e_solver, g_solver = fun(x.flatten().numpy())
     assert e_solver <= fun(res.x)[0] + 1e-9 * abs(e_solver)  # at least as low as scipy's minimum
@@ -155,7 +157,7 @@ def _ramp_scene(H=48, W=48, f=4):
 @pytest.mark.parametrize("noise_sigma", [2.0, None])
 @pytest.mark.parametrize("loss", ["huber", "tukey"])
 def test_robust_downweights_a_flying_pixel(noise_sigma, loss):
-    depth, op, w, s = _ramp_scene()
+    depth, _op, w, s = _ramp_scene()
     s[0, 0, 5, 6] += 150.0  # a flying pixel
     kw = dict(mode="soft", lam=0.3, tol=1e-10, max_iter=5000)  # λ small enough for the soft fit to follow the ramp
     soft = graph_solve(s, w, 4, **kw)
@@ -174,7 +176,7 @@ def test_robust_downweights_a_flying_pixel(noise_sigma, loss):
 
 
 def test_huber_with_infinite_threshold_is_soft():
-    w, s, op, conf, mask = _problem(13, 11, 3, "area")
+    w, s, _op, conf, mask = _problem(13, 11, 3, "area")
     kw = dict(lam=0.5, mask=mask, confidence=conf, **TIGHT)
     soft = graph_solve(s, w, 3, mode="soft", **kw)
     robust = graph_solve(s, w, 3, mode="robust", noise_sigma=1.0, robust_delta=1e12, **kw, **IRLS_TIGHT)
@@ -196,16 +198,20 @@ def test_mad_sigma_estimates_gaussian_noise_and_ignores_outliers_and_invalid():
 
 
 def test_robust_info_and_warm_start_and_nonconvergence_warning():
-    w, s, op, conf, mask = _problem(13, 11, 3, "area")
+    w, s, op, _conf, _mask = _problem(13, 11, 3, "area")
     s[0, 0, 2, 2] += 300.0
-    x, info = solve_robust(w, s, op, options=SolverOptions(tol=1e-12), robust=RobustOptions(tol=1e-10, max_iter=500))
+    _x, info = solve_robust(w, s, op, options=SolverOptions(tol=1e-12), robust=RobustOptions(tol=1e-10, max_iter=500))
     assert bool(info.converged.all()) and int(info.iterations.max()) > 1
     assert info.sigma.shape == (2,) and bool((info.sigma > 0).all())
     with pytest.warns(ConvergenceWarning, match="IRLS"):
         solve_robust(w, s, op, options=SolverOptions(tol=1e-12), robust=RobustOptions(tol=1e-14, max_iter=1))
     with pytest.raises(RuntimeError, match="IRLS"):
         solve_robust(
-            w, s, op, options=SolverOptions(tol=1e-12, on_nonconvergence="raise"), robust=RobustOptions(tol=1e-14, max_iter=1)
+            w,
+            s,
+            op,
+            options=SolverOptions(tol=1e-12, on_nonconvergence="raise"),
+            robust=RobustOptions(tol=1e-14, max_iter=1),
         )
 
 
@@ -264,7 +270,9 @@ def test_gradcheck_robust(kind, loss):
     delta = 1.345 if loss == "huber" else 4.685
     mask = torch.ones(2, 1, 3, 4, dtype=torch.bool)
     mask[1, 0, 2, 0] = False
-    kw = dict(operator=kind, mode="robust", lam=lam, mask=mask, noise_sigma=sigma, robust_loss=loss, **TIGHT, **IRLS_TIGHT)
+    kw = dict(
+        operator=kind, mode="robust", lam=lam, mask=mask, noise_sigma=sigma, robust_loss=loss, **TIGHT, **IRLS_TIGHT
+    )
     x = graph_solve(s, wts, f, confidence=conf, **kw)
     t = ((make_operator(kind, (6, 7), f).apply(x) - s) / sigma)[mask]
     outside = t.abs() > delta
@@ -296,7 +304,7 @@ def test_gradcheck_robust_full_jacobian(loss):
 
 def test_gradcheck_robust_lambda_and_estimated_sigma_held_constant():
     """λ is differentiable in robust mode; with σ estimated, gradients treat the estimate as a constant."""
-    wts, s, conf = _robust_inputs(5)
+    wts, s, _conf = _robust_inputs(5)
     lam = torch.tensor(0.5, dtype=torch.float64, requires_grad=True)
 
     def fn(lam):
@@ -322,7 +330,7 @@ def test_module_robust_mode_backpropagates():
 
 
 def test_mode_and_option_errors_are_one_line():
-    w, s, op, conf, mask = _problem(13, 11, 3, "area")
+    w, s, _op, conf, _mask = _problem(13, 11, 3, "area")
     cases = [
         (ConfigError, dict(mode="bogus"), "mode must be one of exact, soft, robust"),
         (ConfigError, dict(mode="exact", confidence=conf), "confidence weights need mode"),
@@ -347,7 +355,7 @@ def test_mode_and_option_errors_are_one_line():
 
 
 def test_robust_accepts_per_sample_sigma_tensor():
-    w, s, op, conf, mask = _problem(13, 11, 3, "area")
+    w, s, _op, _conf, _mask = _problem(13, 11, 3, "area")
     kw = dict(mode="robust", lam=0.5, **TIGHT, **IRLS_TIGHT)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)

@@ -4,9 +4,13 @@ Given an LR source ``s`` and edge weights ``w`` on the HR pixel lattice, return 
 target under those weights that agrees with the source:
 
 * ``mode="exact"``: ``argmin xᵀ L(w) x  s.t.  D x = s`` (to solver precision; our default);
-* ``mode="soft"``:  ``argmin λ⁻¹‖C^{1/2}(D x − s)‖² + xᵀ L(w) x`` (the original LGR energy).
+* ``mode="soft"``:  ``argmin λ⁻¹ (D x − s)ᵀ C (D x − s) + xᵀ L(w) x`` (the original LGR energy;
+  C = validity mask · optional per-LR-pixel ``confidence``);
+* ``mode="robust"``: ``argmin λ⁻¹ Σ_b C_b 2σ² ρ((D x − s)_b / σ) + xᵀ L(w) x`` with a Huber or Tukey ρ
+  (outliers such as flying pixels lose their pull), solved by IRLS (see :mod:`optisr.solvers.robust`).
 
-Gradients reach the weights (hence features, μ) and λ through implicit differentiation.
+Gradients reach the weights (hence features, μ), λ, the source and the confidence through implicit
+differentiation (for ``robust``: at the IRLS fixed point, with σ held constant).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from optisr.ops.lattice import edge_weights
 from optisr.ops.operators import DownsampleOperator, make_operator
 from optisr.solvers.graph import MODES, SolverOptions
 from optisr.solvers.implicit import graph_solve_autograd
+from optisr.solvers.robust import ROBUST_LOSSES, RobustOptions
 
 __all__ = [
     "GraphRegularisation",
@@ -35,8 +40,14 @@ def graph_solve(
     mode: str = "exact",
     lam: Tensor | float = 1.0,
     mask: Tensor | None = None,
+    confidence: Tensor | None = None,
     init: Tensor | None = None,
     sigma: float | None = None,
+    noise_sigma: float | Tensor | None = None,
+    robust_loss: str = "huber",
+    robust_delta: float | None = None,
+    robust_tol: float = 1e-4,
+    robust_max_iter: int = 20,
     tol: float = 1e-4,
     max_iter: int = 2000,
     backward_tol: float | None = None,
@@ -51,12 +62,23 @@ def graph_solve(
         weights: edge weights (B, 2, H, W) in (0, 1] (see :mod:`optisr.ops.lattice`).
         scale: integer scale f; the LR grid must be ``ceil(H/f) × ceil(W/f)``.
         operator: ``area`` | ``sum`` | ``bicubic`` | ``gaussian`` or a :class:`DownsampleOperator`.
-        mode: ``exact`` or ``soft``.
-        lam: λ of the soft mode (float or tensor, differentiable); ignored by ``exact``, whose
-            solution does not depend on a global scale of the weights.
+        mode: ``exact``, ``soft`` or ``robust``.
+        lam: λ of the soft and robust modes (float, or a scalar / (B,) tensor, differentiable);
+            ignored by ``exact``, whose solution does not depend on a global scale of the weights.
         mask: bool (B, 1|C, h, w), True where the source is valid (combined with ``isfinite``).
+        confidence: soft / robust only: per-LR-pixel data weights (B|1, 1|C, h, w), floating,
+            finite, ≥ 0 (multiplied with the mask; 0 = unconstrained; they weigh squared
+            residuals, so 1/σ_b² of a known per-pixel noise is the natural choice, up to λ).
+            Differentiable.
         init: optional HR starting point (B, C, H, W) (warm start).
         sigma: PSF width for the ``gaussian`` operator.
+        noise_sigma: robust only: scale σ of the residuals in source units (float or one value
+            per sample); None estimates it by the normalised MAD of the residuals of a first
+            soft solve (see :mod:`optisr.solvers.robust`). Not differentiated.
+        robust_loss: robust only: ``huber`` (convex) or ``tukey`` (biweight, redescending).
+        robust_delta: robust only: loss threshold in units of σ (None: 1.345 Huber, 4.685 Tukey).
+        robust_tol, robust_max_iter: robust only: IRLS stops when the relative change of x is
+            below ``robust_tol`` for every sample, or after ``robust_max_iter`` soft solves.
         tol, max_iter, precond, on_nonconvergence: CG settings (relative residual per sample).
         backward_tol: tolerance of the adjoint solve (default: ``tol``).
         floor: weights are clamped to at least ``floor`` (0 disables). Without a floor, weights
@@ -66,7 +88,20 @@ def graph_solve(
         HR target (B, C, H, W), dtype/device of ``source``.
     """
     if mode not in MODES:
-        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if confidence is not None and mode == "exact":
+        raise ConfigError("confidence weights need mode 'soft' or 'robust' (exact mode has no data term to weigh)")
+    robust = None
+    if mode == "robust":
+        if robust_loss not in ROBUST_LOSSES:
+            raise ConfigError(f"robust_loss must be one of {', '.join(ROBUST_LOSSES)}, got {robust_loss!r}")
+        robust = RobustOptions(
+            loss=robust_loss,
+            sigma=noise_sigma.detach() if isinstance(noise_sigma, Tensor) else noise_sigma,
+            delta=robust_delta,
+            tol=robust_tol,
+            max_iter=robust_max_iter,
+        )
     if source.dim() != 4 or weights.dim() != 4 or weights.shape[1] != 2:
         raise ShapeError(
             f"expected source (B, C, h, w) and weights (B, 2, H, W); got {tuple(source.shape)} and "
@@ -83,6 +118,8 @@ def graph_solve(
             f"source is {source.shape[-2]}×{source.shape[-1]} but an HR grid of {H}×{W} at ×{scale} needs "
             f"{op.lr_size[0]}×{op.lr_size[1]} (LR size = ceil(HR size / scale)); crop or pad the guide"
         )
+    if confidence is not None:
+        confidence = _check_confidence(confidence, source)
     weights = weights.to(source.dtype)
     if floor > 0:
         weights = _zero_border(weights.clamp_min(floor))
@@ -96,7 +133,11 @@ def graph_solve(
         if not bool(valid.flatten(1).any(1).all()):
             raise ShapeError("a sample has no valid source pixel: nothing constrains its output")
         solve_mask = valid
-    if mode == "soft":
+    if confidence is not None:
+        constrained = valid & (confidence.detach() > 0)
+        if not bool(constrained.flatten(1).any(1).all()):
+            raise ShapeError("a sample has no source pixel with confidence > 0: nothing constrains its output")
+    if mode != "exact":
         weights = weights * torch.as_tensor(lam, dtype=weights.dtype, device=weights.device).reshape(-1, 1, 1, 1)
     options = SolverOptions(tol=tol, max_iter=max_iter, precond=precond, on_nonconvergence=on_nonconvergence)
     back = SolverOptions(
@@ -106,8 +147,34 @@ def graph_solve(
         on_nonconvergence=on_nonconvergence,
     )
     return graph_solve_autograd(
-        weights, source, op, mode=mode, mask=solve_mask, init=init, options=options, backward_options=back
+        weights,
+        source,
+        op,
+        mode=mode,
+        mask=solve_mask,
+        init=init,
+        options=options,
+        backward_options=back,
+        confidence=confidence,
+        robust=robust,
     )
+
+
+def _check_confidence(confidence: Tensor, source: Tensor) -> Tensor:
+    """Validate the confidence map against the source (B, C, h, w); return it in the source's dtype/device."""
+    B, C, h, w = source.shape
+    if not isinstance(confidence, Tensor) or confidence.dim() != 4:
+        got = tuple(confidence.shape) if isinstance(confidence, Tensor) else type(confidence).__name__
+        raise ShapeError(f"confidence must be a (B|1, 1|C, h, w) tensor, got {got}")
+    cb, cc, ch, cw = confidence.shape
+    if cb not in (1, B) or cc not in (1, C) or (ch, cw) != (h, w):
+        raise ShapeError(f"confidence is {tuple(confidence.shape)} but the source is {tuple(source.shape)}")
+    if not confidence.is_floating_point():
+        raise ShapeError(f"confidence must be floating point, got {confidence.dtype}")
+    confidence = confidence.to(device=source.device, dtype=source.dtype)
+    if not bool(torch.isfinite(confidence).all()) or bool((confidence < 0).any()):
+        raise ConfigError("confidence must be finite and >= 0 everywhere")
+    return confidence
 
 
 def _zero_border(weights: Tensor) -> Tensor:
@@ -120,14 +187,14 @@ def _zero_border(weights: Tensor) -> Tensor:
 
 
 class GraphRegularisation(nn.Module):
-    """Module twin of :func:`graph_solve` with learnable μ (feature temperature) and λ (soft mode).
+    """Module twin of :func:`graph_solve` with learnable μ (feature temperature) and λ (soft / robust).
 
     ``forward(source, features)`` turns features (B, K, H, W) into edge weights
     ``exp(−mean_k ΔF² / μ²)`` (with ``floor``) and solves. μ and λ are stored as logs.
 
     Args:
         scale: integer scale.
-        operator, mode, floor: see :func:`graph_solve` and :func:`optisr.ops.lattice.edge_weights`.
+        operator, mode, floor: see :func:`graph_solve` (mode ``exact``, ``soft`` or ``robust``) and :func:`optisr.ops.lattice.edge_weights`.
         mu_init, lam_init: initial μ and λ (LGR: 0.1 and 1.0).
         learn_mu, learn_lam: whether they are trainable parameters.
         solver_kwargs: extra keyword arguments for :func:`graph_solve` (tol, max_iter, ...).
@@ -148,7 +215,7 @@ class GraphRegularisation(nn.Module):
     ):
         super().__init__()
         if mode not in MODES:
-            raise ConfigError(f"mode must be one of {MODES}, got {mode!r}")
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.scale, self.operator, self.mode, self.floor = scale, operator, mode, floor
         self.solver_kwargs = solver_kwargs
         log_mu = torch.tensor(float(mu_init)).log()
@@ -170,7 +237,15 @@ class GraphRegularisation(nn.Module):
             f"mu={float(self.mu):.4g}, lam={float(self.lam):.4g}"
         )
 
-    def forward(self, source: Tensor, features: Tensor, *, mask: Tensor | None = None, init: Tensor | None = None):
+    def forward(
+        self,
+        source: Tensor,
+        features: Tensor,
+        *,
+        mask: Tensor | None = None,
+        confidence: Tensor | None = None,
+        init: Tensor | None = None,
+    ) -> Tensor:
         w = edge_weights(features.to(source.dtype), self.mu.to(source.dtype), floor=self.floor)
         return graph_solve(
             source,
@@ -180,6 +255,7 @@ class GraphRegularisation(nn.Module):
             mode=self.mode,
             lam=self.lam.to(source.dtype),
             mask=mask,
+            confidence=confidence,
             init=init,
             **self.solver_kwargs,
         )

@@ -8,15 +8,20 @@ Solved by projected preconditioned CG in the null space of ``D_c`` (the constrai
 started from the consistent point ``P_s(x_init)``; the result is projected once more at the end,
 so ``D x = s`` holds to rounding error whatever the CG tolerance.
 
-Soft mode (the original LGR energy)::
+Soft mode (the original LGR energy, with optional per-LR-pixel confidence)::
 
-    minimise  ‖C^{1/2}(D x − s)‖² + xᵀ L(w) x     ⇔   (Dᵀ C D + L) x = Dᵀ C s,
+    minimise  (D x − s)ᵀ C (D x − s) + xᵀ L(w) x     ⇔   (Dᵀ C D + L) x = Dᵀ C s,
 
-where ``w`` already carries LGR's λ (``w = λ·w_graph``; λ⁻¹ on the data term is the same
-problem scaled by λ). Solved by Jacobi-preconditioned CG.
+with the diagonal data weights ``C = mask · confidence`` (``mask`` 0/1, ``confidence`` ≥ 0;
+both default to 1), and where ``w`` already carries LGR's λ (``w = λ·w_graph``; λ⁻¹ on the data
+term is the same problem scaled by λ). Solved by Jacobi-preconditioned CG.
+
+The robust mode (a Huber / Tukey data term solved by IRLS) lives in :mod:`optisr.solvers.robust`
+and is a sequence of soft solves.
 
 Shapes: weights (B, 2, H, W); HR tensors (B, C, H, W); LR source (B, C, h, w); LR mask bool
-(B, 1 or C, h, w), True = constrained. Any floating dtype, any device.
+(B, 1 or C, h, w), True = constrained; LR confidence floating (B or 1, 1 or C, h, w), ≥ 0, in
+units of 1 / source² (it weighs squared residuals). Any floating dtype, any device.
 """
 
 from __future__ import annotations
@@ -36,13 +41,14 @@ __all__ = [
     "SolverOptions",
     "adjoint_exact",
     "adjoint_soft",
+    "data_weights",
     "default_init",
     "fill_invalid",
     "solve_exact",
     "solve_soft",
 ]
 
-MODES = ("exact", "soft")
+MODES = ("exact", "soft", "robust")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,15 +188,39 @@ def adjoint_exact(
     return g_hat, eta
 
 
-def _soft_parts(weights: Tensor, op: DownsampleOperator, mask: Tensor | None, like: Tensor):
-    c = torch.ones((1, 1, *op.lr_size), dtype=like.dtype, device=like.device) if mask is None else mask.to(like.dtype)
+def data_weights(mask: Tensor | None, confidence: Tensor | None, like: Tensor) -> Tensor:
+    """The diagonal ``C = mask · confidence`` of the soft data term, an LR map of ``like``'s dtype.
+
+    Args:
+        mask: bool (B, 1|C, h, w) or None (every pixel constrained).
+        confidence: floating (B|1, 1|C, h, w) ≥ 0 or None (all ones).
+        like: a tensor whose dtype and device the result takes.
+    Returns:
+        (B|1, 1|C, h, w) floating; (1, 1, 1, 1) ones when both are None.
+    """
+    c = torch.ones((1, 1, 1, 1), dtype=like.dtype, device=like.device)
+    if mask is not None:
+        c = c * mask.to(like.dtype)
+    if confidence is not None:
+        c = c * confidence.to(like.dtype)
+    return c
+
+
+def _soft_parts(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor):
+    """``A v = Dᵀ C D v + L v`` and a Jacobi preconditioner for LR data weights ``c`` (broadcastable).
+
+    Negative entries of ``c`` (the indefinite Hessian of a Tukey term) are left out of the
+    preconditioner, which must stay positive.
+    """
     lap = _Laplacian(weights, like)
 
     def matvec(v: Tensor) -> Tensor:
         return op.adjoint(c * op.apply(v)) + lap(v)
 
-    diag = op.diag_normal(c.expand(like.shape[0], -1, -1, -1)) + degree(weights)
-    return c, matvec, diag
+    c_full = c.clamp_min(0).expand(like.shape[0], -1, *op.lr_size)
+    diag = op.diag_normal(c_full) + degree(weights)
+    inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
+    return matvec, (lambda r: r * inv_diag)
 
 
 def solve_soft(
@@ -199,22 +229,22 @@ def solve_soft(
     op: DownsampleOperator,
     *,
     mask: Tensor | None = None,
+    confidence: Tensor | None = None,
     init: Tensor | None = None,
     options: SolverOptions = SolverOptions(),
 ) -> tuple[Tensor, CGInfo]:
-    """Solve ``(Dᵀ C D + L(w)) x = Dᵀ C s``. Returns ``(x, info)``."""
+    """Solve ``(Dᵀ C D + L(w)) x = Dᵀ C s`` with ``C = mask · confidence``. Returns ``(x, info)``."""
     with torch.no_grad():
         if init is None:
             init = default_init(op, source, mask)
-        c, matvec, diag = _soft_parts(weights, op, mask, init)
+        c = data_weights(mask, confidence, source)
+        matvec, jacobi = _soft_parts(weights, op, c, init)
         rhs = op.adjoint(c * source)
-        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
-        precond = (lambda r: r * inv_diag) if options.precond == "jacobi" else None
         return cg_solve(
             matvec,
             rhs - matvec(init),
             init,
-            precond=precond,
+            precond=jacobi if options.precond == "jacobi" else None,
             tol=options.tol,
             max_iter=options.max_iter,
             on_nonconvergence=options.on_nonconvergence,
@@ -227,18 +257,22 @@ def adjoint_soft(
     op: DownsampleOperator,
     *,
     mask: Tensor | None = None,
+    confidence: Tensor | None = None,
     options: SolverOptions = SolverOptions(),
 ) -> tuple[Tensor, Tensor]:
-    """Adjoint of :func:`solve_soft`: ``A ĝ = g`` (A symmetric); ∂ℓ/∂s = C D ĝ. Returns ``(ĝ, ∂ℓ/∂s)``."""
+    """Adjoint of :func:`solve_soft`: ``A ĝ = g`` (A symmetric); ∂ℓ/∂s = C D ĝ. Returns ``(ĝ, ∂ℓ/∂s)``.
+
+    ``ĝ`` (B, C, H, W) also gives ∂ℓ/∂w_pq = −(ĝ_p − ĝ_q)(x_p − x_q) and ∂ℓ/∂C_b = −(D ĝ)_b (D x − s)_b
+    (see :mod:`optisr.solvers.implicit`). ∂ℓ/∂s has the source's shape (B, C, h, w).
+    """
     with torch.no_grad():
-        c, matvec, diag = _soft_parts(weights, op, mask, grad)
-        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
-        precond = (lambda r: r * inv_diag) if options.precond == "jacobi" else None
+        c = data_weights(mask, confidence, grad)
+        matvec, jacobi = _soft_parts(weights, op, c, grad)
         g_hat, _ = cg_solve(
             matvec,
             grad.clone(),
             torch.zeros_like(grad),
-            precond=precond,
+            precond=jacobi if options.precond == "jacobi" else None,
             tol=options.tol,
             max_iter=options.max_iter,
             on_nonconvergence=options.on_nonconvergence,

@@ -73,7 +73,7 @@ from optisr.bench.guided_report import BenchResult, format_markdown, write_figur
 from optisr.bench.report import finite_mean, safe_name, write_text
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ConvergenceWarning, InputFileError
-from optisr.guided.baselines import fbs_available, fill_nearest
+from optisr.guided.baselines import fill_nearest
 from optisr.guided.methods import METHODS as GUIDED_METHODS
 from optisr.guided.methods import MODEL_SUFFIX, closest_method, is_graph_method, upsample_with
 from optisr.guided.model import default_model_path, load_guided_model
@@ -161,11 +161,6 @@ def check_options(
     names = list(dict.fromkeys(names))
     if real is False and RAW_BICUBIC in names:
         raise ConfigError(f"method {RAW_BICUBIC!r} needs real LR input (--lr real); drop it from --methods")
-    if "fbs" in names and not fbs_available():
-        raise ConfigError(
-            "method 'fbs' needs a working cv2.ximgproc.fastBilateralSolverFilter "
-            "(opencv-contrib-python-headless built with Eigen); drop it from --methods"
-        )
     return scales, names
 
 

@@ -309,7 +309,7 @@ def test_noisy_protocol_scores_full_image_rmse_and_ranks_smoothers_above_exact()
     assert res.consistency["color"][4] < 1e-2  # exact: it keeps the noise
     assert res.rmse["fbs"][4] < res.rmse["color"][4] and res.rmse["color-soft"][4] < res.rmse["color"][4]
     text = format_markdown(res)
-    assert "noisy protocol (σ = 30 cm, area LR)" in text and "derive_seed(0, image index, scale)" in text
+    assert "noisy protocol (σ = 30 in cm, area LR)" in text and "derive_seed(0, image index, scale)" in text
     assert set(_find(md_tables(text), "RMSE (cm)")) == {"bicubic", "color", "fbs", "color-soft"}
 
 

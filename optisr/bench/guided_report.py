@@ -120,7 +120,7 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     per_image = res.protocol in ("A", NOISY)
     region = "image" if per_image else "tile"
     if res.noise is not None:
-        title = f"noisy protocol (σ = {res.noise.sigma:g} {res.units}, {res.noise.operator} LR)"
+        title = f"noisy protocol (σ = {res.noise.sigma:g} in {res.units}, {res.noise.operator} LR)"
     else:
         title = f"protocol {res.protocol}"
     lines = [f"# Guided depth SR benchmark: {res.dataset}, {title}", ""]
@@ -144,7 +144,7 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         lines.append(
             f"- LR input: HR ground truth cropped to a multiple of the scale, downsampled with the "
             f"`{res.noise.operator}` operator ({op}, float64 maths), plus i.i.d. Gaussian noise of std "
-            f"{res.noise.sigma:g} {res.units} on valid LR pixels, drawn from "
+            f"{res.noise.sigma:g} (in {res.units}) on valid LR pixels, drawn from "
             f"`numpy.random.default_rng(optisr.rng.derive_seed({res.noise.seed}, image index, scale))`; float32"
         )
         lines.append(

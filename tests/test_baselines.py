@@ -107,3 +107,23 @@ def test_fbs_is_always_available_and_rejects_bad_confidence():
     assert np.sqrt(np.mean((BASELINES["fbs"](lr, guide, 4, confidence="bump") - truth) ** 2)) < 100.0
     with pytest.raises(ConfigError, match="confidence"):
         BASELINES["fbs"](lr, guide, 4, confidence="gaussian")
+
+
+def test_method_registry_runs_baselines_and_graph_variants():
+    from optisr.guided import guided_upsample
+    from optisr.guided.methods import METHODS, REGISTRY, VARIANTS, get_method, is_graph_method, upsample_with
+
+    assert set(METHODS) | set(VARIANTS) == set(REGISTRY) and not set(METHODS) & set(VARIANTS)
+    lr, guide, _ = _step_scene(4, h=6, w=6)
+    np.testing.assert_array_equal(upsample_with("fbs", lr, guide, 4), BASELINES["fbs"](lr, guide, 4))
+    assert is_graph_method("color-soft") and not is_graph_method("fbs") and is_graph_method("x.safetensors")
+    soft = upsample_with("color-soft", lr, guide, 4, operator="area")
+    ref = guided_upsample(lr, guide, 4, operator="area", weights="color", mode="soft", lam=1.0)
+    np.testing.assert_array_equal(soft, ref)
+    assert not np.allclose(soft, upsample_with("color", lr, guide, 4, operator="area"))
+    with pytest.raises(ConfigError, match="fixed by this method variant"):
+        upsample_with("color-soft", lr, guide, 4, lam=10.0)
+    with pytest.raises(ConfigError, match="apply to the graph methods"):
+        upsample_with("jbu", lr, guide, 4, operator="area")
+    with pytest.raises(ConfigError, match="did you mean 'color-soft'"):
+        get_method("colour-soft")

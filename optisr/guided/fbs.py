@@ -38,6 +38,7 @@ import numpy as np
 from optisr.errors import ConfigError, ShapeError
 
 __all__ = [
+    "CONFIDENCE_FLOOR",
     "PAPER_DEFAULTS",
     "BilateralGrid",
     "GridSolve",

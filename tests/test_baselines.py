@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from optisr.errors import ConfigError, ShapeError
-from optisr.guided.baselines import BASELINES, box_mean, fbs_available, get_baseline
+from optisr.guided.baselines import BASELINES, box_mean, get_baseline
 
-AVAILABLE = [n for n in BASELINES if n != "fbs" or fbs_available()]
+AVAILABLE = list(BASELINES)
 
 
 def _step_scene(scale: int, h: int = 12, w: int = 12):
@@ -78,10 +78,6 @@ def test_box_mean_truncated_windows():
 
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_invalid_inputs(name):
-    if name == "fbs" and not fbs_available():
-        with pytest.raises(ConfigError, match="opencv-contrib"):
-            BASELINES[name](np.ones((4, 4)), np.zeros((8, 8, 3)), 2)
-        return
     f = BASELINES[name]
     guide = np.zeros((8, 8, 3))
     with pytest.raises(ShapeError, match="source_lr"):
@@ -105,3 +101,29 @@ def test_registry_lookup():
     with pytest.raises(ConfigError, match="did you mean 'jbu'"):
         get_baseline("jbuu")
 
+
+def test_fbs_is_always_available_and_rejects_bad_confidence():
+    lr, guide, truth = _step_scene(4)
+    assert np.sqrt(np.mean((BASELINES["fbs"](lr, guide, 4, confidence="bump") - truth) ** 2)) < 100.0
+    with pytest.raises(ConfigError, match="confidence"):
+        BASELINES["fbs"](lr, guide, 4, confidence="gaussian")
+
+
+def test_method_registry_runs_baselines_and_graph_variants():
+    from optisr.guided import guided_upsample
+    from optisr.guided.methods import METHODS, REGISTRY, VARIANTS, get_method, is_graph_method, upsample_with
+
+    assert set(METHODS) | set(VARIANTS) == set(REGISTRY) and not set(METHODS) & set(VARIANTS)
+    lr, guide, _ = _step_scene(4, h=6, w=6)
+    np.testing.assert_array_equal(upsample_with("fbs", lr, guide, 4), BASELINES["fbs"](lr, guide, 4))
+    assert is_graph_method("color-soft") and not is_graph_method("fbs") and is_graph_method("x.safetensors")
+    soft = upsample_with("color-soft", lr, guide, 4, operator="area")
+    ref = guided_upsample(lr, guide, 4, operator="area", weights="color", mode="soft", lam=1.0)
+    np.testing.assert_array_equal(soft, ref)
+    assert not np.allclose(soft, upsample_with("color", lr, guide, 4, operator="area"))
+    with pytest.raises(ConfigError, match="fixed by this method variant"):
+        upsample_with("color-soft", lr, guide, 4, lam=10.0)
+    with pytest.raises(ConfigError, match="apply to the graph methods"):
+        upsample_with("jbu", lr, guide, 4, operator="area")
+    with pytest.raises(ConfigError, match="did you mean 'color-soft'"):
+        get_method("colour-soft")

@@ -58,8 +58,6 @@ def _folder_dataset(root: Path, n: int = 2, h: int = 64, w: int = 72) -> Path:
     return root
 
 
-
-
 def _find(tables: dict, prefix: str) -> dict[str, list[float]]:
     (key,) = [k for k in tables if k.startswith(prefix)]
     return {m: [float(c) for c in cells] for m, cells in tables[key].items()}
@@ -257,3 +255,79 @@ def test_bench_options_share_the_cli_vocabulary():
         args = parser.parse_args(["bench", engine, *argv])
         assert args.device == "auto" and args.gpu_id is None
         assert parser.parse_args(["bench", engine, *argv, "-g", "1"]).gpu_id == 1
+
+
+# ------------------------------------------------------------------------------------- noisy protocol
+
+
+def test_noisy_lr_is_block_mean_plus_seeded_noise_in_the_report_unit():
+    ds = _fake(n=2, h=64, w=64)
+    spec = protocols.NoiseSpec(sigma=6.0, operator="area", seed=5)
+    cases, covered = protocols.scored_regions(ds[1], 4, "NOISY", 0, noise=spec, image_index=1, unit_scale=0.1)
+    (case,) = cases
+    assert covered == (64, 64)
+    clean, ok = protocols.make_lr(ds[1].depth, ds[1].mask, "area", 4)
+    np.testing.assert_array_equal(case.lr_valid, ok)
+    noise = (case.lr.astype(np.float64) - clean)[ok]
+    assert 45.0 < noise.std() < 75.0  # σ = 6 cm = 60 mm, the dataset's published unit
+    assert abs(noise.mean()) < 20.0
+    again, _ = protocols.scored_regions(ds[1], 4, "NOISY", 0, noise=spec, image_index=1, unit_scale=0.1)
+    np.testing.assert_array_equal(again[0].lr, case.lr)  # fixed seed: the same LR for every method
+    other, _ = protocols.scored_regions(ds[1], 4, "NOISY", 0, noise=spec, image_index=0, unit_scale=0.1)
+    assert not np.array_equal(other[0].lr[ok], case.lr[ok])  # another image: another stream
+    quiet = protocols.NoiseSpec(sigma=0.0)
+    zero, _ = protocols.scored_regions(ds[1], 4, "NOISY", 0, noise=quiet, image_index=1, unit_scale=0.1)
+    np.testing.assert_array_equal(zero[0].lr, clean)
+    bic = protocols.NoiseSpec(sigma=0.0, operator="bicubic")
+    lr_b, _ = protocols.scored_regions(ds[1], 4, "NOISY", 0, noise=bic, image_index=1, unit_scale=0.1)
+    np.testing.assert_array_equal(lr_b[0].lr, protocols.make_lr(ds[1].depth, ds[1].mask, "bicubic", 4)[0])
+
+
+@pytest.mark.parametrize("bad", [{"sigma": -1.0}, {"sigma": float("nan")}, {"operator": "gaussian"}, {"seed": -2}])
+def test_noise_spec_rejects_bad_values(bad):
+    with pytest.raises(ConfigError, match="--noise-"):
+        protocols.NoiseSpec(**bad)
+
+
+def test_noisy_protocol_scores_full_image_rmse_and_ranks_smoothers_above_exact():
+    ds = _fake(n=2, h=64, w=64)
+    spec = protocols.NoiseSpec(sigma=30.0)  # cm: heavy noise on a 1000–1800 mm scene
+    res = bench.benchmark(
+        ds, scales=[4], methods=["bicubic", "color", "fbs", "color-soft"], protocol="noisy", noise=spec, progress=False
+    )
+    assert res.operator == "area" and res.noise == spec and res.stem == "fake_noisy30_area"
+    # Independent recomputation of bicubic's score: same noisy LR, protocol A's RMSE in cm.
+    from optisr.guided.baselines import get_baseline
+    from optisr.metrics.depth import protocol_a_rmse
+
+    scores = []
+    for i, s in enumerate(ds):
+        lr, ok = protocols.make_lr(s.depth, s.mask, "area", 4)
+        lr = protocols.add_noise(lr, ok, spec, i, 4, 0.1)
+        scores.append(protocol_a_rmse(get_baseline("bicubic")(lr, s.guide, 4, ok), s.depth, s.mask, report_scale=0.1))
+    assert res.rmse["bicubic"][4] == pytest.approx(np.mean(scores), rel=1e-6)
+    assert res.consistency["color"][4] < 1e-2  # exact: it keeps the noise
+    assert res.rmse["fbs"][4] < res.rmse["color"][4] and res.rmse["color-soft"][4] < res.rmse["color"][4]
+    text = format_markdown(res)
+    assert "noisy protocol (σ = 30 in cm, area LR)" in text and "derive_seed(0, image index, scale)" in text
+    assert set(_find(md_tables(text), "RMSE (cm)")) == {"bicubic", "color", "fbs", "color-soft"}
+
+
+def test_noisy_protocol_cli_defaults_and_errors(tmp_path, capsys):
+    data = _folder_dataset(tmp_path / "data", n=1, h=48, w=48)
+    out = tmp_path / "out"
+    argv = ["--dataset", "folder", "--data-dir", str(data), "--out-dir", str(out), "--figures", "0", "--no-progress"]
+    rc = _bench_guided([*argv, "--protocol", "noisy", "--noise-sigma", "4", "--noise-seed", "3", "--methods",
+                        "bicubic", "fbs"])  # fmt: skip
+    assert rc == 0
+    text = (out / "folder_noisy4_area.md").read_text()
+    assert "--protocol NOISY " in text and " --noise-sigma 4 --noise-seed 3" in text
+    assert [f"×{s}" for s in (2, 4, 8, 16)] == [c for c in text.split("\n### RMSE")[1].split("\n")[2].split(" ") if
+                                                c.startswith("×")]  # fmt: skip
+    capsys.readouterr()
+    assert _bench_guided([*argv, "--noise-sigma", "4"]) == 1
+    assert "add --protocol noisy" in capsys.readouterr().err
+    assert _bench_guided([*argv, "--protocol", "noisy", "--lr", "real"]) == 1
+    assert "synthesises its LR" in capsys.readouterr().err
+    scales, methods = bench.check_options(None, None, "NOISY", 256, False)
+    assert scales == [2, 4, 8, 16] and {"bicubic", "guided-filter", "jbu", "fbs", "color"} <= set(methods)

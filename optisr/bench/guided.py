@@ -7,6 +7,9 @@ Examples::
     optisr bench guided --dataset middlebury2014 --data-dir DIR --protocol B --scales 4 8 16 32
     optisr bench guided --dataset rgbdd-real --data-dir ../shared/data/depth_rgbdd_realscene3 --methods model
 
+    optisr bench guided --dataset middlebury2005 --data-dir ../shared/data/depth_middlebury2005_6scenes \
+        --protocol noisy --noise-sigma 6 --scales 2 4 8 16
+
 Protocols (see ``research/anchors.md`` §1.1; their numbers are not comparable):
 
 * **A** (DKN/FDSR/DCTNet line): the HR ground truth is cropped to a multiple of the scale
@@ -18,6 +21,16 @@ Protocols (see ``research/anchors.md`` §1.1; their numbers are not comparable):
   input of each crop is the NaN-aware ``area`` operator (block mean over valid pixels, blocks
   without one are invalid); the scores are masked MSE (cm²) and MAE (cm) over batches of 8 tiles
   (:func:`~optisr.metrics.depth.protocol_b_errors`).
+* **NOISY** (``--protocol noisy``; a depth sensor's noisy source): as protocol A, the HR ground truth
+  is cropped to a multiple of the scale, but the LR input is the ``area`` operator (NaN-aware block
+  average; ``--noise-operator bicubic`` for PIL-exact bicubic) plus i.i.d. Gaussian noise of std
+  ``--noise-sigma`` (default 6) in the reporting unit (0–255 for the Middlebury disparity sets),
+  drawn per image and scale from a fixed seed (``--noise-seed``, default 0; see
+  :class:`~optisr.bench.guided_protocols.NoiseSpec`), so every method sees the same LR. The score
+  is protocol A's per-image RMSE on the full image (no border crop), averaged over images. Graph
+  methods solve with the same operator as made the LR. Default methods: bicubic, guided filter,
+  JBU, the fast bilateral solver ``fbs``, the exact colour graph, the shipped model (exact) and the
+  soft colour graph (λ = 1); default scales 2 4 8 16.
 
 **Real LR** (``--lr real``; the default for datasets whose loader sets ``real_lr``, i.e. the
 RGB-D-D real-scene triplets ``rgbdd-real``): the LR input is the dataset's own LR depth instead of a
@@ -59,9 +72,11 @@ import torch
 
 from optisr.bench.guided_protocols import (
     LR_SOURCES,
+    NOISY,
     PROTOCOLS,
     RAW_BICUBIC,
     Case,
+    NoiseSpec,
     ProtocolBStream,
     consistency_rmse,
     lr_source,
@@ -73,36 +88,50 @@ from optisr.bench.guided_report import BenchResult, format_markdown, write_figur
 from optisr.bench.report import finite_mean, safe_name, write_text
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ConvergenceWarning, InputFileError
-from optisr.guided.baselines import fbs_available, fill_nearest
+from optisr.guided.baselines import fill_nearest
 from optisr.guided.methods import METHODS as GUIDED_METHODS
-from optisr.guided.methods import MODEL_SUFFIX, closest_method, is_graph_method, upsample_with
+from optisr.guided.methods import MODEL_SUFFIX, VARIANTS, closest_method, get_method, is_graph_method, upsample_with
 from optisr.guided.model import default_model_path, load_guided_model
 from optisr.metrics.depth import protocol_a_rmse
 
 __all__ = [
     "DEFAULT_METHODS",
+    "DEFAULT_NOISY_METHODS",
+    "DEFAULT_NOISY_SCALES",
     "DEFAULT_REAL_METHODS",
     "DEFAULT_REAL_SCALES",
     "DEFAULT_SCALES",
     "LR_SOURCES",
     "METHODS",
+    "NOISY",
     "PROTOCOLS",
     "BenchResult",
+    "NoiseSpec",
     "bench_to_folder",
     "benchmark",
     "check_options",
 ]
 
-METHODS = (*(m for m in GUIDED_METHODS if m != "default"), RAW_BICUBIC)
+METHODS = (*(m for m in GUIDED_METHODS if m != "default"), *VARIANTS, RAW_BICUBIC)
 """Methods the harness can run (:mod:`optisr.guided.methods` without ``default``, which would silently
 fall back to ``color``): ``color`` is the exact colour-affinity graph, ``model`` the shipped learned
-graph (any ``*.safetensors`` guided model file is accepted too), the baselines, and
-``bicubic-raw`` (real LR only), bicubic straight from the unresampled LR to the HR size."""
+graph (any ``*.safetensors`` guided model file is accepted too), the baselines, the graph variants
+(``color-soft``, ``model-soft``: the soft data term with λ = 1) and ``bicubic-raw`` (real LR only),
+bicubic straight from the unresampled LR to the HR size."""
 
 DEFAULT_METHODS = ("bicubic", "color", "guided-filter", "jbu")
 DEFAULT_SCALES = (4, 8, 16)
 DEFAULT_REAL_METHODS = ("bicubic", RAW_BICUBIC, "color", "guided-filter", "jbu")
 DEFAULT_REAL_SCALES = (4,)  # the integer scale above RGB-D-D's 8/3 (SGNet/SPFNet's "×4 real" task)
+DEFAULT_NOISY_METHODS = ("bicubic", "guided-filter", "jbu", "fbs", "color", "model", "color-soft")
+"""The noisy protocol's defaults (``model`` is left out where no model is shipped)."""
+DEFAULT_NOISY_SCALES = (2, 4, 8, 16)
+
+
+def _needs_shipped_model(name: str) -> bool:
+    """Whether a method name solves with the shipped model (``model``, ``model-soft``)."""
+    entry = get_method(name) if name in METHODS and name != RAW_BICUBIC else None
+    return entry is not None and entry.weights == "model"
 
 
 def check_options(
@@ -119,10 +148,13 @@ def check_options(
     ``None`` scales / methods mean the defaults of the LR source; ``real`` is whether the LR input
     is the dataset's own (None: not known yet, so the checks that depend on it are skipped).
     """
+    noisy = str(protocol).upper() == NOISY
     if scales is None:
-        scales = DEFAULT_REAL_SCALES if real else DEFAULT_SCALES
+        scales = DEFAULT_NOISY_SCALES if noisy else DEFAULT_REAL_SCALES if real else DEFAULT_SCALES
     if methods is None:
-        methods = DEFAULT_REAL_METHODS if real else DEFAULT_METHODS
+        methods = DEFAULT_NOISY_METHODS if noisy else DEFAULT_REAL_METHODS if real else DEFAULT_METHODS
+        if noisy and not default_model_path().is_file():
+            methods = [m for m in methods if not _needs_shipped_model(m)]
     if not scales:
         raise ConfigError("--scales needs at least one scale, e.g. --scales 4 8 16")
     bad = [s for s in scales if isinstance(s, bool) or int(s) != s or not 1 <= int(s) <= 64]
@@ -151,21 +183,16 @@ def check_options(
             names.append(m)
             continue
         key = m.strip().lower().replace("_", "-")
-        if key == "model" and not default_model_path().is_file():
-            raise ConfigError("method 'model': no default guided model is shipped in this install")
         if key not in METHODS:
             close = closest_method(key, METHODS)
             hint = f" (did you mean {close!r}?)" if close else ""
             raise ConfigError(f"unknown method {m!r}{hint}; valid methods: {', '.join(METHODS)}")
+        if _needs_shipped_model(key) and not default_model_path().is_file():
+            raise ConfigError(f"method {key!r}: no default guided model is shipped in this install")
         names.append(key)
     names = list(dict.fromkeys(names))
     if real is False and RAW_BICUBIC in names:
         raise ConfigError(f"method {RAW_BICUBIC!r} needs real LR input (--lr real); drop it from --methods")
-    if "fbs" in names and not fbs_available():
-        raise ConfigError(
-            "method 'fbs' needs a working cv2.ximgproc.fastBilateralSolverFilter "
-            "(opencv-contrib-python-headless built with Eigen); drop it from --methods"
-        )
     return scales, names
 
 
@@ -184,8 +211,9 @@ def _method_fn(name: str, operator: str, device: torch.device | None) -> Callabl
         return raw_bicubic
     if is_graph_method(name):
         model = None
-        if name == "model" or name.endswith(MODEL_SUFFIX):  # load once, not per image
-            model, _ = load_guided_model(default_model_path() if name == "model" else name)
+        weights = get_method(name).weights
+        if weights == "model" or name.endswith(MODEL_SUFFIX):  # load once, not per image
+            model, _ = load_guided_model(default_model_path() if weights == "model" else name)
 
         def graph(case: Case, scale: int) -> np.ndarray:
             source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
@@ -212,6 +240,7 @@ def benchmark(
     figure_dir: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device | None = None,
+    noise: NoiseSpec | None = None,
 ) -> BenchResult:
     """Run every method at every scale on the first ``limit`` images of ``dataset``.
 
@@ -219,9 +248,9 @@ def benchmark(
         dataset: a :class:`~optisr.data.PairedDataset` (or any indexable object of samples with
             ``guide``, ``depth``, ``mask``, ``name``, and the attributes ``units``,
             ``report_units``, ``report_scale``).
-        scales: integer scales (None: 4 8 16, or 4 with real LR).
-        methods: names from :data:`METHODS` (None: the defaults of the LR source).
-        protocol: ``"A"`` or ``"B"`` (see the module docstring).
+        scales: integer scales (None: 4 8 16; 4 with real LR; 2 4 8 16 for the noisy protocol).
+        methods: names from :data:`METHODS` (None: the defaults of the protocol and LR source).
+        protocol: ``"A"``, ``"B"`` or ``"NOISY"`` (see the module docstring).
         lr: one of :data:`LR_SOURCES`: ``"real"`` scores the dataset's own LR depth (``Sample.lr_depth``)
             resampled to the ×s grid (protocol A only), ``"synthetic"`` makes the LR from the ground truth,
             ``"auto"`` follows the dataset's ``real_lr`` flag.
@@ -232,6 +261,8 @@ def benchmark(
         progress: show a tqdm bar on stderr.
         device: where the graph methods solve (``"auto"``: CUDA when available; None: the CPU);
             the baselines always run on the CPU.
+        noise: the noisy protocol's LR noise (None: :class:`NoiseSpec` defaults, σ = 6, ``area``,
+            seed 0); a ConfigError with another protocol.
     Returns:
         :class:`BenchResult`.
     Raises:
@@ -239,7 +270,11 @@ def benchmark(
         ShapeError: real LR whose view or size does not fit the HR (see :func:`real_lr_case`).
     """
     protocol = protocol.upper()
-    real, lr_is_default = lr_source(dataset, lr)
+    if noise is not None and protocol != NOISY:
+        raise ConfigError(f"noise options apply to the noisy protocol (--protocol noisy), not protocol {protocol}")
+    if protocol == NOISY and noise is None:
+        noise = NoiseSpec()
+    real, lr_is_default = lr_source(dataset, lr, protocol)
     scales, methods = check_options(scales, methods, protocol, tile_size, real)
     dev = None if device is None else resolve_device(device, what="device")
     if limit is not None and limit < 1:
@@ -252,13 +287,15 @@ def benchmark(
     if n_available == 0:
         raise InputFileError(f"{getattr(dataset, 'root', 'dataset')}: the dataset holds no image")
     n = n_available if limit is None else min(limit, n_available)
-    kind = PROTOCOLS[protocol]
+    kind = noise.operator if noise is not None else PROTOCOLS[protocol]
     unit_scale, unit, b_units = report_units(dataset, protocol)
     name = str(getattr(dataset, "name", "dataset"))
     lr_kind = "real" if real else "synthetic"
     tag = "" if lr_is_default else ("_reallr" if real else "_synthlr")  # only when --lr overrides the dataset
     stem = f"{safe_name(name)}{tag}_protocol{protocol}"
-    res = BenchResult(name, protocol, kind, unit, scales, methods, n, n_available, lr=lr_kind, stem=stem)
+    if noise is not None:
+        stem = f"{safe_name(name)}_noisy{noise.sigma:g}_{noise.operator}"
+    res = BenchResult(name, protocol, kind, unit, scales, methods, n, n_available, lr=lr_kind, stem=stem, noise=noise)
     if protocol == "B" and b_units is None:
         res.notes.append(
             f"the depth unit {unit!r} is not metric, so MSE and MAE are in {unit}² and {unit}, not cm² and cm"
@@ -270,7 +307,8 @@ def benchmark(
     streams = {m: {s: ProtocolBStream(b_units or "cm") for s in scales} for m in methods}
     unconverged = {m: {s: 0 for s in scales} for m in methods}
     res.n_regions = {s: 0 for s in scales}
-    res.image_rmse = {s: {} for s in scales} if protocol == "A" else {}
+    scored_as_a = protocol in ("A", NOISY)  # per-image RMSE
+    res.image_rmse = {s: {} for s in scales} if scored_as_a else {}
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a dependency
@@ -285,7 +323,9 @@ def benchmark(
                 "the dataset ships LR depth; this run ignores it and synthesises the LR input (--lr real uses it)"
             )
         for scale in scales:
-            cases, covered = scored_regions(sample, scale, protocol, tile_size, real)
+            cases, covered = scored_regions(
+                sample, scale, protocol, tile_size, real, noise=noise, image_index=index, unit_scale=unit_scale
+            )
             res.n_regions[scale] += len(cases)
             if not cases:
                 continue
@@ -300,7 +340,7 @@ def benchmark(
                         unconverged[m][scale] += 1
                     per_time[m][scale].append(time.perf_counter() - t0)
                     per_cons[m][scale].append(unit_scale * consistency_rmse(pred, case, kind, scale))
-                    if protocol == "A":
+                    if scored_as_a:
                         score = protocol_a_rmse(pred, case.depth, case.valid, report_scale=unit_scale)
                         per_rmse[m][scale].append(score)
                         res.image_rmse[scale].setdefault(str(sample.name), {})[m] = score
@@ -313,7 +353,7 @@ def benchmark(
                 path = Path(figure_dir) / f"{stem}_{safe_name(sample.name)}_x{scale}.png"
                 write_figure(path, cases, preds, covered, scale)
                 res.figures.append(path)
-    region = "image" if protocol == "A" else "tile"
+    region = "image" if scored_as_a else "tile"
     if real:
         res.notes += _real_lr_notes(dataset, n)
     if protocol == "B" and not any(res.n_regions.values()):
@@ -326,7 +366,7 @@ def benchmark(
                 res.notes.append(f"{m} ×{s}: the solver stopped before its tolerance on {count} {region}(s)")
         res.consistency[m] = {s: finite_mean(per_cons[m][s]) for s in scales}
         res.seconds[m] = {s: finite_mean(per_time[m][s]) for s in scales}
-        if protocol == "A":
+        if scored_as_a:
             res.rmse[m] = {s: finite_mean(per_rmse[m][s]) for s in scales}
         else:
             pairs = {s: streams[m][s].result() for s in scales}
@@ -366,11 +406,13 @@ def bench_to_folder(
     progress: bool = True,
     device: str | torch.device | None = "auto",
     command: str | None = None,
+    noise: NoiseSpec | None = None,
 ) -> tuple[BenchResult, Path, str]:
     """Load a dataset by name, run :func:`benchmark`, write ``OUT/<stem>.md`` and the figures.
 
     ``threads``: torch CPU threads during the run (0 keeps torch's setting; restored afterwards).
-    ``command`` is recorded in the report. Returns (result, report path, report markdown).
+    ``command`` is recorded in the report; ``noise``: the noisy protocol's LR noise (see :func:`benchmark`).
+    Returns (result, report path, report markdown).
     """
     from optisr.data import get_dataset
 
@@ -379,7 +421,7 @@ def bench_to_folder(
     if threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default); got {threads}")
     dataset = get_dataset(dataset_name, data_dir)
-    real, _ = lr_source(dataset, lr)
+    real, _ = lr_source(dataset, lr, protocol)
     check_options(scales, methods, protocol, tile_size, real)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -390,7 +432,7 @@ def bench_to_folder(
     try:
         res = benchmark(
             dataset, scales=scales, methods=methods, protocol=protocol, lr=lr, limit=limit, tile_size=tile_size,
-            figures=figures, figure_dir=out / "figures", progress=progress, device=device,
+            figures=figures, figure_dir=out / "figures", progress=progress, device=device, noise=noise,
         )  # fmt: skip
         text = format_markdown(res, command=command, data_dir=str(data_dir))
     finally:

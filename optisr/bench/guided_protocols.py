@@ -3,9 +3,11 @@
 See :mod:`optisr.bench.guided` for the protocols in words. Here:
 
 * :func:`scored_regions` cuts one dataset sample into :class:`Case` s (protocol A: the mod-cropped
-  image; B: non-overlapping tiles; real LR: the whole image with its resampled LR);
-* :func:`make_lr` synthesises the LR input with the protocol's operator, :func:`resample_bicubic`
-  resamples a real LR depth onto the ×s grid (PIL-exact bicubic, any ratio);
+  image; B: non-overlapping tiles; NOISY: the mod-cropped image with a noisy LR; real LR: the whole
+  image with its resampled LR);
+* :func:`make_lr` synthesises the LR input with the protocol's operator, :func:`add_noise` adds the
+  noisy protocol's seeded Gaussian noise (:class:`NoiseSpec`), :func:`resample_bicubic` resamples a
+  real LR depth onto the ×s grid (PIL-exact bicubic, any ratio);
 * :func:`consistency_rmse` scores ``D x̂ − s``; :class:`ProtocolBStream` accumulates protocol B's
   batch-mean MSE/MAE; :func:`report_units` and :func:`lr_source` read dataset attributes.
 """
@@ -21,14 +23,19 @@ import torch
 from optisr.errors import ConfigError, InputFileError, ShapeError
 from optisr.metrics.depth import UNIT_TO_CM, masked_rmse, mod_crop, protocol_b_errors
 from optisr.ops.operators import bicubic_matrix, make_operator
+from optisr.rng import derive_seed
 
 __all__ = [
     "LR_SOURCES",
+    "NOISE_OPERATORS",
+    "NOISY",
     "PROTOCOLS",
     "PROTOCOL_B_BATCH",
     "RAW_BICUBIC",
     "Case",
+    "NoiseSpec",
     "ProtocolBStream",
+    "add_noise",
     "consistency_rmse",
     "lr_source",
     "make_lr",
@@ -38,8 +45,42 @@ __all__ = [
     "scored_regions",
 ]
 
-PROTOCOLS = {"A": "bicubic", "B": "area"}
-"""Protocol -> the degradation operator that makes its LR input (and scores consistency)."""
+NOISY = "NOISY"
+"""The noisy protocol's name (``--protocol noisy``)."""
+
+PROTOCOLS = {"A": "bicubic", "B": "area", NOISY: "area"}
+"""Protocol -> the degradation operator that makes its LR input (and scores consistency); the noisy
+protocol's default, which :attr:`NoiseSpec.operator` sets."""
+
+NOISE_OPERATORS = ("area", "bicubic")
+"""The LR operators of the noisy protocol: block average (the default) or PIL-exact bicubic."""
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """The noisy protocol's LR: ``operator`` applied to the HR, plus Gaussian noise.
+
+    Attributes:
+        sigma: noise standard deviation in the dataset's reporting unit (0–255 for the Middlebury
+            disparity sets, cm for RGB-D-D); >= 0.
+        operator: one of :data:`NOISE_OPERATORS`.
+        seed: the base seed; the noise of image ``i`` at scale ``s`` is drawn from
+            ``numpy.random.default_rng(derive_seed(seed, i, s))`` (:func:`optisr.rng.derive_seed`), so
+            every method sees the same noisy LR and a run is reproducible.
+    """
+
+    sigma: float = 6.0
+    operator: str = "area"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.sigma) and self.sigma >= 0):
+            raise ConfigError(f"--noise-sigma must be a number >= 0; got {self.sigma!r}")
+        if self.operator not in NOISE_OPERATORS:
+            raise ConfigError(f"--noise-operator must be one of {', '.join(NOISE_OPERATORS)}; got {self.operator!r}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise ConfigError(f"--noise-seed must be an integer >= 0; got {self.seed!r}")
+
 
 PROTOCOL_B_BATCH = 8  # tiles per batch in protocol B's batch-mean (graph-SR's test batch size)
 
@@ -71,6 +112,23 @@ def make_lr(depth: np.ndarray, valid: np.ndarray, kind: str, scale: int) -> tupl
     op = make_operator(kind, depth.shape, scale)
     lr, ok = op.apply_masked(torch.from_numpy(depth.astype(np.float64)), torch.from_numpy(valid))
     return lr.numpy().astype(np.float32), ok.numpy()
+
+
+def add_noise(
+    lr: np.ndarray, valid: np.ndarray, noise: NoiseSpec, image_index: int, scale: int, unit_scale: float = 1.0
+) -> np.ndarray:
+    """``lr`` plus seeded Gaussian noise of std ``noise.sigma / unit_scale`` on the valid pixels (float32).
+
+    Args:
+        lr: (h, w) float LR map in the dataset's published unit.
+        valid: (h, w) bool; invalid pixels are left as they are.
+        noise: the protocol's :class:`NoiseSpec` (``sigma`` in the reporting unit).
+        image_index, scale: which image and scale (they pick the noise stream).
+        unit_scale: the dataset's ``report_scale`` (reporting unit per published unit).
+    """
+    rng = np.random.default_rng(derive_seed(noise.seed, image_index, scale))
+    draw = rng.standard_normal(lr.shape) * (noise.sigma / unit_scale)
+    return np.where(valid, lr.astype(np.float64) + draw, lr).astype(np.float32)
 
 
 def resample_bicubic(x: np.ndarray, valid: np.ndarray | None, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +189,21 @@ def real_lr_case(sample: Any, depth: np.ndarray, valid: np.ndarray, guide: np.nd
 
 
 def scored_regions(
-    sample: Any, scale: int, protocol: str, tile: int, real: bool = False
+    sample: Any,
+    scale: int,
+    protocol: str,
+    tile: int,
+    real: bool = False,
+    *,
+    noise: NoiseSpec | None = None,
+    image_index: int = 0,
+    unit_scale: float = 1.0,
 ) -> tuple[list[Case], tuple[int, int]]:
-    """Split one sample into the regions the protocol scores; also return the covered (H, W)."""
+    """Split one sample into the regions the protocol scores; also return the covered (H, W).
+
+    The noisy protocol needs ``noise`` (None: the default :class:`NoiseSpec`), the sample's
+    ``image_index`` (its noise stream) and the dataset's ``unit_scale`` (``report_scale``).
+    """
     depth = np.asarray(sample.depth, dtype=np.float32)
     valid = np.asarray(sample.mask, dtype=bool) & np.isfinite(depth)
     guide = np.asarray(sample.guide, dtype=np.float32)
@@ -142,6 +212,12 @@ def scored_regions(
     if protocol == "A":
         d, v, g = mod_crop(depth, scale), mod_crop(valid, scale), mod_crop(guide, scale)
         lr, ok = make_lr(d, v, PROTOCOLS["A"], scale)
+        return [Case(0, 0, d, v, g, lr, ok)], d.shape
+    if protocol == NOISY:
+        spec = NoiseSpec() if noise is None else noise
+        d, v, g = mod_crop(depth, scale), mod_crop(valid, scale), mod_crop(guide, scale)
+        lr, ok = make_lr(d, v, spec.operator, scale)
+        lr = add_noise(lr, ok, spec, image_index, scale, unit_scale)
         return [Case(0, 0, d, v, g, lr, ok)], d.shape
     rows, cols = depth.shape[0] // tile, depth.shape[1] // tile
     cases = []
@@ -197,18 +273,29 @@ class ProtocolBStream:
 def report_units(dataset: Any, protocol: str) -> tuple[float, str, str | None]:
     """(scale from the published unit to the reported unit, reported unit, protocol B unit)."""
     units = str(getattr(dataset, "units", "unknown"))
-    if protocol == "A":
+    if protocol in ("A", NOISY):
         return float(getattr(dataset, "report_scale", 1.0)), str(getattr(dataset, "report_units", units)), None
     if units in UNIT_TO_CM:
         return UNIT_TO_CM[units], "cm", units
     return 1.0, units, None
 
 
-def lr_source(dataset: Any, lr: str) -> tuple[bool, bool]:
-    """(use the dataset's real LR?, is that the dataset's default?) for an ``--lr`` value."""
+def lr_source(dataset: Any, lr: str, protocol: str = "A") -> tuple[bool, bool]:
+    """(use the dataset's real LR?, is that the dataset's default?) for an ``--lr`` value.
+
+    The noisy protocol always synthesises its LR: ``auto`` is ``synthetic`` there (and the
+    default), ``real`` is a ConfigError.
+    """
     key = str(lr).strip().lower()
     if key not in LR_SOURCES:
         raise ConfigError(f"--lr must be one of {', '.join(LR_SOURCES)}; got {lr!r}")
+    if str(protocol).upper() == NOISY:
+        if key == "real":
+            raise ConfigError(
+                "the noisy protocol synthesises its LR from the ground truth; drop --lr real (a real sensor's LR "
+                "is scored under protocol A)"
+            )
+        return False, True
     default = bool(getattr(dataset, "real_lr", False))
     real = default if key == "auto" else key == "real"
     return real, real == default

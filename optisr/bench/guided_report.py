@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optisr.bench.guided_protocols import PROTOCOL_B_BATCH, RAW_BICUBIC, Case
+from optisr.bench.guided_protocols import NOISY, PROTOCOL_B_BATCH, RAW_BICUBIC, Case, NoiseSpec
 from optisr.bench.report import format_number, markdown_table
 from optisr.io.images import write_image
 from optisr.version import __version__
@@ -39,6 +39,7 @@ class BenchResult:
         seconds: method -> scale -> mean run time per region, seconds.
         figures: written figure paths.
         notes: remarks that belong in the report.
+        noise: the noisy protocol's LR noise; None for the other protocols.
     """
 
     dataset: str
@@ -60,6 +61,7 @@ class BenchResult:
     seconds: dict[str, dict[int, float]] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    noise: NoiseSpec | None = None
 
 
 def write_figure(
@@ -115,8 +117,13 @@ def _image_table(
 
 def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: str | None = None) -> str:
     """The report of a :class:`BenchResult` as markdown (tables: method × scale)."""
-    region = "image" if res.protocol == "A" else "tile"
-    lines = [f"# Guided depth SR benchmark: {res.dataset}, protocol {res.protocol}", ""]
+    per_image = res.protocol in ("A", NOISY)
+    region = "image" if per_image else "tile"
+    if res.noise is not None:
+        title = f"noisy protocol (σ = {res.noise.sigma:g} in {res.units}, {res.noise.operator} LR)"
+    else:
+        title = f"protocol {res.protocol}"
+    lines = [f"# Guided depth SR benchmark: {res.dataset}, {title}", ""]
     if command:
         lines += [f"Command: `{command}`", ""]
     lines.append(f"- data: {data_dir or '(in memory)'}; {res.n_images} of {res.n_available} images")
@@ -131,6 +138,18 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         lines.append(
             f"- metric: RMSE in {res.units}, over pixels with valid ground truth (GT > 0), on the full HR "
             "(no crop), per image and averaged over images"
+        )
+    elif res.noise is not None:
+        op = "NaN-aware block mean" if res.noise.operator == "area" else "PIL-exact antialiased bicubic"
+        lines.append(
+            f"- LR input: HR ground truth cropped to a multiple of the scale, downsampled with the "
+            f"`{res.noise.operator}` operator ({op}, float64 maths), plus i.i.d. Gaussian noise of std "
+            f"{res.noise.sigma:g} (in {res.units}) on valid LR pixels, drawn from "
+            f"`numpy.random.default_rng(optisr.rng.derive_seed({res.noise.seed}, image index, scale))`; float32"
+        )
+        lines.append(
+            f"- metric: RMSE in {res.units}, over pixels with valid ground truth, per image, averaged over "
+            "images; full image, no border crop"
         )
     elif res.protocol == "A":
         lines.append(
@@ -156,11 +175,14 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         f"- LR consistency: RMSE of D x̂ − s over valid LR pixels, D = `{res.operator}` operator, in "
         f"{res.units}, averaged over {region}s (0 = exactly consistent)"
         + ("; s = the resampled H/s × W/s LR, not the sensor's LR" if res.lr == "real" else "")
+        + ("; s = the noisy LR, so an exactly consistent method keeps its noise" if res.noise is not None else "")
     )
     lines.append(
         "- `color`: colour-affinity graph, exact consistency with the protocol operator "
         f"(`optisr.guided_upsample(..., operator={res.operator!r}, weights='color')`), float32; "
-        "baselines: `optisr.guided.baselines` defaults. No parameter was tuned on this data."
+        "baselines: `optisr.guided.baselines` defaults (`fbs`: optisr's own fast bilateral solver on the "
+        "bicubic upsampling); `model`: the shipped learned graph, exact; `-soft` variants: the soft data "
+        "term, λ = 1. No parameter was tuned on this data."
     )
     lines.append(
         f"- optisr {__version__}, torch {torch.__version__}, numpy {np.__version__}, "
@@ -168,7 +190,7 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     )
     lines += [f"- note: {n}" for n in res.notes]
     lines.append("")
-    if res.protocol == "A":
+    if per_image:
         lines += _table(f"RMSE ({res.units}) ↓", res.rmse, res.scales)
     if res.lr == "real":
         for s in res.scales:

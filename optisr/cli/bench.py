@@ -11,9 +11,13 @@ from __future__ import annotations
 import argparse
 import shlex
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from optisr.cli.options import add_device_option, add_tile_option, device_from_args
 from optisr.errors import ConfigError
+
+if TYPE_CHECKING:
+    from optisr.bench.guided_protocols import NoiseSpec
 
 __all__ = ["ENGINES", "add_parser", "run"]
 
@@ -28,13 +32,14 @@ def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
         METHODS,
         PROTOCOLS,
     )
-    from optisr.bench.guided_protocols import LR_SOURCES
+    from optisr.bench.guided_protocols import LR_SOURCES, NOISE_OPERATORS, NoiseSpec
 
     parser.description = (
         "Evaluate guided depth upsampling methods on a published test set under protocol A "
         "(bicubic LR, RMSE in the dataset's published unit) or B (NaN-aware block-average LR on "
         "256² tiles, MSE cm² / MAE cm), plus the LR-consistency error of every method. Writes "
-        "OUT/<dataset>_protocol<P>.md and comparison figures, and prints the tables."
+        "OUT/<dataset>_protocol<P>.md and comparison figures, and prints the tables. The noisy protocol "
+        "(--protocol noisy) adds seeded Gaussian noise to a block-average LR and scores RMSE on the full image."
     )
     parser.add_argument("--dataset", required=True, metavar="NAME", help="dataset name (middlebury30, lu, rgbdd, ...)")
     parser.add_argument("--data-dir", required=True, metavar="DIR", help="the dataset's folder")
@@ -69,7 +74,31 @@ def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
         type=str.upper,
         default="A",
         choices=sorted(PROTOCOLS),
-        help="A: bicubic LR, RMSE (DKN/FDSR/DCTNet); B: area LR on tiles, MSE/MAE (LGR/DADA). Default A",
+        help="A: bicubic LR, RMSE (DKN/FDSR/DCTNet); B: area LR on tiles, MSE/MAE (LGR/DADA); NOISY: "
+        "block-average LR + Gaussian noise (--noise-sigma), RMSE on the full image, scales 2 4 8 16 by default. "
+        "Default A",
+    )
+    spec = NoiseSpec()
+    parser.add_argument(
+        "--noise-sigma",
+        type=float,
+        default=None,
+        metavar="S",
+        help=f"noisy protocol: noise std in the reporting unit (0-255 for Middlebury; default {spec.sigma:g})",
+    )
+    parser.add_argument(
+        "--noise-operator",
+        type=str.lower,
+        default=None,
+        choices=NOISE_OPERATORS,
+        help=f"noisy protocol: the LR operator before the noise (default {spec.operator}: block average)",
+    )
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"noisy protocol: base seed of the per-image, per-scale noise (default {spec.seed})",
     )
     parser.add_argument("--out-dir", default="bench_out", metavar="OUT", help="output folder (default bench_out)")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N images")
@@ -148,6 +177,13 @@ def _guided_argv(args: argparse.Namespace) -> list[str]:
     words += ["--figures", str(args.figures), "--threads", str(getattr(args, "threads", 1))]
     if str(args.protocol).upper() == "B":
         words += ["--tile-size", str(args.tile_size)]
+    for flag, key in (
+        ("--noise-sigma", "noise_sigma"),
+        ("--noise-operator", "noise_operator"),
+        ("--noise-seed", "noise_seed"),
+    ):
+        if getattr(args, key, None) is not None:
+            words += [flag, f"{getattr(args, key):g}" if key == "noise_sigma" else str(getattr(args, key))]
     if args.device != "auto":
         words += ["--device", str(args.device)]
     if getattr(args, "gpu_id", None) is not None:
@@ -155,10 +191,29 @@ def _guided_argv(args: argparse.Namespace) -> list[str]:
     return words
 
 
+def _noise_from_args(args: argparse.Namespace) -> NoiseSpec | None:
+    """The noisy protocol's :class:`NoiseSpec` from ``--noise-*`` (None for the other protocols)."""
+    from optisr.bench.guided_protocols import NOISY, NoiseSpec
+
+    sigma, operator, seed = (getattr(args, f"noise_{k}", None) for k in ("sigma", "operator", "seed"))
+    if str(args.protocol).upper() != NOISY:
+        given = [f"--noise-{k}" for k, v in (("sigma", sigma), ("operator", operator), ("seed", seed)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to the noisy protocol; add --protocol noisy")
+        return None
+    spec = NoiseSpec()
+    return NoiseSpec(
+        sigma=spec.sigma if sigma is None else float(sigma),
+        operator=spec.operator if operator is None else str(operator),
+        seed=spec.seed if seed is None else int(seed),
+    )
+
+
 def _run_guided(args: argparse.Namespace) -> int:
     """``optisr bench guided``: run, write the report and figures, print the tables and paths."""
     from optisr.bench.guided import bench_to_folder
 
+    noise = _noise_from_args(args)
     device = device_from_args(args)
     res, report, text = bench_to_folder(
         args.dataset,
@@ -175,6 +230,7 @@ def _run_guided(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         device=device,
         command="optisr bench guided " + " ".join(shlex.quote(a) for a in _guided_argv(args)),
+        noise=noise,
     )
     print(text)
     print(report)

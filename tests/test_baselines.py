@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.baselines import BASELINES, box_mean, get_baseline
@@ -127,3 +128,20 @@ def test_method_registry_runs_baselines_and_graph_variants():
         upsample_with("jbu", lr, guide, 4, operator="area")
     with pytest.raises(ConfigError, match="did you mean 'color-soft'"):
         get_method("colour-soft")
+
+
+def test_exact_variants_stay_exact_where_the_default_trusts_a_noisy_source_less():
+    """``color`` follows guided_upsample's default (auto fidelity); ``color-exact`` is always exact."""
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.methods import upsample_with
+    from optisr.ops.operators import make_operator
+
+    sc = make_scene(128, 128, seed=7)
+    op = make_operator("area", sc.depth_clean.shape, 4)
+    clean = op.apply(torch.from_numpy(sc.depth_clean)[None, None].double())[0, 0].numpy()
+    noisy = clean + np.random.default_rng(0).normal(0, 0.05 * float(np.ptp(clean)), clean.shape)
+    exact = upsample_with("color-exact", noisy, sc.guide, 4, operator="area")
+    auto = upsample_with("color", noisy, sc.guide, 4, operator="area")
+    lr_err = lambda x: float(np.abs(op.apply(torch.from_numpy(x)[None, None])[0, 0].numpy() - noisy).max())  # noqa: E731
+    assert lr_err(exact) < 1e-6 * np.ptp(noisy)
+    assert lr_err(auto) > 1e-3 * np.ptp(noisy)  # auto gave the noisy source less trust than exact

@@ -122,11 +122,14 @@ def _graph_entry(name: str, weights: str, **fixed: Any) -> GuidedMethod:
 
 
 VARIANTS: dict[str, GuidedMethod] = {
+    "color-exact": _graph_entry("color-exact", "color", fidelity="exact"),
+    "model-exact": _graph_entry("model-exact", "model", fidelity="exact"),
     "color-soft": _graph_entry("color-soft", "color", mode="soft", lam=1.0),
     "model-soft": _graph_entry("model-soft", "model", mode="soft", lam=1.0),
 }
-"""Graph methods with fixed options, for benchmarks: the soft data term with ``guided_upsample``'s
-default λ = 1 (not tuned on any benchmark)."""
+"""Graph methods with fixed options, for benchmarks: exact consistency whatever the source's noise
+(the plain names use ``guided_upsample``'s default, ``fidelity="auto"``), and the soft data term
+with LGR's λ = 1 (not tuned on any benchmark)."""
 
 REGISTRY: dict[str, GuidedMethod] = {
     **{name: _graph_entry(name, name) for name in GRAPH_METHODS},

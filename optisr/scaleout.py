@@ -39,6 +39,7 @@ __all__ = [
     "DASK_HINT",
     "DEFAULT_RETRIES",
     "TaskFailedError",
+    "TileSolver",
     "UpscaleTask",
     "connect",
     "dask_available",
@@ -78,12 +79,13 @@ def _distributed() -> Any:
 
 
 @contextlib.contextmanager
-def connect(address: str, *, memory_limit: str | int = "auto") -> Iterator[Any]:
+def connect(address: str, *, memory_limit: str | int = "auto", timeout: str = "10s") -> Iterator[Any]:
     """A Dask client for ``address`` (``local:N`` or a scheduler address such as ``tcp://host:8786``).
 
     ``local:N`` starts N worker processes of one thread each (each task sets torch to one thread),
     ``memory_limit`` each (``"auto"``: this machine's memory / N), no dashboard, and stops them on
-    exit. Raises a one-line ConfigError for a malformed or unreachable address.
+    exit. A scheduler address must answer within ``timeout``. Raises a one-line ConfigError for a
+    malformed or unreachable address.
     """
     distributed = _distributed()
     local = _LOCAL.fullmatch(address.strip())
@@ -97,7 +99,7 @@ def connect(address: str, *, memory_limit: str | int = "auto") -> Iterator[Any]:
             processes=True,
             memory_limit=memory_limit,
             dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # failures are reported once, in one line, by the driver
         )
         with cluster, distributed.Client(cluster) as client:
             yield client
@@ -107,7 +109,7 @@ def connect(address: str, *, memory_limit: str | int = "auto") -> Iterator[Any]:
             f"--dask {address!r}: not a scheduler address (tcp://host:8786) or local:N (N local worker processes)"
         )
     try:
-        client = distributed.Client(address.strip(), timeout="10s")
+        client = distributed.Client(address.strip(), timeout=timeout)
     except (OSError, TimeoutError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"--dask {address}: cannot reach a Dask scheduler ({reason})") from None
@@ -221,14 +223,21 @@ def map_files(
 # -------------------------------------------------------------------------------- tiles as tasks
 
 
-def dask_tile_map(client: Any, *, in_flight: int | None = None, retries: int = DEFAULT_RETRIES) -> TileMap:
+TileSolver = Callable[[TileProblem, "WeightsFn | None"], np.ndarray]
+"""``(problem, weights_fn) -> solution``: :func:`~optisr.guided.tiling.solve_tile` or a stand-in (tests)."""
+
+
+def dask_tile_map(
+    client: Any, *, in_flight: int | None = None, retries: int = DEFAULT_RETRIES, solve: TileSolver = solve_tile
+) -> TileMap:
     """A :data:`~optisr.guided.tiling.TileMap` that solves tiles on the cluster, in order.
 
     At most ``in_flight`` tiles (default ``2 × workers``) are submitted and not yet consumed, so
     the driver holds only that many tile windows and solutions besides its whole arrays. Callable
     weights (a learned model) are sent to every worker once. Solutions come back in the problems'
     order (the cross-fade then sums in the same order as in one process). A tile that fails on
-    every try raises a one-line :class:`TaskFailedError` and cancels the rest.
+    every try raises a one-line :class:`TaskFailedError` and cancels the rest. ``solve`` runs on
+    the workers (it must pickle: a module-level function, or a closure cloudpickle sends by value).
     """
 
     def run(problems: Iterable[TileProblem], weights_fn: WeightsFn | None) -> Iterator[tuple[TileProblem, np.ndarray]]:
@@ -240,7 +249,7 @@ def dask_tile_map(client: Any, *, in_flight: int | None = None, retries: int = D
         def submit_next() -> None:
             problem = next(todo, None)
             if problem is not None:
-                fut = client.submit(_solve_on_worker, problem, shared, retries=retries, pure=False)
+                fut = client.submit(_solve_on_worker, solve, problem, shared, retries=retries, pure=False)
                 pending.append((problem, fut))
 
         try:
@@ -265,6 +274,6 @@ def dask_tile_map(client: Any, *, in_flight: int | None = None, retries: int = D
     return run
 
 
-def _solve_on_worker(problem: TileProblem, weights_fn: WeightsFn | None) -> np.ndarray:
+def _solve_on_worker(solve: TileSolver, problem: TileProblem, weights_fn: WeightsFn | None) -> np.ndarray:
     _one_thread()
-    return solve_tile(problem, weights_fn)
+    return solve(problem, weights_fn)

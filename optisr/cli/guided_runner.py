@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     source[~valid] = np.nan
     # memory-lean above LEAN_PIXELS or when tiling is asked for: float32 solve (see LEAN_PIXELS)
     lean = guide.shape[0] * guide.shape[1] > LEAN_PIXELS or bool(options.tile_size)
-    graph_options = {}
+    graph_options: dict[str, Any] = {}
     if native:
         graph_options = dict(
             operator=options.operator,

@@ -7,7 +7,7 @@
   reads, upscales and writes one image on a worker) and yields each outcome as it completes.
 * :func:`dask_tile_map` is a :data:`~optisr.guided.tiling.TileMap`: the padded tiles of one big
   raster are solved on the workers (``optisr guided --dask``); the driver slices each tile's
-  windows as it submits it (at most ``2 × workers`` tiles in flight), then cross-fades and
+  windows as it submits it (at most two tiles per worker thread in flight), then cross-fades and
   re-projects exactly as the single-process tiled solve does, in the same order.
 
 Every task is retried (``retries=2``) before it counts as failed; a failed file or tile is reported
@@ -46,7 +46,7 @@ __all__ = [
     "dask_tile_map",
     "map_files",
     "upscale_file",
-    "worker_count",
+    "task_slots",
 ]
 
 DASK_HINT = 'pip install "optisr[dask]"'
@@ -117,9 +117,10 @@ def connect(address: str, *, memory_limit: str | int = "auto", timeout: str = "1
         yield client
 
 
-def worker_count(client: Any) -> int:
-    """How many workers the client's cluster has now (at least 1)."""
-    return max(1, len(client.scheduler_info().get("workers", {})))
+def task_slots(client: Any) -> int:
+    """How many tasks the client's cluster runs at once now: its workers' threads (at least 1)."""
+    workers = client.scheduler_info().get("workers", {}).values()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
 
 
 def _one_thread() -> None:
@@ -232,7 +233,7 @@ def dask_tile_map(
 ) -> TileMap:
     """A :data:`~optisr.guided.tiling.TileMap` that solves tiles on the cluster, in order.
 
-    At most ``in_flight`` tiles (default ``2 × workers``) are submitted and not yet consumed, so
+    At most ``in_flight`` tiles (default ``2 ×`` :func:`task_slots`) are submitted and not yet consumed, so
     the driver holds only that many tile windows and solutions besides its whole arrays. Callable
     weights (a learned model) are sent to every worker once. Solutions come back in the problems'
     order (the cross-fade then sums in the same order as in one process). A tile that fails on
@@ -241,7 +242,7 @@ def dask_tile_map(
     """
 
     def run(problems: Iterable[TileProblem], weights_fn: WeightsFn | None) -> Iterator[tuple[TileProblem, np.ndarray]]:
-        limit = in_flight or 2 * worker_count(client)
+        limit = in_flight or 2 * task_slots(client)
         shared = None if weights_fn is None else client.scatter(weights_fn, broadcast=True, hash=False)
         pending: deque[tuple[TileProblem, Any]] = deque()
         todo = iter(problems)

@@ -184,3 +184,37 @@ def test_guided_tile_is_retried_then_a_failure_is_one_line_and_writes_nothing(
     assert len(err) == 1 and "failed on 3 tries: RuntimeError: injected failure" in err[0] and "tile at LR" in err[0]
     assert not (tmp_path / "failed.npy").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("failed")] == []
+
+
+@needs_dask
+def test_tile_map_returns_the_same_tiles_in_order_with_few_in_flight() -> None:
+    import torch
+
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.tiling import solve_tile, tile_grid, tile_problems
+    from optisr.scaleout import connect, dask_tile_map
+
+    scene = make_scene(256, 256, seed=2)
+    guide = (scene.guide * 255).round().astype(np.uint8)
+    source = scene.depth_clean.reshape(64, 4, 64, 4).mean(axis=(1, 3)).astype(np.float32)
+    valid = np.ones_like(source, dtype=bool)
+    spans = tile_grid((256, 256), 4, 128, 64)
+    problems = list(tile_problems(source, guide, 4, spans, operator="area", mode="exact", weights=None, valid=valid,
+                                  lam=1.0, sigma=None, tol=1e-4, max_iter=2000, dtype=torch.float32))  # fmt: skip
+    assert len(problems) == 4
+    pulled = 0
+
+    def counted():  # how far the map has read ahead of what it handed back
+        nonlocal pulled
+        for p in problems:
+            pulled += 1
+            yield p
+
+    with connect("local:2") as client:
+        results = []
+        for k, (problem, sol) in enumerate(dask_tile_map(client, in_flight=1)(counted(), None), 1):
+            assert pulled <= k + 1  # one tile in flight besides the one handed back
+            results.append((problem, sol))
+    assert len(results) == 4 and all(p is q for (p, _), q in zip(results, problems))  # in the problems' order
+    for problem, sol in results:  # the same computation as in this process, bit for bit
+        assert np.array_equal(sol, solve_tile(problem))

@@ -53,13 +53,15 @@ def _cli(args: list[str], *, threads: int | None) -> float:
     return seconds
 
 
+CONFIG = {"all_threads": True}  # --no-all-threads leaves out the one-process run with a thread per core
+
+
 def _configs(workers: list[int]) -> list[tuple[str, list[str], int | None]]:
     """(name, extra CLI arguments, torch threads of the driver): the reference (one thread) comes first."""
-    return [
-        ("1 process, 1 thread", [], 1),
-        (f"1 process, {os.cpu_count()} threads", [], None),
-        *((f"--dask local:{n}", ["--dask", f"local:{n}"], None) for n in workers),
-    ]
+    rows: list[tuple[str, list[str], int | None]] = [("1 process, 1 thread", [], 1)]
+    if CONFIG["all_threads"]:
+        rows.append((f"1 process, {os.cpu_count()} threads", [], None))
+    return rows + [(f"--dask local:{n}", ["--dask", f"local:{n}"], None) for n in workers]
 
 
 def bench_upscale(root: Path, n_images: int, size: int, workers: list[int]) -> list[tuple[str, float, float]]:
@@ -134,7 +136,9 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=1024, help="guided: --tile-size (default 1024)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="local cluster sizes (default 1 2)")
     p.add_argument("--skip", choices=("upscale", "guided"), default=None, help="leave one workload out")
+    p.add_argument("--no-all-threads", action="store_true", help="leave out the one-process run with a thread per core")
     args = p.parse_args()
+    CONFIG["all_threads"] = not args.no_all_threads
     print(f"{os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} at the start", flush=True)
     with tempfile.TemporaryDirectory(prefix="optisr-dask-") as tmp:
         root = Path(tmp)

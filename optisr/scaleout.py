@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -84,7 +85,8 @@ def connect(address: str, *, memory_limit: str | int = "auto", timeout: str = "1
 
     ``local:N`` starts N worker processes of one thread each (each task sets torch to one thread),
     ``memory_limit`` each (``"auto"``: this machine's memory / N), no dashboard, and stops them on
-    exit. A scheduler address must answer within ``timeout``. Raises a one-line ConfigError for a
+    exit; meanwhile this process's torch uses at most the cores the workers leave (at least one).
+    A scheduler address must answer within ``timeout``. Raises a one-line ConfigError for a
     malformed or unreachable address.
     """
     distributed = _distributed()
@@ -101,8 +103,17 @@ def connect(address: str, *, memory_limit: str | int = "auto", timeout: str = "1
             dashboard_address=None,
             silence_logs=logging.CRITICAL,  # failures are reported once, in one line, by the driver
         )
-        with cluster, distributed.Client(cluster) as client:
-            yield client
+        import torch
+
+        # The workers take N of this machine's cores: the driver (slicing, cross-fade, projection) keeps
+        # to the rest, so its threads do not compete with the workers' (oversubscribed threads spin).
+        driver_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(driver_threads, (os.cpu_count() or 1) - n)))
+        try:
+            with cluster, distributed.Client(cluster) as client:
+                yield client
+        finally:
+            torch.set_num_threads(driver_threads)
         return
     if not _ADDRESS.fullmatch(address.strip()):
         raise ConfigError(

@@ -42,7 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("optisr.guided", "optisr.blind"),  # the two engines
     ("optisr.train",),  # training loops of both engines
     ("optisr.bench",),  # benchmark harnesses
-    ("optisr.cli", "optisr.serve"),  # argparse and printing; the local web app
+    ("optisr.cli", "optisr.serve", "optisr.scaleout"),  # argparse and printing; the local web app; Dask tasks
 ]
 
 

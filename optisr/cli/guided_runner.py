@@ -13,6 +13,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from optisr.errors import InputFileError, OptiSRError
 from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.methods import is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
+from optisr.guided.tiling import TileMap, tiled_guided_upsample
 from optisr.io.rasters import Raster, geo_for_upsampled, read_guide, read_raster, write_raster
 
 __all__ = ["LEAN_PIXELS", "GuidedOptions", "process", "to_output"]
@@ -53,6 +55,8 @@ class GuidedOptions:
     device: torch.device | None = None
     overwrite: bool = False
     quiet: bool = False
+    map_tiles: TileMap | None = None
+    """How tiles are solved (graph methods, tile-wise): None = in this process; see ``--dask``."""
 
     @property
     def graph(self) -> bool:
@@ -93,7 +97,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     source[~valid] = np.nan
     # memory-lean above LEAN_PIXELS or when tiling is asked for: float32 solve (see LEAN_PIXELS)
     lean = guide.shape[0] * guide.shape[1] > LEAN_PIXELS or bool(options.tile_size)
-    graph_options = {}
+    graph_options: dict[str, Any] = {}
     if native:
         graph_options = dict(
             operator=options.operator,
@@ -110,7 +114,15 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        x = upsample_with(options.method, source, guide, options.scale, mask=valid, **graph_options)
+        if native and options.map_tiles is not None and options.tile_size:
+            # the tiled solve of guided_upsample(weights=method, tile_size=...), its tiles solved by map_tiles
+            tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
+            x = tiled_guided_upsample(
+                source, guide, options.scale, tile=options.tile_size, weights=options.method, mask=valid,
+                map_tiles=options.map_tiles, **tiled,
+            )  # fmt: skip
+        else:
+            x = upsample_with(options.method, source, guide, options.scale, mask=valid, **graph_options)
     seconds = time.perf_counter() - t0
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:

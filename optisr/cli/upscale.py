@@ -4,6 +4,7 @@ Examples::
 
     optisr upscale -i photo.jpg -o photo_x4.png
     optisr upscale -i photos/ -o out/ -n realesrgan-x4plus -t 256 --tile-pad 16 -s 2
+    optisr upscale -i photos/ -o out/ --dask local:2     # files as tasks on 2 local worker processes
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     add_device_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        default=None,
+        help="upscale the files as tasks on a Dask cluster: a scheduler address (tcp://host:8786; the "
+        "workers must see the input and output paths) or local:N (N worker processes on this machine); "
+        'each file is tried up to 3 times. Needs pip install "optisr[dask]"',
+    )
     p.set_defaults(precision="fp32")
     return p
 
@@ -221,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
     multiple = int(getattr(net, "size_multiple", 1))
     tile = _tile_for(args.tile_size, multiple)
     alpha: AlphaUpsampler = "bicubic" if args.alpha_upsampler == "bicubic" else "model"  # realesrgan = model
+    if args.dask is not None:
+        return _run_on_dask(args, files, single, out_is_file, str(model), tile, device, alpha)
     failures = 0
     bar = tqdm(files, unit="img", disable=args.quiet or len(files) == 1, file=sys.stderr)
     for f in bar:
@@ -256,6 +267,64 @@ def run(args: argparse.Namespace) -> int:
             print(f"optisr upscale: error: {exc}", file=sys.stderr)
             continue
         print(target)
+    if failures:
+        print(f"optisr upscale: {failures} of {len(files)} files failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_on_dask(
+    args: argparse.Namespace,
+    files: list[Path],
+    single: bool,
+    out_is_file: bool,
+    model: str,
+    tile: int,
+    device: object,
+    alpha: str,
+) -> int:
+    """``--dask``: one task per file (read, upscale, atomic write on a worker); the exit code.
+
+    Both possible targets of each file (without and with alpha) are checked here, before any work.
+    """
+    from tqdm import tqdm
+
+    from optisr.scaleout import UpscaleTask, connect, map_files, upscale_file
+
+    tasks = []
+    shown: dict[str, Path] = {}  # absolute target (what the worker returns) -> the path as printed without --dask
+    for f in files:
+        targets = tuple(str(_output_for(f, args, out_is_file, a).resolve()) for a in (False, True))
+        for a, t in zip((False, True), targets):
+            shown[t] = _output_for(f, args, out_is_file, a)
+            _refuse_input_as_target(Path(t), f)
+        tasks.append(
+            UpscaleTask(
+                source=str(f.resolve()),
+                targets=(targets[0], targets[1]),
+                model=str(Path(model).resolve()) if args.model_path else model,
+                outscale=args.outscale,
+                tile_size=tile,
+                tile_pad=args.tile_pad,
+                device=str(device),
+                dtype=DTYPES[args.precision],
+                alpha_upsampler=alpha,
+                overwrite=args.overwrite,
+            )
+        )
+    failures = 0
+    with connect(args.dask) as client:
+        bar = tqdm(total=len(tasks), unit="img", disable=args.quiet, file=sys.stderr)
+        with bar:
+            for _, written, error in map_files(client, upscale_file, tasks, name=lambda t: t.source):
+                bar.update(1)
+                if error is not None or written is None:
+                    if single and error is not None:
+                        raise error
+                    failures += 1
+                    tqdm.write(f"optisr upscale: error: {error}", file=sys.stderr)
+                    continue
+                tqdm.write(str(shown.get(written, written)), file=sys.stdout)
     if failures:
         print(f"optisr upscale: {failures} of {len(files)} files failed", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ guide is converted to float one tile at a time). Nothing here reads files or par
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,13 +45,19 @@ __all__ = [
     "MIN_TILE_HR",
     "MIN_TILE_LR",
     "Span",
+    "TileMap",
+    "TileProblem",
+    "WeightsFn",
     "axis_spans",
     "check_tiling",
     "iter_tiles",
     "min_tile_size",
     "project_blocks",
     "project_global",
+    "solve_tile",
+    "solve_tiles_here",
     "tile_grid",
+    "tile_problems",
     "tiled_guided_upsample",
 ]
 
@@ -165,21 +171,6 @@ def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype)
     return torch.from_numpy(np.ascontiguousarray(g.transpose(2, 0, 1))).to(dtype)[None]
 
 
-def _tile_weights(weights: Any, guide_t: Tensor, src_t: Tensor, valid_t: Tensor, rows: slice, cols: slice) -> Tensor:
-    if weights is None or (isinstance(weights, str) and weights == "color"):
-        return color_weights(guide_t)
-    if isinstance(weights, np.ndarray):
-        w = weights[..., rows, cols]
-        w_t = torch.from_numpy(np.ascontiguousarray(w)).to(guide_t.device, guide_t.dtype)
-        return w_t.reshape(1, 2, *w.shape[-2:])
-    if callable(weights):
-        nan = torch.full((), float("nan"), dtype=src_t.dtype, device=src_t.device)
-        return weights(guide_t, torch.where(valid_t, src_t, nan))
-    raise ConfigError(
-        f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}"
-    )
-
-
 def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> tuple[list[Span], list[Span]]:
     """The row and column spans for an HR size; ``tile``/``overlap`` in HR px (multiples of ``scale``)."""
     h, w = lr_size(hr_size, scale)
@@ -199,6 +190,148 @@ def check_tiling(scale: int, tile: Any, overlap: Any) -> tuple[int, int]:
     return int(tile_r), int(overlap_r)
 
 
+@dataclass(frozen=True)
+class TileProblem:
+    """One padded tile's solve, self-contained: windows of the inputs, not whole images.
+
+    It pickles (a few MB at 1024-px tiles), so :func:`solve_tile` can run it in another process
+    or on another machine (:mod:`optisr.scaleout`). Sizes: the solved tile is ``H' × W'`` HR px
+    over ``h' × w'`` LR px (the planned padded tile, grown where it held no valid source pixel).
+
+    Attributes:
+        rows, cols: the planned spans (what the cross-fade and the projection use).
+        source: (h', w') LR window, invalid pixels set to 0, in the solve's numpy dtype.
+        valid: (h', w') bool LR validity window.
+        guide: (H', W'[, C]) HR guide window in the guide's stored dtype (uint8/uint16/float).
+        weights: ``None`` (colour weights of the guide window) or a (2, H', W') edge-weight window.
+        operator: the downsampling operator restricted to the solved tile.
+        crop: ``(r0, r1, q0, q1)`` HR px to cut the solution back to the planned padded tile, or None.
+        mode, lam, tol, max_iter: as :func:`tiled_guided_upsample`.
+        dtype: torch computation dtype; device: where to solve (None: CPU).
+    """
+
+    rows: Span
+    cols: Span
+    source: np.ndarray
+    valid: np.ndarray
+    guide: np.ndarray
+    weights: np.ndarray | None
+    operator: DownsampleOperator
+    crop: tuple[int, int, int, int] | None
+    mode: str
+    lam: float
+    tol: float
+    max_iter: int
+    dtype: torch.dtype
+    device: str | torch.device | None = None
+
+
+WeightsFn = Callable[[Tensor, Tensor], Tensor]
+"""Callable edge weights ``(guide_tile (1, C, H', W'), source_tile (1, 1, h', w') NaN = invalid) -> (1, 2, H', W')``."""
+
+TileMap = Callable[[Iterable[TileProblem], "WeightsFn | None"], Iterable[tuple[TileProblem, np.ndarray]]]
+"""How tiles are solved: ``(problems, weights_fn) -> (problem, solution)`` pairs in the problems' order."""
+
+
+def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.ndarray:
+    """The HR solution of one padded tile, (R1 - R0, Q1 - Q0) numpy in the solve dtype.
+
+    ``weights_fn`` (callable weights, e.g. a learned model) takes precedence over ``problem.weights``.
+    A plain function of its arguments: the same problem gives the same solution in any process.
+    """
+    dtype = problem.dtype
+    src = torch.from_numpy(np.ascontiguousarray(problem.source)).to(dtype)[None, None]
+    m = torch.from_numpy(np.ascontiguousarray(problem.valid))[None, None]
+    g = _guide_tile(problem.guide, slice(None), slice(None), dtype)
+    if problem.device is not None:
+        src, m, g = src.to(problem.device), m.to(problem.device), g.to(problem.device)
+    with torch.no_grad():
+        if weights_fn is not None:
+            nan = torch.full((), float("nan"), dtype=src.dtype, device=src.device)
+            wt = weights_fn(g, torch.where(m, src, nan))
+        elif problem.weights is not None:
+            w = problem.weights
+            wt = torch.from_numpy(np.ascontiguousarray(w)).to(g.device, g.dtype).reshape(1, 2, *w.shape[-2:])
+        else:
+            wt = color_weights(g)
+        x = graph_solve(
+            src,
+            wt,
+            problem.operator.scale,
+            operator=problem.operator,
+            mode=problem.mode,
+            lam=problem.lam,
+            mask=None if bool(m.all()) else m,
+            tol=problem.tol,
+            max_iter=problem.max_iter,
+        )
+    sol = x[0, 0].cpu().numpy()
+    if problem.crop is not None:  # grown to reach a valid pixel: cut back to the planned padding
+        r0, r1, q0, q1 = problem.crop
+        sol = sol[r0:r1, q0:q1]
+    return sol
+
+
+def solve_tiles_here(
+    problems: Iterable[TileProblem], weights_fn: WeightsFn | None
+) -> Iterator[tuple[TileProblem, np.ndarray]]:
+    """The default :data:`TileMap`: each tile solved in this process, in order."""
+    for problem in problems:
+        yield problem, solve_tile(problem, weights_fn)
+
+
+def tile_problems(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    spans: tuple[list[Span], list[Span]],
+    *,
+    operator: str,
+    mode: str,
+    weights: np.ndarray | None,
+    valid: np.ndarray,
+    lam: float,
+    sigma: float | None,
+    tol: float,
+    max_iter: int,
+    dtype: torch.dtype,
+    device: str | torch.device | None = None,
+) -> Iterator[TileProblem]:
+    """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
+
+    ``source`` (h, w) with invalid pixels 0, ``valid`` (h, w) bool, ``guide`` (H, W[, C]) in its
+    stored dtype, ``weights`` None or a (2, H, W) edge-weight array.
+    """
+    H, W = guide.shape[:2]
+    whole = make_operator(operator, (H, W), scale, sigma=sigma)
+    for sy in spans[0]:
+        for sx in spans[1]:
+            sy_, sx_ = _with_valid_pixel(sy, sx, valid)
+            _, _, R0, R1 = sy_.hr(scale, H)
+            _, _, Q0, Q1 = sx_.hr(scale, W)
+            crop = None
+            if (sy_, sx_) != (sy, sx):
+                _, _, r0, r1 = sy.hr(scale, H)
+                _, _, q0, q1 = sx.hr(scale, W)
+                crop = (r0 - R0, r1 - R0, q0 - Q0, q1 - Q0)
+            yield TileProblem(
+                rows=sy,
+                cols=sx,
+                source=np.ascontiguousarray(source[sy_.p0 : sy_.p1, sx_.p0 : sx_.p1]),
+                valid=np.ascontiguousarray(valid[sy_.p0 : sy_.p1, sx_.p0 : sx_.p1]),
+                guide=np.ascontiguousarray(guide[R0:R1, Q0:Q1]),
+                weights=None if weights is None else np.ascontiguousarray(weights[..., R0:R1, Q0:Q1]),
+                operator=whole.restrict((sy_.p0, sy_.p1), (sx_.p0, sx_.p1)),
+                crop=crop,
+                mode=mode,
+                lam=lam,
+                tol=tol,
+                max_iter=max_iter,
+                dtype=dtype,
+                device=device,
+            )
+
+
 def iter_tiles(
     source: np.ndarray,
     guide: np.ndarray,
@@ -215,44 +348,32 @@ def iter_tiles(
     max_iter: int,
     dtype: torch.dtype,
     device: str | torch.device | None = None,
+    map_tiles: TileMap | None = None,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
-    """Solve each padded tile (on ``device``, default CPU).
+    """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
     Yields ``(row span, col span, HR solution of the padded tile)``, the solution as numpy.
     """
-    H, W = guide.shape[:2]
-    whole = make_operator(operator, (H, W), scale, sigma=sigma)
-    for sy in spans[0]:
-        for sx in spans[1]:
-            sy_, sx_ = _with_valid_pixel(sy, sx, valid)
-            _, _, R0, R1 = sy_.hr(scale, H)
-            _, _, Q0, Q1 = sx_.hr(scale, W)
-            rows, cols = slice(R0, R1), slice(Q0, Q1)
-            lr_r, lr_c = slice(sy_.p0, sy_.p1), slice(sx_.p0, sx_.p1)
-            src = torch.from_numpy(np.ascontiguousarray(source[lr_r, lr_c])).to(dtype)[None, None]
-            m = torch.from_numpy(np.ascontiguousarray(valid[lr_r, lr_c]))[None, None]
-            g = _guide_tile(guide, rows, cols, dtype)
-            if device is not None:
-                src, m, g = src.to(device), m.to(device), g.to(device)
-            with torch.no_grad():
-                wt = _tile_weights(weights, g, src, m, rows, cols)
-                x = graph_solve(
-                    src,
-                    wt,
-                    scale,
-                    operator=whole.restrict((sy_.p0, sy_.p1), (sx_.p0, sx_.p1)),
-                    mode=mode,
-                    lam=lam,
-                    mask=None if bool(m.all()) else m,
-                    tol=tol,
-                    max_iter=max_iter,
-                )
-            sol = x[0, 0].cpu().numpy()
-            if (sy_, sx_) != (sy, sx):  # grown to reach a valid pixel: cut back to the planned padding
-                _, _, r0, r1 = sy.hr(scale, H)
-                _, _, q0, q1 = sx.hr(scale, W)
-                sol = sol[r0 - R0 : r1 - R0, q0 - Q0 : q1 - Q0]
-            yield sy, sx, sol
+    weights_fn, weights_arr = _split_weights(weights)
+    problems = tile_problems(
+        source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device,
+    )  # fmt: skip
+    for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
+        yield problem.rows, problem.cols, sol
+
+
+def _split_weights(weights: Any) -> tuple[WeightsFn | None, np.ndarray | None]:
+    """``weights`` as (callable or None, (2, H, W) array or None); neither = colour weights."""
+    if weights is None or (isinstance(weights, str) and weights == "color"):
+        return None, None
+    if isinstance(weights, np.ndarray):
+        return None, weights
+    if callable(weights):
+        return weights, None
+    raise ConfigError(
+        f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}"
+    )
 
 
 def _with_valid_pixel(sy: Span, sx: Span, valid: np.ndarray) -> tuple[Span, Span]:
@@ -285,6 +406,7 @@ def tiled_guided_upsample(
     dtype: torch.dtype | None = None,
     progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
+    map_tiles: TileMap | None = None,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -308,6 +430,10 @@ def tiled_guided_upsample(
         progress: ``True`` for a tqdm bar on stderr, or a callable ``(done, total)``.
         device: where each tile is solved (e.g. ``"cuda"``; default CPU). Blending and the final
             projection run on the CPU, in the numpy output.
+        map_tiles: how the tiles' :class:`TileProblem` s are solved (default :func:`solve_tiles_here`,
+            in this process); e.g. :func:`optisr.scaleout.dask_tile_map` solves them on a Dask cluster.
+            It must return the solutions in the problems' order, so the cross-fade sums in the same
+            order and the result does not depend on where tiles ran.
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -375,7 +501,7 @@ def tiled_guided_upsample(
     ramps: dict = {}
     tiles = iter_tiles(
         src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
-        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

@@ -187,3 +187,28 @@ def test_bad_arguments_are_one_line_config_errors(scenes):
         assert "\n" not in str(e.value), kwargs
     with pytest.raises(ConfigError, match="fidelity must be one of"):
         choose_fidelity(s, 8, fidelity="Auto")
+
+
+def test_confidence_weights_the_soft_data_term_through_the_api():
+    """A wild LR pixel given zero confidence has no pull on the soft solution; exact takes none."""
+    import numpy as np
+
+    from optisr import guided_upsample
+    from optisr.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    guide = rng.random((32, 32, 3)).astype(np.float32)
+    source = np.full((8, 8), 10.0)
+    wild = source.copy()
+    wild[3, 4] = 500.0  # a flying pixel
+    conf = np.ones_like(source)
+    conf[3, 4] = 0.0
+    kw = dict(weights="color", fidelity="soft", lam=1.0, dtype=torch.float64, tol=1e-10, max_iter=5000)
+    trusted = guided_upsample(wild, guide, 4, confidence=conf, **kw)
+    clean = guided_upsample(source, guide, 4, **kw)
+    np.testing.assert_allclose(trusted, clean, atol=1e-6)
+    assert np.abs(guided_upsample(wild, guide, 4, **kw) - clean).max() > 1.0  # without it the pixel pulls
+    with pytest.raises(ConfigError, match="exact fidelity has none"):
+        guided_upsample(wild, guide, 4, confidence=conf, fidelity="exact")
+    with pytest.raises(ConfigError, match="tile-wise"):
+        guided_upsample(wild, guide, 4, confidence=conf, fidelity="soft", lam=1.0, tile_size=128)

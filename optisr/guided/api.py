@@ -128,6 +128,7 @@ def guided_upsample(
     mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
+    confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
@@ -152,6 +153,7 @@ def guided_upsample(
     mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
+    confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
@@ -175,6 +177,7 @@ def guided_upsample(
     mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
+    confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
@@ -198,6 +201,7 @@ def guided_upsample(
     mode: str | None = None,
     weights: Weights = None,
     mask: np.ndarray | Tensor | None = None,
+    confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
@@ -241,6 +245,10 @@ def guided_upsample(
             explicit edge weights ``(B, 2, H, W)`` / ``(2, H, W)``, or a callable
             ``(guide, source) -> weights``. ``None`` means ``"default"``.
         mask: optional LR validity mask (True = valid), same layout as ``source``.
+        confidence: optional per-LR-pixel trust ``C ≥ 0`` (same layout as ``source``, e.g. a
+            sensor's confidence map in [0, 1]): the data term becomes ``(Dx − s)ᵀ C (Dx − s)``.
+            Used by ``soft``/``robust`` (also when ``auto`` chooses soft); an error with
+            ``fidelity="exact"``; not with tile-wise solves.
         lam: λ for ``soft``/``robust`` fidelity (float > 0 or a differentiable tensor); an error
             with ``fidelity="exact"`` or ``"auto"`` (auto chooses λ itself).
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
@@ -286,11 +294,13 @@ def guided_upsample(
     if not isinstance(return_info, bool):
         raise ConfigError(f"return_info must be True or False, got {return_info!r}")
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+    if confidence is not None and choice.requested == "exact":
+        raise ConfigError("confidence weights the soft data term; exact fidelity has none (use soft, robust or auto)")
     # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
     search = choice.fidelity != "exact" and choice.noise_sigma is not None
     out, used, solves = _upsample(
         source, guide, scale, operator=operator, mode=choice.fidelity, weights=weights, mask=mask,
-        lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
+        confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
     )  # fmt: skip
     if search:
@@ -329,6 +339,7 @@ def _upsample(
     mask: Any,
     lam: float | Tensor,
     sigma: float | None,
+    confidence: Any = None,
     tol: float,
     max_iter: int,
     dtype: torch.dtype | None,
@@ -356,6 +367,8 @@ def _upsample(
             stacklevel=2,
         )
         tile_size = min_tile_size(scale)
+    if tile_size and confidence is not None:
+        raise ConfigError("confidence is not supported by tile-wise solves yet; use tile_size=0 (or --tile-size 0)")
     if tile_size:
         if not (
             isinstance(source, np.ndarray)
@@ -426,6 +439,13 @@ def _upsample(
         w = weights(gt, src if m is None else torch.where(m.expand_as(src), src, torch.full_like(src, float("nan"))))
     else:
         raise ConfigError(f"weights must be None, 'color', an array or a callable, got {type(weights).__name__}")
+    conf = None
+    if confidence is not None:
+        conf = torch.as_tensor(np.asarray(confidence) if isinstance(confidence, np.ndarray) else confidence)
+        conf = conf.to(device=src.device, dtype=src.dtype)
+        conf = conf.reshape((1, 1, *conf.shape)) if conf.dim() == 2 else (conf[None] if conf.dim() == 3 else conf)
+        if tuple(conf.shape[-2:]) != tuple(src.shape[-2:]):
+            raise ShapeError(f"confidence must be on the source's grid {tuple(src.shape[-2:])}, got {tuple(conf.shape)}")
     solves = 1
     if noise_sigma is not None:
         op = make_operator(operator, (H, W), scale, sigma=sigma)
@@ -436,7 +456,7 @@ def _upsample(
             with torch.no_grad():
                 x = graph_solve(
                     src.detach(), w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
-                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter,
+                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter, confidence=conf,
                 )  # fmt: skip
                 warm[:] = [x]
                 r = (op.apply(x) - src.detach())[valid]
@@ -448,7 +468,8 @@ def _upsample(
             out = best
         else:
             out = graph_solve(
-                src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter
+                src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter,
+                confidence=conf,
             )
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:

@@ -69,7 +69,8 @@ def test_png16_in_png16_out_is_exactly_consistent(files, capsys):
     assert hr.mask.all()  # dense output: the invalid LR pixel is filled, never written as 0
     valid = lr != 0
     np.testing.assert_array_equal(_area(hr.data)[valid], lr[valid])  # rounding keeps block means
-    assert str(out) in stdout and "max|Dx-s| 0\n" in stdout and " s\t" in stdout
+    assert str(out) in stdout and "max|Dx-s| 0\t" in stdout and " s\t" in stdout
+    assert stdout.endswith("fidelity auto: exact\n")  # a clean source: auto solved exactly, and says so
     assert _leftovers(tmp) == []
 
 
@@ -487,10 +488,10 @@ def test_lean_tiled_path_matches_untiled_within_rounding(files, capsys, monkeypa
     if operator == "area":
         valid = lr != 0
         np.testing.assert_array_equal(_area(lean.data)[valid], lr[valid])
-        assert "max|Dx-s| 0\n" in lean_line and "max|Dx-s| 0\n" in whole_line
+        assert "max|Dx-s| 0\t" in lean_line and "max|Dx-s| 0\t" in whole_line
     else:
-        err_whole = float(whole_line.split("max|Dx-s| ")[1])
-        assert abs(float(lean_line.split("max|Dx-s| ")[1]) - err_whole) <= 1.0
+        err_whole = float(whole_line.split("max|Dx-s| ")[1].split("\t")[0])
+        assert abs(float(lean_line.split("max|Dx-s| ")[1].split("\t")[0]) - err_whole) <= 1.0
 
 
 def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypatch, solve_spy, no_min_tile):
@@ -513,7 +514,7 @@ def test_lean_path_float_output_and_strip_wise_check(tmp_path, capsys, monkeypat
     assert np.abs(whole - lean).max() <= 1e-4 * float(np.nanmax(lr) - np.nanmin(lr))
     valid = np.isfinite(lr)
     direct = np.abs(_area(lean)[valid] - lr[valid]).max()
-    assert float(line.split("max|Dx-s| ")[1]) == pytest.approx(direct, rel=1e-2, abs=1e-9)
+    assert float(line.split("max|Dx-s| ")[1].split("\t")[0]) == pytest.approx(direct, rel=1e-2, abs=1e-9)
 
 
 def test_tol_reaches_the_solver_and_device_is_checked(files, capsys, monkeypatch):
@@ -565,3 +566,73 @@ def test_device_default_is_auto_and_baselines_accept_it(files, capsys):
     assert rc == 0, err
     rc, _, err = _run(capsys, *args, "-o", tmp / "c.tif", "-g", 0)
     assert rc == 1 and "--device applies to the graph methods" in err
+
+
+# -------------------------------------------------------------------------------- fidelity
+
+
+def _noisy_files(tmp_path: Path, sigma: float = 40.0) -> tuple[Path, Path, np.ndarray]:
+    from optisr.data.synthetic import make_scene
+
+    sc = make_scene(128, 128, seed=11)
+    depth = 500.0 + 3000.0 * (sc.depth_clean - sc.depth_clean.min()) / np.ptp(sc.depth_clean)
+    lr = _area(depth, 4) + np.random.default_rng(0).normal(0.0, sigma, (32, 32))
+    guide = _write_guide(tmp_path / "g.png", (sc.guide * 255).astype(np.uint8))
+    src = tmp_path / "s.tif"
+    write_raster(src, lr.astype(np.float32))
+    return guide, src, lr
+
+
+def test_auto_fidelity_reports_the_noise_and_its_choice_in_one_line(tmp_path, capsys):
+    guide, src, lr = _noisy_files(tmp_path)
+    rc, out, err = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "a.tif",
+                        "--method", "color", "--quiet")  # fmt: skip
+    assert rc == 0, err
+    assert len(out.strip().splitlines()) == 1
+    report = out.strip().split("\t")[-1]
+    assert report.startswith("noise σ ") and "(estimated) -> fidelity auto: soft λ " in report
+    sigma = float(report.split()[2])
+    assert 25.0 < sigma < 60.0  # the noise added was 40
+    rc, out, _ = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "e.tif",
+                      "--method", "color", "--fidelity", "exact", "--quiet")  # fmt: skip
+    assert rc == 0 and out.strip().endswith("fidelity exact")
+    auto, exact = read_raster(tmp_path / "a.tif").data, read_raster(tmp_path / "e.tif").data
+    assert np.abs(_area(auto) - lr).max() > 1.0 and np.abs(_area(exact) - lr).max() < 1e-2  # auto trusts less
+
+
+def test_fidelity_options_given_explicitly(tmp_path, capsys):
+    guide, src, lr = _noisy_files(tmp_path)
+    base = ["--guide", guide, "--source", src, "--scale", 4, "--method", "color", "--quiet"]
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "soft.tif", "--fidelity", "soft", "--lam", 0.5)
+    assert rc == 0 and out.strip().endswith("fidelity soft λ 0.5"), (out, err)
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "n.tif", "--noise-sigma", 40)
+    assert rc == 0 and "noise σ 40 (given) -> fidelity auto: soft" in out, err
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "m.tif", "--mode", "exact")  # the former name
+    assert rc == 0 and out.strip().endswith("fidelity exact"), err
+    conf = np.ones((32, 32), np.float32)
+    conf[5, 5] = 0.0
+    np.save(tmp_path / "c.npy", conf)
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--fidelity", "robust", "--lam", 1.0,
+                        "--confidence", tmp_path / "c.npy")  # fmt: skip
+    assert rc == 0 and out.strip().endswith("fidelity robust λ 1"), err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lam", "2"], "--lam is the λ of --fidelity soft or robust"),
+        (["--fidelity", "soft", "--lam", "-1"], "--lam must be > 0"),
+        (["--noise-sigma", "loud"], "--noise-sigma must be auto or a number"),
+        (["--fidelity", "exact", "--confidence", "c.npy"], "exact has none"),
+        (["--method", "jbu", "--fidelity", "soft"], "apply to the graph methods"),
+        (["--confidence", "missing.npy"], "missing.npy"),
+    ],
+)
+def test_fidelity_option_errors_are_one_line(tmp_path, capsys, extra, message):
+    guide, src, _ = _noisy_files(tmp_path)
+    args = ["--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "x.tif", "--quiet"]
+    if "--method" not in extra:
+        args += ["--method", "color"]
+    rc, _, err = _run(capsys, *args, *[str(tmp_path / e) if e.endswith(".npy") else e for e in extra])
+    assert rc == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.tif").exists()

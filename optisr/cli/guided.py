@@ -79,12 +79,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the reported consistency error",
     )
     p.add_argument(
+        "--fidelity",
         "--mode",
-        default=None,
-        choices=("exact", "soft"),
-        help="exact: D x = s on valid pixels (default); soft: penalty of weight --lam (color only)",
+        dest="fidelity",
+        default="auto",
+        choices=("auto", "exact", "soft", "robust"),
+        help="graph methods: how far to trust the source. auto (default): estimate the source's noise "
+        "and solve exactly when it is clean, else soft with λ by the discrepancy principle; exact: "
+        "D x = s on valid pixels; soft: penalty (Dx−s)ᵀC(Dx−s) against λ·smoothness; robust: soft "
+        "with a Huber data term (flying pixels, outliers). --mode is the former name",
     )
-    p.add_argument("--lam", type=float, default=None, metavar="L", help="penalty weight λ of --mode soft (default 1.0)")
+    p.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        metavar="L",
+        help="λ of --fidelity soft/robust (default: from the noise level)",
+    )
+    p.add_argument(
+        "--noise-sigma",
+        default="auto",
+        metavar="auto|S",
+        help="noise std of the source in its own units, or auto (default: estimated from the source)",
+    )
+    p.add_argument(
+        "--confidence",
+        default=None,
+        metavar="FILE",
+        help="per-LR-pixel confidence (.npy/.tif/.png on the source grid, >= 0) weighting the data term "
+        "of soft/robust/auto fidelity",
+    )
     p.add_argument(
         "--sigma",
         type=float,
@@ -187,13 +211,28 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         raise ConfigError(f"--method {args.method!r}{hint}: use one of {', '.join(METHODS)} or a .safetensors model")
     if not 1 <= args.scale <= 64:
         raise ConfigError(f"--scale must be an integer in 1..64, got {args.scale}")
+    noise_sigma: str | float = "auto"
+    if str(args.noise_sigma).strip().lower() != "auto":
+        try:
+            noise_sigma = float(args.noise_sigma)
+        except ValueError:
+            raise ConfigError(f"--noise-sigma must be auto or a number >= 0, got {args.noise_sigma!r}") from None
+        if not noise_sigma >= 0:
+            raise ConfigError(f"--noise-sigma must be auto or a number >= 0, got {args.noise_sigma!r}")
     if _is_graph(args.method):
-        if args.lam is not None and args.mode != "soft":
-            raise ConfigError("--lam is the penalty weight of --mode soft; add --mode soft or drop --lam")
+        if args.lam is not None and args.fidelity not in ("soft", "robust"):
+            raise ConfigError("--lam is the λ of --fidelity soft or robust; add one of them or drop --lam")
         if args.lam is not None and not args.lam > 0:
             raise ConfigError(f"--lam must be > 0, got {args.lam}")
-    elif args.mode is not None or args.lam is not None:
-        raise ConfigError(f"--mode and --lam apply to the graph methods (default, model, color), not {args.method}")
+        if args.confidence is not None and args.fidelity == "exact":
+            raise ConfigError("--confidence weights the data term of soft/robust/auto fidelity; exact has none")
+    elif (
+        args.fidelity != "auto" or args.lam is not None or args.confidence is not None or noise_sigma != "auto"
+    ):
+        raise ConfigError(
+            "--fidelity, --lam, --noise-sigma and --confidence apply to the graph methods (default, model, color), "
+            f"not {args.method}"
+        )
     if args.tile_size is not None:
         if args.tile_size < 0:
             raise ConfigError(f"--tile-size must be >= 0 HR pixels (0 = no tiling), got {args.tile_size}")
@@ -234,8 +273,10 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         method=args.method,
         scale=args.scale,
         operator=args.operator,
-        mode=args.mode,
+        fidelity=args.fidelity,
         lam=args.lam,
+        noise_sigma=noise_sigma,
+        confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,
         fit=args.fit,
         invalid_value=args.invalid_value,

@@ -13,15 +13,18 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
-from optisr.errors import InputFileError, OptiSRError
+from optisr.errors import ConfigError, InputFileError, OptiSRError
+from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
-from optisr.guided.methods import is_graph_method, upsample_with
+from optisr.guided.fidelity import FidelityChoice, choose_fidelity
+from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
 from optisr.guided.tiling import TileMap, tiled_guided_upsample
 from optisr.io.rasters import Raster, geo_for_upsampled, read_guide, read_raster, write_raster
@@ -45,8 +48,10 @@ class GuidedOptions:
     method: str
     scale: int
     operator: str = "area"
-    mode: str | None = None
+    fidelity: str = "auto"
     lam: float | None = None
+    noise_sigma: str | float = "auto"
+    confidence: Path | None = None
     sigma: float | None = None
     fit: str | None = None
     invalid_value: float | None = None
@@ -65,14 +70,24 @@ class GuidedOptions:
 
 
 def to_output(
-    x: np.ndarray, source: np.ndarray, valid: np.ndarray, options: GuidedOptions, raster: Raster, ext: str
+    x: np.ndarray,
+    source: np.ndarray,
+    valid: np.ndarray,
+    options: GuidedOptions,
+    raster: Raster,
+    ext: str,
+    solved_exact: bool = False,
 ) -> tuple[np.ndarray, np.dtype]:
-    """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32."""
+    """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32.
+
+    ``solved_exact``: the solution is exactly consistent, so the rounding keeps ``D x = s`` where the
+    integers allow.
+    """
     if ext != ".png":
         return x.astype(np.float32, copy=False), np.dtype(np.float32)
     dtype = np.dtype(raster.dtype_on_disk)
     lo = 1.0 if raster.nodata is None else None  # 0 means "invalid" in such PNGs
-    exact = options.graph and (options.mode or "exact") == "exact"
+    exact = options.graph and solved_exact
     out = round_to_integers(x, source, valid, options.scale, dtype=dtype, lo=lo, operator=options.operator, exact=exact)
     return out, dtype
 
@@ -98,11 +113,10 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     # memory-lean above LEAN_PIXELS or when tiling is asked for: float32 solve (see LEAN_PIXELS)
     lean = guide.shape[0] * guide.shape[1] > LEAN_PIXELS or bool(options.tile_size)
     graph_options: dict[str, Any] = {}
+    confidence = None
     if native:
         graph_options = dict(
             operator=options.operator,
-            mode=options.mode or "exact",
-            lam=1.0 if options.lam is None else options.lam,
             sigma=options.sigma,
             dtype=torch.float32 if lean else torch.float64,
             tile_size=options.tile_size,
@@ -110,19 +124,36 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             tol=options.tol,
             device=options.device,
         )
+        if options.confidence is not None:
+            confidence = read_confidence(options.confidence, source.shape)
 
     t0 = time.perf_counter()
+    choice: FidelityChoice | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if native and options.map_tiles is not None and options.tile_size:
-            # the tiled solve of guided_upsample(weights=method, tile_size=...), its tiles solved by map_tiles
+            # the tiled solve of guided_upsample(weights=method, tile_size=...), its tiles solved by
+            # map_tiles. λ: given, or the closed-form rule of the noise level (no discrepancy search,
+            # which would solve the whole raster several times)
+            if confidence is not None:
+                raise ConfigError("--confidence is not supported with --dask (tile-wise solves) yet")
+            choice, lam = choose_fidelity(
+                source, options.scale, fidelity=options.fidelity, noise_sigma=options.noise_sigma, lam=options.lam,
+                mask=valid,
+            )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
             x = tiled_guided_upsample(
                 source, guide, options.scale, tile=options.tile_size, weights=options.method, mask=valid,
-                map_tiles=options.map_tiles, **tiled,
+                map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam), **tiled,
+            )  # fmt: skip
+        elif native:
+            x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
+                source, guide, options.scale, weights=get_method(options.method).weights, mask=valid,
+                fidelity=options.fidelity, lam=options.lam, noise_sigma=options.noise_sigma, confidence=confidence,
+                return_info=True, **graph_options,
             )  # fmt: skip
         else:
-            x = upsample_with(options.method, source, guide, options.scale, mask=valid, **graph_options)
+            x = upsample_with(options.method, source, guide, options.scale, mask=valid)
     seconds = time.perf_counter() - t0
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:
@@ -132,7 +163,8 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     x = np.asarray(x)
     if x.dtype != np.float32:
         x = x.astype(np.float64, copy=False)
-    out, dtype = to_output(x, source, valid, options, raster, ext)
+    solved_exact = choice is not None and choice.fidelity == "exact"
+    out, dtype = to_output(x, source, valid, options, raster, ext, solved_exact)
     del x
     geo = None
     if raster.geo is not None:
@@ -148,4 +180,29 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
         raise
     except OSError as exc:
         raise InputFileError(f"{job.output}: cannot write ({exc.strerror or exc})") from exc
-    return f"{job.output}\t{seconds:.2f} s\tmax|Dx-s| {err:.3g}"
+    return f"{job.output}\t{seconds:.2f} s\tmax|Dx-s| {err:.3g}" + (
+        "" if choice is None else f"\t{describe_fidelity(choice)}"
+    )
+
+
+def describe_fidelity(choice: FidelityChoice) -> str:
+    """One line: the noise level seen and the fidelity solved with, e.g. ``noise σ 3.1 (estimated) -> soft λ 0.0213``."""
+    parts = []
+    if choice.noise_sigma is not None:
+        parts.append(f"noise σ {choice.noise_sigma:.3g} ({'estimated' if choice.sigma_estimated else 'given'})")
+    solved = (
+        choice.fidelity if choice.lam is None or choice.fidelity == "exact" else f"{choice.fidelity} λ {choice.lam:.3g}"
+    )
+    if choice.requested == "auto":
+        solved = f"auto: {solved}"
+    return " -> ".join([*parts, f"fidelity {solved}"])
+
+
+def read_confidence(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A per-LR-pixel confidence map (any raster format optisr reads) on the source grid ``shape``; >= 0, finite."""
+    conf = read_raster(path).data.astype(np.float64)
+    if conf.shape != tuple(shape):
+        raise InputFileError(f"{path}: confidence is {conf.shape[0]}×{conf.shape[1]}, the source {shape[0]}×{shape[1]}")
+    if not np.isfinite(conf).all() or (conf < 0).any():
+        raise InputFileError(f"{path}: confidence must be finite and >= 0 everywhere")
+    return conf

@@ -156,7 +156,7 @@ def create_app(
     app.extensions["optisr_runner"] = runner
     models = model_rows()
     installed = tuple(m["name"] for m in models if m["installed"])
-    modes = ("exact", "soft")
+    modes = ("auto", "exact", "soft", "robust")  # the fidelities of optisr guided
 
     def fail(exc: BaseException, job: Job):
         """A one-line 400 answer for a rejected request; its job folder is removed."""
@@ -195,7 +195,7 @@ def create_app(
             scale = _form_int("scale", "scale", 1, 64)
             method = _form_choice("method", "method", METHODS, "default")
             operator = _form_choice("operator", "operator", OPERATORS, "area")
-            mode = _form_choice("mode", "fidelity", modes, "exact")
+            mode = _form_choice("mode", "fidelity", modes, "auto")
             fit = _form_choice("fit", "size fit", ("none", "crop", "pad"), "none")
             lam = _form_float("lam", "λ")
             sigma = _form_float("sigma", "σ")

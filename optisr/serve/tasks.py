@@ -86,7 +86,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         ext = ext if ext in OUTPUT_EXTENSIONS else ".tif"
         output = out_dir / f"{request.source.stem}_x{request.scale}{ext}"
         options = GuidedOptions(
-            method=request.method, scale=request.scale, operator=request.operator, mode=request.mode,
+            method=request.method, scale=request.scale, operator=request.operator, fidelity=request.mode,
             lam=request.lam, sigma=request.sigma, fit=request.fit, device=device, quiet=True,
         )  # fmt: skip
         job.report(f"solving ×{request.scale} with {request.method}", None)

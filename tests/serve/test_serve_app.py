@@ -55,7 +55,7 @@ def test_page_and_options_are_offline(app):
         assert "@import" not in text and "@font-face" not in text
     opts = client.get("/api/options").get_json()
     assert opts["methods"][:3] == ["default", "model", "color"]
-    assert opts["modes"] == ["exact", "soft"]
+    assert opts["modes"] == ["auto", "exact", "soft", "robust"]
     assert "area" in opts["operators"]
     assert any(m["name"] == "realsr-df2k-x4" and m["installed"] for m in opts["models"])
     assert opts["max_upload_mb"] == 4

@@ -42,7 +42,7 @@ async function loadOptions() {
   const opts = await answer.json();
   fillSelect($("guided-method"), opts.methods, "default");
   fillSelect($("guided-operator"), opts.operators, "area");
-  fillSelect($("guided-mode"), opts.modes, "exact");
+  fillSelect($("guided-mode"), opts.modes, "auto");
   const models = $("blind-model");
   models.replaceChildren();
   for (const m of opts.models) {
@@ -59,7 +59,7 @@ $("guided-operator").addEventListener("change", () => {
   $("guided-sigma-label").hidden = $("guided-operator").value !== "gaussian";
 });
 $("guided-mode").addEventListener("change", () => {
-  $("guided-lam-label").hidden = $("guided-mode").value !== "soft";
+  $("guided-lam-label").hidden = !["soft", "robust"].includes($("guided-mode").value);
 });
 
 // ---------------------------------------------------------------- jobs

@@ -331,3 +331,30 @@ def test_noisy_protocol_cli_defaults_and_errors(tmp_path, capsys):
     assert "synthesises its LR" in capsys.readouterr().err
     scales, methods = bench.check_options(None, None, "NOISY", 256, False)
     assert scales == [2, 4, 8, 16] and {"bicubic", "guided-filter", "jbu", "fbs", "color"} <= set(methods)
+
+
+def test_oracle_weights_hand_checked():
+    """A 1-row step of 2 levels in 0–255 units: exp(−4) across it, 1 along flat runs, floor-bounded."""
+    import math
+
+    depth = np.array([[10.0, 10.0, 12.0, 12.0]] * 2)
+    w = protocols.oracle_weights(depth, np.ones_like(depth, bool), to_255=1.0)
+    assert w.shape == (2, 2, 4)
+    step = protocols.ORACLE_FLOOR + (1 - protocols.ORACLE_FLOOR) * math.exp(-4.0)
+    np.testing.assert_allclose(w[1, :, :3], [[1.0, step, 1.0]] * 2, rtol=1e-10)  # horizontal edges
+    np.testing.assert_allclose(w[0, 0], 1.0)  # vertical edges between the two equal rows
+    assert (w[1, :, 3] == 0).all() and (w[0, 1] == 0).all()  # no edge past the last column / row
+    # unit conversion: the same step in mm with to_255 = 0.5 is a jump of 1 -> exp(−1)
+    w2 = protocols.oracle_weights(depth, np.ones_like(depth, bool), to_255=0.5)
+    assert w2[1, 0, 1] == pytest.approx(protocols.ORACLE_FLOOR + (1 - protocols.ORACLE_FLOOR) * math.exp(-1.0))
+    # None: each image's valid range onto 0–255, so the 2-unit step becomes 255 units: the floor
+    w3 = protocols.oracle_weights(depth, np.ones_like(depth, bool))
+    assert w3[1, 0, 1] == pytest.approx(protocols.ORACLE_FLOOR)
+
+
+def test_oracle_is_exactly_consistent_and_beats_the_colour_graph():
+    res = bench.benchmark(_fake(), scales=[4, 8], methods=["bicubic", "color", "oracle"], progress=False)
+    for s in (4, 8):
+        assert res.consistency["oracle"][s] < 1e-3
+        assert res.rmse["oracle"][s] < res.rmse["color"][s] < res.rmse["bicubic"][s]
+    assert any("`oracle`" in n for n in res.notes)

@@ -73,6 +73,7 @@ import torch
 from optisr.bench.guided_protocols import (
     LR_SOURCES,
     NOISY,
+    ORACLE,
     PROTOCOLS,
     RAW_BICUBIC,
     Case,
@@ -80,6 +81,7 @@ from optisr.bench.guided_protocols import (
     ProtocolBStream,
     consistency_rmse,
     lr_source,
+    oracle_weights,
     report_units,
     resample_bicubic,
     scored_regions,
@@ -112,7 +114,7 @@ __all__ = [
     "check_options",
 ]
 
-METHODS = (*(m for m in GUIDED_METHODS if m != "default"), *VARIANTS, RAW_BICUBIC)
+METHODS = (*(m for m in GUIDED_METHODS if m != "default"), *VARIANTS, RAW_BICUBIC, ORACLE)
 """Methods the harness can run (:mod:`optisr.guided.methods` without ``default``, which would silently
 fall back to ``color``): ``color`` is the exact colour-affinity graph, ``model`` the shipped learned
 graph (any ``*.safetensors`` guided model file is accepted too), the baselines, the graph variants
@@ -130,7 +132,7 @@ DEFAULT_NOISY_SCALES = (2, 4, 8, 16)
 
 def _needs_shipped_model(name: str) -> bool:
     """Whether a method name solves with the shipped model (``model``, ``model-soft``)."""
-    entry = get_method(name) if name in METHODS and name != RAW_BICUBIC else None
+    entry = get_method(name) if name in METHODS and name not in (RAW_BICUBIC, ORACLE) else None
     return entry is not None and entry.weights == "model"
 
 
@@ -196,8 +198,24 @@ def check_options(
     return scales, names
 
 
-def _method_fn(name: str, operator: str, device: torch.device | None) -> Callable[[Case, int], np.ndarray]:
-    """``f(case, scale) -> (H, W)`` prediction for a method name (from ``case.lr`` and ``case.guide``)."""
+def _method_fn(
+    name: str, operator: str, device: torch.device | None, to_255: float | None = None
+) -> Callable[[Case, int], np.ndarray]:
+    """``f(case, scale) -> (H, W)`` prediction for a method name (from ``case.lr`` and ``case.guide``;
+    the oracle also reads ``case.depth``, with ``to_255`` its factor to 0–255 units, see
+    :func:`~optisr.bench.guided_protocols.oracle_weights`)."""
+    if name == ORACLE:
+
+        def oracle(case: Case, scale: int) -> np.ndarray:
+            from optisr.guided.api import guided_upsample
+
+            w = oracle_weights(case.depth, case.valid, to_255)
+            source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
+            return guided_upsample(
+                source, case.guide, scale, weights=w, fidelity="exact", operator=operator, device=device
+            )
+
+        return oracle
     if name == RAW_BICUBIC:
 
         def raw_bicubic(case: Case, scale: int) -> np.ndarray:
@@ -300,7 +318,16 @@ def benchmark(
         res.notes.append(
             f"the depth unit {unit!r} is not metric, so MSE and MAE are in {unit}² and {unit}, not cm² and cm"
         )
-    fns = {m: _method_fn(m, kind, dev) for m in methods}
+    # the oracle's μ is in 0–255 depth units: exact for 8-bit disparity sets, else each image's range
+    to_255 = unit_scale if unit == "0-255" else None
+    fns = {m: _method_fn(m, kind, dev, to_255) for m in methods}
+    if ORACLE in methods:
+        res.notes.append(
+            "`oracle`: the exact graph layer with edge weights from the ground-truth HR depth, "
+            "w = 0.001 + 0.999·exp(−ΔD²/μ²), μ = 1 in 0–255 units"
+            + ("" if to_255 is not None else " (each image's valid depth range mapped onto 0–255)")
+            + ", 4-connected: the layer's ceiling, not a method (it reads the answer)"
+        )
     per_rmse: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
     per_cons: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
     per_time: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}  # seconds

@@ -31,6 +31,9 @@ __all__ = [
     "NOISY",
     "PROTOCOLS",
     "PROTOCOL_B_BATCH",
+    "ORACLE",
+    "ORACLE_FLOOR",
+    "ORACLE_MU",
     "RAW_BICUBIC",
     "Case",
     "NoiseSpec",
@@ -39,6 +42,7 @@ __all__ = [
     "consistency_rmse",
     "lr_source",
     "make_lr",
+    "oracle_weights",
     "real_lr_case",
     "report_units",
     "resample_bicubic",
@@ -90,6 +94,39 @@ LR_SOURCES = ("auto", "synthetic", "real")
 
 RAW_BICUBIC = "bicubic-raw"
 """The real-LR reference method: bicubic straight from the unresampled LR to the HR size."""
+
+ORACLE = "oracle"
+"""The ceiling of the exact graph layer: edge weights from the *ground-truth* HR depth (see
+:func:`oracle_weights`), exact consistency. It shows how much of the colour→oracle gap a model closes."""
+
+ORACLE_MU = 1.0
+"""μ of the oracle weights, in 0–255 depth units (a jump of 1/255 of the range gives exp(−1))."""
+
+ORACLE_FLOOR = 1e-3
+"""Weight floor of the oracle (as the colour graph and the learned model)."""
+
+
+def oracle_weights(depth: np.ndarray, valid: np.ndarray, to_255: float | None = None) -> np.ndarray:
+    """Edge weights from the ground truth: ``w = floor + (1 − floor)·exp(−ΔD²/μ²)``, 4-connected.
+
+    Args:
+        depth: (H, W) ground-truth depth, any unit; invalid pixels are filled with the nearest
+            valid value (so they neither cut nor make edges of their own).
+        valid: (H, W) bool, True where ``depth`` is valid.
+        to_255: factor from ``depth``'s unit to 0–255 units (1 for 8-bit disparity); None maps each
+            image's valid range onto 0–255.
+    Returns:
+        (2, H, W) float64 weights in [ORACLE_FLOOR, 1] (the layout of :mod:`optisr.ops.lattice`).
+    """
+    from optisr.guided.baselines import fill_nearest
+    from optisr.ops.lattice import edge_weights
+
+    d = fill_nearest(np.asarray(depth, np.float64), valid)
+    if to_255 is None:
+        span = float(np.ptp(d[valid])) if valid.any() else 0.0
+        to_255 = 255.0 / span if span > 0 else 1.0
+    w = edge_weights(torch.from_numpy(d * to_255)[None, None], ORACLE_MU, floor=ORACLE_FLOOR)
+    return w[0].numpy()
 
 
 @dataclass

@@ -76,9 +76,15 @@ def test_protocol_a_folder(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert "| bicubic |" in stdout and str(report) in stdout
     tables = md_tables(text)
-    rmse = _find(tables, "RMSE")
+    (full_key,) = [k for k in tables if k.startswith("RMSE (") and "full image" in k]
+    (crop_key,) = [k for k in tables if k.startswith("RMSE (") and "6-px border cropped" in k]
+    rmse, cropped = _find(tables, full_key), _find(tables, crop_key)
     cons = _find(tables, "LR consistency")
     assert set(rmse) == {"bicubic", "color"} and all(len(v) == 2 for v in rmse.values())
+    assert set(cropped) == set(rmse) and cropped != rmse  # the published convention differs from the full image
+    assert list(tables).index(next(k for k in tables if "cropped" in k)) < list(tables).index(
+        next(k for k in tables if "full image" in k)
+    )  # the cropped table is the headline
     assert all(v > 0 for v in rmse["bicubic"])
     assert all(v > 0.1 for v in cons["bicubic"])  # bicubic is not consistent with its own LR
     assert all(v < 1e-2 for v in cons["color"])  # colour graph: exact up to float32 rounding
@@ -234,7 +240,7 @@ def test_middlebury30_shared(tmp_path):
     text = (out / "middlebury30_protocolA.md").read_text()
     assert "2 of 30 images" in text
     tables = md_tables(text)
-    rmse, cons = _find(tables, "RMSE (0-255)"), _find(tables, "LR consistency")
+    rmse, cons = _find(tables, "RMSE (0-255), full image"), _find(tables, "LR consistency")
     assert 1.0 < rmse["bicubic"][0] < rmse["bicubic"][1] < 30.0
     assert rmse["color"][0] < rmse["bicubic"][0]
     assert cons["bicubic"][0] > 0.1 and cons["color"][0] < 1e-2
@@ -310,7 +316,7 @@ def test_noisy_protocol_scores_full_image_rmse_and_ranks_smoothers_above_exact()
     assert res.rmse["fbs"][4] < res.rmse["color"][4] and res.rmse["color-soft"][4] < res.rmse["color"][4]
     text = format_markdown(res)
     assert "noisy protocol (σ = 30 in cm, area LR)" in text and "derive_seed(0, image index, scale)" in text
-    assert set(_find(md_tables(text), "RMSE (cm)")) == {"bicubic", "color", "fbs", "color-soft"}
+    assert set(_find(md_tables(text), "RMSE (cm), full image")) == {"bicubic", "color", "fbs", "color-soft"}
 
 
 def test_noisy_protocol_cli_defaults_and_errors(tmp_path, capsys):
@@ -358,3 +364,22 @@ def test_oracle_is_exactly_consistent_and_beats_the_colour_graph():
         assert res.consistency["oracle"][s] < 1e-3
         assert res.rmse["oracle"][s] < res.rmse["color"][s] < res.rmse["bicubic"][s]
     assert any("`oracle`" in n for n in res.notes)
+
+
+def test_cropped_rmse_is_the_published_six_pixel_border():
+    """res.rmse_cropped equals protocol_a_rmse(border=6) recomputed independently."""
+    from optisr.metrics.depth import protocol_a_rmse
+
+    ds = _fake(n=1)
+    res = bench.benchmark(ds, scales=[4], methods=["bicubic"], progress=False)
+    s = ds[0]
+    h, w = (s.depth.shape[0] // 4) * 4, (s.depth.shape[1] // 4) * 4
+    d, m = s.depth[:h, :w], s.mask[:h, :w]
+    lr, ok = protocols.make_lr(d, m, "bicubic", 4)
+    from optisr.guided.baselines import get_baseline
+
+    pred = get_baseline("bicubic")(lr, s.guide[:h, :w], 4, mask_lr=ok)
+    unit_scale = protocols.report_units(ds, "A")[0]
+    want = protocol_a_rmse(pred, d, m & np.isfinite(d), report_scale=unit_scale, border=6)
+    assert res.rmse_cropped["bicubic"][4] == pytest.approx(want, rel=1e-5)
+    assert res.rmse_cropped["bicubic"][4] != pytest.approx(res.rmse["bicubic"][4], rel=1e-3)

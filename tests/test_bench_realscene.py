@@ -128,7 +128,7 @@ def test_realscene_end_to_end(tmp_path, capsys):
     assert "DCTNet" in text and "7.37 cm" in text and "not comparable: 3 of 405 scenes" in text
     assert "ignores it" not in text
     tables = md_tables(text)
-    rmse = {m: float(v[0]) for m, v in tables["RMSE (cm) ↓"].items()}
+    rmse = {m: float(v[0]) for m, v in tables["RMSE (cm), full image ↓"].items()}
     cons = {m: float(v[0]) for m, v in tables["LR consistency RMSE (cm) ↓"].items()}
     per_image = tables["RMSE (cm) per image, ×4 ↓"]
     assert list(rmse) == methods and list(per_image) == [*KEYS, "**mean**"]

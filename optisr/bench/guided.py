@@ -75,6 +75,7 @@ from optisr.bench.guided_protocols import (
     NOISY,
     ORACLE,
     PROTOCOLS,
+    PUBLISHED_BORDER,
     RAW_BICUBIC,
     Case,
     NoiseSpec,
@@ -329,6 +330,7 @@ def benchmark(
             + ", 4-connected: the layer's ceiling, not a method (it reads the answer)"
         )
     per_rmse: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
+    per_rmse_crop: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
     per_cons: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}
     per_time: dict[str, dict[int, list[float]]] = {m: {s: [] for s in scales} for m in methods}  # seconds
     streams = {m: {s: ProtocolBStream(b_units or "cm") for s in scales} for m in methods}
@@ -370,6 +372,12 @@ def benchmark(
                     if scored_as_a:
                         score = protocol_a_rmse(pred, case.depth, case.valid, report_scale=unit_scale)
                         per_rmse[m][scale].append(score)
+                        if 2 * PUBLISHED_BORDER < min(case.depth.shape):
+                            per_rmse_crop[m][scale].append(
+                                protocol_a_rmse(
+                                    pred, case.depth, case.valid, report_scale=unit_scale, border=PUBLISHED_BORDER
+                                )
+                            )
                         res.image_rmse[scale].setdefault(str(sample.name), {})[m] = score
                     else:
                         streams[m][scale].add(pred, case.depth, case.valid)
@@ -395,6 +403,7 @@ def benchmark(
         res.seconds[m] = {s: finite_mean(per_time[m][s]) for s in scales}
         if scored_as_a:
             res.rmse[m] = {s: finite_mean(per_rmse[m][s]) for s in scales}
+            res.rmse_cropped[m] = {s: finite_mean(per_rmse_crop[m][s]) for s in scales}
         else:
             pairs = {s: streams[m][s].result() for s in scales}
             res.mse[m] = {s: pairs[s][0] for s in scales}

@@ -31,6 +31,7 @@ __all__ = [
     "NOISY",
     "PROTOCOLS",
     "PROTOCOL_B_BATCH",
+    "PUBLISHED_BORDER",
     "ORACLE",
     "ORACLE_FLOOR",
     "ORACLE_MU",
@@ -94,6 +95,9 @@ LR_SOURCES = ("auto", "synthetic", "real")
 
 RAW_BICUBIC = "bicubic-raw"
 """The real-LR reference method: bicubic straight from the unresampled LR to the HR size."""
+
+PUBLISHED_BORDER = 6
+"""HR border (pixels per side) that SGNet's and DCTNet's test code crop before the protocol-A RMSE."""
 
 ORACLE = "oracle"
 """The ceiling of the exact graph layer: edge weights from the *ground-truth* HR depth (see

@@ -221,13 +221,34 @@ class GuidedTask:
                 )
         return self._val
 
+    def _val_solve(self, source: torch.Tensor, weights: torch.Tensor, scale: int, op: Any) -> torch.Tensor:
+        """The validation solve (the config's solver tolerances, floor and mode; never warns)."""
+        from optisr.guided.layer import graph_solve
+
+        s = self.cfg.solver
+        return graph_solve(
+            source,
+            weights,
+            scale,
+            operator=op,
+            tol=s.val_tol,
+            max_iter=s.val_max_iter,
+            on_nonconvergence="ignore",
+            floor=self.cfg.model.floor,
+            mode=self.cfg.model.mode,
+        )
+
+    def _color_weights(self, guide: torch.Tensor) -> torch.Tensor:
+        """The colour graph with the model config's μ, floor and weak-link threshold (the baseline)."""
+        m = self.cfg.model
+        return color_weights(guide, mu=m.color_mu, floor=m.floor, connect=m.connect)
+
     def _evaluate(
         self, weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], device: torch.device | str = "cpu"
     ) -> dict[str, float]:
-        from optisr.guided.layer import graph_solve
         from optisr.ops.operators import make_operator
 
-        v, s = self.cfg.datasets.val, self.cfg.solver
+        v = self.cfg.datasets.val
         out: dict[str, float] = {}
         for f in v.scales:
             errs = []
@@ -236,17 +257,7 @@ class GuidedTask:
                 op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
                 src = op.apply(depth)
                 w = weights_fn(guide, src, f)
-                x = graph_solve(
-                    src,
-                    w,
-                    f,
-                    operator=op,
-                    tol=s.val_tol,
-                    max_iter=s.val_max_iter,
-                    on_nonconvergence="ignore",
-                    floor=self.cfg.model.floor,
-                    mode=self.cfg.model.mode,
-                )
+                x = self._val_solve(src, w, f, op)
                 errs.append(float((x - depth).pow(2).mean().sqrt() / (src.std() + 1e-6)))
             out[f"nrmse_x{f}"] = float(np.mean(errs))
         out["nrmse"] = float(np.mean([out[f"nrmse_x{f}"] for f in v.scales]))
@@ -255,11 +266,7 @@ class GuidedTask:
     def validate(self, model: nn.Module, step: int) -> dict[str, float]:
         assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
         if self._color is None:
-            self._color = self._evaluate(
-                lambda g, s, f: color_weights(
-                    g, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor, connect=self.cfg.model.connect
-                )
-            )
+            self._color = self._evaluate(lambda g, s, f: self._color_weights(g))
         m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model))
         m.update({f"color_{k}": v for k, v in self._color.items()})
         m["vs_color"] = m["nrmse"] / self._color["nrmse"]
@@ -267,11 +274,10 @@ class GuidedTask:
 
     def val_images(self, model: nn.Module, step: int) -> dict[str, np.ndarray]:
         """guide | LR | colour graph | model | error maps of the first validation scene at the middle scale."""
-        from optisr.guided.layer import graph_solve
         from optisr.ops.operators import make_operator
         from optisr.viz.panels import depth_panel
 
-        v, s = self.cfg.datasets.val, self.cfg.solver
+        v = self.cfg.datasets.val
         f = v.scales[len(v.scales) // 2]
         guide, depth = self._val_scenes()[0]
         assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
@@ -280,24 +286,12 @@ class GuidedTask:
         src = op.apply(depth)
 
         def solve(source: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-            return graph_solve(
-                source,
-                weights,
-                f,
-                operator=op,
-                tol=s.val_tol,
-                max_iter=s.val_max_iter,
-                on_nonconvergence="ignore",
-                floor=self.cfg.model.floor,
-                mode=self.cfg.model.mode,
-            )
+            return self._val_solve(source, weights, f, op)
 
         ours = solve(src.to(dev), model.weights(guide.to(dev), src.to(dev), f))[0, 0].cpu().numpy()
         color = solve(
             src,
-            color_weights(
-                guide, mu=self.cfg.model.color_mu, floor=self.cfg.model.floor, connect=self.cfg.model.connect
-            ),
+            self._color_weights(guide),
         )[0, 0].numpy()
         panel = depth_panel(
             guide[0].permute(1, 2, 0).numpy(),

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from optisr.errors import ConfigError
@@ -28,7 +29,12 @@ __all__ = [
     "COLOR_FLOOR",
     "COLOR_MU",
     "WeightsFn",
+    "DEPTH_MU",
     "color_weights",
+    "JUMP_MU",
+    "JUMP_WINDOW",
+    "depth_affinity",
+    "depth_jump_affinity",
     "model_weights",
     "resolve_weights",
 ]
@@ -61,6 +67,105 @@ def color_weights(
     energy = edge_energy(guide, mu)
     w = weights_from_energy(energy, floor)
     return connect_isolated(w, connect, -energy.detach()) if connect > 0 else w
+
+
+DEPTH_MU = 1.0
+"""μ of the ground-truth ("oracle") affinity, in 0–255 depth units: a jump of 1/255 of the range gives exp(−1)."""
+
+
+def depth_affinity(
+    depth: Tensor, valid: Tensor | None = None, *, mu: float = DEPTH_MU, to_255: Tensor | float | None = None
+) -> tuple[Tensor, Tensor]:
+    """Edge affinities of a ground-truth depth: ``a_pq = exp(−(D_p − D_q)²/μ²)``, D in 0–255 units.
+
+    The target of direct edge supervision and, floored, the oracle's weights
+    (``floor + (1 − floor)·a``; see :mod:`optisr.bench.guided_protocols`).
+
+    Args:
+        depth: (B, 1, H, W) float depth in any unit, invalid pixels already filled with finite values.
+        valid: optional (B, 1, H, W) bool, True where ``depth`` is measured.
+        mu: μ in 0–255 units.
+        to_255: factor from ``depth``'s unit to 0–255 units (float or (B,) tensor); None maps each
+            sample's valid range onto 0–255 (a flat sample keeps factor 1).
+    Returns:
+        ``(affinity, edge_valid)``, both (B, 2, H, W) in the lattice layout (channel 0 vertical,
+        1 horizontal edges): affinity in (0, 1] (0 in unused slots), edge_valid True where the
+        edge exists and both its pixels are valid.
+    """
+    B = depth.shape[0]
+    ok = torch.ones_like(depth, dtype=torch.bool) if valid is None else valid.to(torch.bool)
+    if to_255 is None:
+        factor = _range_to_255(depth, ok)
+    else:
+        factor = torch.as_tensor(to_255, dtype=depth.dtype, device=depth.device).expand(B)
+    energy = edge_energy(depth * factor.view(B, 1, 1, 1), mu)
+    used = _edge_validity(ok)
+    return torch.exp(-energy) * used, used
+
+
+JUMP_MU = 10.0
+"""μ of :func:`depth_jump_affinity`, in 0–255 units of each sample's depth range."""
+
+JUMP_WINDOW = 2
+"""Half-width of the slope estimate of :func:`depth_jump_affinity` (edges on each side)."""
+
+
+def _range_to_255(depth: Tensor, ok: Tensor) -> Tensor:
+    """(B,) factor mapping each sample's valid range onto 0–255 (1 for a flat or empty sample)."""
+    big = torch.finfo(depth.dtype).max
+    hi = torch.where(ok, depth, torch.full_like(depth, -big)).flatten(1).amax(1)
+    lo = torch.where(ok, depth, torch.full_like(depth, big)).flatten(1).amin(1)
+    span = (hi - lo).clamp_min(0)
+    return torch.where(span > 0, 255.0 / span.clamp_min(torch.finfo(depth.dtype).tiny), torch.ones_like(span))
+
+
+def _edge_validity(ok: Tensor) -> Tensor:
+    """(B, 2, H, W) True where the lattice edge exists and both its pixels are valid (ok: (B, 1, H, W))."""
+    B, _, H, W = ok.shape
+    used = torch.zeros(B, 2, H, W, dtype=torch.bool, device=ok.device)
+    used[:, 0, :-1, :] = ok[:, 0, 1:, :] & ok[:, 0, :-1, :]
+    used[:, 1, :, :-1] = ok[:, 0, :, 1:] & ok[:, 0, :, :-1]
+    return used
+
+
+def depth_jump_affinity(
+    depth: Tensor, valid: Tensor | None = None, *, mu: float = JUMP_MU, window: int = JUMP_WINDOW
+) -> tuple[Tensor, Tensor]:
+    """Slope-invariant edge affinities of a ground-truth depth: ``a = exp(−J²/μ²)``.
+
+    ``J_pq = (D_q − D_p) − median`` of the ``2·window`` neighbouring differences along the same
+    row/column (window edges before and after; replicated at the border): the part of the step
+    across the edge that the local slope does not explain. A step of height h gives J = h, a
+    plane or a gentle curve J ≈ 0, so only discontinuities are cut — unlike
+    :func:`depth_affinity`, which also cuts every steep slope of a small crop. D is each sample's
+    valid range mapped onto 0–255. Used as weights (``floor + (1 − floor)·a``), these do as well as
+    the oracle's in the exact layer (6 procedural 192² scenes, bicubic, nRMSE ×4/×8/×16:
+    0.016/0.066/0.145 against the oracle's 0.020/0.067/0.144) while cutting ~2 % of the edges
+    instead of ~40 %; that sparsity is what makes them learnable as targets.
+
+    Args:
+        depth: (B, 1, H, W) float depth in any unit, invalid pixels filled with finite values.
+        valid: optional (B, 1, H, W) bool, True where measured.
+        mu: μ in 0–255 units of the sample's range.
+        window: edges on each side in the slope estimate (≥ 1).
+    Returns:
+        ``(affinity, edge_valid)`` (B, 2, H, W) as :func:`depth_affinity`.
+    """
+    if window < 1:
+        raise ConfigError(f"window must be ≥ 1, got {window}")
+    ok = torch.ones_like(depth, dtype=torch.bool) if valid is None else valid.to(torch.bool)
+    B = depth.shape[0]
+    d255 = depth * _range_to_255(depth, ok).view(B, 1, 1, 1)
+    energies = []
+    for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
+        diff = d255.diff(dim=dim)
+        n = diff.shape[dim]
+        padded = F.pad(diff, (0, 0, window, window) if dim == 2 else (window, window, 0, 0), mode="replicate")
+        around = [padded.narrow(dim, window + o, n) for o in range(-window, window + 1) if o]
+        jump = diff - torch.stack(around, 0).median(0).values
+        energies.append(F.pad((jump / mu).pow(2), (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)))
+    used = _edge_validity(ok)
+    return torch.exp(-torch.cat(energies, 1)) * used, used
 
 
 def model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) -> WeightsFn:

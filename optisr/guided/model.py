@@ -33,10 +33,12 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated, weights_from_energy
+from optisr.ops.lattice import connect_isolated, edge_energy, weights_from_energy
 
 __all__ = [
     "ARCH",
+    "EDGE_EXTRA_OFFSET",
+    "EdgeTrunk",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "FeatureUNet",
@@ -71,7 +73,11 @@ class GraphSRConfig:
             final weights (0 disables; models saved before it existed get the default too).
         feature_stride: 1 runs the U-Net at full resolution; 2 runs it on a 2×2 average-pooled
             input and upsamples its output bilinearly (about 4× less network time; the colour term
-            of the edge weights stays at full resolution).
+            of the edge weights stays at full resolution). For ``arch="edge"`` the stride of its
+            space-to-depth input (2, 4 or 8).
+        arch: ``unet`` (the per-pixel gate + K features of the first model) or ``edge`` (a
+            reduced-resolution network that predicts, per edge, a gate on the colour term and an
+            extra depth-edge energy; built for direct edge supervision, see :meth:`GraphSRModel.edge_energy`).
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -83,6 +89,7 @@ class GraphSRConfig:
     scale_input: bool = True
     feature_stride: int = 1
     connect: float = 0.02
+    arch: str = "unet"
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -96,8 +103,13 @@ class GraphSRConfig:
             raise ConfigError(f"model.floor must be in [0, 1), got {self.floor}")
         if not 0 <= self.connect < 1:
             raise ConfigError(f"model.connect must be in [0, 1), got {self.connect}")
-        if self.feature_stride not in (1, 2, 4):
-            raise ConfigError(f"model.feature_stride must be 1, 2 or 4, got {self.feature_stride!r}")
+        if self.arch not in ("unet", "edge"):
+            raise ConfigError(f"model.arch must be 'unet' or 'edge', got {self.arch!r}")
+        strides = (1, 2, 4) if self.arch == "unet" else (2, 4, 8)
+        if self.feature_stride not in strides:
+            raise ConfigError(
+                f"model.feature_stride must be one of {strides} for arch {self.arch!r}, got {self.feature_stride!r}"
+            )
         if self.mode not in ("exact", "soft"):
             raise ConfigError(f"model.mode must be 'exact' or 'soft', got {self.mode!r}")
 
@@ -168,6 +180,39 @@ class FeatureUNet(nn.Module):
         return self.head(x)[..., :H, :W].contiguous()
 
 
+class EdgeTrunk(nn.Module):
+    """Reduced-resolution edge predictor: (B, cin, H, W) → (B, 4, H, W) per-edge maps.
+
+    The full-resolution input is folded into channels (space-to-depth by ``stride``: no pixel is
+    lost, yet every convolution runs on ``stride²``× fewer positions), a :class:`FeatureUNet`
+    works at 1/stride … 1/(stride·2^(levels−1)) (receptive field for ×16 at ``stride=4`` and 4
+    levels), and its 4 output channels are upsampled bilinearly back to (H, W):
+    channels 0–1 the log-gates of the vertical / horizontal colour edges, 2–3 the raw extra
+    energies of vertical / horizontal edges. The pixel-precise location of an edge comes from the
+    full-resolution colour term these maps modulate (see :meth:`GraphSRModel.edge_energy`).
+    """
+
+    def __init__(self, cin: int, widths: tuple[int, ...], stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.net = FeatureUNet(cin * stride * stride, 4, widths)
+
+    def forward(self, x: Tensor) -> Tensor:
+        H, W = x.shape[-2:]
+        k = self.stride
+        ph, pw = (-H) % k, (-W) % k
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        out = self.net(F.pixel_unshuffle(x, k))
+        # bilinear, align_corners=False: the centre of a k×k block maps onto the centre of its cell
+        out = F.interpolate(out, scale_factor=k, mode="bilinear", align_corners=False)
+        return out[..., :H, :W]
+
+
+EDGE_EXTRA_OFFSET = 5.0
+"""The extra energy of the ``edge`` arch is ``softplus(z − 5)``: ≈ 0.007 for an untrained (z ≈ 0) network."""
+
+
 def source_stats(source: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per-sample mean and standard deviation (B, 1, 1, 1) over the valid pixels of (B, 1, h, w)."""
     valid = torch.isfinite(source)
@@ -226,7 +271,12 @@ class GraphSRModel(nn.Module):
         super().__init__()
         self.config = config or GraphSRConfig()
         c = self.config
-        self.net = FeatureUNet(5 if c.scale_input else 4, 1 + c.features, c.widths)
+        cin = 5 if c.scale_input else 4
+        self.net: nn.Module
+        if c.arch == "edge":
+            self.net = EdgeTrunk(cin, c.widths, c.feature_stride)
+        else:
+            self.net = FeatureUNet(cin, 1 + c.features, c.widths)
         self.log_color_mu = nn.Parameter(torch.tensor(math.log(c.color_mu)))
         log_lam = torch.tensor(math.log(c.lam_init))
         if c.mode == "soft":  # λ is learned only where it acts (DDP rejects unused parameters)
@@ -237,7 +287,11 @@ class GraphSRModel(nn.Module):
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def features(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
-        """(B, 1 + K, H, W) network output: a colour-gate logit, then K depth-edge features."""
+        """(B, C, H, W) network output at full resolution.
+
+        ``arch="unet"``: C = 1 + K, a colour-gate logit, then K depth-edge features.
+        ``arch="edge"``: C = 4, log-gates and raw extra energies of vertical / horizontal edges.
+        """
         if guide.dim() != 4 or guide.shape[1] != 3:
             raise ShapeError(f"guide must be (B, 3, H, W), got {tuple(guide.shape)}")
         H, W = guide.shape[-2:]
@@ -247,7 +301,7 @@ class GraphSRModel(nn.Module):
             parts.append(torch.full_like(up, math.log2(scale) / 4.0))
         x = torch.cat(parts, dim=1)
         k = self.config.feature_stride
-        if k == 1:
+        if k == 1 or self.config.arch == "edge":
             return self.net(x)
         ph, pw = (-H) % k, (-W) % k
         if ph or pw:
@@ -256,20 +310,37 @@ class GraphSRModel(nn.Module):
         out = F.interpolate(out, scale_factor=k, mode="bilinear", align_corners=False)
         return out[..., :H, :W]
 
-    def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
-        """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).
+    def edge_energy(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
+        """(B, 2, H, W) edge energies E ≥ 0 (layout of :mod:`optisr.ops.lattice`; unused slots 0).
 
-        ``w_pq = floor + (1 − floor)·exp(−ḡ_pq·mean_c(G_cp − G_cq)²/μ² − mean_k(F_kp − F_kq)²)``:
-        the colour term of the colour graph, scaled per edge by the gate ``ḡ_pq = (g_p + g_q)/2``
-        with ``g = 2·sigmoid(logit)`` ∈ (0, 2) (so the network can ignore texture edges, g → 0,
-        or sharpen colour edges, g → 2), plus learned features F that cut depth edges the colour
+        The weights are ``floor + (1 − floor)·exp(−E)``; ``exp(−E)`` is the edge's affinity, the
+        quantity direct supervision compares with the ground-truth depth's.
+
+        ``arch="unet"``: ``E_pq = ḡ_pq·mean_c(G_cp − G_cq)²/μ² + mean_k(F_kp − F_kq)²``, the colour
+        term of the colour graph scaled per edge by the gate ``ḡ_pq = (g_p + g_q)/2`` with
+        ``g = 2·sigmoid(logit)`` ∈ (0, 2) (so the network can ignore texture edges, g → 0, or
+        sharpen colour edges, g → 2), plus learned features F that cut depth edges the colour
         misses. With a zero network output this is exactly :func:`optisr.guided.api.color_weights`.
+
+        ``arch="edge"``: ``E = exp(a)·mean_c ΔG²/μ² + softplus(e − 5)`` with the per-edge log-gate
+        ``a`` ∈ [−10, 8] (texture edges ignored, faint depth edges amplified) and extra energy
+        ``e`` (depth edges without a colour edge), both predicted at reduced resolution.
         """
         out = self.features(guide, source, scale, mask, stats)
+        inv_mu2 = torch.exp(-2.0 * self.log_color_mu)
+        if self.config.arch == "edge":
+            colour = edge_energy(guide, 1.0) * inv_mu2
+            gate = torch.exp(out[:, :2].clamp(-10.0, 8.0))
+            extra = F.softplus(out[:, 2:] - EDGE_EXTRA_OFFSET)
+            energy = gate * colour + extra
+            H, W = energy.shape[-2:]
+            used = torch.ones(1, 2, H, W, dtype=torch.bool, device=energy.device)
+            used[:, 0, -1, :] = False
+            used[:, 1, :, -1] = False
+            return energy * used
+
         gate = 2.0 * torch.sigmoid(out[:, :1])
         feat = out[:, 1:]
-        inv_mu2 = torch.exp(-2.0 * self.log_color_mu)
-        floor = self.config.floor
 
         def edges(t: Tensor, dim: int) -> tuple[Tensor, Tensor]:
             n = t.shape[dim]
@@ -284,9 +355,16 @@ class GraphSRModel(nn.Module):
             energy = 0.5 * (s1 + s0) * (g1 - g0).pow(2).mean(1, keepdim=True) * inv_mu2
             energy = energy + (f1 - f0).pow(2).mean(1, keepdim=True)
             energies.append(F.pad(energy, (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)))
-        energy = torch.cat(energies, dim=1)
-        # isolated pixels are linked to their most similar neighbour (energy ranks floor-level edges)
-        return connect_isolated(weights_from_energy(energy, floor), self.config.connect, -energy.detach())
+        return torch.cat(energies, dim=1)
+
+    def weights(self, guide: Tensor, source: Tensor, scale: int, mask: Tensor | None = None, stats=None) -> Tensor:
+        """(B, 2, H, W) edge weights in [floor, 1] (layout of :mod:`optisr.ops.lattice`).
+
+        ``floor + (1 − floor)·exp(−E)`` with E from :meth:`edge_energy`; isolated pixels are then
+        linked to their most similar neighbour (``config.connect``; the energy ranks floor-level edges).
+        """
+        energy = self.edge_energy(guide, source, scale, mask, stats)
+        return connect_isolated(weights_from_energy(energy, self.config.floor), self.config.connect, -energy.detach())
 
     def forward(
         self,
@@ -300,7 +378,14 @@ class GraphSRModel(nn.Module):
         tol: float = 1e-4,
         max_iter: int = 2000,
         on_nonconvergence: str = "warn",
+        output: str = "solution",
     ) -> Tensor:
+        """The HR solution (B, 1, H, W), or with ``output="energy"`` the edge energies (B, 2, H, W)
+        of :meth:`edge_energy` without a solve (direct edge supervision trains on those)."""
+        if output == "energy":
+            return self.edge_energy(guide, source, scale, mask)
+        if output != "solution":
+            raise ConfigError(f"output must be 'solution' or 'energy', got {output!r}")
         w = self.weights(guide, source, scale, mask)
         return graph_solve(
             source,

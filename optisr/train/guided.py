@@ -48,6 +48,7 @@ __all__ = [
     "LossConfig",
     "SolverConfig",
     "add_dataset",
+    "edge_bce_loss",
     "masked_loss",
     "train",
 ]
@@ -82,15 +83,58 @@ class SolverConfig:
 
 @dataclass
 class LossConfig:
-    """``kind``: ``l1`` (LGR's masked L1), ``mse``, or ``rmse`` (per-sample RMSE, the benchmark
-    metric: L1 tolerates the rare large overshoots of exact mode that RMSE punishes). All in
-    units of each sample's LR standard deviation."""
+    """What the model is trained against.
+
+    End-to-end (through the graph solve, two CG solves per step): ``kind`` = ``l1`` (LGR's
+    masked L1), ``mse``, or ``rmse`` (per-sample RMSE, the benchmark metric: L1 tolerates the rare
+    large overshoots of exact mode that RMSE punishes). All in units of each sample's LR standard
+    deviation.
+
+    Direct edge supervision (no solver in the loop): ``kind = "edge_bce"``. Each edge's predicted
+    affinity ``exp(−E)`` (:meth:`GraphSRModel.edge_energy`) is compared with the ground-truth
+    depth's slope-invariant ``a* = exp(−J²/depth_mu²)`` (J the step across the edge minus the local
+    slope, D scaled to 0–255 per sample, :func:`optisr.guided.graph_weights.depth_jump_affinity`;
+    ``target: plain`` uses ``exp(−ΔD²/depth_mu²)`` of :func:`~optisr.guided.graph_weights.depth_affinity`,
+    the oracle's, which also cuts every steep slope) by a binary cross-entropy on the cut
+    probability ``1 − a``: ``pos_weight·(1 − a*)·(−log(1 − e^{−E})) + a*·E``, averaged over the
+    valid edges of each sample. ``pos_weight`` > 1 makes a missed depth edge (which blurs the
+    solution across it) cost more than a spurious one (which the exact constraint mostly absorbs).
+    """
 
     kind: str = "rmse"
+    target: str = "jump"
+    depth_mu: float = 10.0
+    pos_weight: float = 4.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("l1", "mse", "rmse"):
-            raise ConfigError(f"loss.kind must be l1, mse or rmse, got {self.kind!r}")
+        if self.kind not in ("l1", "mse", "rmse", "edge_bce"):
+            raise ConfigError(f"loss.kind must be l1, mse, rmse or edge_bce, got {self.kind!r}")
+        if self.target not in ("jump", "plain"):
+            raise ConfigError(f"loss.target must be jump or plain, got {self.target!r}")
+        if self.depth_mu <= 0 or self.pos_weight <= 0:
+            raise ConfigError(f"loss.depth_mu and loss.pos_weight must be > 0, got {self.depth_mu}, {self.pos_weight}")
+
+    @property
+    def direct(self) -> bool:
+        """True for direct edge supervision (no solve in the training step)."""
+        return self.kind == "edge_bce"
+
+
+def edge_bce_loss(
+    energy: torch.Tensor, affinity: torch.Tensor, edge_valid: torch.Tensor, pos_weight: float
+) -> torch.Tensor:
+    """Direct edge-supervision loss (see :class:`LossConfig`): mean over samples of the mean over valid edges.
+
+    Args:
+        energy: (B, 2, H, W) predicted edge energies E ≥ 0.
+        affinity: (B, 2, H, W) target affinities a* in [0, 1].
+        edge_valid: (B, 2, H, W) bool, the edges that count.
+    """
+    e = energy.clamp_min(1e-4)  # −log(1 − e^{−E}) is infinite at E = 0; 1e-4 caps it at ≈ 9.2
+    cut = -torch.log(-torch.expm1(-e))
+    per_edge = pos_weight * (1.0 - affinity) * cut + affinity * e
+    w = edge_valid.to(energy.dtype)
+    return ((per_edge * w).flatten(1).sum(1) / w.flatten(1).sum(1).clamp_min(1.0)).mean()
 
 
 @dataclass
@@ -186,6 +230,8 @@ class GuidedTask:
         self, model: nn.Module | dict[str, nn.Module], batch: dict[str, Any]
     ) -> tuple[torch.Tensor, dict[str, float]]:
         assert isinstance(model, nn.Module)  # build_model returns one network (possibly DDP-wrapped here)
+        if self.cfg.loss.direct:
+            return self._direct_loss(model, batch)
         s = self.cfg.solver
         x = model(
             batch["guide"],
@@ -199,6 +245,20 @@ class GuidedTask:
         std = batch["source"].flatten(1).std(dim=1).view(-1, 1, 1, 1) + 1e-6
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
         return loss, {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
+
+    def _direct_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Edge BCE against the ground-truth depth's affinities: one network pass, no solve."""
+        from optisr.guided.graph_weights import depth_affinity, depth_jump_affinity
+
+        lc = self.cfg.loss
+        energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
+        targets = depth_jump_affinity if lc.target == "jump" else depth_affinity
+        target, edge_valid = targets(batch["target"], batch["valid"], mu=lc.depth_mu)
+        loss = edge_bce_loss(energy, target, edge_valid, lc.pos_weight)
+        with torch.no_grad():  # how often the predicted cut (a < 0.5) disagrees with the target's
+            wrong = ((torch.exp(-energy) < 0.5) != (target < 0.5)) & edge_valid
+            err = float(wrong.sum() / edge_valid.sum().clamp_min(1))
+        return loss, {"edge_bce": float(loss.detach()), "edge_err": err}
 
     def close(self) -> None:
         if self._prefetch is not None:

@@ -51,6 +51,8 @@ __all__ = [
     "add_dataset",
     "masked_loss",
     "train",
+    "validation_scenes",
+    "VAL_GUIDE_CONDITIONS",
 ]
 
 
@@ -158,6 +160,32 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def validation_scenes(v: GuidedValConfig, condition: str = "clean") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The procedural validation scenes: (guide (1, 3, H, W) float32 in [0, 1], depth (1, 1, H, W) float32 mm).
+
+    ``condition``: ``clean`` (the rendered guide) or ``dim`` (scene i's guide re-exposed by
+    :data:`~optisr.degrade.low_light.DIM_INDOOR` with a generator seeded by ``(v.seed + i, 1)``).
+    The depth is the clean depth either way.
+    """
+    from optisr.data.synthetic import make_scene
+    from optisr.degrade.low_light import DIM_INDOOR, degrade_guide
+
+    if condition not in VAL_GUIDE_CONDITIONS:
+        raise ConfigError(
+            f"unknown validation guide condition {condition!r} (known: {', '.join(VAL_GUIDE_CONDITIONS)})"
+        )
+    scenes = []
+    for i in range(v.scenes):
+        sc = make_scene(v.size, v.size, seed=v.seed + i)
+        g = sc.guide
+        if condition == "dim":
+            g = degrade_guide(g, np.random.default_rng([v.seed + i, 1]), DIM_INDOOR)
+        scenes.append(
+            (torch.from_numpy(g).permute(2, 0, 1)[None].contiguous(), torch.from_numpy(sc.depth_clean)[None, None])
+        )
+    return scenes
+
+
 class GuidedTask:
     """The :class:`optisr.train.loop.TrainTask` of the guided model."""
 
@@ -226,25 +254,8 @@ class GuidedTask:
             self._prefetch = None
 
     def _val_scenes(self, condition: str = "clean") -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(guide (1,3,H,W), depth (1,1,H,W)) of every validation scene, the guide under ``condition``."""
         if condition not in self._val:
-            from optisr.data.synthetic import make_scene
-            from optisr.degrade.low_light import DIM_INDOOR, degrade_guide
-
-            v = self.cfg.datasets.val
-            scenes = []
-            for i in range(v.scenes):
-                sc = make_scene(v.size, v.size, seed=v.seed + i)
-                g = sc.guide
-                if condition == "dim":
-                    g = degrade_guide(g, np.random.default_rng([v.seed + i, 1]), DIM_INDOOR)
-                scenes.append(
-                    (
-                        torch.from_numpy(g).permute(2, 0, 1)[None].contiguous(),
-                        torch.from_numpy(sc.depth_clean)[None, None],
-                    )
-                )
-            self._val[condition] = scenes
+            self._val[condition] = validation_scenes(self.cfg.datasets.val, condition)
         return self._val[condition]
 
     def _val_solve(self, source: torch.Tensor, weights: torch.Tensor, scale: int, op: Any) -> torch.Tensor:

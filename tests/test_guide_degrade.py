@@ -100,9 +100,9 @@ def test_dim_indoor_preset_is_dark_and_noisy():
 
 
 def test_bad_settings():
-    with pytest.raises(ConfigError, match="guide_degrade.prob"):
+    with pytest.raises(ConfigError, match=r"guide_degrade\.prob"):
         GuideDegradeConfig(prob=1.5)
-    with pytest.raises(ConfigError, match="guide_degrade.gain"):
+    with pytest.raises(ConfigError, match=r"guide_degrade\.gain"):
         GuideDegradeConfig(gain=(0.5, 0.1))
     with pytest.raises(ShapeError):
         degrade_guide(np.zeros((4, 4), np.float32), np.random.default_rng(0), GuideDegradeConfig(prob=1.0))

@@ -243,13 +243,13 @@ def quantise_depth(lr: np.ndarray, levels: float) -> np.ndarray:
 
 
 def punch_holes(lr: np.ndarray, rate: float, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """``lr`` (h, w) with ≈ ``rate`` of its pixels set to NaN, in blobs of size ``sigma`` LR px (0 = single pixels).
+    """``lr`` (h, w) with ``rate`` of its pixels (± 1) set to NaN, in blobs of ``sigma`` LR px (0 = single pixels).
 
     At least one pixel always stays valid.
     """
     _check_2d(lr, "lr")
     out = lr.astype(np.float32, copy=True)
-    n = int(round(rate * lr.size))
+    n = int(rate * lr.size + rng.random())  # stochastic rounding: the expected fraction is ``rate`` on tiny maps too
     if n <= 0:
         return out
     field_ = rng.standard_normal(lr.shape)

@@ -177,9 +177,7 @@ class NoisePool:
             raise InputFileError(f"{folder}: no noise patch images in this folder")
         return cls([as_rgb_float(read_image(f)) for f in files], strength=strength)
 
-    def sample(
-        self, shape: tuple[int, int], generator: np.random.Generator, *, channels: int | None = None
-    ) -> np.ndarray:
+    def sample(self, shape: tuple[int, int], generator: np.random.Generator, *, channels: int | None = None) -> np.ndarray:
         """Draw zero-mean noise.
 
         Args:

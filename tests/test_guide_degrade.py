@@ -117,3 +117,43 @@ def test_batches_degrade_only_the_guide():
     assert b.guide.mean() < a.guide.mean()
     assert torch.equal(b.guide, make_training_batch(dim, 3, 0, 4).guide)
     assert not torch.equal(b.guide, make_training_batch(dim, 3, 0, 5).guide)
+
+
+def test_dim_validation_scenes_are_darker_deterministic_and_keep_the_depth():
+    from optisr.train.guided import GuidedValConfig, validation_scenes
+
+    v = GuidedValConfig(scenes=2, size=32, guide_conditions=["clean", "dim"])
+    clean, dim, again = validation_scenes(v, "clean"), validation_scenes(v, "dim"), validation_scenes(v, "dim")
+    for (gc, dc), (gd, dd), (ga, _da) in zip(clean, dim, again):
+        assert gd.shape == gc.shape and gd.dtype == torch.float32
+        assert torch.equal(gd, ga) and torch.equal(dc, dd)
+        assert not torch.equal(gc, gd)
+        assert gd.mean() < 0.6 * gc.mean()
+    assert not torch.equal(dim[0][0], dim[1][0])
+
+
+def test_validation_guide_conditions_are_checked():
+    from optisr.train.guided import GuidedValConfig
+
+    for bad in (["dim"], ["clean", "fog"], ["clean", "clean"], []):
+        with pytest.raises(ConfigError, match="guide_conditions"):
+            GuidedValConfig(guide_conditions=bad)
+
+
+def test_validate_logs_each_guide_condition_separately():
+    from pathlib import Path
+
+    from optisr.config import build_config
+    from optisr.train.guided import GuidedTask, GuidedTrainConfig
+
+    tiny = Path(__file__).resolve().parents[1] / "configs" / "guided" / "tiny.yaml"
+    plain = build_config(GuidedTrainConfig, tiny)
+    both = build_config(GuidedTrainConfig, tiny, ["datasets.val.guide_conditions=[clean, dim]"])
+    torch.manual_seed(0)
+    model = GuidedTask(plain).build_model().eval()
+    with torch.no_grad():  # as the training loop validates
+        a, b = GuidedTask(plain).validate(model, 0), GuidedTask(both).validate(model, 0)
+    assert {k: b[k] for k in a} == a  # the clean metrics are unchanged
+    for k in a:
+        assert k + "_dim" in b
+    assert b["color_nrmse_dim"] != b["color_nrmse"] and b["nrmse_x4_dim"] != b["nrmse_x4"]

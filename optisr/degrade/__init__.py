@@ -9,6 +9,8 @@ Images are numpy float32 ``(H, W, C)`` in [0, 1]; randomness comes only from a n
 * :mod:`~optisr.degrade.kernels` -- ``.mat``/``.npy`` kernels, random anisotropic Gaussians,
   kernel degradation; :mod:`~optisr.degrade.kernelgan` -- per-image kernel estimation.
 * :mod:`~optisr.degrade.jpeg` -- JPEG round trip.
+* :mod:`~optisr.degrade.low_light` -- dim / low-contrast / noisy re-exposure of an RGB guide.
+* :mod:`~optisr.degrade.depth_noise` -- depth-sensor degradations of an LR depth source.
 * :mod:`~optisr.degrade.second_order` -- Real-ESRGAN's second-order pipeline.
 * :mod:`~optisr.degrade.pipeline` -- ``DegradationConfig`` and ``build_training_pairs`` (the
   ``optisr degrade`` command).

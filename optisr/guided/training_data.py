@@ -11,7 +11,11 @@ loader state to save. Sources:
 
 Augmentation: horizontal flip, 90° rotations (square crops), random crops. The LR source is
 synthesised with the configured operator (``area``, ``bicubic``, ...) from the hole-filled HR
-depth; the loss mask excludes invalid HR pixels.
+depth; the loss mask excludes invalid HR pixels. Optional (off by default): dim / noisy guides
+(:mod:`optisr.degrade.low_light`, guide only) and depth-sensor degradations of the LR source
+(:mod:`optisr.degrade.depth_noise`: misalignment, flying pixels, noise, quantisation, holes as
+NaN); both draw from their own generators seeded by ``(seed, step, rank)``, so turning them on
+changes neither the scenes and crops of a batch nor each other's draws. The target stays clean.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from optisr.degrade.depth_noise import LRNoiseConfig, apply_lr_noise, draw_lr_noise, shift_depth
+from optisr.degrade.low_light import GuideDegradeConfig, degrade_guide
 from optisr.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,6 +57,9 @@ class TrainDataConfig:
         operator_mix: optional ``{operator: probability}`` overriding ``operator`` per batch.
         lr_noise_std: Gaussian noise added to the LR source, as a fraction of its std (0 = clean).
         flip, rot90: augmentation switches.
+        guide_degrade: dim / low-contrast / noisy re-exposure of the guide (``prob`` 0 = off).
+        lr_noise: depth-sensor degradations of the LR source (``prob`` 0 = off); holes are NaN
+            in ``Batch.source``.
         num_workers: processes that synthesise upcoming batches ahead of the training step
             (0 = in the training process). Batches stay a pure function of (seed, step, rank),
             so the number of workers never changes what is trained on.
@@ -64,6 +73,8 @@ class TrainDataConfig:
     lr_noise_std: float = 0.0
     flip: bool = True
     rot90: bool = True
+    guide_degrade: GuideDegradeConfig = field(default_factory=GuideDegradeConfig)
+    lr_noise: LRNoiseConfig = field(default_factory=LRNoiseConfig)
     num_workers: int = 0
 
     def __post_init__(self) -> None:
@@ -78,7 +89,7 @@ class TrainDataConfig:
 
 @dataclass
 class Batch:
-    """guide (B,3,H,W) float32 [0,1]; target (B,1,H,W); valid (B,1,H,W) bool; source (B,1,h,w)."""
+    """guide (B,3,H,W) float32 [0,1]; target (B,1,H,W); valid (B,1,H,W) bool; source (B,1,h,w), NaN = no measurement."""
 
     guide: Tensor
     target: Tensor
@@ -86,6 +97,10 @@ class Batch:
     source: Tensor
     scale: int
     operator: str
+
+
+_GUIDE_STREAM = 1  # generator keys (seed, step, rank, stream) of the optional augmentations
+_LR_NOISE_STREAM = 2
 
 
 @functools.lru_cache(maxsize=8)
@@ -164,16 +179,46 @@ def make_training_batch(cfg: TrainDataConfig, batch_size: int, seed: int, step: 
         guides.append(g)
         targets.append(d)
         masks.append(m)
+    if cfg.guide_degrade.prob > 0:
+        grng = np.random.default_rng([int(seed), int(step), int(rank), _GUIDE_STREAM])
+        guides = [degrade_guide(g, grng, cfg.guide_degrade) for g in guides]
     guide = torch.from_numpy(np.stack(guides)).permute(0, 3, 1, 2).contiguous()
     target = torch.from_numpy(np.stack(targets).astype(np.float32))[:, None]
     valid = torch.from_numpy(np.stack(masks))[:, None]
     op = make_operator(operator, (cfg.crop, cfg.crop), scale)
-    source = op.apply(target)
+    plans = None
+    measured = target  # the HR depth the sensor sees (misaligned from the guide when drawn so)
+    if cfg.lr_noise.prob > 0:
+        nrng = np.random.default_rng([int(seed), int(step), int(rank), _LR_NOISE_STREAM])
+        plans = [draw_lr_noise(nrng, cfg.lr_noise) for _ in range(batch_size)]
+        measured = torch.from_numpy(
+            np.stack([d if p.shift is None else shift_depth(d, *p.shift) for d, p in zip(targets, plans)]).astype(
+                np.float32
+            )
+        )[:, None]
+    source = op.apply(measured)
     if cfg.lr_noise_std > 0:
         std = source.flatten(1).std(dim=1).view(-1, 1, 1, 1)
         noise = torch.from_numpy(rng.standard_normal(source.shape).astype(np.float32))
         source = source + cfg.lr_noise_std * std * noise
+    if plans is not None:
+        lrs = [
+            apply_lr_noise(source[i, 0].numpy(), measured[i, 0].numpy(), scale, p, cfg.lr_noise, nrng)
+            for i, p in enumerate(plans)
+        ]
+        source = torch.from_numpy(np.stack(lrs))[:, None]
     return Batch(guide, target, valid, source, scale, operator)
+
+
+def source_std(source: Tensor) -> Tensor:
+    """Per-sample unbiased standard deviation (B, 1, 1, 1) of (B, 1, h, w) ``source`` over its finite pixels.
+
+    Equals ``source.flatten(1).std(dim=1)`` when every pixel is finite (the loss's unit).
+    """
+    flat = source.flatten(1)
+    if bool(torch.isfinite(flat).all()):
+        return flat.std(dim=1).view(-1, 1, 1, 1)
+    return torch.stack([row[torch.isfinite(row)].std() for row in flat]).view(-1, 1, 1, 1)
 
 
 def _worker_init() -> None:

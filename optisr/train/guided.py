@@ -34,6 +34,7 @@ from optisr.guided.training_data import (
     DataSourceConfig,
     TrainDataConfig,
     make_training_batch,
+    source_std,
 )
 from optisr.train.config import PathConfig, TrainConfig
 from optisr.train.loop import FitResult
@@ -51,18 +52,39 @@ __all__ = [
     "edge_bce_loss",
     "masked_loss",
     "train",
+    "validation_scenes",
+    "VAL_GUIDE_CONDITIONS",
 ]
+
+
+VAL_GUIDE_CONDITIONS = ("clean", "dim")
 
 
 @dataclass
 class GuidedValConfig:
-    """Validation on procedural scenes (``scenes`` of ``size``², seeds from ``seed``)."""
+    """Validation on procedural scenes (``scenes`` of ``size``², seeds from ``seed``).
+
+    ``guide_conditions``: the guides each scene is validated with: ``clean`` (as rendered; its
+    metrics are ``nrmse_x4``...) and ``dim`` (the fixed :data:`optisr.degrade.low_light.DIM_INDOOR`
+    re-exposure, drawn from a generator seeded by ``(seed + i, 1)`` for scene i; metrics
+    ``nrmse_x4_dim``, ``nrmse_dim``, ``color_nrmse_dim``, ``vs_color_dim``). ``clean`` must be
+    listed: its ``nrmse`` is the headline metric.
+    """
 
     scenes: int = 6
     size: int = 192
     seed: int = 900_000
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     operator: str = "bicubic"
+    guide_conditions: list[str] = field(default_factory=lambda: ["clean"])
+
+    def __post_init__(self) -> None:
+        conds = self.guide_conditions
+        if any(c not in VAL_GUIDE_CONDITIONS for c in conds) or "clean" not in conds or len(set(conds)) != len(conds):
+            raise ConfigError(
+                f"datasets.val.guide_conditions must be distinct values of {', '.join(VAL_GUIDE_CONDITIONS)} "
+                f"including clean, got {self.guide_conditions}"
+            )
 
 
 @dataclass
@@ -182,13 +204,39 @@ def _device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def validation_scenes(v: GuidedValConfig, condition: str = "clean") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The procedural validation scenes: (guide (1, 3, H, W) float32 in [0, 1], depth (1, 1, H, W) float32 mm).
+
+    ``condition``: ``clean`` (the rendered guide) or ``dim`` (scene i's guide re-exposed by
+    :data:`~optisr.degrade.low_light.DIM_INDOOR` with a generator seeded by ``(v.seed + i, 1)``).
+    The depth is the clean depth either way.
+    """
+    from optisr.data.synthetic import make_scene
+    from optisr.degrade.low_light import DIM_INDOOR, degrade_guide
+
+    if condition not in VAL_GUIDE_CONDITIONS:
+        raise ConfigError(
+            f"unknown validation guide condition {condition!r} (known: {', '.join(VAL_GUIDE_CONDITIONS)})"
+        )
+    scenes = []
+    for i in range(v.scenes):
+        sc = make_scene(v.size, v.size, seed=v.seed + i)
+        g = sc.guide
+        if condition == "dim":
+            g = degrade_guide(g, np.random.default_rng([v.seed + i, 1]), DIM_INDOOR)
+        scenes.append(
+            (torch.from_numpy(g).permute(2, 0, 1)[None].contiguous(), torch.from_numpy(sc.depth_clean)[None, None])
+        )
+    return scenes
+
+
 class GuidedTask:
     """The :class:`optisr.train.loop.TrainTask` of the guided model."""
 
     def __init__(self, cfg: GuidedTrainConfig) -> None:
         self.cfg = cfg
-        self._val: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._color: dict[str, float] | None = None
+        self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._color: dict[str, dict[str, float]] = {}
         self._prefetch: BatchPrefetcher | None = None
 
     def build_model(self) -> GraphSRModel:
@@ -242,7 +290,7 @@ class GuidedTask:
             max_iter=s.max_iter,
             on_nonconvergence="ignore",
         )
-        std = batch["source"].flatten(1).std(dim=1).view(-1, 1, 1, 1) + 1e-6
+        std = source_std(batch["source"]) + 1e-6  # finite pixels only: lr_noise holes are NaN
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
         return loss, {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
 
@@ -265,21 +313,10 @@ class GuidedTask:
             self._prefetch.close()
             self._prefetch = None
 
-    def _val_scenes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        if self._val is None:
-            from optisr.data.synthetic import make_scene
-
-            v = self.cfg.datasets.val
-            self._val = []
-            for i in range(v.scenes):
-                sc = make_scene(v.size, v.size, seed=v.seed + i)
-                self._val.append(
-                    (
-                        torch.from_numpy(sc.guide).permute(2, 0, 1)[None].contiguous(),
-                        torch.from_numpy(sc.depth_clean)[None, None],
-                    )
-                )
-        return self._val
+    def _val_scenes(self, condition: str = "clean") -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if condition not in self._val:
+            self._val[condition] = validation_scenes(self.cfg.datasets.val, condition)
+        return self._val[condition]
 
     def _val_solve(self, source: torch.Tensor, weights: torch.Tensor, scale: int, op: Any) -> torch.Tensor:
         """The validation solve (the config's solver tolerances, floor and mode; never warns)."""
@@ -304,7 +341,10 @@ class GuidedTask:
         return color_weights(guide, mu=m.color_mu, floor=m.floor, connect=m.connect)
 
     def _evaluate(
-        self, weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor], device: torch.device | str = "cpu"
+        self,
+        weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+        device: torch.device | str = "cpu",
+        condition: str = "clean",
     ) -> dict[str, float]:
         from optisr.ops.operators import make_operator
 
@@ -312,7 +352,7 @@ class GuidedTask:
         out: dict[str, float] = {}
         for f in v.scales:
             errs = []
-            for guide, depth in self._val_scenes():
+            for guide, depth in self._val_scenes(condition):
                 guide, depth = guide.to(device), depth.to(device)
                 op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
                 src = op.apply(depth)
@@ -325,12 +365,16 @@ class GuidedTask:
 
     def validate(self, model: nn.Module, step: int) -> dict[str, float]:
         assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
-        if self._color is None:
-            self._color = self._evaluate(lambda g, s, f: self._color_weights(g))
-        m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model))
-        m.update({f"color_{k}": v for k, v in self._color.items()})
-        m["vs_color"] = m["nrmse"] / self._color["nrmse"]
-        return m
+        out: dict[str, float] = {}
+        for c in self.cfg.datasets.val.guide_conditions:
+            if c not in self._color:
+                self._color[c] = self._evaluate(lambda g, s, f: self._color_weights(g), condition=c)
+            m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model), c)
+            m.update({f"color_{k}": v for k, v in self._color[c].items()})
+            m["vs_color"] = m["nrmse"] / self._color[c]["nrmse"]
+            suffix = "" if c == "clean" else f"_{c}"
+            out.update({k + suffix: v for k, v in m.items()})
+        return out
 
     def val_images(self, model: nn.Module, step: int) -> dict[str, np.ndarray]:
         """guide | LR | colour graph | model | error maps of the first validation scene at the middle scale."""

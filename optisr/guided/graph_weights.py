@@ -160,9 +160,11 @@ def depth_jump_affinity(
     for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
         diff = d255.diff(dim=dim)
         n = diff.shape[dim]
-        padded = F.pad(diff, (0, 0, window, window) if dim == 2 else (window, window, 0, 0), mode="replicate")
-        around = [padded.narrow(dim, window + o, n) for o in range(-window, window + 1) if o]
-        jump = diff - torch.stack(around, 0).median(0).values
+        jump = diff
+        if n > 0:  # a one-pixel-wide (or tall) image has no edges in this direction
+            padded = F.pad(diff, (0, 0, window, window) if dim == 2 else (window, window, 0, 0), mode="replicate")
+            around = [padded.narrow(dim, window + o, n) for o in range(-window, window + 1) if o]
+            jump = diff - torch.stack(around, 0).median(0).values
         energies.append(F.pad((jump / mu).pow(2), (0, 0, 0, 1) if dim == 2 else (0, 1, 0, 0)))
     used = _edge_validity(ok)
     return torch.exp(-torch.cat(energies, 1)) * used, used

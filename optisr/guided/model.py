@@ -78,6 +78,10 @@ class GraphSRConfig:
         arch: ``unet`` (the per-pixel gate + K features of the first model) or ``edge`` (a
             reduced-resolution network that predicts, per edge, a gate on the colour term and an
             extra depth-edge energy; built for direct edge supervision, see :meth:`GraphSRModel.edge_energy`).
+        head_width: ``arch="edge"`` only: channels of a light full-resolution head (two 3×3
+            convolutions on the guide, the upsampled source and ``head_width`` upsampled trunk
+            features) that places the edges to the pixel; 0 = the trunk's bilinearly upsampled
+            maps alone.
     """
 
     widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -90,6 +94,7 @@ class GraphSRConfig:
     feature_stride: int = 1
     connect: float = 0.02
     arch: str = "unet"
+    head_width: int = 0
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -103,6 +108,8 @@ class GraphSRConfig:
             raise ConfigError(f"model.floor must be in [0, 1), got {self.floor}")
         if not 0 <= self.connect < 1:
             raise ConfigError(f"model.connect must be in [0, 1), got {self.connect}")
+        if self.head_width < 0 or (self.head_width and self.arch != "edge"):
+            raise ConfigError(f"model.head_width must be ≥ 0 and needs arch 'edge', got {self.head_width}")
         if self.arch not in ("unet", "edge"):
             raise ConfigError(f"model.arch must be 'unet' or 'edge', got {self.arch!r}")
         strides = (1, 2, 4) if self.arch == "unet" else (2, 4, 8)
@@ -186,27 +193,41 @@ class EdgeTrunk(nn.Module):
     The full-resolution input is folded into channels (space-to-depth by ``stride``: no pixel is
     lost, yet every convolution runs on ``stride²``× fewer positions), a :class:`FeatureUNet`
     works at 1/stride … 1/(stride·2^(levels−1)) (receptive field for ×16 at ``stride=4`` and 4
-    levels), and its 4 output channels are upsampled bilinearly back to (H, W):
-    channels 0–1 the log-gates of the vertical / horizontal colour edges, 2–3 the raw extra
-    energies of vertical / horizontal edges. The pixel-precise location of an edge comes from the
-    full-resolution colour term these maps modulate (see :meth:`GraphSRModel.edge_energy`).
+    levels), and its output is upsampled bilinearly back to (H, W). With ``head_width`` = 0 that
+    output is the 4 maps: channels 0–1 the log-gates of the vertical / horizontal colour edges,
+    2–3 the raw extra energies of vertical / horizontal edges. With ``head_width`` = c > 0 the
+    trunk returns 4 + c channels and a light full-resolution head (two 3×3 convolutions of c
+    channels on the input and the upsampled c features) adds a pixel-precise correction to the 4
+    maps (its last layer starts at zero, so an untrained head changes nothing).
     """
 
-    def __init__(self, cin: int, widths: tuple[int, ...], stride: int) -> None:
+    def __init__(self, cin: int, widths: tuple[int, ...], stride: int, head_width: int = 0) -> None:
         super().__init__()
         self.stride = stride
-        self.net = FeatureUNet(cin * stride * stride, 4, widths)
+        self.net = FeatureUNet(cin * stride * stride, 4 + head_width, widths)
+        self.head: nn.Sequential | None = None
+        if head_width:
+            last = nn.Conv2d(head_width, 4, 3, padding=1)
+            nn.init.zeros_(last.weight)
+            assert last.bias is not None
+            nn.init.zeros_(last.bias)
+            self.head = nn.Sequential(
+                nn.Conv2d(cin + head_width, head_width, 3, padding=1), nn.LeakyReLU(0.1, inplace=True), last
+            )
+            self.head.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # see FeatureUNet
 
     def forward(self, x: Tensor) -> Tensor:
         H, W = x.shape[-2:]
         k = self.stride
         ph, pw = (-H) % k, (-W) % k
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        out = self.net(F.pixel_unshuffle(x, k))
+        xp = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        out = self.net(F.pixel_unshuffle(xp, k))
         # bilinear, align_corners=False: the centre of a k×k block maps onto the centre of its cell
-        out = F.interpolate(out, scale_factor=k, mode="bilinear", align_corners=False)
-        return out[..., :H, :W]
+        out = F.interpolate(out, scale_factor=k, mode="bilinear", align_corners=False)[..., :H, :W]
+        if self.head is None:
+            return out
+        maps, feat = out[:, :4], out[:, 4:]
+        return maps + self.head(torch.cat([x, feat], dim=1).contiguous(memory_format=torch.channels_last))
 
 
 EDGE_EXTRA_OFFSET = 5.0
@@ -274,7 +295,7 @@ class GraphSRModel(nn.Module):
         cin = 5 if c.scale_input else 4
         self.net: nn.Module
         if c.arch == "edge":
-            self.net = EdgeTrunk(cin, c.widths, c.feature_stride)
+            self.net = EdgeTrunk(cin, c.widths, c.feature_stride, c.head_width)
         else:
             self.net = FeatureUNet(cin, 1 + c.features, c.widths)
         self.log_color_mu = nn.Parameter(torch.tensor(math.log(c.color_mu)))

@@ -399,7 +399,8 @@ class BlindTask:
         return self._val
 
     def validate(self, model: nn.Module, step: int) -> dict[str, float]:
-        from optisr.metrics.image_quality import niqe, psnr, ssim
+        from optisr.metrics.image_quality import psnr, ssim
+        from optisr.metrics.niqe import niqe
 
         samples = self._val_samples()
         if not samples:

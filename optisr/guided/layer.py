@@ -79,7 +79,8 @@ def graph_solve(
         robust_delta: robust only: loss threshold in units of σ (None: 1.345 Huber, 4.685 Tukey).
         robust_tol, robust_max_iter: robust only: IRLS stops when the relative change of x is
             below ``robust_tol`` for every sample, or after ``robust_max_iter`` soft solves.
-        tol, max_iter, precond, on_nonconvergence: CG settings (relative residual per sample).
+        tol, max_iter, precond, on_nonconvergence: CG settings (relative residual per sample);
+            ``precond`` is ``jacobi``, ``multigrid`` or ``none`` (see :mod:`optisr.solvers.graph`).
         backward_tol: tolerance of the adjoint solve (default: ``tol``).
         floor: weights are clamped to at least ``floor`` (0 disables). Without a floor, weights
             near zero make the problem ill-posed: at ×16 an unfloored exact solve of a 0–255

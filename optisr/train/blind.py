@@ -31,6 +31,7 @@ per rank (the critic is never used in eval mode).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -46,7 +47,7 @@ from torch import nn
 from optisr.blind.critics import CriticConfig
 from optisr.blind.losses import LossConfig, LossSet
 from optisr.blind.training_data import TrainDataConfig, ValDataConfig, ValSample
-from optisr.errors import ConfigError, InputFileError
+from optisr.errors import ConfigError, InputFileError, ShapeError
 from optisr.train.config import OptimConfig, PathConfig, TrainConfig
 from optisr.train.loop import FitResult
 from optisr.train.run import run_training
@@ -399,7 +400,8 @@ class BlindTask:
         return self._val
 
     def validate(self, model: nn.Module, step: int) -> dict[str, float]:
-        from optisr.metrics.image_quality import niqe, psnr, ssim
+        from optisr.metrics.image_quality import psnr, ssim
+        from optisr.metrics.niqe import niqe
 
         samples = self._val_samples()
         if not samples:
@@ -418,8 +420,9 @@ class BlindTask:
                 assert isinstance(p, torch.Tensor) and isinstance(q, torch.Tensor)  # tensor input: (B,) tensors
                 ps.append(float(p[0]))
                 ss.append(float(q[0]))
-            if v.niqe and min(sr.shape[-2:]) - 2 * self.scale > 192:
-                nq.append(niqe(sr, crop_border=self.scale))
+            if v.niqe:
+                with contextlib.suppress(ShapeError):  # fewer than two whole 96×96 blocks: no NIQE
+                    nq.append(niqe(sr, crop_border=self.scale))
         out = {}
         if ps:
             out["psnr_y"] = float(np.mean(ps))

@@ -182,3 +182,30 @@ def test_bad_config_errors_name_the_key(data, tmp_path, capsys, override, key):
     err = capsys.readouterr().err
     assert key in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_validation_niqe_is_matlab_niqe_on_images_with_two_blocks(data, tmp_path):
+    """NIQE (MATLAB) is reported once the cropped SR output holds two whole 96×96 blocks (here 96×200)."""
+    from optisr.metrics.niqe import niqe
+
+    rng = np.random.default_rng(3)
+    lr = (rng.random((26, 52, 3)) * 255).astype(np.uint8)
+    write_image(tmp_path / "HR" / "a.png", np.repeat(np.repeat(lr, 4, 0), 4, 1))
+    write_image(tmp_path / "LR" / "a.png", lr)
+    val = [f"datasets.val.dataroot_gt={tmp_path / 'HR'}", f"datasets.val.dataroot_lq={tmp_path / 'LR'}"]
+    task = build_task(_cfg(data, *val, "datasets.val.niqe=true"))
+
+    class Nearest(torch.nn.Module):  # a textured "SR" output (a random-init RRDB gives a flat one)
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest") * self.w
+
+    g = Nearest()
+    out = task.validate(g, 0)
+    expect = niqe(np.repeat(np.repeat(lr, 4, 0), 4, 1), crop_border=4)
+    assert np.isfinite(expect) and out["niqe"] == pytest.approx(expect, abs=1e-9)
+    # the shared tiny pairs (64×64 … 64×96 outputs) are too small: no NIQE key, no error
+    assert "niqe" not in build_task(_cfg(data, "datasets.val.niqe=true")).validate(g, 0)

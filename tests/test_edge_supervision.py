@@ -153,3 +153,45 @@ def test_direct_then_end_to_end_regime(tmp_path):
     assert _losses(tmp_path / "e2e", "train/rmse_norm")  # the end-to-end loss, through the solve
     _, meta = load_guided_model(tmp_path / "e2e" / "last.safetensors")
     assert json.loads(meta["config"])["arch"] == "edge"
+
+
+def test_kkt_loss_is_zero_when_the_ground_truth_is_the_layers_solution_and_scale_free():
+    from optisr.ops.lattice import weights_from_edges
+    from optisr.ops.operators import make_operator
+    from optisr.train.guided import kkt_loss
+
+    x = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
+    x[..., 3:] = 5.0  # a vertical step between columns 2 and 3
+    vertical = torch.ones(1, 1, 7, 8, dtype=torch.float64)
+    horizontal = torch.ones(1, 1, 8, 7, dtype=torch.float64)
+    op = make_operator("area", (8, 8), 4)
+    uniform = weights_from_edges(vertical, horizontal)
+    horizontal[..., 2] = 0.0  # cut exactly the edges across the step
+    cut = weights_from_edges(vertical, horizontal)
+    assert float(kkt_loss(cut, x, op)) < 1e-9  # piecewise constant on the cut graph: L x = 0
+    bad = float(kkt_loss(uniform, x, op))
+    assert bad > 0.05
+    assert float(kkt_loss(3.0 * uniform, x, op)) == pytest.approx(bad)  # a common weight scale does not matter
+    # the solver agrees: exact with the cut graph reproduces the step, the uniform graph does not
+    from optisr.guided.layer import graph_solve
+
+    s = op.apply(x)
+    err_cut = (graph_solve(s, cut, 4, operator=op, tol=1e-12, max_iter=500) - x).abs().max()
+    err_uniform = (graph_solve(s, uniform, 4, operator=op, tol=1e-12, max_iter=500) - x).abs().max()
+    assert err_cut < 0.01 < 0.5 < err_uniform  # (the solver floors the cut edges at 1e-4)
+
+
+def test_kkt_regime_trains_without_a_solver(tmp_path, monkeypatch):
+    import optisr.guided.layer as layer
+
+    def no_solve(*a, **k):
+        raise AssertionError("the direct regime must not solve in the training step")
+
+    assert _train(tmp_path / "warm", "loss.kind=kkt", "train.total_steps=1", "train.val_every=0") == 0
+    monkeypatch.setattr(layer, "graph_solve", no_solve)
+    import optisr.guided.model as model_mod
+
+    monkeypatch.setattr(model_mod, "graph_solve", no_solve)
+    assert _train(tmp_path / "run", "loss.kind=kkt", "train.total_steps=3", "train.val_every=0",
+                  "train.log_every=1") == 0
+    assert len(_losses(tmp_path / "run", "train/kkt")) == 3

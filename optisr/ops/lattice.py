@@ -98,14 +98,17 @@ def laplacian_apply(weights: Tensor, x: Tensor) -> Tensor:
 def laplacian_apply_(weights: Tensor, x: Tensor, out: Tensor, tmp_v: Tensor, tmp_h: Tensor) -> Tensor:
     """In-place variant of :func:`laplacian_apply` for the solver's inner loop (no autograd).
 
-    ``tmp_v`` and ``tmp_h`` are scratch buffers of shapes (B, C, H−1, W) and (B, C, H, W−1).
+    ``tmp_v`` and ``tmp_h`` are scratch buffers of shapes (B, C, H−1, W) and (B, C, H, W−1);
+    ``out`` (B, C, H, W) must not overlap ``x``. Bit-identical to :func:`laplacian_apply` (the same
+    roundings in the same order) with 23 passes over HR-sized memory instead of ~33 and no
+    allocation: the first flux is copied into ``out`` instead of added to zeros.
     """
     torch.sub(x[:, :, 1:, :], x[:, :, :-1, :], out=tmp_v)
     tmp_v.mul_(weights[:, 0:1, :-1, :])
     torch.sub(x[:, :, :, 1:], x[:, :, :, :-1], out=tmp_h)
     tmp_h.mul_(weights[:, 1:2, :, :-1])
-    out.zero_()
-    out[:, :, 1:, :].add_(tmp_v)
+    out[:, :, :1, :].zero_()
+    out[:, :, 1:, :].copy_(tmp_v)
     out[:, :, :-1, :].sub_(tmp_v)
     out[:, :, :, 1:].add_(tmp_h)
     out[:, :, :, :-1].sub_(tmp_h)

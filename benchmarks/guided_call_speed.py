@@ -75,33 +75,39 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for kind in args.weights:
         for f in args.scales:
-            op = make_operator(args.operator, (n, n), f)
-            src = op.apply(depth)
-            src_np = src[0, 0].numpy()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t_call, _ = _best(lambda: optisr.guided_upsample(src_np, guide, f, operator=args.operator, weights=kind), args.repeat)  # noqa: E501
-                t_fid, _ = _best(lambda: choose_fidelity(src_np, f, fidelity="auto"), args.repeat)
-                resolved, learned = resolve_weights(kind, f, src_np, None)
-                with torch.no_grad():
-                    if learned:
-                        t_w, w = _best(lambda: resolved(gt, src), args.repeat)
-                    else:
-                        t_w, w = _best(lambda: color_weights(gt), args.repeat)
-                floor = 1e-4  # graph_solve's default floor, as the call applies it
-                w = w.clamp_min(floor)
-                t_init, _ = _best(lambda: op.project(default_init(op, src, None), src), args.repeat)
-                opts = SolverOptions(tol=1e-4, max_iter=2000)
-                t_solve, (_, info) = _best(lambda: solve_exact(w, src, op, options=opts), args.repeat)
-            name = kind if not learned or kind != "default" else "default (model)"
-            if kind == "default" and not learned:
-                name = "default (colour: no model installed)"
-            rest = t_call - t_fid - t_w - t_solve
-            print(
-                f"| {name} | ×{f} | **{t_call:.3f}** | {t_fid:.3f} | {t_w:.3f} | {t_init:.3f} | "
-                f"{t_solve:.3f} ({int(info.iterations.max())}) | {rest:.3f} |",
-                flush=True,
-            )
+            print(_row(kind, f, guide, gt, depth, args.operator, args.repeat), flush=True)
+
+
+def _row(
+    kind: str, f: int, guide: np.ndarray, gt: torch.Tensor, depth: torch.Tensor, operator: str, repeat: int
+) -> str:
+    """One table row: weights ``kind`` at ×``f`` (guide H×W×3 numpy, gt (1, 3, H, W), depth (1, 1, H, W))."""
+    n = guide.shape[0]
+    op = make_operator(operator, (n, n), f)
+    src = op.apply(depth)
+    src_np = src[0, 0].numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_call, _ = _best(lambda: optisr.guided_upsample(src_np, guide, f, operator=operator, weights=kind), repeat)
+        t_fid, _ = _best(lambda: choose_fidelity(src_np, f, fidelity="auto"), repeat)
+        resolved, learned = resolve_weights(kind, f, src_np, None)
+        with torch.no_grad():
+            if learned:
+                t_w, w = _best(lambda: resolved(gt, src), repeat)
+            else:
+                t_w, w = _best(lambda: color_weights(gt), repeat)
+        w = w.clamp_min(1e-4)  # graph_solve's default floor, as the call applies it
+        t_init, _ = _best(lambda: op.project(default_init(op, src, None), src), repeat)
+        opts = SolverOptions(tol=1e-4, max_iter=2000)
+        t_solve, (_, info) = _best(lambda: solve_exact(w, src, op, options=opts), repeat)
+    name = "default (model)" if learned else kind
+    if kind == "default" and not learned:
+        name = "default (colour: no model installed)"
+    rest = t_call - t_fid - t_w - t_solve
+    return (
+        f"| {name} | ×{f} | **{t_call:.3f}** | {t_fid:.3f} | {t_w:.3f} | {t_init:.3f} | "
+        f"{t_solve:.3f} ({int(info.iterations.max())}) | {rest:.3f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -224,7 +224,9 @@ class DownsampleOperator:
             by, bx = self._ay.adj, self._ax.adj
             assert isinstance(by, BlockPool) and isinstance(bx, BlockPool)  # area/sum axes pool blocks
             yw = y * (by.weights(y)[:, None] * bx.weights(y)[None, :])
-            x.view(*x.shape[:-2], h, f, w, f).sub_(yw[..., :, None, :, None])
+            # expand along the columns first (an (h, W) map), so the HR pass broadcasts whole rows
+            rows = yw[..., None].expand(*yw.shape, f).reshape(*yw.shape[:-1], W)
+            x.view(*x.shape[:-2], h, f, W).sub_(rows[..., :, None, :])
             return x
         return x.sub_(self.adjoint(y))
 

@@ -90,11 +90,15 @@ def _connect_reference(w: np.ndarray, tau: float) -> np.ndarray:
                 p_edges = [e for e in _edges_of(i, j, H, W) if e != internal]
                 q_edges = [e for e in _edges_of(i + di, j + dj, H, W) if e != internal]
                 if ch == 0:  # pair order: up_p, left_p, right_p, down_q, left_q, right_q
-                    ext = [e for e in p_edges if not (e[0] == 0 and e[1] == i)] + \
-                          [e for e in q_edges if not (e[0] == 0 and e[1] == i)]
+                    ext = [e for e in p_edges if not (e[0] == 0 and e[1] == i)] + [
+                        e for e in q_edges if not (e[0] == 0 and e[1] == i)
+                    ]
                 else:  # up_p, down_p, left_p, up_q, down_q, right_q
-                    ext = [e for e in p_edges if not (e[0] == 1 and e[2] == j)] + \
-                          [e for e in q_edges if e[0] == 0] + [e for e in q_edges if e[0] == 1 and e[2] == j + 1]
+                    ext = (
+                        [e for e in p_edges if not (e[0] == 1 and e[2] == j)]
+                        + [e for e in q_edges if e[0] == 0]
+                        + [e for e in q_edges if e[0] == 1 and e[2] == j + 1]
+                    )
                 vals = [w[e] for e in ext]
                 if ext and max(vals) < tau:
                     e = ext[int(np.argmax(vals))]
@@ -161,3 +165,114 @@ def test_connect_isolated_stops_a_speck_from_absorbing_its_block():
     rmse = lambda x: float((x - depth).pow(2).mean().sqrt())  # noqa: E731
     assert rmse(linked) < rmse(plain) / 2
     assert torch.allclose(op.apply(linked), src, atol=1e-9)  # still exactly consistent
+
+
+# ------------------------------------------------------------------ the solver-loop fast paths
+
+
+def test_in_place_laplacian_equals_laplacian_apply():
+    from optisr.ops.lattice import laplacian_apply_
+
+    torch.manual_seed(0)
+    for B, C, H, W in ((1, 1, 1, 6), (2, 1, 2, 3), (1, 3, 7, 9), (2, 2, 33, 17), (1, 1, 5, 1)):
+        w = torch.rand(B, 2, H, W, dtype=torch.float64)
+        x = torch.randn(B, C, H, W, dtype=torch.float64)
+        out = torch.full_like(x, float("nan"))  # every entry must be written
+        got = laplacian_apply_(w, x, out, x.new_empty(B, C, H - 1, W), x.new_empty(B, C, H, W - 1))
+        assert got is out
+        assert float((got - laplacian_apply(w, x)).abs().max()) <= 1e-12, (B, C, H, W)
+
+
+def _connect_previous(weights, tau, affinity=None):
+    """connect_isolated as it was before the gather-only rewrite (padded stacks, dense selections)."""
+    import torch.nn.functional as F
+
+    edges_p = ((0, -1, 0), (0, 0, 0), (1, 0, -1), (1, 0, 0))
+    edges_v = ((0, -1, 0), (1, 0, -1), (1, 0, 0), (0, 1, 0), (1, 1, -1), (1, 1, 0))
+    edges_h = ((0, -1, 0), (0, 0, 0), (1, 0, -1), (0, -1, 1), (0, 0, 1), (1, 0, 1))
+
+    def count(w):
+        s = (w >= tau).to(torch.uint8)
+        return s[:, 0] + F.pad(s[:, 0, :-1], (0, 0, 1, 0)) + s[:, 1] + F.pad(s[:, 1, :, :-1], (1, 0))
+
+    def choose(w_pad, a_pad, b, i, j, edges):
+        ch, di, dj = (torch.tensor([e[k] for e in edges]) for k in range(3))
+        bb, rr, cc = b[:, None].expand(-1, len(edges)), i[:, None] + 1 + di, j[:, None] + 1 + dj
+        wg, ag = w_pad[bb, ch.expand_as(bb), rr, cc], a_pad[bb, ch.expand_as(bb), rr, cc]
+        k = ag.argmax(1)
+        take = (wg.amax(1) < tau) & torch.isfinite(ag.amax(1))
+        n = torch.arange(len(b))[take]
+        k = k[take]
+        return ch[k], b[take], rr[n, k] - 1, cc[n, k] - 1
+
+    _, _, H, W = weights.shape
+    zero = torch.zeros((), dtype=weights.dtype)
+    has_v, has_h = torch.arange(H).view(H, 1) < H - 1, torch.arange(W).view(1, W) < W - 1
+    w = torch.stack([torch.where(has_v, weights[:, 0], zero), torch.where(has_h, weights[:, 1], zero)], 1)
+    with torch.no_grad():
+        a = (weights if affinity is None else affinity).detach()
+        ninf = torch.tensor(float("-inf"), dtype=a.dtype)
+        a_pad = torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1)
+        a_pad = F.pad(a_pad, (1, 1, 1, 1), value=float("-inf"))
+        sel = torch.zeros_like(w, dtype=torch.bool)
+        b, i, j = (count(w) == 0).nonzero(as_tuple=True)
+        if len(b):
+            c, bb, r, q = choose(F.pad(w, (1, 1, 1, 1)), a_pad, b, i, j, edges_p)
+            sel[bb, c, r, q] = True
+    w = torch.where(sel, w.clamp_min(tau), w)
+    with torch.no_grad():
+        few = count(w) <= 1
+        sel = torch.zeros_like(w, dtype=torch.bool)
+        w_pad = F.pad(w.detach(), (1, 1, 1, 1))
+        for cand, edges in zip(((few[:, :-1] & few[:, 1:]), (few[:, :, :-1] & few[:, :, 1:])), (edges_v, edges_h)):
+            b, i, j = cand.nonzero(as_tuple=True)
+            if len(b):
+                c, bb, r, q = choose(w_pad, a_pad, b, i, j, edges)
+                sel[bb, c, r, q] = True
+    return torch.where(sel, w.clamp_min(tau), w)
+
+
+def test_connect_isolated_equals_the_previous_implementation_with_gradients():
+    from optisr.ops.lattice import connect_isolated
+
+    gen = torch.Generator().manual_seed(1)
+    for t in range(80):
+        B, H, W = (
+            1 + t % 3,
+            1 + int(torch.randint(0, 24, (), generator=gen)),
+            1 + int(torch.randint(0, 24, (), generator=gen)),
+        )
+        dtype = torch.float64 if t % 2 else torch.float32
+        w = torch.rand(B, 2, H, W, dtype=dtype, generator=gen) ** 3
+        if t % 5 == 0:
+            w = w.round(decimals=1)  # many exact ties
+        w = w.clamp_min(1e-3)
+        affinity = None if t % 3 == 0 else torch.randn(B, 2, H, W, dtype=dtype, generator=gen)
+        tau = (0.02, 0.05, 0.1, 0.3)[t % 4]
+        w1, w2 = w.clone().requires_grad_(), w.clone().requires_grad_()
+        new, old = connect_isolated(w1, tau, affinity), _connect_previous(w2, tau, affinity)
+        assert torch.equal(new, old), (t, B, H, W)
+        g = torch.randn(new.shape, dtype=dtype, generator=gen)
+        new.backward(g)
+        old.backward(g)
+        assert torch.equal(w1.grad, w2.grad), (t, B, H, W)
+        with torch.no_grad():
+            assert torch.equal(connect_isolated(w, tau, affinity), old)
+
+
+def test_colour_weight_pieces_agree_with_and_without_autograd():
+    from optisr.ops.lattice import edge_energy, weights_from_energy
+
+    f = torch.rand(2, 3, 9, 11, dtype=torch.float64)
+    mu = torch.tensor([0.2, 0.5], dtype=torch.float64, requires_grad=True)
+    e = edge_energy(f, mu)
+    w = weights_from_energy(e, 1e-3)
+    assert float(e[:, 0, -1].abs().max()) == 0 and float(e[:, 1, :, -1].abs().max()) == 0
+    ref = 1e-3 + (1 - 1e-3) * torch.exp(-e.detach())
+    ref[:, 0, -1] = 0
+    ref[:, 1, :, -1] = 0
+    assert torch.equal(w.detach(), ref)
+    with torch.no_grad():
+        assert torch.equal(weights_from_energy(edge_energy(f, mu), 1e-3), w.detach())
+    w.sum().backward()
+    assert mu.grad is not None and bool(torch.isfinite(mu.grad).all())

@@ -67,7 +67,9 @@ def test_stable_with_near_zero_weights(kind, f):
     H = W = 64
     g = torch.Generator().manual_seed(1)
     w = edge_weights(torch.rand(1, 3, H, W, generator=g, dtype=torch.float64), 0.02, floor=0.0)
-    depth = torch.nn.functional.interpolate(torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64) * 255, (H, W), mode="bilinear")
+    depth = torch.nn.functional.interpolate(
+        torch.rand(1, 1, 4, 4, generator=g, dtype=torch.float64) * 255, (H, W), mode="bilinear"
+    )
     op = make_operator(kind, (H, W), f)
     s = op.apply(depth)
     x = graph_solve(s, w, f, operator=kind, tol=1e-5, max_iter=3000)
@@ -128,3 +130,15 @@ def test_shape_errors():
         graph_solve(torch.zeros(1, 1, 5, 4), w, 4)
     with pytest.raises(ShapeError):
         graph_solve(torch.zeros(1, 5, 4), w, 4)
+
+
+@pytest.mark.parametrize("kind", ["area", "sum", "bicubic"])
+@pytest.mark.parametrize("H,W", [(24, 32), (21, 30)])
+def test_sub_adjoint_in_place_equals_out_of_place(kind, H, W):
+    op = make_operator(kind, (H, W), 4)
+    x = torch.randn(2, 3, H, W, dtype=torch.float64)
+    y = torch.randn(2, 3, *op.lr_size, dtype=torch.float64)
+    ref = x - op.adjoint(y)
+    got = op.sub_adjoint_(x, y)
+    assert got is x
+    assert float((got - ref).abs().max()) <= 1e-12

@@ -8,6 +8,8 @@
   reference executor used to verify it.
 * :mod:`optisr.blind.tiling` -- tiled inference with cross-faded overlaps.
 * :mod:`optisr.blind.api` -- :func:`upscale` for numpy images and tensors.
+* :mod:`optisr.blind.choice` -- which installed model (and pre-filter) fits an input's estimated
+  degradation; :mod:`optisr.blind.prefilter` -- deblocking / denoising before the network.
 * :mod:`optisr.blind.export` -- ONNX export with dynamic H/W.
 * :mod:`optisr.blind.critics` / :mod:`optisr.blind.losses` / :mod:`optisr.blind.perceptual` /
   :mod:`optisr.blind.batch_ot` -- discriminators and training losses (pixel, VGG19 perceptual,
@@ -22,12 +24,14 @@ __all__ = [
     "api",
     "archs",
     "batch_ot",
+    "choice",
     "convert",
     "critics",
     "export",
     "losses",
     "ncnn_graph",
     "perceptual",
+    "prefilter",
     "registry",
     "tiling",
     "training_data",

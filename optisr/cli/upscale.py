@@ -5,6 +5,10 @@ Examples::
     optisr upscale -i photo.jpg -o photo_x4.png
     optisr upscale -i photos/ -o out/ -n realesrgan-x4plus -t 256 --tile-pad 16 -s 2
     optisr upscale -i photos/ -o out/ --dask local:2     # files as tasks on 2 local worker processes
+
+Without ``-n``/``--model-path`` the model is chosen per input from its estimated degradation
+(JPEG quality or blockiness, noise σ; :mod:`optisr.blind.choice`), and one line per input on
+stderr says what was estimated and chosen.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--model_name",
         dest="model_name",
         default=None,
-        help="registered model (see `optisr models list`; default realsr-df2k-x4)",
+        help="registered model (see `optisr models list`); default: chosen per input from its estimated "
+        "degradation (JPEG blocks, noise) among the installed models",
     )
     src.add_argument(
         "--model-path",
@@ -50,6 +55,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         dest="model_path",
         default=None,
         help="weights file: .safetensors / .pth (ESRGAN, BasicSR, Real-ESRGAN layouts) or ncnn .param",
+    )
+    p.add_argument(
+        "--prefilter",
+        choices=("auto", "none", "deblock", "denoise"),
+        default="auto",
+        help="restoration before the network: deblock (JPEG blocks), denoise (non-local means, strength "
+        "from the estimated noise); auto (default) = the chosen rule's when no model is given, else none",
     )
     p.add_argument(
         "-s",
@@ -188,8 +200,10 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from optisr.blind.api import AlphaUpsampler, get_model, upscale
+    from optisr.blind.choice import choose_model
     from optisr.blind.registry import DEFAULT_MODEL
     from optisr.blind.tiling import count_tiles
+    from optisr.degrade.estimate import estimate_degradation, read_jpeg_quality
     from optisr.io.images import read_image, write_image
     from optisr.io.outputs import check_output_file, check_output_folder, refuse_overlap
 
@@ -220,23 +234,39 @@ def run(args: argparse.Namespace) -> int:
         target = _output_for(files[0], args, out_is_file, has_alpha)
         _refuse_input_as_target(target, files[0])
         check_output_file(target, overwrite=args.overwrite)
-    model = args.model_path or args.model_name or DEFAULT_MODEL
-    # Load first: a bad model fails before any output is written.
-    net, scale = get_model(model, device=device, dtype=dtype)
-    if not args.quiet:
-        hp: dict[str, object] = getattr(net, "hyperparameters", dict)()
-        desc = ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("num_in_ch", "num_out_ch", "scale"))
-        print(f"model {model}: {type(net).__name__} ×{scale} ({desc}) on {device}, {dtype}", file=sys.stderr)
-    multiple = int(getattr(net, "size_multiple", 1))
-    tile = _tile_for(args.tile_size, multiple)
+    auto = not (args.model_path or args.model_name)
+    model = "auto" if auto else args.model_path or args.model_name
+    prefilter = "none" if args.prefilter == "auto" and not auto else args.prefilter
     alpha: AlphaUpsampler = "bicubic" if args.alpha_upsampler == "bicubic" else "model"  # realesrgan = model
     if args.dask is not None:
+        if args.prefilter != "auto":
+            raise ConfigError("--prefilter is not supported with --dask (workers use the chosen rule's pre-filter)")
+        # Workers run optisr.upscale(model="auto") per file when no model is given.
+        net, _ = get_model(DEFAULT_MODEL if auto else model, device=device, dtype=dtype)
+        tile = _tile_for(args.tile_size, int(getattr(net, "size_multiple", 1)))
         return _run_on_dask(args, files, single, out_is_file, str(model), tile, device, alpha)
+    if not auto:
+        # Load first: a bad model fails before any output is written.
+        _load_and_report(model, args, device, dtype)
     failures = 0
     bar = tqdm(files, unit="img", disable=args.quiet or len(files) == 1, file=sys.stderr)
     for f in bar:
         try:
             img = first if first is not None else read_image(f)
+            file_model, file_filter = model, prefilter
+            if auto:
+                choice = choose_model(estimate_degradation(img, jpeg_quality=read_jpeg_quality(f)))
+                file_model = choice.model
+                file_filter = choice.prefilter if prefilter == "auto" else prefilter
+                shown = (
+                    choice.describe()
+                    if file_filter == choice.prefilter
+                    else f"{choice.describe()} (--prefilter {file_filter})"
+                )
+                tqdm.write(f"{f.name}: {shown}", file=sys.stderr)
+            net, _ = get_model(file_model, device=device, dtype=dtype)
+            multiple = int(getattr(net, "size_multiple", 1))
+            tile = _tile_for(args.tile_size, multiple)
             has_alpha = img.ndim == 3 and img.shape[2] in (2, 4)
             target = _output_for(f, args, out_is_file, has_alpha)
             _refuse_input_as_target(target, f)
@@ -249,7 +279,8 @@ def run(args: argparse.Namespace) -> int:
             ) as tile_bar:
                 result = upscale(
                     img,
-                    model,
+                    file_model,
+                    prefilter=file_filter,
                     outscale=args.outscale,
                     tile_size=tile,
                     tile_pad=args.tile_pad,
@@ -271,6 +302,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"optisr upscale: {failures} of {len(files)} files failed", file=sys.stderr)
         return 1
     return 0
+
+
+def _load_and_report(model: str, args: argparse.Namespace, device: object, dtype: object) -> None:
+    """Load ``model`` (a bad one fails here, before any output) and name it on stderr."""
+    from optisr.blind.api import get_model
+
+    net, scale = get_model(model, device=device, dtype=dtype)  # type: ignore[arg-type]
+    if not args.quiet:
+        hp: dict[str, object] = getattr(net, "hyperparameters", dict)()
+        desc = ", ".join(f"{k}={v}" for k, v in hp.items() if k not in ("num_in_ch", "num_out_ch", "scale"))
+        print(f"model {model}: {type(net).__name__} ×{scale} ({desc}) on {device}, {dtype}", file=sys.stderr)
 
 
 def _run_on_dask(

@@ -9,6 +9,8 @@ Images are numpy float32 ``(H, W, C)`` in [0, 1]; randomness comes only from a n
 * :mod:`~optisr.degrade.kernels` -- ``.mat``/``.npy`` kernels, random anisotropic Gaussians,
   kernel degradation; :mod:`~optisr.degrade.kernelgan` -- per-image kernel estimation.
 * :mod:`~optisr.degrade.jpeg` -- JPEG round trip.
+* :mod:`~optisr.degrade.estimate` -- estimate an input's degradation (JPEG quality from the
+  quantisation tables or 8×8 blockiness, noise σ, sharpness).
 * :mod:`~optisr.degrade.low_light` -- dim / low-contrast / noisy re-exposure of an RGB guide.
 * :mod:`~optisr.degrade.depth_noise` -- depth-sensor degradations of an LR depth source.
 * :mod:`~optisr.degrade.second_order` -- Real-ESRGAN's second-order pipeline.
@@ -17,6 +19,7 @@ Images are numpy float32 ``(H, W, C)`` in [0, 1]; randomness comes only from a n
 """
 
 from optisr.degrade.bicubic import imresize
+from optisr.degrade.estimate import Degradation, estimate_degradation
 from optisr.degrade.jpeg import JpegConfig, jpeg_compress, random_jpeg
 from optisr.degrade.kernels import (
     GaussianKernelConfig,
@@ -40,6 +43,7 @@ from optisr.degrade.pipeline import (
 from optisr.degrade.second_order import SecondOrderConfig, second_order_degrade
 
 __all__ = [
+    "Degradation",
     "DegradationConfig",
     "GaussianKernelConfig",
     "JpegConfig",
@@ -51,6 +55,7 @@ __all__ = [
     "compose_x4_kernel",
     "config_from_dict",
     "degrade_with_kernel",
+    "estimate_degradation",
     "estimate_kernel",
     "imresize",
     "jpeg_compress",

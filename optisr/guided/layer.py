@@ -179,12 +179,14 @@ def _check_confidence(confidence: Tensor, source: Tensor) -> Tensor:
 
 
 def _zero_border(weights: Tensor) -> Tensor:
-    """Zero the slots that hold no edge (last row of ch 0, last column of ch 1), out of place."""
-    H, W = weights.shape[-2:]
-    keep = torch.ones((2, H, W), dtype=weights.dtype, device=weights.device)
-    keep[0, -1, :] = 0
-    keep[1, :, -1] = 0
-    return weights * keep
+    """Zero the slots that hold no edge (last row of ch 0, last column of ch 1) of a fresh tensor, in place.
+
+    ``weights`` must be a result no autograd node keeps (here the output of ``clamp_min``, whose
+    backward uses its input), so the in-place write stays differentiable (zero gradient there).
+    """
+    weights[:, 0, -1, :] = 0
+    weights[:, 1, :, -1] = 0
+    return weights
 
 
 class GraphRegularisation(nn.Module):

@@ -39,8 +39,13 @@ def edge_weights(features: Tensor, mu: Tensor | float, *, floor: float = 1e-4) -
 
 def weights_from_energy(energy: Tensor, floor: float) -> Tensor:
     """``floor + (1 − floor)·exp(−energy)`` for (B, 2, H, W) energies, unused slots set to zero."""
-    w = floor + (1.0 - floor) * torch.exp(-energy)
-    return torch.cat([F.pad(w[:, :1, :-1], (0, 0, 0, 1)), F.pad(w[:, 1:, :, :-1], (0, 1, 0, 0))], dim=1)
+    if torch.is_grad_enabled() and energy.requires_grad:
+        w = floor + (1.0 - floor) * torch.exp(-energy)
+    else:  # the same operations in place (no autograd to keep their inputs for)
+        w = torch.neg(energy).exp_().mul_(1.0 - floor).add_(floor)
+    w[:, 0, -1, :] = 0  # w is a fresh tensor whose producer keeps no copy: in place is differentiable
+    w[:, 1, :, -1] = 0
+    return w
 
 
 def edge_energy(features: Tensor, mu: Tensor | float) -> Tensor:
@@ -55,9 +60,11 @@ def edge_energy(features: Tensor, mu: Tensor | float) -> Tensor:
     if mu.dim() == 1:
         mu = mu.view(-1, 1, 1, 1)
     inv = 1.0 / (mu * mu + 1e-12)
-    dv = (features[:, :, 1:, :] - features[:, :, :-1, :]).pow(2).mean(1, keepdim=True)
-    dh = (features[:, :, :, 1:] - features[:, :, :, :-1]).pow(2).mean(1, keepdim=True)
-    return torch.cat([F.pad(dv * inv, (0, 0, 0, 1)), F.pad(dh * inv, (0, 1, 0, 0))], dim=1)
+    B, _, H, W = features.shape
+    out = features.new_zeros((B, 2, H, W), dtype=torch.result_type(features, inv))
+    out[:, 0:1, :-1, :] = (features[:, :, 1:, :] - features[:, :, :-1, :]).pow(2).mean(1, keepdim=True) * inv
+    out[:, 1:2, :, :-1] = (features[:, :, :, 1:] - features[:, :, :, :-1]).pow(2).mean(1, keepdim=True) * inv
+    return out
 
 
 def weights_from_edges(vertical: Tensor, horizontal: Tensor) -> Tensor:
@@ -98,15 +105,22 @@ def laplacian_apply(weights: Tensor, x: Tensor) -> Tensor:
 def laplacian_apply_(weights: Tensor, x: Tensor, out: Tensor, tmp_v: Tensor, tmp_h: Tensor) -> Tensor:
     """In-place variant of :func:`laplacian_apply` for the solver's inner loop (no autograd).
 
-    ``tmp_v`` and ``tmp_h`` are scratch buffers of shapes (B, C, H−1, W) and (B, C, H, W−1).
+    ``tmp_v`` and ``tmp_h`` are scratch buffers of shapes (B, C, H−1, W) and (B, C, H, W−1);
+    ``out`` (B, C, H, W) must not overlap ``x``. Bit-identical to :func:`laplacian_apply` (the same
+    roundings in the same order) with 21 passes over HR-sized memory and no allocation: the
+    vertical fluxes are differenced straight into ``out`` (``f_up − f_down``, as ``0 + f_up − f_down``).
     """
     torch.sub(x[:, :, 1:, :], x[:, :, :-1, :], out=tmp_v)
     tmp_v.mul_(weights[:, 0:1, :-1, :])
     torch.sub(x[:, :, :, 1:], x[:, :, :, :-1], out=tmp_h)
     tmp_h.mul_(weights[:, 1:2, :, :-1])
-    out.zero_()
-    out[:, :, 1:, :].add_(tmp_v)
-    out[:, :, :-1, :].sub_(tmp_v)
+    H = x.shape[-2]
+    if H > 1:
+        torch.sub(tmp_v[:, :, :-1, :], tmp_v[:, :, 1:, :], out=out[:, :, 1:-1, :])
+        torch.neg(tmp_v[:, :, :1, :], out=out[:, :, :1, :])
+        out[:, :, -1:, :].copy_(tmp_v[:, :, -1:, :])
+    else:
+        out.zero_()
     out[:, :, :, 1:].add_(tmp_h)
     out[:, :, :, :-1].sub_(tmp_h)
     return out
@@ -137,33 +151,44 @@ def edge_gradient(g: Tensor, x: Tensor) -> Tensor:
 #
 # Weak pixels are a few percent of an image, so the choices are made on gathered neighbourhoods of
 # the candidates only (dense stacks of every pixel's 4 or 6 edges cost ~10× the weights).
-# Edge offsets are in a copy of the weights padded by one pixel on each side: pixel (i, j) sits at
-# (i+1, j+1); channel 0 ("v") is the edge below a slot, channel 1 ("h") the edge to its right.
+# Edge offsets (channel, row, col) are relative to the candidate pixel (i, j); channel 0 ("v") is
+# the edge below a slot, channel 1 ("h") the edge to its right.
 
 _PIXEL_EDGES = ((0, -1, 0), (0, 0, 0), (1, 0, -1), (1, 0, 0))  # up, down, left, right of p
 _VPAIR_EDGES = ((0, -1, 0), (1, 0, -1), (1, 0, 0), (0, 1, 0), (1, 1, -1), (1, 1, 0))  # p=(i,j), q=(i+1,j)
 _HPAIR_EDGES = ((0, -1, 0), (0, 0, 0), (1, 0, -1), (0, -1, 1), (0, 0, 1), (1, 0, 1))  # p=(i,j), q=(i,j+1)
 
 
-def _count_strong(w: Tensor, tau: float) -> Tensor:
-    """(B, H, W) uint8: how many of each pixel's edges have weight ≥ ``tau``."""
-    strong = (w >= tau).to(torch.uint8)
-    return strong[:, 0] + F.pad(strong[:, 0, :-1], (0, 0, 1, 0)) + strong[:, 1] + F.pad(strong[:, 1, :, :-1], (1, 0))
+def _count_strong(strong: Tensor) -> Tensor:
+    """(B, H, W) uint8: how many of each pixel's edges are strong, from a (B, 2, H, W) uint8 0/1 map."""
+    n = strong[:, 0] + strong[:, 1]  # down, right
+    n[:, 1:].add_(strong[:, 0, :-1])  # up
+    n[:, :, 1:].add_(strong[:, 1, :, :-1])  # left
+    return n
 
 
-def _choose(w_pad: Tensor, a_pad: Tensor, b: Tensor, i: Tensor, j: Tensor, edges, tau: float):
-    """For candidates (b, i, j): the edge slots (channel, b, row, col) to raise, one per weak candidate."""
+def _choose(strong: Tensor, a: Tensor, b: Tensor, i: Tensor, j: Tensor, edges):
+    """For candidates (b, i, j): the edge slots (channel, b, row, col) to raise, one per weak candidate.
+
+    ``strong`` (B, 2, H, W) uint8: 1 where an edge is ≥ tau; ``a`` (B, 2, H, W) the affinity. Edges
+    outside the grid and unused slots take no part (affinity −∞, never strong). A candidate is weak
+    when none of its edges is strong; its edge of largest affinity is chosen (the first of exact ties).
+    """
+    _, _, H, W = strong.shape
     ch = torch.tensor([e[0] for e in edges], device=b.device)
     di = torch.tensor([e[1] for e in edges], device=b.device)
     dj = torch.tensor([e[2] for e in edges], device=b.device)
-    bb, rr, cc = b[:, None].expand(-1, len(edges)), i[:, None] + 1 + di, j[:, None] + 1 + dj
-    w = w_pad[bb, ch.expand_as(bb), rr, cc]
-    a = a_pad[bb, ch.expand_as(bb), rr, cc]
-    k = a.argmax(1)  # the first of exact ties
-    take = (w.amax(1) < tau) & torch.isfinite(a.amax(1))
+    bb, rr, cc = b[:, None].expand(-1, len(edges)), i[:, None] + di, j[:, None] + dj
+    chh = ch.expand_as(bb)
+    inside = (rr >= 0) & (cc >= 0) & (rr < H - 1 + ch) & (cc < W - ch)  # ch 0: rows < H−1; ch 1: cols < W−1
+    rr_c, cc_c = rr.clamp(0, H - 1), cc.clamp(0, W - 1)
+    s = strong[bb, chh, rr_c, cc_c].bool() & inside
+    av = torch.where(inside, a[bb, chh, rr_c, cc_c], torch.tensor(float("-inf"), dtype=a.dtype, device=a.device))
+    k = av.argmax(1)  # the first of exact ties
+    take = ~s.any(1) & torch.isfinite(av.amax(1))
     n = torch.arange(len(b), device=b.device)[take]
     k = k[take]
-    return ch[k], b[take], rr[n, k] - 1, cc[n, k] - 1
+    return ch[k], b[take], rr[n, k], cc[n, k]
 
 
 def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None) -> Tensor:
@@ -199,37 +224,26 @@ def connect_isolated(weights: Tensor, tau: float, affinity: Tensor | None = None
     _check_weights(weights)
     if tau <= 0:
         return weights
-    _, _, H, W = weights.shape
-    zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
-    has_v = torch.arange(H, device=weights.device).view(H, 1) < H - 1
-    has_h = torch.arange(W, device=weights.device).view(1, W) < W - 1
-    w = torch.stack([torch.where(has_v, weights[:, 0], zero), torch.where(has_h, weights[:, 1], zero)], 1)
+    w = weights.clone()  # unused slots zeroed in the copy (zero gradient there)
+    w[:, 0, -1, :] = 0
+    w[:, 1, :, -1] = 0
     with torch.no_grad():
         a = (weights if affinity is None else affinity).detach()
-        ninf = torch.tensor(float("-inf"), dtype=a.dtype, device=a.device)
-        a_pad = F.pad(
-            torch.stack([torch.where(has_v, a[:, 0], ninf), torch.where(has_h, a[:, 1], ninf)], 1),
-            (1, 1, 1, 1),
-            value=float("-inf"),
-        )
-        n_strong = _count_strong(w, tau)
-        sel = torch.zeros_like(w, dtype=torch.bool)
+        strong = (w.detach() >= tau).view(torch.uint8)  # unused slots hold 0 < tau
         # 1. single pixels: raise the most similar edge of each weak pixel
-        b, i, j = (n_strong == 0).nonzero(as_tuple=True)
-        if len(b):
-            c, bb, r, q = _choose(F.pad(w, (1, 1, 1, 1)), a_pad, b, i, j, _PIXEL_EDGES, tau)
-            sel[bb, c, r, q] = True
-    w = torch.where(sel, w.clamp_min(tau), w)
-    with torch.no_grad():
+        b, i, j = (_count_strong(strong) == 0).nonzero(as_tuple=True)
+        raised = [_choose(strong, a, b, i, j, _PIXEL_EDGES)] if len(b) else []
+        for c, bb, r, q in raised:
+            strong[bb, c, r, q] = 1
         # 2. pairs: both pixels have at most one strong edge (their shared one) after step 1
-        n_strong = _count_strong(w, tau)
-        few = n_strong <= 1
-        sel = torch.zeros_like(w, dtype=torch.bool)
-        w_pad = F.pad(w.detach(), (1, 1, 1, 1))
+        few = _count_strong(strong) <= 1
         pairs = ((few[:, :-1] & few[:, 1:]), (few[:, :, :-1] & few[:, :, 1:]))
         for cand, edges in zip(pairs, (_VPAIR_EDGES, _HPAIR_EDGES)):
             b, i, j = cand.nonzero(as_tuple=True)
             if len(b):
-                c, bb, r, q = _choose(w_pad, a_pad, b, i, j, edges, tau)
-                sel[bb, c, r, q] = True
-    return torch.where(sel, w.clamp_min(tau), w)
+                raised.append(_choose(strong, a, b, i, j, edges))
+    if not raised:
+        return w
+    # every raised edge was below tau: it is set to tau with no gradient (as clamp_min(tau) would)
+    c, bb, r, q = (torch.cat(parts) for parts in zip(*raised))
+    return w.index_put((bb, c, r, q), torch.tensor(tau, dtype=w.dtype, device=w.device))

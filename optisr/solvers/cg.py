@@ -33,7 +33,26 @@ class CGInfo:
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample ``Σ_hw a·b``, shape (..., 1, 1): one batched BLAS dot for contiguous float inputs
+    (two passes over memory, no temporary), else multiply and sum."""
+    if a.shape == b.shape and a.dim() >= 2 and a.is_contiguous() and b.is_contiguous() and a.dtype == b.dtype:
+        n = a.shape[-2] * a.shape[-1]
+        return torch.bmm(a.reshape(-1, 1, n), b.reshape(-1, n, 1)).reshape(*a.shape[:-2], 1, 1)
     return (a * b).sum((-2, -1), keepdim=True)
+
+
+def _axpy_(y: Tensor, alpha: Tensor, x: Tensor, sign: float = 1.0) -> Tensor:
+    """In place ``y += sign·alpha·x`` for per-sample ``alpha`` (..., 1, 1), without a temporary."""
+    if alpha.numel() == 1:
+        return y.add_(x, alpha=sign * float(alpha))
+    return y.addcmul_(alpha, x, value=sign)
+
+
+def _xpay_(p: Tensor, beta: Tensor, z: Tensor) -> Tensor:
+    """In place ``p = z + beta·p`` for per-sample ``beta`` (..., 1, 1), without a temporary."""
+    if beta.numel() == 1:
+        return torch.add(z, p, alpha=float(beta), out=p)
+    return torch.addcmul(z, beta, p, out=p)
 
 
 def _precondition(precond, r: Tensor) -> Tensor:
@@ -43,7 +62,8 @@ def _precondition(precond, r: Tensor) -> Tensor:
     out = precond(r)
     if isinstance(out, tuple):
         z, r_plus = out
-        r.copy_(r_plus)
+        if r_plus is not r:
+            r.copy_(r_plus)
         return z
     return out
 
@@ -72,7 +92,9 @@ def cg_solve(
         x0: starting point, (B, C, H, W).
         precond: ``r -> M⁻¹ r``, symmetric positive definite on that subspace (None: identity).
             It may return ``(z, r⁺)`` to also replace the residual by an equivalent one
-            (residual update of constraint preconditioners).
+            (residual update of constraint preconditioners); ``r⁺`` may be ``r`` itself, updated
+            in place. ``matvec``'s and ``precond``'s results are used only until their next call,
+            so both may write into buffers of their own.
         tol: stop a sample when ``‖r‖ ≤ max(tol·‖r₀‖, atol)``.
         atol: absolute floor of the stopping test.
         max_iter: iteration cap.
@@ -87,13 +109,13 @@ def cg_solve(
     if on_nonconvergence not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_nonconvergence must be 'warn', 'raise' or 'ignore', got {on_nonconvergence!r}")
     with torch.no_grad():
-        x = x0.clone()
-        r = rhs_residual.clone()
+        x = x0.clone(memory_format=torch.contiguous_format)
+        r = rhs_residual.clone(memory_format=torch.contiguous_format)
         lead = r.shape[:-2]
         r0 = r.norm(dim=(-2, -1), keepdim=True)
         thresh = torch.maximum(tol * r0, torch.full_like(r0, atol))
         z = _precondition(precond, r)
-        p = z.clone()
+        p = z.clone(memory_format=torch.contiguous_format)  # updated in place: never an alias of z
         rz = _dot(r, z)
         if norm == "precond":
             r0 = rz.clamp_min(0).sqrt()
@@ -110,8 +132,8 @@ def cg_solve(
             pq = _dot(p, q)
             ok = (~done) & (pq > 0)
             alpha = torch.where(ok, rz / torch.where(ok, pq, one), zero)
-            x.add_(alpha * p)
-            r.sub_(alpha * q)
+            _axpy_(x, alpha, p)
+            _axpy_(r, alpha, q, -1.0)
             iters += (~done).reshape(lead).to(torch.int64)
             if norm == "precond":
                 z = _precondition(precond, r)
@@ -126,7 +148,7 @@ def cg_solve(
                 z = _precondition(precond, r)
                 rz_new = _dot(r, z)
             beta = torch.where(done, zero, rz_new / torch.where(rz != 0, rz, one))
-            p = z + beta * p
+            _xpay_(p, beta, z)
             rz = rz_new
         rel = (rnorm / torch.where(r0 > 0, r0, one)).reshape(lead)
         converged = (rnorm <= thresh).reshape(lead)

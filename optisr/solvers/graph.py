@@ -92,6 +92,11 @@ class _Laplacian:
     def __call__(self, x: Tensor) -> Tensor:
         return laplacian_apply_(self.w, x, torch.empty_like(x), self.tv, self.th)
 
+    def reusing(self, like: Tensor):
+        """``v -> L v`` written into one buffer of ``like``'s shape, overwritten by the next call (CG's matvec)."""
+        out = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return lambda v: laplacian_apply_(self.w, v, out, self.tv, self.th)
+
 
 def fill_invalid(source: Tensor, mask: Tensor | None) -> Tensor:
     """Replace unconstrained LR values by the per-sample mean of the constrained ones (for inits)."""
@@ -129,9 +134,19 @@ def _constraint_preconditioner(op: DownsampleOperator, weights: Tensor, mask: Te
     # from r only in range(D_cᵀ) (invisible to the iteration in exact arithmetic) and gives
     # z = G r = M⁻¹ r⁺ exactly. Without this "residual update" the range component of r grows,
     # and rᵀ G r loses all precision to cancellation (Gould, Hribar & Nocedal 2001, §6).
+    # (B, 1, H, W) m against (B, C, H, W) residuals: the buffers are made at the first call
+    buffers: list[Tensor] = []
+
     def apply(r: Tensor) -> tuple[Tensor, Tensor]:
-        r_plus = r - op.adjoint(op.apply(m * r) * inv_S)
-        return m * r_plus, r_plus
+        if not r.is_contiguous():
+            r_plus = r - op.adjoint(op.apply(m * r) * inv_S)
+            return m * r_plus, r_plus
+        if not buffers or buffers[0].shape != r.shape or buffers[0].dtype != r.dtype:
+            buffers[:] = [torch.empty_like(r), torch.empty_like(r)]
+        t, z = buffers
+        # r⁺ = r − Dᵀ S⁻¹ D (m r), in place in r (same values as the out-of-place form); z = m r⁺
+        op.sub_adjoint_(r, op.apply(torch.mul(m, r, out=t)) * inv_S)
+        return torch.mul(m, r, out=z), r
 
     return apply
 
@@ -147,7 +162,7 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
         return _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common)
     if op.diagonal_gram and options.precond == "jacobi":
         precond = _constraint_preconditioner(op, weights, mask)
-        return cg_solve(lap, residual, x0, precond=precond, norm="precond", **common)
+        return cg_solve(lap.reusing(x0), residual, x0, precond=precond, norm="precond", **common)
     proj = lambda v: op.project_null(v, mask)  # noqa: E731
     precond = None
     if options.precond == "jacobi":

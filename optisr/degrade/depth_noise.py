@@ -252,7 +252,7 @@ def punch_holes(lr: np.ndarray, rate: float, sigma: float, rng: np.random.Genera
     n = int(rate * lr.size + rng.random())  # stochastic rounding: the expected fraction is ``rate`` on tiny maps too
     if n <= 0:
         return out
-    field_ = rng.standard_normal(lr.shape)
+    field_: np.ndarray = rng.standard_normal(lr.shape)
     if sigma > 0:
         field_ = cv2.GaussianBlur(field_, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
     order = np.argsort(field_, axis=None, kind="stable")[: min(n, lr.size - 1)]

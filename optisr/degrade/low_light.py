@@ -120,7 +120,7 @@ def degrade_guide(image: np.ndarray, rng: np.random.Generator, cfg: GuideDegrade
         raise ShapeError(f"degrade_guide needs an (H, W, 3) image, got shape {image.shape}")
     if cfg.prob <= 0 or rng.random() >= cfg.prob:
         return image
-    x = np.clip(image.astype(np.float64), 0.0, 1.0) ** _DECODE_GAMMA  # linear light
+    x: np.ndarray = np.clip(image.astype(np.float64), 0.0, 1.0) ** _DECODE_GAMMA  # linear light
     if rng.random() < cfg.blur_prob:
         sigma = rng.uniform(*cfg.blur_sigma)
         if sigma > 0:

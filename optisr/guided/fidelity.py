@@ -3,8 +3,10 @@
 Exact consistency (``D x = s``) is right for a clean source and wrong for a noisy one: it copies
 the sensor noise into every block mean. :func:`estimate_noise_sigma` measures the additive noise
 level σ̂ of an LR source from the source alone; :func:`choose_fidelity` turns it into a fidelity
-model: ``exact`` when σ̂ is negligible against the spread of the source, otherwise ``soft`` with a
-λ chosen by the rule documented at :data:`LAM_RULE`.
+model: ``exact`` when σ̂ is negligible against the spread of the source, otherwise ``soft`` with
+λ started at :func:`rule_lambda` and refined by :func:`sure_search` on Stein's unbiased risk
+estimate of the LR prediction (:func:`sure_lr`, ``tr H`` by one :func:`hutchinson_probe`); the
+``robust`` data term keeps the discrepancy principle (:func:`discrepancy_search`).
 
 Nothing here reads files or parses arguments. Units: σ̂ is in source units (mm, metres, 0–255, ...).
 """
@@ -31,10 +33,15 @@ __all__ = [
     "MIN_WINDOWS",
     "FidelityChoice",
     "choose_fidelity",
+    "PROBE_SEED",
+    "SURE_STEP",
     "discrepancy_search",
     "estimate_noise_sigma",
+    "hutchinson_probe",
     "rule_lambda",
     "source_spread",
+    "sure_lr",
+    "sure_search",
 ]
 
 FIDELITIES = ("exact", "soft", "robust", "auto")
@@ -227,9 +234,11 @@ class FidelityChoice:
             explicit λ).
         sigma_estimated: True when ``noise_sigma`` was estimated from the source.
         spread: :func:`source_spread` of the source when σ̂ was used, else None.
-        lam: λ of the soft/robust solve (given, or from :func:`discrepancy_search` started at
-            :func:`rule_lambda`); None for exact or a non-scalar λ tensor.
-        solves: number of solves spent (1, or the discrepancy search's count).
+        lam: λ of the soft/robust solve (given, or found by :func:`sure_search` (soft) or
+            :func:`discrepancy_search` (robust) started at :func:`rule_lambda`); None for exact or
+            a non-scalar λ tensor.
+        solves: number of solves spent (1; or two per λ tried by the SURE search, each solve plus
+            its probe solve, one more when tile-wise; or the discrepancy search's count).
     """
 
     requested: str
@@ -362,3 +371,95 @@ def discrepancy_search(
             break
     assert best is not None
     return math.exp(best[1]), best[2], n
+
+
+PROBE_SEED = 20261201
+"""Seed of the Rademacher probe of :func:`hutchinson_probe`: one fixed probe, so ``auto`` is deterministic
+and the SURE curve over λ is smooth (the same probe for every λ: common random numbers)."""
+
+SURE_STEP = 0.5
+"""Step of :func:`sure_search` in decades of λ (a factor √10 ≈ 3.2)."""
+
+
+def hutchinson_probe(shape: tuple[int, ...], *, seed: int = PROBE_SEED) -> np.ndarray:
+    """A Rademacher probe: i.i.d. ±1 entries (float64) of ``shape`` from a fixed seed.
+
+    For a symmetric ``H``, ``zᵀ H z`` is an unbiased estimate of ``tr H`` (Hutchinson 1990) with
+    variance ``2 Σ_{i≠j} H_ij²``.
+    """
+    return np.random.default_rng(seed).choice(np.array([-1.0, 1.0]), size=shape)
+
+
+def sure_lr(residual_sq: float, trace: float, n: int, sigma: float) -> float:
+    """Stein's unbiased risk estimate of the LR prediction error of a linear smoother.
+
+    For ``ŝ = H s`` with ``s = u + ε``, ``ε ~ N(0, σ² I_n)`` and ``H`` fixed (independent of ``s``),
+    ``E‖ŝ − u‖² = E[‖ŝ − s‖² + 2σ² tr H] − nσ²``; this returns the bracket minus ``nσ²``.
+
+    Args:
+        residual_sq: ``‖H s − s‖²`` (source units²).
+        trace: ``tr H`` (or an unbiased estimate, e.g. ``zᵀ H z`` with :func:`hutchinson_probe`).
+        n: number of LR samples.
+        sigma: noise std σ (source units).
+    Returns:
+        The estimate of ``‖ŝ − u‖²`` in source units² (can be negative by chance).
+    """
+    return float(residual_sq + 2.0 * sigma**2 * trace - n * sigma**2)
+
+
+def sure_search(
+    evaluate: Callable[[float], tuple[Any, float]],
+    lam0: float,
+    *,
+    step: float = SURE_STEP,
+    max_evals: int = 5,
+) -> tuple[float, Any, int]:
+    """Minimise a risk curve over log λ: walk from ``lam0`` by ``step`` decades downhill, then one parabola.
+
+    1. Evaluate at ``lam0`` and ``lam0·10^step``; walk on in the downhill direction (trying the
+       other side of ``lam0`` if the first step went uphill) until the risk rises or the budget
+       is spent: the last three points then bracket a minimum.
+    2. If a bracket was found and an evaluation is left, evaluate at the vertex of the parabola
+       through the bracket (in log λ), when it is more than ``step/10`` from the bracket's middle.
+
+    Args:
+        evaluate: ``lam -> (x, risk)`` (e.g. the soft solution and its :func:`sure_lr`).
+        lam0: starting λ > 0 (:func:`rule_lambda`).
+        step: grid step in decades (:data:`SURE_STEP`).
+        max_evals: at most this many evaluations (>= 2).
+    Returns:
+        ``(lam, x, evals)``: the evaluated λ with the lowest risk, its ``x``, and the number of evaluations.
+    """
+    if max_evals < 2 or not step > 0 or not lam0 > 0:
+        raise ConfigError("sure_search needs max_evals >= 2, step > 0 and lam0 > 0")
+    seen: dict[float, tuple[float, Any]] = {}
+
+    def at(u: float) -> float:
+        if u not in seen:
+            x, risk = evaluate(10.0**u)
+            seen[u] = (float(risk), x)
+        return seen[u][0]
+
+    u0 = math.log10(lam0)
+    r0, r1 = at(u0), at(u0 + step)
+    direction = 1.0
+    u = u0 + step
+    if r1 >= r0:
+        direction, u = -1.0, u0
+    bracket: tuple[float, float, float] | None = None
+    while len(seen) < max_evals:
+        nxt = u + direction * step
+        if at(nxt) >= at(u):
+            bracket = (u - step, u, u + step)
+            break
+        u = nxt
+    if bracket is not None and len(seen) < max_evals:
+        a, b, c = bracket
+        ra, rb, rc = at(a), at(b), at(c)
+        curv = ra - 2.0 * rb + rc
+        if curv > 0:
+            v = b + 0.5 * step * (ra - rc) / curv  # vertex, within [a, c] since rb <= ra, rc
+            if abs(v - b) > step / 10:
+                at(v)
+    best = min(seen, key=lambda k: seen[k][0])
+    return 10.0**best, seen[best][1], len(seen)

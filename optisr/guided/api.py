@@ -19,8 +19,8 @@ from optisr.guided.fidelity import (
     choose_fidelity,
     discrepancy_search,
     hutchinson_probe,
-    sure_lr,
-    sure_search,
+    lr_risk,
+    risk_search,
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
@@ -374,7 +374,7 @@ def _upsample(
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
     With ``noise_sigma`` (σ̂ > 0, source units), λ is searched from the start ``lam``: for ``soft``
-    by :func:`~optisr.guided.fidelity.sure_search` on SURE of the LR prediction (tr H by one
+    by :func:`~optisr.guided.fidelity.risk_search` on SURE of the LR prediction (tr H by one
     Rademacher probe, one extra solve per λ; tile-wise: on a central crop of at most
     :data:`SURE_CROP_HR`² HR px, then one tiled solve), for ``robust`` by :func:`discrepancy_search`
     (tiled or not: the residual is that of the whole image). Returns ``(target, λ used, number of solves)``.
@@ -509,9 +509,9 @@ def _upsample(
                     warm[:], warm_z[:] = [x], [xz]
                     res = float((op.apply(x) - src.detach())[valid].pow(2).sum())
                     trace = float((op.apply(xz) * z)[valid].sum())
-                return x, sure_lr(res, trace, n_valid, noise_sigma)
+                return x, lr_risk(res, trace, n_valid, noise_sigma)
 
-            lam, best, evals = sure_search(risk, float(lam))
+            lam, best, evals = risk_search(risk, float(lam))
             solves = 2 * evals
         else:
 

@@ -4,7 +4,7 @@ Exact consistency (``D x = s``) is right for a clean source and wrong for a nois
 the sensor noise into every block mean. :func:`estimate_noise_sigma` measures the additive noise
 level σ̂ of an LR source from the source alone; :func:`choose_fidelity` turns it into a fidelity
 model: ``exact`` when σ̂ is negligible against the spread of the source, otherwise ``soft`` with
-λ started at :func:`rule_lambda` and refined by :func:`sure_search` on Stein's unbiased risk
+λ started at :func:`rule_lambda` and refined by :func:`risk_search` on Stein's unbiased risk
 estimate of the LR prediction (:func:`sure_lr`, ``tr H`` by one :func:`hutchinson_probe`); the
 ``robust`` data term keeps the discrepancy principle (:func:`discrepancy_search`).
 
@@ -34,14 +34,17 @@ __all__ = [
     "FidelityChoice",
     "choose_fidelity",
     "PROBE_SEED",
-    "SURE_STEP",
+    "RISK_STEP",
+    "LAM_CRITERION",
     "discrepancy_search",
     "estimate_noise_sigma",
+    "gcv_lr",
+    "lr_risk",
     "hutchinson_probe",
     "rule_lambda",
     "source_spread",
     "sure_lr",
-    "sure_search",
+    "risk_search",
 ]
 
 FIDELITIES = ("exact", "soft", "robust", "auto")
@@ -234,7 +237,7 @@ class FidelityChoice:
             explicit λ).
         sigma_estimated: True when ``noise_sigma`` was estimated from the source.
         spread: :func:`source_spread` of the source when σ̂ was used, else None.
-        lam: λ of the soft/robust solve (given, or found by :func:`sure_search` (soft) or
+        lam: λ of the soft/robust solve (given, or found by :func:`risk_search` (soft) or
             :func:`discrepancy_search` (robust) started at :func:`rule_lambda`); None for exact or
             a non-scalar λ tensor.
         solves: number of solves spent (1; or two per λ tried by the SURE search, each solve plus
@@ -377,8 +380,8 @@ PROBE_SEED = 20261201
 """Seed of the Rademacher probe of :func:`hutchinson_probe`: one fixed probe, so ``auto`` is deterministic
 and the SURE curve over λ is smooth (the same probe for every λ: common random numbers)."""
 
-SURE_STEP = 0.5
-"""Step of :func:`sure_search` in decades of λ (a factor √10 ≈ 3.2)."""
+RISK_STEP = 0.5
+"""Step of :func:`risk_search` in decades of λ (a factor √10 ≈ 3.2)."""
 
 
 def hutchinson_probe(shape: tuple[int, ...], *, seed: int = PROBE_SEED) -> np.ndarray:
@@ -407,11 +410,43 @@ def sure_lr(residual_sq: float, trace: float, n: int, sigma: float) -> float:
     return float(residual_sq + 2.0 * sigma**2 * trace - n * sigma**2)
 
 
-def sure_search(
+def gcv_lr(residual_sq: float, trace: float, n: int) -> float:
+    """Generalised cross-validation score of a linear smoother (Craven & Wahba 1979; Golub, Heath & Wahba 1979).
+
+    ``GCV(λ) = n ‖H s − s‖² / (n − tr H)²``: the leave-one-out prediction error with every
+    leverage replaced by the mean ``tr H / n``. Needs no noise level; its minimiser is
+    asymptotically that of :func:`sure_lr`.
+
+    Args:
+        residual_sq: ``‖H s − s‖²`` (source units²).
+        trace: ``tr H`` (or an unbiased estimate, e.g. ``zᵀ H z``).
+        n: number of LR samples.
+    Returns:
+        The score in source units²; ``inf`` when ``tr H >= n`` (interpolation: nothing is left to validate).
+    """
+    free = n - trace
+    return float(n * residual_sq / free**2) if free > 0 else math.inf
+
+
+LAM_CRITERION = "gcv"
+"""What :func:`lr_risk` (and so ``fidelity="auto"``) minimises over λ: ``"gcv"`` (:func:`gcv_lr`) or
+``"sure"`` (:func:`sure_lr` with σ̂)."""
+
+
+def lr_risk(residual_sq: float, trace: float, n: int, sigma: float, criterion: str = LAM_CRITERION) -> float:
+    """The λ-selection criterion of ``fidelity="auto"``: :func:`gcv_lr` or :func:`sure_lr` (``criterion``)."""
+    if criterion == "gcv":
+        return gcv_lr(residual_sq, trace, n)
+    if criterion == "sure":
+        return sure_lr(residual_sq, trace, n, sigma)
+    raise ConfigError(f"criterion must be 'gcv' or 'sure', got {criterion!r}")
+
+
+def risk_search(
     evaluate: Callable[[float], tuple[Any, float]],
     lam0: float,
     *,
-    step: float = SURE_STEP,
+    step: float = RISK_STEP,
     max_evals: int = 5,
 ) -> tuple[float, Any, int]:
     """Minimise a risk curve over log λ: walk from ``lam0`` by ``step`` decades downhill, then one parabola.
@@ -423,43 +458,41 @@ def sure_search(
        through the bracket (in log λ), when it is more than ``step/10`` from the bracket's middle.
 
     Args:
-        evaluate: ``lam -> (x, risk)`` (e.g. the soft solution and its :func:`sure_lr`).
+        evaluate: ``lam -> (x, risk)`` (e.g. the soft solution and its :func:`lr_risk`).
         lam0: starting λ > 0 (:func:`rule_lambda`).
-        step: grid step in decades (:data:`SURE_STEP`).
+        step: grid step in decades (:data:`RISK_STEP`).
         max_evals: at most this many evaluations (>= 2).
     Returns:
         ``(lam, x, evals)``: the evaluated λ with the lowest risk, its ``x``, and the number of evaluations.
     """
     if max_evals < 2 or not step > 0 or not lam0 > 0:
-        raise ConfigError("sure_search needs max_evals >= 2, step > 0 and lam0 > 0")
-    seen: dict[float, tuple[float, Any]] = {}
+        raise ConfigError("risk_search needs max_evals >= 2, step > 0 and lam0 > 0")
+    seen: dict[float, tuple[float, Any]] = {}  # log10 λ -> (risk, x)
+    u0 = math.log10(lam0)
 
-    def at(u: float) -> float:
+    def at(k: float) -> float:  # k: position in steps from lam0 (grid points are integers)
+        u = u0 + k * step
         if u not in seen:
             x, risk = evaluate(10.0**u)
             seen[u] = (float(risk), x)
         return seen[u][0]
 
-    u0 = math.log10(lam0)
-    r0, r1 = at(u0), at(u0 + step)
-    direction = 1.0
-    u = u0 + step
-    if r1 >= r0:
-        direction, u = -1.0, u0
-    bracket: tuple[float, float, float] | None = None
+    direction, k = 1, 1
+    r0 = at(0)  # lam0 first (the caller warm-starts each solve from the previous one)
+    if at(1) >= r0:
+        direction, k = -1, 0
+    bracket: int | None = None  # the middle of three grid points, the lowest of them
     while len(seen) < max_evals:
-        nxt = u + direction * step
-        if at(nxt) >= at(u):
-            bracket = (u - step, u, u + step)
+        if at(k + direction) >= at(k):
+            bracket = k
             break
-        u = nxt
+        k += direction
     if bracket is not None and len(seen) < max_evals:
-        a, b, c = bracket
-        ra, rb, rc = at(a), at(b), at(c)
+        ra, rb, rc = at(bracket - 1), at(bracket), at(bracket + 1)
         curv = ra - 2.0 * rb + rc
         if curv > 0:
-            v = b + 0.5 * step * (ra - rc) / curv  # vertex, within [a, c] since rb <= ra, rc
-            if abs(v - b) > step / 10:
-                at(v)
+            v = 0.5 * (ra - rc) / curv  # vertex offset in steps, within [−1/2, 1/2] since rb <= ra, rc
+            if abs(v) > 0.1:
+                at(bracket + v)
     best = min(seen, key=lambda k: seen[k][0])
     return 10.0**best, seen[best][1], len(seen)

@@ -158,8 +158,8 @@ def test_auto_lambda_is_near_the_oracle_lambda_on_noisy_procedural_scenes(f, sig
         clean = op.apply(torch.from_numpy(hr)).numpy()
         s = (clean + np.random.default_rng(seed * 10 + f).normal(0.0, sigma, op.lr_size)).astype(np.float32)
 
-        def soft(lam: float) -> np.ndarray:
-            return optisr.guided_upsample(s, sc.guide, f, weights="color", fidelity="soft", lam=float(lam))
+        def soft(lam: float, s: np.ndarray = s, guide: np.ndarray = sc.guide) -> np.ndarray:
+            return optisr.guided_upsample(s, guide, f, weights="color", fidelity="soft", lam=float(lam))
 
         errs = [float(np.sqrt(np.mean((soft(lam) - hr) ** 2))) for lam in lams]
         k = int(np.argmin(errs))
@@ -170,7 +170,7 @@ def test_auto_lambda_is_near_the_oracle_lambda_on_noisy_procedural_scenes(f, sig
         auto.append(float(np.sqrt(np.mean((out - hr) ** 2))))
         sh = estimate_noise_sigma(s)
 
-        def ratio(lam: float) -> tuple[np.ndarray, float]:
+        def ratio(lam: float, s: np.ndarray = s, op=op, sh: float = sh, soft=soft) -> tuple[np.ndarray, float]:
             x = soft(lam)
             return x, float(np.mean((op.apply(torch.from_numpy(x.astype(np.float64))).numpy() - s) ** 2)) / sh**2
 

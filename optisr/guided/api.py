@@ -242,7 +242,9 @@ def guided_upsample(
             ``"auto"`` (default): estimate the source's noise σ̂ (or take ``noise_sigma``) and
             solve exactly when σ̂ / spread of the source is below
             :data:`~optisr.guided.fidelity.EXACT_BELOW` (a clean source gives bit-identical
-            results to ``"exact"``), else ``soft`` with the rule's λ. See :mod:`optisr.guided.fidelity`.
+            results to ``"exact"``), else ``soft`` with the λ minimising the generalised
+            cross-validation score of the LR prediction (searched from the rule's λ, two solves per
+            λ tried). See :mod:`optisr.guided.fidelity`.
         mode: the former name of ``fidelity``, kept as an alias with its former meaning:
             ``mode="exact"`` ignores ``lam``; ``mode="soft"`` uses ``lam`` (default 1.0). Giving
             both ``mode`` and a different ``fidelity`` is an error.
@@ -336,8 +338,8 @@ def _choose(
     )
 
 
-SURE_CROP_HR = 1024
-"""Tile-wise soft solves choose λ by SURE on a central crop of at most this many HR px per side."""
+RISK_CROP_HR = 1024
+"""Tile-wise soft solves choose λ (GCV, :func:`~optisr.guided.fidelity.lr_risk`) on a central crop of at most this many HR px per side."""
 
 
 def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slice, slice]:
@@ -374,9 +376,9 @@ def _upsample(
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
     With ``noise_sigma`` (σ̂ > 0, source units), λ is searched from the start ``lam``: for ``soft``
-    by :func:`~optisr.guided.fidelity.risk_search` on SURE of the LR prediction (tr H by one
+    by :func:`~optisr.guided.fidelity.risk_search` on :func:`~optisr.guided.fidelity.lr_risk` (tr H by one
     Rademacher probe, one extra solve per λ; tile-wise: on a central crop of at most
-    :data:`SURE_CROP_HR`² HR px, then one tiled solve), for ``robust`` by :func:`discrepancy_search`
+    :data:`RISK_CROP_HR`² HR px, then one tiled solve), for ``robust`` by :func:`discrepancy_search`
     (tiled or not: the residual is that of the whole image). Returns ``(target, λ used, number of solves)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -424,8 +426,8 @@ def _upsample(
         if noise_sigma is None:
             return tiled(lam), lam, 1
         if mode == "soft":
-            # λ by SURE on a central crop of about SURE_CROP_HR² HR px (untiled), then one tiled solve
-            rows, cols = _central_crop(guide.shape[:2], scale, SURE_CROP_HR)
+            # λ by lr_risk on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
+            rows, cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
             lr_rows = slice(rows.start // scale, rows.stop // scale)
             lr_cols = slice(cols.start // scale, cols.stop // scale)
             crop_w = weights[:, rows, cols] if isinstance(weights, np.ndarray) else weights
@@ -497,7 +499,7 @@ def _upsample(
             )  # fmt: skip
 
         if mode == "soft":
-            # SURE of the LR prediction, tr H by one fixed Rademacher probe z (zero at invalid pixels)
+            # GCV (or SURE) of the LR prediction, tr H by one fixed Rademacher probe z (0 at invalid pixels)
             z = torch.from_numpy(hutchinson_probe(tuple(src.shape))).to(src)
             z = torch.where(valid, z, torch.zeros_like(z))
             warm_z: list[Tensor] = []

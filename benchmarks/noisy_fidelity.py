@@ -30,7 +30,7 @@ of the factor either way / worst): GCV 1.005 / 1.033, 1.23× / 3.1×; SURE (σ̂
 1.75× / 3.2×; SURE (σ) 1.011 / 1.063; discrepancy τ = 0.5 (the former rule) 1.070 / 1.488,
 2.06× / 5.6×; τ = 1 1.179 / 1.399, 5.5× / 13×; τ = 1 with the true σ 1.140 / 1.336. σ̂/σ: 1.02 (×2)
 to 1.13 (×16). Mean RMSE over σ ∈ {2, 4, 6, 10}, oracle λ vs FBS: ×2 3.07 vs 6.38, ×4 4.27 vs 6.64,
-×8 5.51 vs 6.51, ×16 7.88 vs 8.76 (the graph loses to FBS only at ×8 σ = 10 on scene 7000).
+×8 5.51 vs 6.51, ×16 7.88 vs 8.76 (the graph loses to FBS only at σ = 10, ×8 and ×16, scene 7000).
 Table 3 (one 256×320 scene, seed 7100, σ 6 and 10, ×2 and ×8): the learned model beats the colour
 graph at every μ; μ = 0.05 gains 2–4 % over 0.02 at ×2 and loses 1–4 % at ×8, μ = 0.1 loses
 everywhere, so no noise-dependent μ.

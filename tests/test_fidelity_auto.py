@@ -9,7 +9,6 @@ from optisr.data.synthetic import make_scene
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.baselines import bicubic
 from optisr.guided.fidelity import (
-    DISCREPANCY_TAU,
     EXACT_BELOW,
     MIN_WINDOWS,
     FidelityChoice,
@@ -128,12 +127,9 @@ def test_auto_on_a_noisy_source_beats_exact_and_bicubic(scenes, f):
         out, info = optisr.guided_upsample(s, guide, f, weights="color", return_info=True)
         assert info.fidelity == "soft" and info.sigma_estimated
         assert 0.9 < info.noise_sigma / 8.0 < 1.5
-        assert 1 <= info.solves <= 6 and info.lam > 0
+        assert info.solves % 2 == 0 and 4 <= info.solves <= 10 and info.lam > 0  # SURE: solve + probe per λ
         again = optisr.guided_upsample(s, guide, f, weights="color", fidelity="soft", lam=info.lam)
         assert np.abs(out - again).max() < 1e-2 * np.ptp(hr)  # the same λ, solved from a cold start
-        # the discrepancy principle: the residual is about DISCREPANCY_TAU·n·σ̂² (secant within 15 %)
-        r = _lr(out.astype(np.float64), f) - s
-        assert abs(np.mean(r**2) / info.noise_sigma**2 / DISCREPANCY_TAU - 1) < 0.15 or info.solves == 6
         errs["auto"].append(_rmse(out, hr))
         errs["exact"].append(_rmse(optisr.guided_upsample(s, guide, f, weights="color", fidelity="exact"), hr))
         errs["bicubic"].append(_rmse(bicubic(s, guide, f), hr))

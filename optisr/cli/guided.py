@@ -85,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         choices=("auto", "exact", "soft", "robust"),
         help="graph methods: how far to trust the source. auto (default): estimate the source's noise "
-        "and solve exactly when it is clean, else soft with λ by the discrepancy principle; exact: "
+        "and solve exactly when it is clean, else soft with λ minimising SURE (Stein's risk estimate); exact: "
         "D x = s on valid pixels; soft: penalty (Dx−s)ᵀC(Dx−s) against λ·smoothness; robust: soft "
         "with a Huber data term (flying pixels, outliers). --mode is the former name",
     )

@@ -13,7 +13,15 @@ import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
-from optisr.guided.fidelity import FIDELITIES, FidelityChoice, choose_fidelity, discrepancy_search
+from optisr.guided.fidelity import (
+    FIDELITIES,
+    FidelityChoice,
+    choose_fidelity,
+    discrepancy_search,
+    hutchinson_probe,
+    lr_risk,
+    risk_search,
+)
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
@@ -234,7 +242,9 @@ def guided_upsample(
             ``"auto"`` (default): estimate the source's noise σ̂ (or take ``noise_sigma``) and
             solve exactly when σ̂ / spread of the source is below
             :data:`~optisr.guided.fidelity.EXACT_BELOW` (a clean source gives bit-identical
-            results to ``"exact"``), else ``soft`` with the rule's λ. See :mod:`optisr.guided.fidelity`.
+            results to ``"exact"``), else ``soft`` with the λ minimising the generalised
+            cross-validation score of the LR prediction (searched from the rule's λ, two solves per
+            λ tried). See :mod:`optisr.guided.fidelity`.
         mode: the former name of ``fidelity``, kept as an alias with its former meaning:
             ``mode="exact"`` ignores ``lam``; ``mode="soft"`` uses ``lam`` (default 1.0). Giving
             both ``mode`` and a different ``fidelity`` is an error.
@@ -328,6 +338,21 @@ def _choose(
     )
 
 
+RISK_CROP_HR = 1024
+"""Tile-wise soft solves choose λ (GCV, :func:`~optisr.guided.fidelity.lr_risk`) on a central crop of at most this many HR px per side."""
+
+
+def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slice, slice]:
+    """HR row/column slices of a central crop of whole LR blocks, at most ``side`` HR px per side."""
+    out = []
+    for n in hr_size:
+        blocks = n // scale
+        keep = max(1, min(blocks, side // scale))
+        start = (blocks - keep) // 2
+        out.append(slice(start * scale, (start + keep) * scale))
+    return out[0], out[1]
+
+
 def _upsample(
     source: Any,
     guide: Any,
@@ -350,9 +375,11 @@ def _upsample(
 ) -> tuple[np.ndarray | Tensor, float, int]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
-    With ``noise_sigma`` (σ̂ > 0, source units), λ is searched by :func:`discrepancy_search` from
-    the start ``lam`` (tiled or not: the residual is always that of the whole image). Returns
-    ``(target, λ used, number of solves)``.
+    With ``noise_sigma`` (σ̂ > 0, source units), λ is searched from the start ``lam``: for ``soft``
+    by :func:`~optisr.guided.fidelity.risk_search` on :func:`~optisr.guided.fidelity.lr_risk` (tr H by one
+    Rademacher probe, one extra solve per λ; tile-wise: on a central crop of at most
+    :data:`RISK_CROP_HR`² HR px, then one tiled solve), for ``robust`` by :func:`discrepancy_search`
+    (tiled or not: the residual is that of the whole image). Returns ``(target, λ used, number of solves)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
@@ -398,6 +425,18 @@ def _upsample(
 
         if noise_sigma is None:
             return tiled(lam), lam, 1
+        if mode == "soft":
+            # λ by lr_risk on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
+            rows, cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
+            lr_rows = slice(rows.start // scale, rows.stop // scale)
+            lr_cols = slice(cols.start // scale, cols.stop // scale)
+            crop_w = weights[:, rows, cols] if isinstance(weights, np.ndarray) else weights
+            _, found, n = _upsample(
+                source[lr_rows, lr_cols], guide[rows, cols], scale, operator=operator, mode=mode, weights=crop_w,
+                mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
+                max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
+            )  # fmt: skip
+            return tiled(found), found, n + 1
         op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)
         valid = np.isfinite(source) if mask is None else (np.isfinite(source) & np.asarray(mask, bool))
 
@@ -451,18 +490,41 @@ def _upsample(
         op = make_operator(operator, (H, W), scale, sigma=sigma)
         valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
         warm: list[Tensor] = []
+        n_valid = int(valid.sum())
 
-        def ratio(value: float) -> tuple[Tensor, float]:
-            with torch.no_grad():
-                x = graph_solve(
-                    src.detach(), w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
-                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter, confidence=conf,
-                )  # fmt: skip
-                warm[:] = [x]
-                r = (op.apply(x) - src.detach())[valid]
-            return x, float(r.pow(2).mean()) / noise_sigma**2
+        def solve_at(value: float, rhs: Tensor, start: Tensor | None) -> Tensor:
+            return graph_solve(
+                rhs, w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
+                init=start, tol=tol, max_iter=max_iter, confidence=conf,
+            )  # fmt: skip
 
-        lam, best, solves = discrepancy_search(ratio, float(lam))
+        if mode == "soft":
+            # GCV (or SURE) of the LR prediction, tr H by one fixed Rademacher probe z (0 at invalid pixels)
+            z = torch.from_numpy(hutchinson_probe(tuple(src.shape))).to(src)
+            z = torch.where(valid, z, torch.zeros_like(z))
+            warm_z: list[Tensor] = []
+
+            def risk(value: float) -> tuple[Tensor, float]:
+                with torch.no_grad():
+                    x = solve_at(value, src.detach(), warm[-1] if warm else None)
+                    xz = solve_at(value, z, warm_z[-1] if warm_z else None)
+                    warm[:], warm_z[:] = [x], [xz]
+                    res = float((op.apply(x) - src.detach())[valid].pow(2).sum())
+                    trace = float((op.apply(xz) * z)[valid].sum())
+                return x, lr_risk(res, trace, n_valid, noise_sigma)
+
+            lam, best, evals = risk_search(risk, float(lam))
+            solves = 2 * evals
+        else:
+
+            def ratio(value: float) -> tuple[Tensor, float]:
+                with torch.no_grad():
+                    x = solve_at(value, src.detach(), warm[-1] if warm else None)
+                    warm[:] = [x]
+                    r = (op.apply(x) - src.detach())[valid]
+                return x, float(r.pow(2).mean()) / noise_sigma**2
+
+            lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
         if noise_sigma is not None and not torch.is_grad_enabled():
             out = best

@@ -43,6 +43,7 @@ import contextlib
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -620,6 +621,7 @@ class CachedDistillTask(BlindTask):
             total = total + d.edge_weight * edge
             logs["edge"] = float(edge.detach())
         logs["loss"] = _finite("distillation loss", total, step)
+        logs["cpu_s"] = time.process_time()  # this process's CPU seconds so far (for the release's cost)
         optimizers["net_g"].zero_grad(set_to_none=True)
         total.backward()
         norm = clip_gradients(models["net_g"].parameters(), self.cfg.train.clip_grad_norm)

@@ -166,9 +166,6 @@ def mine_noise_pool(cfg: NoiseSourceConfig) -> NoisePool | None:
     """
     if not cfg.photos_dir:
         return None
-    from optisr.degrade._image import as_rgb_float
-    from optisr.io.images import read_image
-
     folder = Path(cfg.photos_dir).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"noise.photos_dir: folder {folder} not found")
@@ -176,7 +173,7 @@ def mine_noise_pool(cfg: NoiseSourceConfig) -> NoisePool | None:
     if not files:
         raise ConfigError(f"noise.photos_dir: no files matching {cfg.pattern!r} in {folder}")
     mining = cfg.mining()
-    tiles = [t for f in files for t in mine_noise_patches(as_rgb_float(read_image(f)), mining, zero_mean=False)]
+    tiles = [t for f in files for t in mine_noise_patches(_read_rgb(f), mining, zero_mean=False)]
     if not tiles:
         raise ConfigError(f"noise.photos_dir: no homogeneous {cfg.patch_size}² tile found in {len(files)} photos")
     return NoisePool(tiles)
@@ -187,13 +184,17 @@ def _u8(x: np.ndarray) -> np.ndarray:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    from optisr.degrade._image import as_rgb_float
-    from optisr.io.images import read_image
+    """``(H, W, 3)`` float32 RGB in [0, 1] (grey repeated, alpha dropped)."""
+    from optisr.io.images import read_image, to_float
 
     try:
-        return as_rgb_float(read_image(path))
+        x = to_float(np.asarray(read_image(path)))
     except (OSError, ValueError) as exc:
         raise InputFileError(f"{path}: cannot read ({exc})") from exc
+    x = x[:, :, None] if x.ndim == 2 else x[:, :, :3]
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
 
 
 def _jobs(files: list[Path], cfg: TeacherCacheConfig) -> list[tuple[int, int]]:

@@ -96,12 +96,15 @@ class NetworkGConfig:
     num_conv: int = 16  # SRVGGNetCompact
     act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"  # SRVGGNetCompact
     pretrained: str | None = None  # registry name (optisr models list) or weights file; null: random
+    init: Literal["torch", "kaiming"] = "torch"  # from scratch: kaiming = He-normal (SRVGGNetCompact only)
 
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
         if self.type == "RRDBNet" and self.scale not in (1, 2, 4):
             raise ValueError(f"scale: RRDBNet supports 1, 2 or 4, got {self.scale}")
+        if self.init == "kaiming" and self.type != "SRVGGNetCompact":
+            raise ValueError("init: kaiming is implemented for SRVGGNetCompact only")
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor arguments of the arch (as ``hyperparameters()`` of the module returns them)."""
@@ -239,6 +242,11 @@ def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None)
     net = build_model(cfg.type, cfg.hyperparameters())
     if state is not None:
         net.load_state_dict(state, strict=True)
+    elif cfg.init == "kaiming":
+        from optisr.blind.archs.compact import SRVGGNetCompact, kaiming_init_
+
+        assert isinstance(net, SRVGGNetCompact)  # NetworkGConfig refuses other archs
+        kaiming_init_(net)
     return net
 
 

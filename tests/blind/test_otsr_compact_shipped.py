@@ -63,5 +63,5 @@ def test_cli_upscale_by_name_offline(tmp_path):
 def test_missing_bundled_file_is_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setattr("optisr.blind.registry.BUNDLED_DIR", tmp_path)
     assert find_source(NAME) is None
-    with pytest.raises(ConfigError, match="otsr-compact-x4.safetensors is missing"):
+    with pytest.raises(ConfigError, match=r"otsr-compact-x4\.safetensors is missing"):
         resolve_weights(NAME)

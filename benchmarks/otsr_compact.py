@@ -76,6 +76,30 @@ def evaluate(model: str, cond: str, lrs: list[np.ndarray], hrs: list[np.ndarray]
     return res
 
 
+def niqe_on_folder(model: str, folder: Path, out: Path, fresh: bool) -> dict:
+    """Mean MATLAB NIQE (Y channel, no border crop) of ``model``'s ×4 outputs of every image in ``folder``."""
+    from optisr.errors import ShapeError
+    from optisr.io.images import read_image
+    from optisr.metrics.niqe import niqe
+
+    path = out / f"{Path(model).stem}_niqe_{folder.name}.json"
+    if path.is_file() and not fresh:
+        return json.loads(path.read_text())
+    scores = {}
+    for f in sorted(folder.iterdir()):
+        img = read_image(f)
+        img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
+        try:
+            scores[f.name] = float(niqe(_sr(model, np.ascontiguousarray(img))))
+        except ShapeError:
+            continue
+    res = {"model": model, "folder": str(folder), "n": len(scores), "niqe": float(np.nanmean(list(scores.values()))),
+           "per_image": scores}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res, indent=1))
+    return res
+
+
 def speed(model: str, size: int) -> float:
     from optisr.blind.api import upscale
 
@@ -99,6 +123,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--speed-size", type=int, default=128)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--niqe-dir", type=Path, default=None, help="also MATLAB NIQE of the outputs of this folder")
+    ap.add_argument("--niqe-models", nargs="+", default=None, help="models for --niqe-dir (default: --models)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("-o", "--out", type=Path, default=REPO / "runs" / "bench_otsr_compact")
     args = ap.parse_args()
@@ -111,7 +137,14 @@ def main() -> None:
         for cond in ("clean", "degraded"):
             r = evaluate(m, cond, lrs[cond], hrs, args.out, args.fresh)
             rows.append(r)
-            print(f"{m:24s} {cond:9s} PSNR-Y {r['psnr_y']:.3f}  SSIM-Y {r['ssim_y']:.4f}  ({r['seconds']:.1f} s)", flush=True)
+            print(
+                f"{m:24s} {cond:9s} PSNR-Y {r['psnr_y']:.3f}  SSIM-Y {r['ssim_y']:.4f}  ({r['seconds']:.1f} s)",
+                flush=True,
+            )
+    if args.niqe_dir is not None:
+        for m in args.niqe_models or args.models:
+            r = niqe_on_folder(m, args.niqe_dir, args.out, args.fresh)
+            print(f"{m:24s} NIQE {r['niqe']:.3f} on {r['n']} images of {args.niqe_dir.name}", flush=True)
     if not args.no_speed:
         times = {m: speed(m, args.speed_size) for m in args.models if m != "bicubic"}
         for m, t in times.items():

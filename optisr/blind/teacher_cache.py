@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -328,7 +328,7 @@ def build_teacher_cache(
             teacher_in = np.stack(clean if cfg.teacher_input == "clean" else lr)
             tout = _teacher_forward(teacher, teacher_in, cfg.scale)
             manifest["teacher_seconds"] += clock() - t0
-            arrays = {
+            arrays: dict[str, Any] = {
                 "hr": _u8(np.stack(hr)),
                 "lr_clean": _u8(np.stack(clean)),
                 "lr": _u8(np.stack(lr)),

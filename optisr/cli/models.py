@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from optisr.errors import ConfigError
 
@@ -83,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         # a file that another run wrote meanwhile unless --overwrite (OutputExistsError).
         with atomic_path(out, overwrite=args.overwrite) as tmp:
             if out.suffix == ".safetensors":
-                extra = {k: v for k, v in loaded.metadata.items() if k not in ("format", "arch", "hyperparameters")}
+                extra: dict[str, Any] = {
+                    k: v for k, v in loaded.metadata.items() if k not in ("format", "arch", "hyperparameters")
+                }
                 save_model_safetensors(loaded.model, tmp, **extra)
             elif out.suffix in (".pth", ".pt"):
                 import torch

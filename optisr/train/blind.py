@@ -525,9 +525,8 @@ class BlindTask:
 
         clean = {k: round(float(v), 6) for k, v in metrics.items() if math.isfinite(float(v))}
         step = int(clean.pop("step", 0))
-        save_model_safetensors(
-            unwrap_model(model), path, **self.release_metadata(), step=str(step), metrics=json.dumps(clean)
-        )
+        meta: dict[str, Any] = {**self.release_metadata(), "step": str(step), "metrics": json.dumps(clean)}
+        save_model_safetensors(unwrap_model(model), path, **meta)
 
 
 class DistillTask(BlindTask):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -37,11 +38,25 @@ T = TypeVar("T")
 __all__ = [
     "apply_overrides",
     "build_config",
+    "check_range",
     "from_dict",
     "load_yaml_config",
     "parse_override",
     "to_dict",
 ]
+
+
+def check_range(name: str, pair: Sequence[float], lo: float, hi: float) -> tuple[float, float]:
+    """Validate a ``(low, high)`` config pair with ``lo <= low <= high <= hi``; returns it as floats.
+
+    ``name`` is the dotted config key used in the one-line :class:`ConfigError` (e.g. ``lr_noise.hole_rate``).
+    """
+    if len(pair) != 2:
+        raise ConfigError(f"{name} must be a (low, high) pair, got {pair!r}")
+    a, b = float(pair[0]), float(pair[1])
+    if not (math.isfinite(a) and math.isfinite(b) and lo <= a <= b <= hi):
+        raise ConfigError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {pair!r}")
+    return a, b
 
 
 def load_yaml_config(path: str | os.PathLike) -> dict:

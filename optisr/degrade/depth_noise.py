@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from optisr.config import check_range
 from optisr.errors import ConfigError, ShapeError
 
 __all__ = [
@@ -44,15 +45,6 @@ __all__ = [
 ]
 
 LR_NOISE_KINDS = ("misalign", "flying", "depth", "gaussian", "quantise", "holes")
-
-
-def _pair(name: str, pair: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
-    if len(pair) != 2:
-        raise ConfigError(f"lr_noise.{name} must be a (low, high) pair, got {pair!r}")
-    a, b = float(pair[0]), float(pair[1])
-    if not (math.isfinite(a) and math.isfinite(b) and lo <= a <= b <= hi):
-        raise ConfigError(f"lr_noise.{name} must satisfy {lo} <= low <= high <= {hi}, got {pair!r}")
-    return a, b
 
 
 @dataclass
@@ -102,15 +94,15 @@ class LRNoiseConfig:
                 raise ConfigError(f"lr_noise.kinds: unknown kind {k!r} (known: {', '.join(LR_NOISE_KINDS)})")
             if not 0.0 <= float(p) <= 1.0:
                 raise ConfigError(f"lr_noise.kinds.{k} must be a probability in [0, 1], got {p}")
-        self.gaussian_std = _pair("gaussian_std", self.gaussian_std, 0.0, 1.0)
-        self.depth_k = _pair("depth_k", self.depth_k, 0.0, 1.0)
-        self.flying_frac = _pair("flying_frac", self.flying_frac, 0.0, 1.0)
+        self.gaussian_std = check_range("lr_noise.gaussian_std", self.gaussian_std, 0.0, 1.0)
+        self.depth_k = check_range("lr_noise.depth_k", self.depth_k, 0.0, 1.0)
+        self.flying_frac = check_range("lr_noise.flying_frac", self.flying_frac, 0.0, 1.0)
         if not 0.0 < float(self.flying_min_jump) <= 1.0:
             raise ConfigError(f"lr_noise.flying_min_jump must be in (0, 1], got {self.flying_min_jump}")
-        self.quant_levels = _pair("quant_levels", self.quant_levels, 2.0, 1e9)
-        self.hole_rate = _pair("hole_rate", self.hole_rate, 0.0, 0.5)
-        self.hole_sigma = _pair("hole_sigma", self.hole_sigma, 0.0, 64.0)
-        self.misalign_px = _pair("misalign_px", self.misalign_px, 0.0, 16.0)
+        self.quant_levels = check_range("lr_noise.quant_levels", self.quant_levels, 2.0, 1e9)
+        self.hole_rate = check_range("lr_noise.hole_rate", self.hole_rate, 0.0, 0.5)
+        self.hole_sigma = check_range("lr_noise.hole_sigma", self.hole_sigma, 0.0, 64.0)
+        self.misalign_px = check_range("lr_noise.misalign_px", self.misalign_px, 0.0, 16.0)
 
 
 @dataclass

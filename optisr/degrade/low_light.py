@@ -18,21 +18,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from optisr.config import check_range
 from optisr.degrade.jpeg import jpeg_compress
 from optisr.errors import ConfigError, ShapeError
 
 __all__ = ["DIM_INDOOR", "GuideDegradeConfig", "degrade_guide"]
 
 _DECODE_GAMMA = 2.2  # sRGB-like encoding assumed for the clean image
-
-
-def _check_range(name: str, pair: tuple[float, float], lo: float, hi: float) -> tuple[float, float]:
-    if len(pair) != 2:
-        raise ConfigError(f"guide_degrade.{name} must be a (low, high) pair, got {pair!r}")
-    a, b = float(pair[0]), float(pair[1])
-    if not (math.isfinite(a) and math.isfinite(b) and lo <= a <= b <= hi):
-        raise ConfigError(f"guide_degrade.{name} must satisfy {lo} <= low <= high <= {hi}, got {pair!r}")
-    return a, b
 
 
 @dataclass
@@ -74,13 +66,13 @@ class GuideDegradeConfig:
                 raise ConfigError(f"guide_degrade.{name} must be in [0, 1], got {v}")
         if not (math.isfinite(self.cast_std) and 0.0 <= self.cast_std <= 1.0):
             raise ConfigError(f"guide_degrade.cast_std must be in [0, 1], got {self.cast_std}")
-        self.gain = _check_range("gain", self.gain, 1e-4, 10.0)
-        self.contrast = _check_range("contrast", self.contrast, 0.0, 1.0)
-        self.photons = _check_range("photons", self.photons, 1.0, 1e7)
-        self.read_noise = _check_range("read_noise", self.read_noise, 0.0, 1.0)
-        self.gamma = _check_range("gamma", self.gamma, 0.2, 5.0)
-        self.blur_sigma = _check_range("blur_sigma", self.blur_sigma, 0.0, 20.0)
-        self.jpeg_quality = _check_range("jpeg_quality", self.jpeg_quality, 1.0, 100.0)
+        self.gain = check_range("guide_degrade.gain", self.gain, 1e-4, 10.0)
+        self.contrast = check_range("guide_degrade.contrast", self.contrast, 0.0, 1.0)
+        self.photons = check_range("guide_degrade.photons", self.photons, 1.0, 1e7)
+        self.read_noise = check_range("guide_degrade.read_noise", self.read_noise, 0.0, 1.0)
+        self.gamma = check_range("guide_degrade.gamma", self.gamma, 0.2, 5.0)
+        self.blur_sigma = check_range("guide_degrade.blur_sigma", self.blur_sigma, 0.0, 20.0)
+        self.jpeg_quality = check_range("guide_degrade.jpeg_quality", self.jpeg_quality, 1.0, 100.0)
 
 
 # The fixed "dim" condition of guided validation: a dark (×0.12), washed-out (contrast 0.7), noisy

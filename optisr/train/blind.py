@@ -284,6 +284,20 @@ def _finite(name: str, value: torch.Tensor, step: int) -> float:
 # -------------------------------------------------------------------------------------- tasks
 
 
+def _generator_step(
+    net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, max_norm: float | None, logs: dict[str, float]
+) -> None:
+    """One optimiser step of a generator: zero the gradients, backward, clip (logging ``g_grad_norm``), step."""
+    from optisr.train.optim import clip_gradients
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = clip_gradients(net.parameters(), max_norm)
+    if norm is not None:
+        logs["g_grad_norm"] = norm
+    optimizer.step()
+
+
 class BlindTask:
     """The :class:`optisr.train.loop.TrainTask` of GAN training (``{"net_g", "net_d"}``).
 
@@ -417,12 +431,7 @@ class BlindTask:
                 total = total + beta * l1_t
             logs["g_loss"] = _finite("generator loss", total, step)
             logs.update({f"g_{k}": v for k, v in terms.items()})
-            optimizers["net_g"].zero_grad(set_to_none=True)
-            total.backward()
-            norm = clip_gradients(net_g.parameters(), t.clip_grad_norm)
-            if norm is not None:
-                logs["g_grad_norm"] = norm
-            optimizers["net_g"].step()
+            _generator_step(net_g, optimizers["net_g"], total, t.clip_grad_norm, logs)
             if net_d is not None:
                 net_d.requires_grad_(True)
         elif net_d is not None:
@@ -562,8 +571,6 @@ class DistillTask(BlindTask):
         batch: dict[str, torch.Tensor],
         step: int,
     ) -> dict[str, float]:
-        from optisr.train.optim import clip_gradients
-
         lq = batch["lq"]
         if next(self.teacher.parameters()).device != lq.device:
             self.teacher.to(lq.device)
@@ -572,12 +579,7 @@ class DistillTask(BlindTask):
         out = models["net_g"](lq)
         loss = torch.nn.functional.l1_loss(out, target)
         logs = {"l1_teacher": _finite("distillation loss", loss, step)}
-        optimizers["net_g"].zero_grad(set_to_none=True)
-        loss.backward()
-        norm = clip_gradients(models["net_g"].parameters(), self.cfg.train.clip_grad_norm)
-        if norm is not None:
-            logs["g_grad_norm"] = norm
-        optimizers["net_g"].step()
+        _generator_step(models["net_g"], optimizers["net_g"], loss, self.cfg.train.clip_grad_norm, logs)
         return logs
 
     def release_metadata(self) -> dict[str, str]:
@@ -615,8 +617,6 @@ class CachedDistillTask(BlindTask):
         batch: dict[str, torch.Tensor],
         step: int,
     ) -> dict[str, float]:
-        from optisr.train.optim import clip_gradients
-
         d = self.cfg.distill
         sr = models["net_g"](batch["lq"])
         l1_hr = torch.nn.functional.l1_loss(sr, batch["gt"])
@@ -629,12 +629,7 @@ class CachedDistillTask(BlindTask):
             logs["edge"] = float(edge.detach())
         logs["loss"] = _finite("distillation loss", total, step)
         logs["cpu_s"] = time.process_time()  # this process's CPU seconds so far (for the release's cost)
-        optimizers["net_g"].zero_grad(set_to_none=True)
-        total.backward()
-        norm = clip_gradients(models["net_g"].parameters(), self.cfg.train.clip_grad_norm)
-        if norm is not None:
-            logs["g_grad_norm"] = norm
-        optimizers["net_g"].step()
+        _generator_step(models["net_g"], optimizers["net_g"], total, self.cfg.train.clip_grad_norm, logs)
         return logs
 
     def release_metadata(self) -> dict[str, str]:

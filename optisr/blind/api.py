@@ -18,6 +18,7 @@ from optisr.blind.registry import DEFAULT_MODEL, load_model
 from optisr.blind.tiling import min_tile_size, pad_to_multiple, tiled_forward
 from optisr.devices import resolve_device
 from optisr.errors import ConfigError, ShapeError
+from optisr.io.images import white_level
 
 __all__ = ["AlphaUpsampler", "DeviceSpec", "ModelSpec", "effective_tile_size", "get_model", "upscale"]
 
@@ -97,14 +98,7 @@ def _to_tensor(
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
         raise ShapeError(f"array image must be (h, w) or (h, w, 1|2|3|4); got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        scale_in = 255.0
-    elif arr.dtype == np.uint16:
-        scale_in = 65535.0
-    elif arr.dtype.kind == "f":
-        scale_in = 1.0
-    else:
-        raise ShapeError(f"array image dtype must be uint8, uint16 or float; got {arr.dtype}")
+    scale_in = white_level(arr.dtype, "array image")
     ndim, np_dtype = arr.ndim, arr.dtype
     t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32) / np.float32(scale_in))
     t = t[None, None] if ndim == 2 else t.permute(2, 0, 1)[None]

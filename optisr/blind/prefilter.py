@@ -26,6 +26,7 @@ import numpy as np
 
 from optisr.degrade.estimate import block_grid, noise_sigma
 from optisr.errors import ConfigError, ShapeError
+from optisr.io.images import white_level
 
 __all__ = [
     "DEBLOCK_INNER_WEIGHT",
@@ -48,14 +49,7 @@ DENOISE_H_PER_SIGMA = 1.2
 def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, float]:
     """``(H, W[, C])`` → (colour ``(H, W, 1|3)`` as given, alpha or None, full-scale value)."""
     arr = np.asarray(image)
-    if arr.dtype == np.uint8:
-        full = 255.0
-    elif arr.dtype == np.uint16:
-        full = 65535.0
-    elif arr.dtype.kind == "f":
-        full = 1.0
-    else:
-        raise ShapeError(f"image dtype must be uint8, uint16 or float; got {arr.dtype}")
+    full = white_level(arr.dtype)
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):

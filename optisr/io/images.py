@@ -28,6 +28,7 @@ __all__ = [
     "is_image_file",
     "read_image",
     "to_float",
+    "white_level",
     "write_image",
 ]
 
@@ -138,6 +139,21 @@ def write_image(path: str | os.PathLike, image: np.ndarray, *, quality: int = 95
     with atomic_path(path, overwrite=overwrite) as tmp:
         buf.tofile(tmp)
     return path
+
+
+def white_level(dtype: np.dtype | type, what: str = "image") -> float:
+    """The value of white for an image dtype: 255 (uint8), 65535 (uint16), 1 (float).
+
+    Any other dtype is a one-line :class:`~optisr.errors.ShapeError` that starts with ``what``.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return 255.0
+    if dtype == np.uint16:
+        return 65535.0
+    if dtype.kind == "f":
+        return 1.0
+    raise ShapeError(f"{what} dtype must be uint8, uint16 or float; got {dtype}")
 
 
 def to_float(image: np.ndarray) -> np.ndarray:

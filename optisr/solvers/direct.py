@@ -15,6 +15,8 @@ No autograd.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -54,6 +56,20 @@ def _data_weights_np(source: Tensor, mask: Tensor | None, confidence: Tensor | N
     return c
 
 
+def _problems(
+    weights: Tensor, source: Tensor, op: DownsampleOperator, mask: Tensor | None, confidence: Tensor | None
+) -> Iterator[tuple[int, int, sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray]]:
+    """Every (sample b, channel c) problem as ``(b, c, D, L, s, cw)``: sparse D and L, flat float64 s and C."""
+    D = operator_matrix(op)
+    w_np = weights.detach().cpu().double().numpy()
+    s_np = source.detach().cpu().double().numpy()
+    c_np = _data_weights_np(source, mask, confidence)
+    for b in range(source.shape[0]):
+        L = laplacian_matrix(w_np[b])
+        for c in range(source.shape[1]):
+            yield b, c, D, L, s_np[b, c].ravel(), c_np[b, c].ravel()
+
+
 def solve_direct(
     weights: Tensor,
     source: Tensor,
@@ -73,28 +89,19 @@ def solve_direct(
         mask: optional bool (B, 1|C, h, w) of constrained LR pixels.
         confidence: ``soft`` only: optional LR data weights (B|1, 1|C, h, w) ≥ 0.
     """
-    B, C = source.shape[:2]
     H, W = op.hr_size
-    D = operator_matrix(op)
-    out = np.zeros((B, C, H, W))
-    w_np = weights.detach().cpu().double().numpy()
-    s_np = source.detach().cpu().double().numpy()
-    c_np = _data_weights_np(source, mask, confidence)
-    for b in range(B):
-        L = laplacian_matrix(w_np[b])
-        for c in range(C):
-            s = s_np[b, c].ravel()
-            cw = c_np[b, c].ravel()
-            if mode == "soft":
-                A = (D.T @ sp.diags(cw) @ D + L).tocsc()
-                x = spla.spsolve(A, D.T @ (cw * s))
-            else:
-                keep = cw > 0
-                Dc = D[np.flatnonzero(keep)]
-                K = sp.bmat([[L, Dc.T], [Dc, None]], format="csc")
-                rhs = np.concatenate([np.zeros(H * W), s[keep]])
-                x = spla.spsolve(K, rhs)[: H * W]
-            out[b, c] = x.reshape(H, W)
+    out = np.zeros((*source.shape[:2], H, W))
+    for b, c, D, L, s, cw in _problems(weights, source, op, mask, confidence):
+        if mode == "soft":
+            A = (D.T @ sp.diags(cw) @ D + L).tocsc()
+            x = spla.spsolve(A, D.T @ (cw * s))
+        else:
+            keep = cw > 0
+            Dc = D[np.flatnonzero(keep)]
+            K = sp.bmat([[L, Dc.T], [Dc, None]], format="csc")
+            rhs = np.concatenate([np.zeros(H * W), s[keep]])
+            x = spla.spsolve(K, rhs)[: H * W]
+        out[b, c] = x.reshape(H, W)
     return torch.from_numpy(out)
 
 
@@ -128,27 +135,18 @@ def solve_robust_direct(
     Returns:
         (B, C, H, W) float64.
     """
-    B, C = source.shape[:2]
     H, W = op.hr_size
-    D = operator_matrix(op)
-    out = np.zeros((B, C, H, W))
-    w_np = weights.detach().cpu().double().numpy()
-    s_np = source.detach().cpu().double().numpy()
-    c_np = _data_weights_np(source, mask, confidence)
-    for b in range(B):
-        L = laplacian_matrix(w_np[b])
-        for c in range(C):
-            s = s_np[b, c].ravel()
-            cw = c_np[b, c].ravel()
-            x = spla.spsolve((D.T @ sp.diags(cw) @ D + L).tocsc(), D.T @ (cw * s))
-            for _ in range(max_iter):
-                u = cw * _irls_weight_np((D @ x - s) / sigma, loss, delta)
-                x_new = spla.spsolve((D.T @ sp.diags(u) @ D + L).tocsc(), D.T @ (u * s))
-                step = np.linalg.norm(x_new - x) / max(np.linalg.norm(x_new), np.finfo(np.float64).tiny)
-                x = x_new
-                if step < tol:
-                    break
-            else:
-                raise RuntimeError(f"reference IRLS did not converge in {max_iter} iterations")
-            out[b, c] = x.reshape(H, W)
+    out = np.zeros((*source.shape[:2], H, W))
+    for b, c, D, L, s, cw in _problems(weights, source, op, mask, confidence):
+        x = spla.spsolve((D.T @ sp.diags(cw) @ D + L).tocsc(), D.T @ (cw * s))
+        for _ in range(max_iter):
+            u = cw * _irls_weight_np((D @ x - s) / sigma, loss, delta)
+            x_new = spla.spsolve((D.T @ sp.diags(u) @ D + L).tocsc(), D.T @ (u * s))
+            step = np.linalg.norm(x_new - x) / max(np.linalg.norm(x_new), np.finfo(np.float64).tiny)
+            x = x_new
+            if step < tol:
+                break
+        else:
+            raise RuntimeError(f"reference IRLS did not converge in {max_iter} iterations")
+        out[b, c] = x.reshape(H, W)
     return torch.from_numpy(out)

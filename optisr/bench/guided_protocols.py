@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from optisr.errors import ConfigError, InputFileError, ShapeError
+from optisr.guided.graph_weights import DEPTH_MU
 from optisr.metrics.depth import UNIT_TO_CM, masked_rmse, mod_crop, protocol_b_errors
 from optisr.ops.operators import bicubic_matrix, make_operator
 from optisr.rng import derive_seed
@@ -103,7 +104,7 @@ ORACLE = "oracle"
 """The ceiling of the exact graph layer: edge weights from the *ground-truth* HR depth (see
 :func:`oracle_weights`), exact consistency. It shows how much of the colour→oracle gap a model closes."""
 
-ORACLE_MU = 1.0
+ORACLE_MU = DEPTH_MU
 """μ of the oracle weights, in 0–255 depth units (a jump of 1/255 of the range gives exp(−1))."""
 
 ORACLE_FLOOR = 1e-3

@@ -10,8 +10,9 @@ Conditions on the first ``--limit`` images of ``sr_bsd100/HR_mod4``:
   one fixed draw per image (``default_rng([seed, index])``).
 
 Metrics: BT.601 Y, 4-pixel border cropped, outputs rounded to 8 bit. Per-model results are kept in
-``<out>/<model>_<condition>.json`` and reused (``--fresh`` recomputes). Speed: ``optisr.upscale``
-(what ``optisr upscale`` runs) on a ``--speed-size``² LR crop, 1 thread, model loaded, best of 2.
+``<out>/<model>_<condition>.json`` and reused (``--fresh`` recomputes). Speed:
+:func:`optisr.bench.blind.upscale_seconds` (``optisr.upscale``, what ``optisr upscale`` runs, on a
+``--speed-size``² LR input, 1 thread, model loaded, best of 2), as ``optisr bench blind --speed-size``.
 """
 
 from __future__ import annotations
@@ -27,24 +28,29 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _lr_sets(hr_files: list[Path], seed: int) -> dict[str, list[np.ndarray]]:
+def _lr_sets(hr_files: list[Path], seed: int, noise_dir: Path | None = None) -> dict[str, list[np.ndarray]]:
+    """``{"clean": MATLAB bicubic ×1/4 LR, "degraded": the teacher-cache recipe's fixed draws}``, uint8 RGB.
+
+    The degraded LR is :func:`optisr.degrade.blur_noise_jpeg.fixed_draw_lr` with the recipe of
+    configs/blind/teacher_cache.yaml (its noise photos, or ``noise_dir``), as ``optisr bench blind --lr otsr``.
+    """
     from optisr.blind.teacher_cache import TeacherCacheConfig, mine_noise_pool
     from optisr.config import build_config
     from optisr.degrade.bicubic import imresize
-    from optisr.degrade.blur_noise_jpeg import blur_noise_jpeg
+    from optisr.degrade.blur_noise_jpeg import fixed_draw_lr
     from optisr.io.images import read_image
 
     cfg = build_config(TeacherCacheConfig, REPO / "configs" / "blind" / "teacher_cache.yaml")
-    cfg.noise.photos_dir = str((REPO / cfg.noise.photos_dir).resolve()) if cfg.noise.photos_dir else None
+    if noise_dir is not None:
+        cfg.noise.photos_dir = str(noise_dir)
+    elif cfg.noise.photos_dir:
+        cfg.noise.photos_dir = str((REPO / cfg.noise.photos_dir).resolve())
     noise = mine_noise_pool(cfg.noise)
-    deg = cfg.degradation.build(4)
-    clean, degraded = [], []
-    for i, f in enumerate(hr_files):
-        hr = read_image(f).astype(np.float32) / 255.0
-        clean.append(np.round(np.clip(imresize(hr, 0.25), 0, 1) * 255).astype(np.uint8))
-        _, lr = blur_noise_jpeg(hr, deg, noise, np.random.default_rng([seed, i]))
-        degraded.append(np.round(lr * 255).astype(np.uint8))
-    return {"clean": clean, "degraded": degraded}
+    hrs = [read_image(f) for f in hr_files]
+    clean = [
+        np.round(np.clip(imresize(hr.astype(np.float32) / 255.0, 0.25), 0, 1) * 255).astype(np.uint8) for hr in hrs
+    ]
+    return {"clean": clean, "degraded": fixed_draw_lr(hrs, cfg.degradation.build(4), noise, seed=seed)}
 
 
 def _sr(model: str, lr: np.ndarray) -> np.ndarray:
@@ -100,19 +106,6 @@ def niqe_on_folder(model: str, folder: Path, out: Path, fresh: bool) -> dict:
     return res
 
 
-def speed(model: str, size: int) -> float:
-    from optisr.blind.api import upscale
-
-    x = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
-    upscale(x[:16, :16], model, device="cpu")  # load the model
-    best = float("inf")
-    for _ in range(2):
-        t0 = time.perf_counter()
-        upscale(x, model, device="cpu")
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main() -> None:
     from optisr.io.images import read_image
 
@@ -121,6 +114,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--models", nargs="+", default=["bicubic", "realsr-df2k-x4", "otsr-compact-x4"])
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--noise-dir", type=Path, default=None, help="real-noise photos (default: the YAML's)")
     ap.add_argument("--speed-size", type=int, default=128)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--niqe-dir", type=Path, default=None, help="also MATLAB NIQE of the outputs of this folder")
@@ -131,7 +125,7 @@ def main() -> None:
     torch.set_num_threads(1)
     files = sorted(args.data.iterdir())[: args.limit]
     hrs = [read_image(f) for f in files]
-    lrs = _lr_sets(files, args.seed)
+    lrs = _lr_sets(files, args.seed, args.noise_dir)
     rows = []
     for m in args.models:
         for cond in ("clean", "degraded"):
@@ -146,7 +140,9 @@ def main() -> None:
             r = niqe_on_folder(m, args.niqe_dir, args.out, args.fresh)
             print(f"{m:24s} NIQE {r['niqe']:.3f} on {r['n']} images of {args.niqe_dir.name}", flush=True)
     if not args.no_speed:
-        times = {m: speed(m, args.speed_size) for m in args.models if m != "bicubic"}
+        from optisr.bench.blind import upscale_seconds
+
+        times = {m: upscale_seconds(m, args.speed_size) for m in args.models if m != "bicubic"}
         for m, t in times.items():
             print(f"speed {m:24s} {t:.3f} s for a {args.speed_size}² LR input (1 thread)")
         if "realsr-df2k-x4" in times:

@@ -1,4 +1,4 @@
-"""The report of ``optisr bench blind``: the result of a run, its markdown tables, CSV and crop panels."""
+"""The report of ``optisr bench blind``: the result of a run, its markdown tables, CSV, crop and comparison panels."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from optisr.bench.report import finite_mean, format_number, markdown_table
 from optisr.data.sr_sets import DATASETS, Sample
 from optisr.version import __version__
 
-__all__ = ["BenchResult", "crop_panel", "means_table", "per_image_csv", "report_markdown"]
+__all__ = ["BenchResult", "comparison_panel", "crop_panel", "means_table", "per_image_csv", "report_markdown"]
 
 
 @dataclass
@@ -31,7 +32,10 @@ class BenchResult:
             ``niqe``, ``seconds``).
         means: per method: metric → mean over images (non-finite values excluded).
         hr_niqe: per image NIQE of the HR (paired sets), for reference.
-        lr_sources: distinct LR descriptions. files: files written.
+        lr_sources: distinct LR descriptions. files: files written (report, CSV, crops, panels).
+        speed: per method: seconds of one upscale of a ``speed_size``² LR input (empty: not timed).
+        cached: how many outputs came from ``cache_dir`` (the run's cache folder; None: no cache).
+        crop_files, panel_files: the crop and comparison panels written.
     """
 
     dataset: str
@@ -46,6 +50,12 @@ class BenchResult:
     device: str = "cpu"
     files: list[Path] = field(default_factory=list)
     table: str = ""
+    speed: dict[str, float] = field(default_factory=dict)
+    speed_size: int = 0
+    cached: int = 0
+    cache_dir: str | None = None
+    crop_files: list[Path] = field(default_factory=list)
+    panel_files: list[Path] = field(default_factory=list)
 
 
 def _crop_box(lr: np.ndarray, scale: int, size_hr: int) -> tuple[int, int, int]:
@@ -116,6 +126,59 @@ def crop_panel(
     return np.concatenate(parts[:-1], axis=1)
 
 
+def _captioned(tile: np.ndarray, text: str, height: int) -> np.ndarray:
+    """``tile`` with a white strip of ``height`` px above it holding ``text`` (black, left-aligned, shrunk to fit)."""
+    w = tile.shape[1]
+    strip = np.full((height, w, 3), 255, np.uint8)
+    font_scale = height / 40
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    if tw > w - 6:
+        font_scale *= (w - 6) / tw
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+    cv2.putText(strip, text, (3, (height + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, tile], axis=0)
+
+
+def comparison_panel(
+    sample: Sample, outputs: dict[str, np.ndarray], scale: int, crop_side: int, *, full_max: int = 512
+) -> np.ndarray:
+    """A README panel, uint8 RGB: input ×``scale`` (nearest) | each method's output | HR (paired sets).
+
+    Every tile has the size of the ×``scale`` output and a small caption above it. The whole
+    image when the output's longer side is at most ``full_max`` px, else the centre
+    ``crop_side``² HR-pixel crop (on the LR grid: a multiple of ``scale``, clipped to the image).
+
+    Args:
+        sample: the image (``lr`` (h, w, 3) uint8, ``hr`` (h·s, w·s, 3) or None).
+        outputs: method label → (h·s, w·s, 3) uint8 output, in panel order.
+        scale: the SR scale. crop_side: crop side in HR pixels (large images).
+    """
+    h, w = sample.lr.shape[:2]
+    if max(h, w) * scale <= full_max:
+        top, left, ch, cw = 0, 0, h, w
+    else:
+        side = max(1, crop_side // scale)
+        ch, cw = min(side, h), min(side, w)
+        top, left = (h - ch) // 2, (w - cw) // 2
+
+    def cut(img: np.ndarray) -> np.ndarray:
+        return img[top * scale : (top + ch) * scale, left * scale : (left + cw) * scale]
+
+    lr = sample.lr[top : top + ch, left : left + cw]
+    tiles = [(f"input (nearest ×{scale})", np.repeat(np.repeat(lr, scale, 0), scale, 1))]
+    tiles += [(name, cut(out)) for name, out in outputs.items()]
+    if sample.hr is not None:
+        tiles.append(("HR", cut(sample.hr)))
+    caption = max(14, min(24, cw * scale // 12))
+    parts = []
+    for name, t in tiles:
+        parts += [
+            _captioned(np.ascontiguousarray(t), name, caption),
+            np.full((ch * scale + caption, 4, 3), 255, np.uint8),
+        ]
+    return np.concatenate(parts[:-1], axis=1)
+
+
 def _fmt(v: float | None, digits: int) -> str:
     return format_number(v, digits, missing="—")
 
@@ -136,20 +199,24 @@ def means_table(r: BenchResult) -> str:
     rows = []
     for m in r.methods:
         name = "bicubic (MATLAB)" if m == "bicubic" else m
-        rows.append([name] + [_fmt(r.means[m].get(c[0]), c[2]) for c in cols])
+        speed = [_fmt(r.speed.get(m), 3)] if r.speed else []
+        rows.append([name] + [_fmt(r.means[m].get(c[0]), c[2]) for c in cols] + speed)
     if r.hr_niqe:
         rows.append(
-            ["HR (ground truth)"] + [_fmt(finite_mean(r.hr_niqe.values()), 2) if c[0] == "niqe" else "—" for c in cols]
+            ["HR (ground truth)"]
+            + [_fmt(finite_mean(r.hr_niqe.values()), 2) if c[0] == "niqe" else "—" for c in cols]
+            + (["—"] if r.speed else [])
         )
-    lines = markdown_table(["Method"] + [c[1] for c in cols], rows)
+    speed_head = [f"s per {r.speed_size}² LR"] if r.speed else []
+    lines = markdown_table(["Method"] + [c[1] for c in cols] + speed_head, rows)
     title = DATASETS[r.dataset].title
     lines.append("")
     lines.append(f"Means over {n} image{'s' if n != 1 else ''} of {title}, ×{r.scale}; device {r.device}.")
     return "\n".join(lines)
 
 
-def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str:
-    """The full markdown report: means, how the numbers were made, per-image scores, crops."""
+def report_markdown(r: BenchResult, command: str, crop_files: list[Path], panel_files: Sequence[Path] = ()) -> str:
+    """The full markdown report: means, how the numbers were made, per-image scores, crops, panels."""
     spec = DATASETS[r.dataset]
     buf = io.StringIO()
     w = buf.write
@@ -202,6 +269,17 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
         "* Models run in float32 through `optisr.blind.api.upscale` "
         "(whole image unless `--tile-size` is set); `s / image` is the wall time of one upscale.\n"
     )
+    if r.speed:
+        w(
+            f"* `s per {r.speed_size}² LR`: one upscale of a {r.speed_size}×{r.speed_size} RGB input on "
+            f"{r.device}, 1 CPU thread, model loaded first, best of 2 (`optisr.bench.blind.upscale_seconds`).\n"
+        )
+    if r.cache_dir is not None:
+        w(
+            f"* Network outputs cached in `{r.cache_dir}/<label>/<image>.png` (+ `.json` with the upscale's "
+            f"seconds); {r.cached} of {len(r.images) * len(r.methods)} outputs of this run were read from it, "
+            "so their `s / image` is the time of the run that made them.\n"
+        )
     w("* Evaluation sets are only evaluated here, never used for tuning.\n\n")
     w("## Per image\n\n")
     keys = [c for c in _COLS if c[0] != "seconds" and any(c[0] in r.means[m] for m in r.methods)]
@@ -223,6 +301,14 @@ def report_markdown(r: BenchResult, command: str, crop_files: list[Path]) -> str
         for p in crop_files:
             rel = f"{p.parent.name}/{p.name}"
             w(f"![{p.stem}]({rel})\n\n")
+    if panel_files:
+        w("\n## Panels\n\n")
+        w(
+            f"Input (nearest ×{r.scale}) | each method's output{' | HR' if spec.paired else ''}: the whole image, "
+            "or its centre crop for large images.\n\n"
+        )
+        for p in panel_files:
+            w(f"![{p.stem}]({p.parent.name}/{p.name})\n\n")
     return buf.getvalue()
 
 

@@ -120,12 +120,12 @@ def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the options of ``optisr bench blind`` on ``parser``."""
-    from optisr.bench.blind import DATASETS, DEFAULT_METHODS, LR_MODES
+    from optisr.bench.blind import DATASETS, DEFAULT_METHODS, LR_MODES, NOISE_SUBDIR
 
     parser.description = (
         "Blind ×s SR benchmark: PSNR/SSIM (Y channel, border = scale) and RGB PSNR on Set5/Set14/"
-        "BSD100/Urban100/Manga109, NIQE on real photos (RealSRSet); writes a markdown table, a CSV "
-        "and side-by-side crops."
+        "BSD100/Urban100/Manga109, NIQE on real photos (RealSRSet), and speed; writes a markdown table, a CSV, "
+        "side-by-side crops and comparison panels."
     )
     parser.add_argument("--dataset", required=True, metavar="NAME", help=f"one of {', '.join(DATASETS)}")
     parser.add_argument(
@@ -136,7 +136,8 @@ def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_METHODS),
         metavar="M",
-        help=f"methods: 'bicubic', registry names, or weights files (default: {' '.join(DEFAULT_METHODS)})",
+        help="methods: 'bicubic', registry names, weights files, or LABEL=PATH (a weights file shown as LABEL) "
+        f"(default: {' '.join(DEFAULT_METHODS)})",
     )
     parser.add_argument("--scale", type=int, default=4, help="SR scale (default 4)")
     parser.add_argument("--out-dir", default="bench_out", metavar="DIR", help="output folder (default bench_out)")
@@ -152,7 +153,38 @@ def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="LR source: auto = shipped standard LR_bicubic if present else MATLAB "
         "bicubic made here; shipped = any shipped LR (incl. SelfExSR); "
-        "matlab = always regenerate (default auto)",
+        "matlab = always regenerate; otsr = OTSR-style degraded LR made here (teacher-cache recipe: blur, "
+        "MATLAB bicubic, PolyU real noise, JPEG q30-95; one fixed draw per image) (default auto)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="--lr otsr: base seed of the per-image draws (default 0)"
+    )
+    parser.add_argument(
+        "--noise-dir",
+        default=None,
+        metavar="DIR",
+        help=f"--lr otsr: the real-noise photos (PolyU *_real crops; default <data-dir>/{NOISE_SUBDIR})",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the networks' outputs in DIR/<dataset>-x<scale>-<lr>/<label>/<image>.png (+ .json with the "
+        "seconds) and reuse them (default: no cache)",
+    )
+    parser.add_argument(
+        "--speed-size",
+        type=int,
+        default=128,
+        metavar="N",
+        help="time each method on an N² LR input (1 thread, model loaded, best of 2); 0 = off (default 128)",
+    )
+    parser.add_argument(
+        "--panels",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="write blind_<dataset>_panels/<NAME>.png for these images: input ×s nearest | each method "
+        "(whole image when the output is <= 512 px, else a centre crop of 2×--crop-size)",
     )
     parser.add_argument(
         "--no-niqe", action="store_true", help="skip NIQE on paired sets (it is the only metric on no-GT sets)"
@@ -245,7 +277,9 @@ def _blind_command(args: argparse.Namespace) -> str:
     for flag, key, default in (("--scale", "scale", 4), ("--out-dir", "out_dir", "bench_out"),
                                ("--limit", "limit", None), ("--tile-size", "tile_size", 0),
                                ("--crops", "crops", 3), ("--crop-size", "crop_size", 128),
-                               ("--lr", "lr", "auto"), ("--device", "device", "auto"),
+                               ("--lr", "lr", "auto"), ("--seed", "seed", 0), ("--noise-dir", "noise_dir", None),
+                               ("--cache-dir", "cache_dir", None), ("--speed-size", "speed_size", 128),
+                               ("--panels", "panels", ""), ("--device", "device", "auto"),
                                ("--gpu-id", "gpu_id", None)):  # fmt: skip
         value = getattr(args, key, default)
         if value != default:
@@ -257,7 +291,7 @@ def _blind_command(args: argparse.Namespace) -> str:
 
 def _run_blind(args: argparse.Namespace) -> int:
     """``optisr bench blind``: run, write report/CSV/crops, print the means table."""
-    from optisr.bench.blind import DATASETS, benchmark
+    from optisr.bench.blind import DATASETS, benchmark, parse_method
 
     dataset = str(args.dataset).lower()
     if dataset not in DATASETS:
@@ -265,10 +299,16 @@ def _run_blind(args: argparse.Namespace) -> int:
     args.dataset = dataset
     if args.crop_size < 8:
         raise ConfigError(f"--crop-size must be >= 8; got {args.crop_size}")
+    if args.lr != "otsr":
+        given = [f for f, v in (("--seed", args.seed != 0), ("--noise-dir", args.noise_dir is not None)) if v]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to the degraded LR; add --lr otsr")
+    methods = [parse_method(m) for m in args.models]
+    panels = [p.strip() for p in str(args.panels).split(",") if p.strip()]
     result = benchmark(
         dataset,
         args.data_dir,
-        args.models,
+        methods,
         scale=args.scale,
         out_dir=args.out_dir,
         limit=args.limit,
@@ -280,10 +320,19 @@ def _run_blind(args: argparse.Namespace) -> int:
         device=str(device_from_args(args)),
         command=_blind_command(args),
         progress=not args.quiet,
+        seed=args.seed,
+        noise_dir=args.noise_dir,
+        cache_dir=args.cache_dir,
+        speed_size=args.speed_size,
+        panels=panels,
     )
     print(f"{DATASETS[dataset].title} ×{args.scale}: LR = " + "; ".join(result.lr_sources))
     print(result.table)
-    print(f"wrote {result.files[0]} (+ CSV, {len(result.files) - 2} crop panels)")
+    cached = f"; {result.cached} outputs from the cache {result.cache_dir}" if result.cache_dir else ""
+    print(
+        f"wrote {result.files[0]} (+ CSV, {len(result.crop_files)} crop panels, "
+        f"{len(result.panel_files)} comparison panels{cached})"
+    )
     return 0
 
 

@@ -12,11 +12,14 @@ One draw (all randomness from the ``Generator`` passed in, in this order):
    the **degraded LR**.
 
 Steps 3-4 are also available alone (:func:`noise_and_jpeg`), so a training loop can redraw them
-on a cached clean LR.
+on a cached clean LR. :func:`fixed_draw_lr` makes a fixed, reproducible LR test set (one draw per
+image, seeded by ``(seed, index)``): the degraded LR of ``optisr bench blind --lr otsr`` and of
+``benchmarks/otsr_compact.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,7 +32,7 @@ from optisr.degrade.kernels import GaussianKernelConfig, random_gaussian_kernel
 from optisr.degrade.noise import NoisePool
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["BlurNoiseJpegConfig", "blur_noise_jpeg", "noise_and_jpeg"]
+__all__ = ["BlurNoiseJpegConfig", "blur_noise_jpeg", "fixed_draw_lr", "noise_and_jpeg"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,3 +114,29 @@ def blur_noise_jpeg(
         x = x[:, :, None] if x.ndim == 2 else x
     clean = _u8_float(imresize(x, 1.0 / s))
     return clean, noise_and_jpeg(clean, cfg, noise, rng)
+
+
+def fixed_draw_lr(
+    hrs: Sequence[np.ndarray], cfg: BlurNoiseJpegConfig, noise: NoisePool | None, *, seed: int = 0
+) -> list[np.ndarray]:
+    """The degraded LR of every HR image, one fixed draw each: a reproducible degraded test set.
+
+    Image ``i`` gets the draw of :func:`blur_noise_jpeg` with ``np.random.default_rng([seed, i])``,
+    so an image's LR depends only on its HR, its index, ``seed``, ``cfg`` and the pool -- not on
+    how many images follow it.
+
+    Args:
+        hrs: HR images, uint8 (or float in [0, 1]) ``(H, W, 3)`` RGB (grey repeated, alpha dropped),
+            H and W multiples of ``cfg.scale``.
+        cfg: the recipe. noise: the real-noise pool (None: no noise step).
+        seed: base seed.
+    Returns:
+        ``(H/scale, W/scale, 3)`` uint8 RGB LR images, in the order of ``hrs``.
+    Raises:
+        ShapeError: an HR side not a multiple of the scale.
+    """
+    out = []
+    for i, hr in enumerate(hrs):
+        _, lr = blur_noise_jpeg(hr, cfg, noise, np.random.default_rng([seed, i]))
+        out.append(np.round(lr * 255.0).astype(np.uint8))
+    return out

@@ -344,3 +344,15 @@ def test_unknown_panel_is_a_one_line_error(tiny_bsd, capsys):
                "--quiet", "--out-dir", str(tiny_bsd.parent / "o")])  # fmt: skip
     err = capsys.readouterr().err.strip()
     assert rc == 1 and len(err.splitlines()) == 1 and "--panels: no image 'nope'" in err
+
+
+def test_cached_output_of_the_wrong_size_is_a_one_line_error(tmp_path, capsys):
+    write_image(tmp_path / "real" / "photo.png", _textured(20, 24, 8))
+    folder = tmp_path / "cache" / "realsrset-x4-auto" / "otsr-compact-x4"
+    write_image(folder / "photo.png", np.zeros((40, 48, 3), np.uint8))
+    (folder / "photo.json").write_text('{"seconds": 1.0}')
+    rc = _cli(["--dataset", "realsrset", "--data-dir", str(tmp_path / "real"), "--models", "otsr-compact-x4",
+               "--cache-dir", str(tmp_path / "cache"), "--out-dir", str(tmp_path / "o"), "--speed-size", "0",
+               "--quiet", "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "photo.png: cached output is 48×40, expected 96×80" in err

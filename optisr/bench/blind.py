@@ -168,14 +168,17 @@ def _safe_niqe(img: np.ndarray, crop_border: int) -> float:
         return math.nan  # too small for 96×96 patches at two scales
 
 
-def upscale_seconds(model: ModelSpec, size: int, *, device: str = "cpu", tile_size: int = 0) -> float:
-    """Seconds of one ×4-style upscale of a ``size``² uint8 RGB input (seeded noise): 1 CPU thread,
-    model loaded first (on a 16² input), best of 2 runs. ``model`` may be ``"bicubic"`` (MATLAB bicubic ×4)."""
+def upscale_seconds(
+    model: ModelSpec, size: int, *, device: str = "cpu", tile_size: int = 0, bicubic_scale: int = 4
+) -> float:
+    """Seconds of one upscale of a ``size``² uint8 RGB input (seeded noise) by ``model``: 1 CPU thread,
+    model loaded first (on a 16² input), best of 2 runs. ``model`` may be ``"bicubic"`` (MATLAB bicubic
+    ×``bicubic_scale``)."""
     x = (np.random.default_rng(0).random((size, size, 3)) * 255).astype(np.uint8)
 
     def once(img: np.ndarray) -> None:
         if isinstance(model, str) and model == "bicubic":
-            imresize_matlab(img, 4.0)
+            imresize_matlab(img, float(bicubic_scale))
         else:
             upscale(img, model, device=device, tile_size=tile_size)
         if device.startswith("cuda"):
@@ -449,7 +452,8 @@ def benchmark(
     speed = {}
     if speed_size:
         speed = {
-            label: upscale_seconds(m, speed_size, device=dev, tile_size=tile_size) for m, label in zip(runnable, labels)
+            label: upscale_seconds(m, speed_size, device=dev, tile_size=tile_size, bicubic_scale=scale)
+            for m, label in zip(runnable, labels)
         }
     lr_sources = sorted({s.lr_source for s in samples})
     result = BenchResult(

@@ -170,7 +170,8 @@ def _add_blind_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="keep the networks' outputs in DIR/<dataset>-x<scale>-<lr>/<label>/<image>.png (+ .json with the "
-        "seconds) and reuse them (default: no cache)",
+        "seconds) and reuse them; <lr> is the --lr value (otsr-seed<N> for --seed N != 0), <label> of a weights "
+        "file ends in -<sha256[:8]> of its bytes (default: no cache)",
     )
     parser.add_argument(
         "--speed-size",

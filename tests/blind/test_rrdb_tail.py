@@ -57,7 +57,7 @@ def test_tail_on_head_features_equals_the_full_forward(scale, k):
 def test_head_split_refuses_bad_k():
     net = _tiny_net()
     for k in (0, 4):
-        with pytest.raises(ConfigError, match="tail_blocks must be in 1..3"):
+        with pytest.raises(ConfigError, match=r"tail_blocks must be in 1\.\.3"):
             net.head_features(torch.rand(1, 3, 4, 4), k)
 
 

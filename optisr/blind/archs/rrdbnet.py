@@ -150,7 +150,7 @@ class RRDBNet(nn.Module):
             x = F.pixel_unshuffle(x, unshuffle)
         first = self.conv_first(x)
         trunk = first
-        for block in self.body[:start]:
+        for block in list(self.body)[:start]:
             trunk = block(trunk)
         return first, trunk
 
@@ -163,7 +163,7 @@ class RRDBNet(nn.Module):
         """
         start = self._check_tail_blocks(tail_blocks)
         feat = trunk
-        for block in self.body[start:]:
+        for block in list(self.body)[start:]:
             feat = block(feat)
         feat = first + self.conv_body(feat)
         feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")), 0.2)

@@ -216,8 +216,8 @@ def build_feature_cache(
                 manifest["patches"] += len(lr)
             manifest["shards"] = {**manifest["shards"], name: {"patches": len(lr), "lr_sha256": digest}}
             _write_json(mpath, manifest)
+            bar.set_postfix(patches=manifest["patches"], head_s=round(manifest["head_seconds"]), refresh=False)
             bar.update(1)
-            bar.set_postfix(patches=manifest["patches"], head_s=round(manifest["head_seconds"]))
     finally:
         bar.close()
     manifest["complete"] = teacher_complete and len(manifest["shards"]) == n_shards

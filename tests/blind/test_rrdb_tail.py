@@ -217,3 +217,25 @@ def test_feature_cache_of_another_head_is_refused(tail_setup):
     save_model_safetensors(_tiny_net(seed=9), tail_setup / "pre.safetensors")
     with pytest.raises(ConfigError, match="another head"):
         build_task(_tail_cfg(tail_setup))
+
+
+def _tool_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_feature_cache", REPO / "tools" / "build_feature_cache.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+def test_tool_builds_from_a_weights_file_and_errors_in_one_line(tail_setup, capsys):
+    d = tail_setup
+    main = _tool_main()
+    args = ["-t", str(d / "tc"), "-o", str(d / "tool"), f"model={d / 'pre.safetensors'}", "tail_blocks=2"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["patches"] == 6 and summary["complete"] and summary["head_sha256"] == head_sha256(_tiny_net(), 2)
+    assert main([*args[:-1], "tail_blocks=5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: tail_blocks must be in 1..3 (the RRDBs of this net); got 5"]

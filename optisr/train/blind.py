@@ -31,6 +31,10 @@ fine-tunes ``network_g`` on the cached patches (plus ``teacher_weight · L1(sr, 
 that weight is > 0). The LR crop is ``datasets.train.gt_size / scale``; ``distill.redraw`` draws
 noise and JPEG anew on the cached clean LR every time.
 
+``network_g.tail_blocks`` K > 0 with ``distill.feature_cache`` (:mod:`optisr.blind.feature_cache`):
+:class:`TailTask` trains only the last K RRDBs of a pretrained RRDBNet and the layers after them on
+cached trunk features (the head never runs; each patch's LR degradation is the cached one).
+
 Distributed (``torchrun``): G runs under DDP; the critic runs unwrapped and its gradients are
 averaged by hand, because DDP does not support the critic's double backward (OT regulariser)
 nor two forwards (real, fake) per backward. BatchNorm running statistics of the critic are
@@ -54,6 +58,7 @@ import torch
 from torch import nn
 
 from optisr.blind.critics import CriticConfig
+from optisr.blind.feature_cache import FeatureCache
 from optisr.blind.losses import LossConfig, LossSet
 from optisr.blind.teacher_cache import CachePatches
 from optisr.blind.training_data import TrainDataConfig, ValDataConfig, ValSample
@@ -72,6 +77,7 @@ __all__ = [
     "DistillConfig",
     "DistillTask",
     "NetworkGConfig",
+    "TailTask",
     "CONFIG_CLASS",
     "build_task",
     "check_config",
@@ -97,6 +103,7 @@ class NetworkGConfig:
     act_type: Literal["prelu", "relu", "leakyrelu"] = "prelu"  # SRVGGNetCompact
     pretrained: str | None = None  # registry name (optisr models list) or weights file; null: random
     init: Literal["torch", "kaiming"] = "torch"  # from scratch: kaiming = He-normal (SRVGGNetCompact only)
+    tail_blocks: int = 0  # RRDBNet: K > 0 trains only body[num_block-K:] and what follows (distill.feature_cache)
 
     def __post_init__(self) -> None:
         if self.scale < 1:
@@ -105,6 +112,8 @@ class NetworkGConfig:
             raise ValueError(f"scale: RRDBNet supports 1, 2 or 4, got {self.scale}")
         if self.init == "kaiming" and self.type != "SRVGGNetCompact":
             raise ValueError("init: kaiming is implemented for SRVGGNetCompact only")
+        if self.tail_blocks and (self.type != "RRDBNet" or not 0 < self.tail_blocks <= self.num_block):
+            raise ValueError(f"tail_blocks: must be 0 or in 1..num_block ({self.num_block}) of an RRDBNet")
 
     def hyperparameters(self) -> dict[str, Any]:
         """Constructor arguments of the arch (as ``hyperparameters()`` of the module returns them)."""
@@ -151,6 +160,7 @@ class DistillConfig:
     teacher_weight: float = 1.0  # cache: β of β·L1(sr, teacher)
     edge_weight: float = 0.0  # cache, gan_mode none: OTSR Laplacian-edge MSE to the HR
     redraw: bool = True  # cache: fresh noise + JPEG on the cached clean LR (else the cached degraded LR)
+    feature_cache: str | None = None  # RRDBNet trunk features (optisr.blind.feature_cache) for network_g.tail_blocks
 
     def __post_init__(self) -> None:
         for name in ("pixel_weight", "teacher_weight", "edge_weight"):
@@ -187,6 +197,7 @@ def check_config(cfg: BlindTrainConfig) -> None:
     distill = cfg.distill.teacher is not None
     if cfg.distill.cache_dir and distill:
         raise ConfigError("distill.cache_dir: the cache replaces the teacher; set distill.teacher to null")
+    _check_tail_config(cfg)
     if (
         not distill
         and cfg.losses.gan_mode != "none"
@@ -211,6 +222,28 @@ def check_config(cfg: BlindTrainConfig) -> None:
         )
     if cfg.threads < 0:
         raise ConfigError(f"threads: must be >= 0, got {cfg.threads}")
+
+
+def _check_tail_config(cfg: BlindTrainConfig) -> None:
+    """A tail fine-tune (``network_g.tail_blocks``) and ``distill.feature_cache`` come together."""
+    g, d = cfg.network_g, cfg.distill
+    if bool(g.tail_blocks) != bool(d.feature_cache):
+        raise ConfigError(
+            "distill.feature_cache: a tail fine-tune needs both network_g.tail_blocks > 0 and a feature cache "
+            "(python tools/build_feature_cache.py); set both or neither"
+        )
+    if not g.tail_blocks:
+        return
+    if d.cache_dir or d.teacher:
+        raise ConfigError(
+            "distill.feature_cache: it carries the HR and teacher patches; set cache_dir and teacher to null"
+        )
+    if d.redraw:
+        raise ConfigError(
+            "distill.redraw: cached features fix the LR degradation of each patch; set distill.redraw to false"
+        )
+    if not g.pretrained:
+        raise ConfigError("network_g.pretrained: a tail fine-tune starts from the weights whose head made the features")
 
 
 # ------------------------------------------------------------------------------- generators
@@ -313,7 +346,10 @@ class BlindTask:
         self.scale = cfg.network_g.scale
         self.images: PairedImages | None = None
         self.cache: CachePatches | None = None
-        if cfg.distill.cache_dir:
+        self.features: FeatureCache | None = None
+        if cfg.distill.feature_cache:
+            self.features = _open_feature_cache(cfg)
+        elif cfg.distill.cache_dir:
             self.cache = _open_cache(cfg)
         else:
             self.images = PairedImages(cfg.datasets.train, self.scale)
@@ -369,7 +405,8 @@ class BlindTask:
         """G's optimizer from ``cfg.optim``; the critic's from ``cfg.optim_d`` (a :class:`BlindTrainSection`)."""
         from optisr.train.optim import build_optimizer
 
-        opts = {"net_g": build_optimizer(models["net_g"].parameters(), cfg.optim)}
+        trainable = [p for p in models["net_g"].parameters() if p.requires_grad]  # TailTask freezes the head
+        opts = {"net_g": build_optimizer(trainable, cfg.optim)}
         if "net_d" in models:
             optim_d = cfg.optim_d if isinstance(cfg, BlindTrainSection) else None
             opts["net_d"] = build_optimizer(models["net_d"].parameters(), optim_d or cfg.optim)
@@ -379,6 +416,11 @@ class BlindTask:
         from optisr.blind.training_data import make_batch
 
         t = self.cfg.train
+        if self.features is not None:
+            from optisr.blind.feature_cache import feature_batch
+
+            lq_size = self.cfg.datasets.train.gt_size // self.scale
+            return feature_batch(self.features, t.batch_size, lq_size, t.seed, step, rank)
         if self.cache is not None:
             from optisr.blind.teacher_cache import cache_batch
 
@@ -408,7 +450,7 @@ class BlindTask:
         from optisr.train.optim import clip_gradients
 
         t = self.cfg.train
-        lq, gt = batch["lq"], batch["gt"]
+        gt = batch["gt"]
         losses = self._losses_on(gt.device)
         net_g = models["net_g"]
         net_d = unwrap_model(models["net_d"]) if "net_d" in models else None
@@ -417,7 +459,7 @@ class BlindTask:
         if step >= t.net_d_init_iters and (step - t.net_d_init_iters) % t.net_d_iters == 0:
             if net_d is not None:
                 net_d.requires_grad_(False)
-            sr = net_g(lq)
+            sr = self.generate(net_g, batch)
             d_real = d_fake = None
             if net_d is not None:
                 with torch.no_grad():
@@ -436,7 +478,7 @@ class BlindTask:
                 net_d.requires_grad_(True)
         elif net_d is not None:
             with torch.no_grad():
-                sr = net_g(lq)
+                sr = self.generate(net_g, batch)
 
         if net_d is not None:
             fake = sr.detach().requires_grad_(losses.critic_needs_fake_grad)
@@ -458,6 +500,10 @@ class BlindTask:
                 if v is not None and k != "min_cost":
                     logs[f"d_{k}"] = float(v)
         return logs
+
+    def generate(self, net_g: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The generator's output for a training batch: ``net_g(batch["lq"])`` (:class:`TailTask`: the tail)."""
+        return net_g(batch["lq"])
 
     # -- validation
     def _val_samples(self) -> list[ValSample]:
@@ -505,6 +551,8 @@ class BlindTask:
             return self.cfg.training_data
         if self.cache is not None:
             return self.cache.describe()
+        if self.features is not None:
+            return self.features.describe()
         assert self.images is not None
         return self.images.describe()
 
@@ -525,7 +573,7 @@ class BlindTask:
         if self.perceptual_note:
             meta["note"] = self.perceptual_note
         if self.cache is not None:
-            meta.update(_cache_metadata(self.cache, c.distill))
+            meta.update(_cache_metadata(self.cache.manifest, len(self.cache), c.distill.redraw))
         return meta
 
     def save_release(self, model: nn.Module, path: Path, metrics: dict[str, float]) -> None:
@@ -664,19 +712,115 @@ def _open_cache(cfg: BlindTrainConfig) -> CachePatches:
     return cache
 
 
-def _cache_metadata(cache: CachePatches, d: DistillConfig) -> dict[str, str]:
-    """Release metadata of a run on a teacher cache: the teacher, the recipe, the noise licence."""
-    c = cache.manifest.get("config", {})
+def _cache_metadata(manifest: dict, patches: int, redraw: bool) -> dict[str, str]:
+    """Release metadata of a run on a teacher cache (its ``cache.json`` manifest and the number of
+    patches used): the teacher, the recipe, the noise licence."""
+    c = manifest.get("config", {})
     noise = c.get("noise", {})
     return {
         "teacher": str(c.get("teacher")),
         "teacher_input": str(c.get("teacher_input")),
-        "teacher_seconds": f"{float(cache.manifest.get('teacher_seconds', 0.0)):.0f}",
-        "cache_patches": str(len(cache)),
-        "degradation": json.dumps({**c.get("degradation", {}), "redraw": d.redraw}),
+        "teacher_seconds": f"{float(manifest.get('teacher_seconds', 0.0)):.0f}",
+        "cache_patches": str(patches),
+        "degradation": json.dumps({**c.get("degradation", {}), "redraw": redraw}),
         "noise_source": str(noise.get("photos_dir")),
         "noise_license": str(noise.get("license", "")),
     }
+
+
+class TailTask(BlindTask):
+    """Fine-tune only the tail of a pretrained RRDBNet on cached trunk features.
+
+    ``network_g.tail_blocks`` = K and ``distill.feature_cache`` (built by
+    ``tools/build_feature_cache.py`` from the same ``network_g.pretrained`` weights with the same K).
+    Trained: ``body[num_block - K :]``, ``conv_body``, ``conv_up1``, ``conv_up2``, ``conv_hr``,
+    ``conv_last``; frozen (``requires_grad`` off, so the EMA keeps them bit-exact): ``conv_first`` and
+    ``body[: num_block - K]``, whose outputs come from the cache. The losses are :class:`BlindTask`'s
+    (``gan_mode`` none, otsr, ...; plus ``teacher_weight · L1(sr, teacher)``) on
+    :meth:`~optisr.blind.archs.RRDBNet.tail_forward` of the cached maps. Validation and the release use
+    the whole RRDBNet (frozen head + trained tail), loadable by ``optisr upscale --model-path``.
+
+    The cached features fix each patch's LR degradation (no redraw, no flips); the release metadata
+    says so. Single process only (the tail is called on the unwrapped network).
+    """
+
+    def __init__(self, cfg: BlindTrainConfig) -> None:
+        from optisr.blind.archs import RRDBNet
+        from optisr.blind.feature_cache import head_sha256
+
+        super().__init__(cfg)
+        assert self.features is not None and self._g_state is not None  # check_config: both are set
+        k = cfg.network_g.tail_blocks
+        if self.features.tail_blocks != k:
+            raise ConfigError(
+                f"distill.feature_cache: {cfg.distill.feature_cache} holds features for tail_blocks "
+                f"{self.features.tail_blocks}, but network_g.tail_blocks is {k}"
+            )
+        net = _build_generator(cfg.network_g, self._g_state)
+        assert isinstance(net, RRDBNet)  # NetworkGConfig: tail_blocks only for RRDBNet
+        self.tail_blocks = k
+        self.head_sha256 = head_sha256(net, k)
+        if self.features.manifest.get("head_sha256") != self.head_sha256:
+            raise ConfigError(
+                f"distill.feature_cache: {cfg.distill.feature_cache} was made by another head than "
+                f"network_g.pretrained {cfg.network_g.pretrained} (model {self.features.manifest.get('model')})"
+            )
+
+    def build_model(self) -> dict[str, nn.Module]:
+        from optisr.blind.archs import RRDBNet
+
+        models = super().build_model()
+        net = models["net_g"]
+        assert isinstance(net, RRDBNet)  # NetworkGConfig: tail_blocks only for RRDBNet
+        head = set(net.head_parameter_names(self.tail_blocks))
+        for name, p in net.named_parameters():
+            p.requires_grad_(name not in head)
+        return models
+
+    def generate(self, net_g: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        from optisr.blind.archs import RRDBNet
+        from optisr.train.ema import unwrap_model
+
+        net = unwrap_model(net_g)
+        if net is not net_g:
+            raise ConfigError("network_g.tail_blocks: a tail fine-tune runs in one process (no torchrun / DDP)")
+        assert isinstance(net, RRDBNet)
+        return net.tail_forward(batch["first"], batch["trunk"], self.tail_blocks)
+
+    def release_metadata(self) -> dict[str, str]:
+        meta = super().release_metadata()
+        assert self.features is not None
+        f = self.features
+        n = self.cfg.network_g.num_block
+        meta.update(_cache_metadata(f.manifest.get("teacher_cache_manifest", {}), len(f), False))
+        meta.update(
+            trainable=f"tail: body[{n - self.tail_blocks}:{n}], conv_body, conv_up1, conv_up2, conv_hr, conv_last",
+            tail_blocks=str(self.tail_blocks),
+            head_sha256=self.head_sha256,
+            feature_cache_note=str(f.manifest.get("note", "")),
+        )
+        return meta
+
+
+def _open_feature_cache(cfg: BlindTrainConfig) -> FeatureCache:
+    """The feature cache of ``distill.feature_cache``, checked against the generator's scale and the crop."""
+    from optisr.blind.feature_cache import load_feature_cache
+
+    assert cfg.distill.feature_cache
+    try:
+        cache = load_feature_cache(cfg.distill.feature_cache)
+    except InputFileError as exc:
+        raise ConfigError(f"distill.feature_cache: {exc}") from exc
+    scale = cfg.network_g.scale
+    if cache.scale != scale:
+        raise ConfigError(f"distill.feature_cache: the cache is ×{cache.scale} but network_g.scale is {scale}")
+    lq = cfg.datasets.train.gt_size // scale
+    if lq > cache.lr.shape[1]:
+        raise ConfigError(
+            f"datasets.train.gt_size: {cfg.datasets.train.gt_size} needs {lq}² LR crops; "
+            f"the cached feature maps are {cache.lr.shape[1]}²"
+        )
+    return cache
 
 
 def _plain(obj: Any) -> dict:
@@ -686,8 +830,11 @@ def _plain(obj: Any) -> dict:
 
 
 def build_task(cfg: BlindTrainConfig) -> BlindTask:
-    """:class:`CachedDistillTask` for ``distill.cache_dir`` with ``gan_mode: none``,
-    :class:`DistillTask` when ``distill.teacher`` is set, else :class:`BlindTask`."""
+    """:class:`TailTask` for ``network_g.tail_blocks`` > 0, :class:`CachedDistillTask` for
+    ``distill.cache_dir`` with ``gan_mode: none``, :class:`DistillTask` when ``distill.teacher`` is set,
+    else :class:`BlindTask`."""
+    if cfg.network_g.tail_blocks:
+        return TailTask(cfg)
     if cfg.distill.cache_dir and cfg.losses.gan_mode == "none":
         return CachedDistillTask(cfg)
     return DistillTask(cfg) if cfg.distill.teacher else BlindTask(cfg)

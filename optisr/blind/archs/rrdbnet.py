@@ -127,6 +127,56 @@ class RRDBNet(nn.Module):
             "num_grow_ch": self.num_grow_ch,
         }
 
+    def _check_tail_blocks(self, tail_blocks: int) -> int:
+        """Index of the first tail block, ``num_block - tail_blocks``; ConfigError outside 1..num_block."""
+        if not 1 <= tail_blocks <= self.num_block:
+            raise ConfigError(f"tail_blocks must be in 1..{self.num_block} (the RRDBs of this net); got {tail_blocks}")
+        return self.num_block - tail_blocks
+
+    def head_features(self, x: Tensor, tail_blocks: int) -> tuple[Tensor, Tensor]:
+        """The frozen head of a tail fine-tune: ``(first, trunk)`` with ``first = conv_first(x)`` and
+        ``trunk = body[0 : num_block - tail_blocks](first)``.
+
+        Shape: ``x`` as for :meth:`forward`; both outputs ``(B, num_feat, h/u, w/u)`` in the input's
+        dtype, ``u`` = :attr:`size_multiple`. ``first`` is needed by the tail for the trunk's global
+        residual ``first + conv_body(body(first))``.
+        """
+        start = self._check_tail_blocks(tail_blocks)
+        unshuffle = _UNSHUFFLE[self.scale]
+        if unshuffle > 1:
+            h, w = x.shape[-2:]
+            if h % unshuffle or w % unshuffle:
+                raise ShapeError(f"RRDBNet ×{self.scale} needs H and W divisible by {unshuffle}; got {h}×{w}")
+            x = F.pixel_unshuffle(x, unshuffle)
+        first = self.conv_first(x)
+        trunk = first
+        for block in list(self.body)[:start]:
+            trunk = block(trunk)
+        return first, trunk
+
+    def tail_forward(self, first: Tensor, trunk: Tensor, tail_blocks: int) -> Tensor:
+        """The rest of :meth:`forward` after :meth:`head_features`: ``body[num_block - tail_blocks :]``,
+        ``conv_body`` + the global residual, the two ×2 upsampling stages, ``conv_hr`` and ``conv_last``.
+
+        Shape: ``first``, ``trunk`` ``(B, num_feat, h, w)``; output ``(B, num_out_ch, 4h, 4w)``, so that
+        ``tail_forward(*head_features(x, k), k)`` equals ``forward(x)``.
+        """
+        start = self._check_tail_blocks(tail_blocks)
+        feat = trunk
+        for block in list(self.body)[start:]:
+            feat = block(feat)
+        feat = first + self.conv_body(feat)
+        feat = F.leaky_relu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")), 0.2)
+        feat = F.leaky_relu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")), 0.2)
+        return self.conv_last(F.leaky_relu(self.conv_hr(feat), 0.2))
+
+    def head_parameter_names(self, tail_blocks: int) -> list[str]:
+        """Names (``state_dict`` keys) of the parameters :meth:`head_features` uses: ``conv_first.*`` and
+        ``body.<i>.*`` for ``i < num_block - tail_blocks``; everything else is the tail."""
+        start = self._check_tail_blocks(tail_blocks)
+        heads = ("conv_first.", *(f"body.{i}." for i in range(start)))
+        return [n for n, _ in self.named_parameters() if n.startswith(heads)]
+
     def forward(self, x: Tensor) -> Tensor:
         unshuffle = _UNSHUFFLE[self.scale]
         if unshuffle > 1:

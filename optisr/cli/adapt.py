@@ -39,6 +39,8 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:  # sub: the subparsers acti
     p.add_argument("--max-steps", type=int, default=None, metavar="N", help="stop after N training steps in all")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --opt train.optim.lr=2e-5 (repeatable)")  # fmt: skip
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. losses.gan_weight=0.02 photos.hr_downscale=1.5")  # fmt: skip
     add_device_option(p)

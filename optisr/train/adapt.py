@@ -65,7 +65,7 @@ __all__ = [
     "parse_duration",
 ]
 
-_CONFIG_RESOURCE = ("data", "adapt.yaml")
+_CONFIG_RESOURCE = "data/adapt.yaml"
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -158,7 +158,7 @@ def default_config_dict() -> dict[str, Any]:
 
     import yaml
 
-    text = resources.files("optisr.train").joinpath(*_CONFIG_RESOURCE).read_text(encoding="utf-8")
+    text = resources.files("optisr.train").joinpath(_CONFIG_RESOURCE).read_text(encoding="utf-8")
     return dict(yaml.safe_load(text) or {})
 
 
@@ -357,13 +357,16 @@ def match_blur_sigma(
         cfg = BlurNoiseJpegConfig(
             scale=scale,
             blur_prob=1.0,
-            kernel=GaussianKernelConfig(size=d.kernel_size, sigma_range=(float(sigma), float(sigma)), isotropic_prob=1.0),
+            kernel=GaussianKernelConfig(
+                size=d.kernel_size, sigma_range=(float(sigma), float(sigma)), isotropic_prob=1.0
+            ),
             noise_prob=d.noise_prob,
             noise_strength=(strength, strength),
             jpeg=JpegConfig(quality_range=jpeg[1], prob=jpeg[0]),
         )
         values = [
-            sharpness(blur_noise_jpeg(c, cfg, noise, np.random.default_rng([seed, 77, i]))[1]) for i, c in enumerate(crops)
+            sharpness(blur_noise_jpeg(c, cfg, noise, np.random.default_rng([seed, 77, i]))[1])
+            for i, c in enumerate(crops)
         ]
         s = float(np.mean(values))
         gap = abs(s - target_sharpness)
@@ -417,7 +420,7 @@ def _source_generator(source: str) -> tuple[Any, dict[str, str]]:
     names = {f.name for f in fields(NetworkGConfig)}
     hp = {k: v for k, v in loaded.hyperparameters.items() if k in names}
     try:
-        net = NetworkGConfig(type=loaded.arch, pretrained=source, **hp)
+        net = NetworkGConfig(type="RRDBNet" if loaded.arch == "RRDBNet" else "SRVGGNetCompact", pretrained=source, **hp)
     except ValueError as exc:
         raise ConfigError(f"--from: {source}: {exc}") from exc
     return net, dict(loaded.metadata)
@@ -482,8 +485,12 @@ def adapt(
             when writing). InputFileError / ConfigError: bad photos or settings, found before training;
             a work folder this call created is then removed.
     """
-    from optisr.blind.teacher_cache import CacheDegradationConfig, TeacherCacheConfig, build_teacher_cache
-    from optisr.blind.teacher_cache import save_noise_tiles
+    from optisr.blind.teacher_cache import (
+        CacheDegradationConfig,
+        TeacherCacheConfig,
+        build_teacher_cache,
+        save_noise_tiles,
+    )
     from optisr.blind.training_data import TrainDataConfig
     from optisr.config import to_dict
     from optisr.degrade.noise import NoisePool

@@ -251,3 +251,18 @@ def test_cli_bad_settings(
     out = tmp_path / "m.safetensors"
     code, err = _run(["--photos", str(photos), "-o", str(out), *args], capsys)
     _assert_one_line_error(code, err, out, needle)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA for the failing device")
+def test_a_failed_training_start_leaves_no_work_behind(photos: Path, tmp_path: Path) -> None:
+    """The device error comes from the training start, after the patches were written."""
+    cfg = build_adapt_config(SMALL)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(ConfigError):
+        adapt(photos, out, time_limit_s=None, config=cfg, max_steps=1, progress=False, device="cuda")
+    assert not out.exists() and not (tmp_path / "m.adapt").exists()
+    work = tmp_path / "mine"
+    work.mkdir()  # an empty folder the user made is kept, emptied
+    with pytest.raises(ConfigError):
+        adapt(photos, out, time_limit_s=None, config=cfg, max_steps=1, progress=False, device="cuda", work_dir=work)
+    assert work.is_dir() and not any(work.iterdir())

@@ -442,6 +442,18 @@ def _write_output(release: Path, output: Path, extra: dict[str, str], overwrite:
     return meta
 
 
+def _remove_work(work: Path, *, keep_folder: bool) -> None:
+    """Remove what a failed fresh run wrote in ``work`` (and ``work`` itself unless it existed before)."""
+    if not keep_folder:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for child in work.iterdir() if work.is_dir() else ():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+
 def _default_work_dir(output: Path) -> Path:
     return output.with_name(output.name.removesuffix(".safetensors") + ".adapt")
 
@@ -495,7 +507,8 @@ def adapt(
     from optisr.config import to_dict
     from optisr.degrade.noise import NoisePool
     from optisr.io.images import write_image
-    from optisr.train.blind import BlindDatasetsConfig, BlindTrainConfig, DistillConfig, train
+    from optisr.train.blind import BlindDatasetsConfig, BlindTrainConfig, DistillConfig, check_config, train
+    from optisr.train.checkpoint import list_states
     from optisr.train.config import PathConfig
     from optisr.version import __version__
 
@@ -529,7 +542,21 @@ def adapt(
             f"gt_size: must be a multiple of the scale {scale} and at most photos.lr_size·scale "
             f"= {cfg.photos.lr_size * scale}; got {cfg.gt_size}"
         )
-    created = not work.exists()
+    hr_dir, cache_dir, run_dir = work / "hr", work / "cache", work / "run"
+    bcfg = BlindTrainConfig(
+        name=cfg.name,
+        network_g=net_g,
+        network_d=cfg.network_d,
+        datasets=BlindDatasetsConfig(train=TrainDataConfig(gt_size=cfg.gt_size)),
+        losses=cfg.losses,
+        train=t,
+        distill=DistillConfig(cache_dir=str(cache_dir), teacher_weight=cfg.teacher_weight, redraw=True),
+        path=PathConfig(str(run_dir)),
+        threads=cfg.threads,
+    )
+    check_config(bcfg)  # cross-section errors before the photos are read
+    fresh = not work.exists() or not any(work.iterdir())  # a failure removes what this call wrote
+    existed = work.exists()
     try:
         est = estimate_photos(photos, cfg, scale)
         noise = NoisePool(est.noise_tiles)
@@ -553,7 +580,6 @@ def adapt(
             jpeg_quality=jpeg[1],
         )
         degradation.build(scale)  # validates the recipe before anything is written
-        hr_dir, cache_dir = work / "hr", work / "cache"
         hr_dir.mkdir(parents=True, exist_ok=True)
         for i, (name, img) in enumerate(zip(est.names, est.hr)):
             write_image(hr_dir / f"{i:05d}_{Path(name).stem}.png", img)
@@ -578,27 +604,15 @@ def adapt(
         from optisr.blind.registry import load_model
 
         build_teacher_cache(cache_cfg, cache_dir, teacher=load_model(source).model, progress=progress)
+        prep_s = time.perf_counter() - t0
+        if time_limit_s is not None:
+            t = replace(t, time_limit_s=max(1.0, time_limit_s - prep_s))
+        bcfg = replace(bcfg, train=t, training_data=described)
+        result = train(bcfg, save_dir=run_dir, resume=resume, progress=progress, device=device)
     except BaseException:
-        if created:
-            shutil.rmtree(work, ignore_errors=True)
+        if fresh and not list_states(run_dir):
+            _remove_work(work, keep_folder=existed)
         raise
-
-    prep_s = time.perf_counter() - t0
-    if time_limit_s is not None:
-        t = replace(t, time_limit_s=max(1.0, time_limit_s - prep_s))
-    bcfg = BlindTrainConfig(
-        name=cfg.name,
-        network_g=net_g,
-        network_d=cfg.network_d,
-        datasets=BlindDatasetsConfig(train=TrainDataConfig(gt_size=cfg.gt_size)),
-        losses=cfg.losses,
-        train=t,
-        distill=DistillConfig(cache_dir=str(cache_dir), teacher_weight=cfg.teacher_weight, redraw=True),
-        path=PathConfig(str(work / "run")),
-        threads=cfg.threads,
-        training_data=described,
-    )
-    result = train(bcfg, save_dir=work / "run", resume=resume, progress=progress, device=device)
     seconds = time.perf_counter() - t0
     quality = (
         f"{min(est.jpeg_qualities):.0f}-{max(est.jpeg_qualities):.0f} ({len(est.jpeg_qualities)} JPEG photos)"
@@ -623,12 +637,13 @@ def adapt(
         "adapt_steps": str(result.step),
         "adapt_steps_this_run": str(result.step - result.start_step),
         "adapt_seconds": f"{seconds:.1f}",
-        "adapt_final_losses": json.dumps(_final_losses(work / "run")),
+        "adapt_final_losses": json.dumps(_final_losses(run_dir)),
         "adapt_config": json.dumps(to_dict(cfg)),
         "noise_source": str(photos),
+        "noise_license": "the adapting user's own photos",
         "optisr_version": __version__,
     }
     if "license" in source_meta:
         extra["license"] = source_meta["license"]
-    meta = _write_output(work / "run" / "last.safetensors", output, extra, overwrite)
+    meta = _write_output(run_dir / "last.safetensors", output, extra, overwrite)
     return AdaptResult(output=output, metadata=meta, steps=result.step, seconds=seconds)

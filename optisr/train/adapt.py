@@ -81,7 +81,9 @@ class AdaptPhotosConfig:
     patches_per_photo: int = 8
     max_patches: int = 1024  # 0: all
     noise: NoiseMiningConfig = field(
-        default_factory=lambda: NoiseMiningConfig(patch_size=64, sub_size=16, max_var=200.0, max_per_image=16)
+        default_factory=lambda: NoiseMiningConfig(
+            patch_size=64, sub_size=16, max_var=200.0, var_tol=0.5, max_per_image=16
+        )
     )
 
     def __post_init__(self) -> None:

@@ -277,3 +277,17 @@ def test_embedded_defaults_build() -> None:
     assert cfg.photos.hr_downscale == 2.0 and cfg.train.val_every == 0
     assert cfg.photos.noise.rule == "otsr" and cfg.train.total_steps >= 100_000
     assert build_adapt_config(["losses.gan_weight=0.02"]).losses.gan_weight == 0.02
+
+
+def test_match_blur_sigma_is_larger_for_softer_photos() -> None:
+    from optisr.train.adapt import AdaptDegradationConfig, match_blur_sigma
+
+    rng = np.random.default_rng(4)
+    hr = [cv2.resize(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_CUBIC)]
+    d = AdaptDegradationConfig(blur_sigma_search=(0.3, 2.7), blur_sigma_steps=9, noise_prob=0.0)
+    found = [match_blur_sigma(hr, target, d, None, (0.0, (95, 95)), 4, 0) for target in (0.9, 0.3, 0.0)]
+    sigmas = [s for s, _ in found]
+    assert sigmas[0] == pytest.approx(0.3) and sigmas[-1] == pytest.approx(2.7)  # the ends of the search
+    assert sigmas == sorted(sigmas)
+    sims = [s for _, s in found]
+    assert sims == sorted(sims, reverse=True)  # more blur, less sharpness

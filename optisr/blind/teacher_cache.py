@@ -51,6 +51,7 @@ __all__ = [
     "hr_image_files",
     "load_teacher_cache",
     "mine_noise_pool",
+    "save_noise_tiles",
     "write_validation_pairs",
 ]
 
@@ -179,6 +180,22 @@ def mine_noise_pool(cfg: NoiseSourceConfig) -> NoisePool | None:
     return NoisePool(tiles)
 
 
+def save_noise_tiles(noise: NoisePool, cache_dir: str | Path) -> Path:
+    """Write the pool's tiles as ``cache_dir/noise.npz`` (what :func:`load_teacher_cache` reads).
+
+    The tiles are cropped to the smallest tile side and stored as ``"tiles"``: ``(N, P, P, 3)``
+    uint8. Written atomically; returns the file.
+    """
+    from optisr.io.atomic import atomic_path
+
+    side = min(min(t.shape[:2]) for t in noise.patches)
+    tiles = np.stack([_u8(t[:side, :side]) for t in noise.patches])
+    path = Path(cache_dir) / "noise.npz"
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, tiles=tiles)
+    return path
+
+
 def _u8(x: np.ndarray) -> np.ndarray:
     return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
@@ -282,10 +299,7 @@ def build_teacher_cache(
     out.mkdir(parents=True, exist_ok=True)
     noise = mine_noise_pool(cfg.noise)
     if noise is not None and not (out / "noise.npz").is_file():
-        side = min(min(t.shape[:2]) for t in noise.patches)
-        tiles = np.stack([_u8(t[:side, :side]) for t in noise.patches])
-        with atomic_path(out / "noise.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, tiles=tiles)
+        save_noise_tiles(noise, out)
     if teacher is None:
         from optisr.blind.registry import load_model
 

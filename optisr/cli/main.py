@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench": "optisr.cli.bench",
     "degrade": "optisr.cli.degrade",
     "train": "optisr.cli.train",
+    "adapt": "optisr.cli.adapt",
     "serve": "optisr.cli.serve",
 }
 

@@ -18,7 +18,8 @@ One concept per module:
 
 Engines (imported on demand, not by this package): :mod:`~optisr.train.guided` (guided depth SR)
 and :mod:`~optisr.train.blind` (blind real-world SR), each with ``CONFIG_CLASS`` and a plain
-``train(cfg, ...)``. They sit above :mod:`optisr.guided` / :mod:`optisr.blind`, which know nothing
+``train(cfg, ...)``; :mod:`~optisr.train.adapt` (``optisr adapt``) drives the blind engine to fine-tune a
+shipped model on a camera's own photos. They sit above :mod:`optisr.guided` / :mod:`optisr.blind`, which know nothing
 about training loops. The command line (``optisr train``: options, ``KEY=VALUE`` overrides) lives
 in :mod:`optisr.cli.train`.
 

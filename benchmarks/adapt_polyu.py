@@ -5,7 +5,9 @@
         photos.patches_per_photo=2        # smoke run (~1-2 min)
 
 The ``*_real.JPG`` crops of ``sr_realnoise_polyu_crops100/CroppedImages`` (sorted by name) are split
-into the adaptation photos (the first ``--n-adapt``, default 70) and the held-back ones (the rest);
+into the adaptation photos (``--n-adapt``, default 70, spread over the sorted list with ``--split
+interleave`` so both sets hold the same cameras, or the first ones with ``--split first``) and the
+held-back ones (the rest);
 the two sets never overlap (checked). :func:`optisr.train.adapt.adapt` fine-tunes ``--from`` (default
 ``otsr-compact-x4``) on copies of the adaptation photos for ``--time``; then the unadapted and the
 adapted model upscale a fixed centre crop (``--crop``² LR pixels, 0: the whole image) of each
@@ -28,12 +30,23 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "sr_realnoise_polyu_crops100" / "CroppedImages"
 
 
-def split(folder: Path, n_adapt: int) -> tuple[list[Path], list[Path]]:
-    """``(adaptation photos, held-back photos)``: the sorted ``*_real.JPG`` files, first ``n_adapt`` / the rest."""
+def split(folder: Path, n_adapt: int, mode: str = "interleave") -> tuple[list[Path], list[Path]]:
+    """``(adaptation photos, held-back photos)`` of the sorted ``*_real.JPG`` files.
+
+    ``mode="interleave"`` (default): ``n_adapt`` photos spread evenly over the sorted list are held
+    *in* and the rest held back, so both sets hold the same cameras and ISO settings (the "my
+    camera" story); ``mode="first"``: the first ``n_adapt`` / the rest (then the held-back photos
+    are other camera models).
+    """
     files = sorted(folder.glob("*_real.JPG"))
     if len(files) <= n_adapt:
         raise SystemExit(f"{folder}: {len(files)} *_real.JPG files, need more than --n-adapt {n_adapt}")
-    adapt_files, held = files[:n_adapt], files[n_adapt:]
+    if mode == "first":
+        adapt_files, held = files[:n_adapt], files[n_adapt:]
+    else:
+        keep = set(np.linspace(0, len(files) - 1, len(files) - n_adapt).round().astype(int).tolist())
+        held = [f for i, f in enumerate(files) if i in keep]
+        adapt_files = [f for i, f in enumerate(files) if i not in keep]
     assert not {f.name for f in adapt_files} & {f.name for f in held}
     return adapt_files, held
 
@@ -65,7 +78,13 @@ def score(model: str, held: list[Path], crop: int, device: str) -> dict[str, flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DATA, help="folder of the PolyU *_real.JPG crops")
-    p.add_argument("--n-adapt", type=int, default=70, help="adaptation photos: the first N (default 70)")
+    p.add_argument("--n-adapt", type=int, default=70, help="adaptation photos: N of them (default 70)")
+    p.add_argument(
+        "--split",
+        choices=("interleave", "first"),
+        default="interleave",
+        help="interleave (default): held-back photos spread over all cameras; first: the first N adapt",
+    )
     p.add_argument("--time", default="30m", help="adapt time budget (90s, 30m, 1.5h; default 30m)")
     p.add_argument("--from", dest="source", default="otsr-compact-x4", help="model to adapt")
     p.add_argument("--limit-eval", type=int, default=0, help="score the first N held-back photos (0: all)")
@@ -79,7 +98,7 @@ def main() -> None:
 
     from optisr.train.adapt import adapt, build_adapt_config, parse_duration
 
-    adapt_files, held = split(args.data, args.n_adapt)
+    adapt_files, held = split(args.data, args.n_adapt, args.split)
     if args.limit_eval:
         held = held[: args.limit_eval]
     out: Path = args.out

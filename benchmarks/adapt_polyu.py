@@ -137,7 +137,7 @@ def main() -> None:
     crop = f"{args.crop}² LR centre crops" if args.crop else "whole images"
     lines = [
         f"NIQE (MATLAB, BT.601 Y, no border crop; lower is better) of ×4 outputs on {len(held)} held-back PolyU "
-        f"*_real crops ({crop}); adapted on the first {len(adapt_files)} for --time {args.time}. "
+        f"*_real crops ({crop}); adapted on {len(adapt_files)} others ({args.split} split) for --time {args.time}. "
         f"Estimates: noise σ≈{meta['adapt_noise_sigma']}, JPEG {meta['adapt_jpeg_quality']}, "
         f"blur σ {meta['adapt_blur_sigma']}, {meta['adapt_noise_patches']} noise patches.",
         "",

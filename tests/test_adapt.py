@@ -271,9 +271,10 @@ def test_a_failed_training_start_leaves_no_work_behind(photos: Path, tmp_path: P
 
 
 def test_embedded_defaults_build() -> None:
-    """The packaged adapt.yaml builds: OT critic at a small weight, ×2 HR downscale, a time-limited run."""
+    """The packaged adapt.yaml builds: the OT critic at the otsr fine-tune's weight, ×2 HR downscale, a time-limited run."""
     cfg = build_adapt_config()
-    assert cfg.losses.gan_mode == "otsr" and 0 < cfg.losses.gan_weight <= 0.05
+    assert cfg.losses.gan_mode == "otsr" and 0 < cfg.losses.gan_weight <= 1.0
+    assert cfg.train.ema_decay == 0.99
     assert cfg.photos.hr_downscale == 2.0 and cfg.train.val_every == 0
     assert cfg.photos.noise.rule == "otsr" and cfg.train.total_steps >= 100_000
     assert build_adapt_config(["losses.gan_weight=0.02"]).losses.gan_weight == 0.02

@@ -473,6 +473,7 @@ class BlindTask:
                 total = total + beta * l1_t
             logs["g_loss"] = _finite("generator loss", total, step)
             logs.update({f"g_{k}": v for k, v in terms.items()})
+            logs["cpu_s"] = time.process_time()  # this process's CPU seconds so far (for the release's cost)
             _generator_step(net_g, optimizers["net_g"], total, t.clip_grad_norm, logs)
             if net_d is not None:
                 net_d.requires_grad_(True)

@@ -49,8 +49,10 @@ def test_loads_and_runs_on_a_tiny_image():
     x = (np.random.default_rng(0).random((12, 10, 3)) * 255).astype(np.uint8)
     y = upscale(x, NAME, device="cpu")
     assert y.shape == (48, 40, 3) and y.dtype == np.uint8
-    flat = np.full((12, 10, 3), 128, np.uint8)  # a trained model keeps a flat grey image flat
-    assert np.abs(upscale(flat, NAME, device="cpu").astype(int) - 128).max() <= 3
+    for level in (30, 128, 200):  # no hallucinated noise: a flat grey image stays flat (GAN texture < 1.5 levels)
+        dev = upscale(np.full((40, 40, 3), level, np.uint8), NAME, device="cpu").astype(int) - level
+        inner = dev[16:-16, 16:-16]
+        assert abs(inner.mean()) <= 1.0 and inner.std() <= 1.5 and np.abs(dev).max() <= 10, level
 
 
 def test_cli_upscale_by_name_offline(tmp_path):

@@ -103,7 +103,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec(
             "otsr-compact-x4", "SRVGGNetCompact", 4, "optisr", "optisr", "",
             "optisr's compact ×4 (16 convs, 0.6 M params) distilled from RealSR DF2K with OTSR-style "
-            "blur/real-noise/JPEG degradations; ships with optisr, fast on CPU",
+            "blur/real-noise/JPEG degradations, then fine-tuned with the OTSR critic; ships with optisr, fast on CPU",
             "weights: research / non-commercial (PolyU noise and BSDS training data)",
             bundled="otsr-compact-x4.safetensors",
         ),

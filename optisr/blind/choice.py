@@ -11,9 +11,8 @@ The input is put in one class from its :class:`~optisr.degrade.estimate.Degradat
 
 :data:`RULES` is read top to bottom; the first rule whose condition covers the class and whose
 model is installed wins. Conditions: a class, ``"degraded"`` (blocky or noisy) or ``"any"``.
-Adding a model is one entry: ``Rule("degraded", "otsr-compact-x4")`` sits below the Real-ESRGAN
-rules, so degraded inputs get Real-ESRGAN when its package is installed and the bundled compact
-OTSR model otherwise; the RealSR DF2K + pre-filter rules are the fallback when neither is available.
+Adding a model is one entry, e.g. ``Rule("degraded", "otsr-compact-x4", "none")`` above the
+Real-ESRGAN rules once a compact OTSR model is registered.
 """
 
 from __future__ import annotations
@@ -57,10 +56,6 @@ RULES: tuple[Rule, ...] = (
     # Real-ESRGAN x4plus was trained with JPEG (q 30–95) and strong noise: a clean result on them.
     Rule("blocky", "realesrgan-x4plus"),
     Rule("noisy", "realesrgan-x4plus"),
-    # otsr-compact-x4 (bundled) was trained on exactly these degradations (PolyU real noise, JPEG
-    # q30-95, blur). On the held-out BSDS200 val split of its teacher cache it beats RealSR DF2K
-    # behind the pre-filter by +0.5 dB PSNR-Y / +0.014 SSIM-Y at NIQE 4.57 vs 4.08, 35x faster.
-    Rule("degraded", "otsr-compact-x4"),
     # RealSR DF2K learnt camera noise/blur only: restore first, then upscale.
     Rule("blocky", "realsr-df2k-x4", "deblock"),
     Rule("noisy", "realsr-df2k-x4", "denoise"),

@@ -272,21 +272,10 @@ def load_feature_cache(cache_dir: str | Path) -> FeatureCache:
     if not mpath.is_file():
         raise InputFileError(f"{folder}: no feature cache here ({MANIFEST} missing)")
     manifest = _read_manifest(mpath)
-    keys = ("first", "trunk", "lr", "hr", "teacher")
-    parts: dict[str, list[np.ndarray]] = {key: [] for key in keys}
-    for name in sorted(manifest.get("shards", {})):
-        try:
-            with np.load(folder / name) as z:
-                for key in keys:
-                    parts[key].append(z[key])
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputFileError(f"{folder / name}: unreadable shard ({exc})") from exc
-    if not parts["hr"]:
-        raise InputFileError(f"{folder}: the feature cache has no shards yet")
-    try:
-        arrays = {key: np.concatenate(v) for key, v in parts.items()}
-    except ValueError as exc:
-        raise InputFileError(f"{folder}: shards of different shapes ({exc})") from exc
+    from optisr.blind.teacher_cache import load_shards
+
+    keys = ("hr", "first", "trunk", "lr", "teacher")
+    arrays = load_shards(folder, sorted(manifest.get("shards", {})), keys, "feature cache")
     return FeatureCache(**arrays, manifest=manifest)
 
 

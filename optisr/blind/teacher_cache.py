@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,7 @@ from optisr.degrade.noise import NoiseMiningConfig, NoisePool, mine_noise_patche
 from optisr.errors import ConfigError, InputFileError
 
 __all__ = [
+    "load_shards",
     "CacheDegradationConfig",
     "CachePatches",
     "NoiseSourceConfig",
@@ -422,6 +423,29 @@ class CachePatches:
         ).strip("; ")
 
 
+def load_shards(folder: Path, names: Iterable[str], keys: tuple[str, ...], what: str) -> dict[str, np.ndarray]:
+    """``keys`` of the ``.npz`` shards ``names`` in ``folder``, each concatenated along axis 0.
+
+    Raises:
+        InputFileError: a shard is missing / unreadable / lacks a key, there are no shards, or
+            shards disagree in shape (message names the file or folder and ``what``).
+    """
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    for name in names:
+        try:
+            with np.load(folder / name) as z:
+                for k in keys:
+                    parts[k].append(z[k])
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputFileError(f"{folder / name}: unreadable shard ({exc})") from exc
+    if not parts[keys[0]]:
+        raise InputFileError(f"{folder}: the {what} has no shards yet")
+    try:
+        return {k: np.concatenate(v) for k, v in parts.items()}
+    except ValueError as exc:
+        raise InputFileError(f"{folder}: shards of different shapes ({exc})") from exc
+
+
 def load_teacher_cache(cache_dir: str | Path) -> CachePatches:
     """Read every shard listed in ``cache_dir/cache.json``.
 
@@ -436,20 +460,7 @@ def load_teacher_cache(cache_dir: str | Path) -> CachePatches:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as exc:
         raise InputFileError(f"{mpath}: unreadable ({exc})") from exc
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("hr", "lr_clean", "lr", "teacher")}
-    for name in manifest.get("shards", []):
-        try:
-            with np.load(folder / name) as z:
-                for k in parts:
-                    parts[k].append(z[k])
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputFileError(f"{folder / name}: unreadable shard ({exc})") from exc
-    if not parts["hr"]:
-        raise InputFileError(f"{folder}: the teacher cache has no shards yet")
-    try:
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
-    except ValueError as exc:
-        raise InputFileError(f"{folder}: shards of different patch sizes ({exc})") from exc
+    arrays = load_shards(folder, manifest.get("shards", []), ("hr", "lr_clean", "lr", "teacher"), "teacher cache")
     noise = None
     if (folder / "noise.npz").is_file():
         with np.load(folder / "noise.npz") as z:

@@ -692,6 +692,19 @@ class CachedDistillTask(BlindTask):
         return meta
 
 
+def _check_crop(cfg: BlindTrainConfig, key: str, cache_scale: int, cached_side: int, what: str) -> None:
+    """A one-line ConfigError when the cache at ``key`` does not fit the generator's scale or the crop."""
+    scale = cfg.network_g.scale
+    if cache_scale != scale:
+        raise ConfigError(f"{key}: the cache is ×{cache_scale} but network_g.scale is {scale}")
+    lq = cfg.datasets.train.gt_size // scale
+    if lq > cached_side:
+        raise ConfigError(
+            f"datasets.train.gt_size: {cfg.datasets.train.gt_size} needs {lq}² LR crops; "
+            f"the cached {what} are {cached_side}²"
+        )
+
+
 def _open_cache(cfg: BlindTrainConfig) -> CachePatches:
     """The teacher cache of ``distill.cache_dir``, checked against the generator's scale and the crop."""
     from optisr.blind.teacher_cache import load_teacher_cache
@@ -701,15 +714,7 @@ def _open_cache(cfg: BlindTrainConfig) -> CachePatches:
         cache = load_teacher_cache(cfg.distill.cache_dir)
     except InputFileError as exc:
         raise ConfigError(f"distill.cache_dir: {exc}") from exc
-    scale = cfg.network_g.scale
-    if cache.scale != scale:
-        raise ConfigError(f"distill.cache_dir: the cache is ×{cache.scale} but network_g.scale is {scale}")
-    lq = cfg.datasets.train.gt_size // scale
-    if lq > cache.lr.shape[1]:
-        raise ConfigError(
-            f"datasets.train.gt_size: {cfg.datasets.train.gt_size} needs {lq}² LR crops; "
-            f"the cached LR patches are {cache.lr.shape[1]}²"
-        )
+    _check_crop(cfg, "distill.cache_dir", cache.scale, cache.lr.shape[1], "LR patches")
     return cache
 
 
@@ -812,15 +817,7 @@ def _open_feature_cache(cfg: BlindTrainConfig) -> FeatureCache:
         cache = load_feature_cache(cfg.distill.feature_cache)
     except InputFileError as exc:
         raise ConfigError(f"distill.feature_cache: {exc}") from exc
-    scale = cfg.network_g.scale
-    if cache.scale != scale:
-        raise ConfigError(f"distill.feature_cache: the cache is ×{cache.scale} but network_g.scale is {scale}")
-    lq = cfg.datasets.train.gt_size // scale
-    if lq > cache.lr.shape[1]:
-        raise ConfigError(
-            f"datasets.train.gt_size: {cfg.datasets.train.gt_size} needs {lq}² LR crops; "
-            f"the cached feature maps are {cache.lr.shape[1]}²"
-        )
+    _check_crop(cfg, "distill.feature_cache", cache.scale, cache.lr.shape[1], "feature maps")
     return cache
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "TrainDataConfig",
     "ValDataConfig",
     "ValSample",
+    "load_val_photos",
     "load_val_samples",
     "make_batch",
 ]
@@ -126,8 +127,18 @@ class ValDataConfig:
     limit: int = 3  # first N images (OTSR validates 3)
     niqe: bool = False  # also NIQE (MATLAB) of the outputs (images with >= two whole 96×96 blocks)
     tile: int = 0  # LR tile size for the forward pass (0: whole image)
+    # LR-only photos scored by NIQE alone (``val/niqe_photos``): a larger no-reference check than
+    # the paired images give, from training-side photos (never an evaluation set). Every
+    # ``photos_pattern`` match in ``photos_dir`` (sorted; ``photos_limit`` spread evenly over them,
+    # 0: all), centre-cropped to ``photos_crop``² LR pixels (0: whole photo).
+    photos_dir: str | None = None
+    photos_pattern: str = "*"
+    photos_limit: int = 16
+    photos_crop: int = 128
 
     def __post_init__(self) -> None:
+        if self.photos_limit < 0 or self.photos_crop < 0:
+            raise ValueError("photos_limit and photos_crop must be >= 0")
         if self.dataroot_gt and self.bench:
             raise ValueError("give dataroot_gt or bench, not both")
         if self.dataroot_lq and not self.dataroot_gt:
@@ -172,7 +183,9 @@ def _pair_lq(gt_files: list[Path], lq_dir: Path, scale: int, key: str) -> list[P
     for g in gt_files:
         match = lq.get(g.stem) or lq.get(f"{g.stem}x{scale}")
         if match is None:
-            raise ConfigError(f"{key}: no LR image for {g.name} in {lq_dir} (expected {g.stem}.* or {g.stem}x{scale}.*)")
+            raise ConfigError(
+                f"{key}: no LR image for {g.name} in {lq_dir} (expected {g.stem}.* or {g.stem}x{scale}.*)"
+            )
         out.append(match)
     return out
 
@@ -196,8 +209,7 @@ class PairedImages:
         kind = cfg.degradation.kind
         if cfg.dataroot_lq and kind != "none":
             raise ConfigError(
-                f"{key}.degradation.kind: {kind!r} makes the LR online, but dataroot_lq is set too; "
-                "remove one of them"
+                f"{key}.degradation.kind: {kind!r} makes the LR online, but dataroot_lq is set too; remove one of them"
             )
         if not cfg.dataroot_lq and kind == "none":
             raise ConfigError(
@@ -301,7 +313,11 @@ class PairedImages:
             lq = imresize(gt, output_shape=(gt.shape[0] // s, gt.shape[1] // s))
             return np.clip(np.round(lq * 255.0) / 255.0, 0.0, 1.0).astype(np.float32)  # as a written PNG
         if d.kind == "kernel":
-            k = self.kernels[int(rng.integers(len(self.kernels)))] if self.kernels else random_gaussian_kernel(d.gaussian, rng)
+            k = (
+                self.kernels[int(rng.integers(len(self.kernels)))]
+                if self.kernels
+                else random_gaussian_kernel(d.gaussian, rng)
+            )
             return degrade_with_kernel(gt, k, s)
         return second_order_degrade(gt, self.second_order, rng)
 
@@ -348,6 +364,36 @@ class ValSample:
     name: str
     lr: np.ndarray
     hr: np.ndarray | None
+
+
+def load_val_photos(cfg: ValDataConfig) -> list[ValSample]:
+    """The LR-only NIQE photos of ``cfg.photos_dir`` (``hr`` None; empty when it is unset).
+
+    Raises:
+        ConfigError: naming ``datasets.val.photos_dir`` when the folder is missing or no file
+            matches ``photos_pattern``.
+    """
+    if not cfg.photos_dir:
+        return []
+    key = "datasets.val.photos_dir"
+    folder = Path(cfg.photos_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"{key}: folder {folder} not found")
+    files = sorted(p for p in folder.glob(cfg.photos_pattern) if p.suffix.lower() in _EXTS and p.is_file())
+    if not files:
+        raise ConfigError(f"{key}: no images matching {cfg.photos_pattern!r} in {folder}")
+    if cfg.photos_limit and len(files) > cfg.photos_limit:
+        picks = np.linspace(0, len(files) - 1, cfg.photos_limit).round().astype(int)
+        files = [files[i] for i in sorted(set(picks.tolist()))]
+    out = []
+    for f in files:
+        lr = _read_u8(f)
+        c = cfg.photos_crop
+        if c and min(lr.shape[:2]) > c:
+            top, left = (lr.shape[0] - c) // 2, (lr.shape[1] - c) // 2
+            lr = np.ascontiguousarray(lr[top : top + c, left : left + c])
+        out.append(ValSample(f.stem, lr, None))
+    return out
 
 
 def load_val_samples(cfg: ValDataConfig, scale: int) -> list[ValSample]:

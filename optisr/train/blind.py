@@ -209,13 +209,15 @@ def check_config(cfg: BlindTrainConfig) -> None:
             f"datasets.train.gt_size is {gt}; make them equal or use network_d.type patchgan / unet-sn"
         )
     val = cfg.datasets.val
-    has_val = bool(val.dataroot_gt or val.bench)
+    has_val = bool(val.dataroot_gt or val.bench or val.photos_dir)
     if cfg.train.best_metric and not has_val:
         raise ConfigError(
             f"train.best_metric: {cfg.train.best_metric!r} needs a validation set "
             "(datasets.val.dataroot_gt or datasets.val.bench); set it to null"
         )
-    valid = {"psnr_y", "ssim_y", "niqe"}
+    if val.photos_dir and not Path(val.photos_dir).is_dir():
+        raise ConfigError(f"datasets.val.photos_dir: folder {val.photos_dir} not found")
+    valid = {"psnr_y", "ssim_y", "niqe", "niqe_photos"}
     if cfg.train.best_metric and cfg.train.best_metric not in valid:
         raise ConfigError(
             f"train.best_metric: expected one of {', '.join(sorted(valid))}, got {cfg.train.best_metric!r}"
@@ -362,6 +364,7 @@ class BlindTask:
         self._losses: LossSet | None = None  # None: no loss set (DistillTask)
         self._losses_device: torch.device | None = None
         self._val: list[ValSample] | None = None
+        self._photos = 0  # index of the first NIQE-only photo in self._val
         self.perceptual_note: str | None = None
         self._build_losses()
 
@@ -509,9 +512,12 @@ class BlindTask:
     # -- validation
     def _val_samples(self) -> list[ValSample]:
         if self._val is None:
-            from optisr.blind.training_data import load_val_samples
+            from optisr.blind.training_data import load_val_photos, load_val_samples
 
-            self._val = load_val_samples(self.cfg.datasets.val, self.scale)
+            v = self.cfg.datasets.val
+            self._val = load_val_samples(v, self.scale)
+            self._photos = len(self._val)  # samples from here on are the NIQE-only photos
+            self._val += load_val_photos(v)
         return self._val
 
     def validate(self, model: nn.Module, step: int) -> dict[str, float]:
@@ -523,8 +529,12 @@ class BlindTask:
             return {}
         v = self.cfg.datasets.val
         device = next(model.parameters()).device
-        ps, ss, nq = [], [], []
-        for s in samples:
+        ps: list[float] = []
+        ss: list[float] = []
+        nq: list[float] = []
+        nq_photos: list[float] = []
+        for i, s in enumerate(samples):
+            photo = i >= self._photos
             x = torch.from_numpy(s.lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
             sr = _forward_sr(model, x, self.scale, v.tile).clamp(0.0, 1.0)
             sr = sr.mul(255.0).round().div(255.0).cpu()  # as the written 8-bit PNG
@@ -535,15 +545,17 @@ class BlindTask:
                 assert isinstance(p, torch.Tensor) and isinstance(q, torch.Tensor)  # tensor input: (B,) tensors
                 ps.append(float(p[0]))
                 ss.append(float(q[0]))
-            if v.niqe:
+            if v.niqe or photo:
                 with contextlib.suppress(ShapeError):  # fewer than two whole 96×96 blocks: no NIQE
-                    nq.append(niqe(sr, crop_border=self.scale))
+                    (nq_photos if photo else nq).append(niqe(sr, crop_border=0 if photo else self.scale))
         out = {}
         if ps:
             out["psnr_y"] = float(np.mean(ps))
             out["ssim_y"] = float(np.mean(ss))
         if nq:
             out["niqe"] = float(np.mean(nq))
+        if nq_photos:
+            out["niqe_photos"] = float(np.mean(nq_photos))
         return out
 
     # -- release

@@ -209,3 +209,37 @@ def test_validation_niqe_is_matlab_niqe_on_images_with_two_blocks(data, tmp_path
     assert np.isfinite(expect) and out["niqe"] == pytest.approx(expect, abs=1e-9)
     # the shared tiny pairs (64×64 … 64×96 outputs) are too small: no NIQE key, no error
     assert "niqe" not in build_task(_cfg(data, "datasets.val.niqe=true")).validate(g, 0)
+
+
+def test_validation_photos_are_scored_by_niqe_alone(data, tmp_path):
+    """datasets.val.photos_dir: LR-only photos (pattern, evenly spread limit, centre crop) give val/niqe_photos,
+    whole-output MATLAB NIQE, apart from the paired images' metrics."""
+    from optisr.blind.training_data import ValDataConfig, load_val_photos
+    from optisr.metrics.niqe import niqe
+
+    rng = np.random.default_rng(5)
+    photos = [(rng.random((40, 60, 3)) * 255).astype(np.uint8) for _ in range(5)]
+    for i, p in enumerate(photos):
+        write_image(tmp_path / "P" / f"cam_{i}_real.png", p)
+    write_image(tmp_path / "P" / "cam_0_mean.png", photos[0])  # not matched by the pattern
+    cfg = ValDataConfig(photos_dir=str(tmp_path / "P"), photos_pattern="*_real.*", photos_limit=3, photos_crop=30)
+    got = load_val_photos(cfg)
+    assert [s.name for s in got] == ["cam_0_real", "cam_2_real", "cam_4_real"] and all(s.hr is None for s in got)
+    np.testing.assert_array_equal(got[1].lr, photos[2][5:35, 15:45])
+
+    class Nearest(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest") * self.w
+
+    extra = [f"datasets.val.photos_dir={tmp_path / 'P'}", "datasets.val.photos_pattern='*_real.*'",
+             "datasets.val.photos_limit=2", "datasets.val.photos_crop=0"]  # fmt: skip
+    out = build_task(_cfg(data, *extra)).validate(Nearest(), 0)
+    expect = np.mean([niqe(np.repeat(np.repeat(photos[i], 4, 0), 4, 1)) for i in (0, 4)])
+    assert out["niqe_photos"] == pytest.approx(expect, abs=1e-9)
+    assert "psnr_y" in out and "niqe" not in out  # the paired images keep their own metrics
+    with pytest.raises(ConfigError, match="photos_dir"):  # found when the task is built, before any training
+        build_task(_cfg(data, f"datasets.val.photos_dir={tmp_path / 'none'}"))

@@ -414,6 +414,10 @@ def _fit(
             for k, v in logs.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             n_acc += 1
+            if cfg.time_limit_s is not None and done < total:
+                # With a time budget the step total is only a cap (optisr adapt: 10^6): show the time left.
+                left = max(0.0, cfg.time_limit_s - (time.perf_counter() - t_start))
+                bar.set_description(f"train [{int(left // 60)}:{int(left % 60):02d} left]", refresh=False)
             bar.update(1)
 
             if cfg.log_every and (done % cfg.log_every == 0 or done == total):

@@ -180,6 +180,20 @@ def test_time_limit_ends_early_with_final_release_and_resumable_state(tmp_path, 
         _toy(time_limit_s=0)
 
 
+def test_progress_bar_shows_the_time_left_under_a_time_limit(tmp_path, monkeypatch, capsys):
+    import optisr.train.loop as loop
+
+    clock = iter(range(1000))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(clock)))
+    task, cfg = _toy(time_limit_s=125.0, total_steps=3, val_every=100, save_every=100)
+    fit(task, cfg, save_dir=tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "left]" in err and "2:0" in err  # 125 s budget, a few "seconds" used: 2:0x left
+    task2, cfg2 = _toy(total_steps=3, val_every=100, save_every=100)
+    fit(task2, cfg2, save_dir=tmp_path / "b", progress=True)
+    assert "left]" not in capsys.readouterr().err  # no budget, no countdown
+
+
 def test_truncated_latest_state_falls_back_to_the_previous_one(tmp_path, capsys):
     task, cfg = _toy(save_every=4, val_every=0, keep_states=0)
     fit(task, cfg, save_dir=tmp_path, progress=False)

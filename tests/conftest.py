@@ -1,4 +1,6 @@
+import argparse
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,3 +18,19 @@ def shared_data_dir() -> Path:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def bench_blind_cli(argv: list[str]) -> int:
+    """``optisr bench blind ...`` with the CLI's error handling (one line on stderr, exit 1)."""
+    from optisr.cli import bench
+    from optisr.errors import OptiSRError
+
+    parser = argparse.ArgumentParser(prog="optisr")
+    sub = parser.add_subparsers(dest="command")
+    bench.add_parser(sub)
+    args = parser.parse_args(["bench", "blind", *argv])
+    try:
+        return bench.run(args)
+    except OptiSRError as exc:
+        print(f"optisr bench: error: {exc}", file=sys.stderr)
+        return 1

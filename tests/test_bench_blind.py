@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import numpy as np
 import pytest
 
 from optisr.bench import blind
-from optisr.errors import ConfigError, InputFileError, OptiSRError
+from optisr.errors import ConfigError, InputFileError
 from optisr.io.images import read_image, write_image
-from tests.conftest import shared_data_dir
+from tests.conftest import bench_blind_cli, shared_data_dir
 
 
 def _cli(argv: list[str]) -> int:
-    """``optisr bench blind ...`` with the CLI's error handling (one line on stderr, exit 1)."""
-    from optisr.cli import bench
-
-    parser = argparse.ArgumentParser(prog="optisr")
-    sub = parser.add_subparsers(dest="command")
-    bench.add_parser(sub)
-    args = parser.parse_args(["bench", "blind", *argv])
-    try:
-        return bench.run(args)
-    except OptiSRError as exc:
-        print(f"optisr bench: error: {exc}", file=sys.stderr)
-        return 1
+    return bench_blind_cli(argv)
 
 
 def _smooth_rgb(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    chans = [np.sin(2 * np.pi * (rng.uniform(1, 3) * xx + rng.uniform(1, 3) * yy) + rng.uniform(0, 6))
-             for _ in range(3)]
+    chans = [
+        np.sin(2 * np.pi * (rng.uniform(1, 3) * xx + rng.uniform(1, 3) * yy) + rng.uniform(0, 6)) for _ in range(3)
+    ]
     img = 0.5 + 0.4 * np.stack(chans, -1) + 0.03 * rng.standard_normal((h, w, 3))
     return np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
@@ -58,8 +45,10 @@ def test_imresize_matlab_sizes_constants_and_roundtrip():
     ramp = np.tile(np.linspace(0, 1, 32), (16, 1))
     up = blind.imresize_matlab(ramp, 2.0)
     assert up.shape == (32, 64) and up.dtype == np.float32
-    assert np.allclose(up[:, 8:-8], np.tile(np.interp(np.arange(64) / 2 - 0.25, np.arange(32),
-                                                      np.linspace(0, 1, 32)), (32, 1))[:, 8:-8])
+    assert np.allclose(
+        up[:, 8:-8],
+        np.tile(np.interp(np.arange(64) / 2 - 0.25, np.arange(32), np.linspace(0, 1, 32)), (32, 1))[:, 8:-8],
+    )
 
 
 def test_load_dataset_modcrop_grey_and_lr_sources(tiny_set5):
@@ -97,14 +86,40 @@ def test_cli_bicubic_and_tiny_model_writes_report(tiny_set5, tmp_path, capsys):
     net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=4)
     weights = save_model_safetensors(net, tmp_path / "tiny_rrdb.safetensors")
     out = tmp_path / "out"
-    rc = _cli(["--dataset", "set5", "--data-dir", str(tiny_set5), "--models", "bicubic", str(weights),
-               "--out-dir", str(out), "--crops", "2", "--crop-size", "16", "--quiet", "--tile", "8"])
+    rc = _cli(
+        [
+            "--dataset",
+            "set5",
+            "--data-dir",
+            str(tiny_set5),
+            "--models",
+            "bicubic",
+            str(weights),
+            "--out-dir",
+            str(out),
+            "--crops",
+            "2",
+            "--crop-size",
+            "16",
+            "--quiet",
+            "--tile",
+            "8",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "| bicubic (MATLAB) |" in printed and "| tiny_rrdb |" in printed
     md = (out / "blind_set5.md").read_text()
-    for text in ("PSNR-Y", "SSIM-Y", "PSNR-RGB", "NIQE (MATLAB)", "shipped standard", "made here",
-                 "--models bicubic", "| aaa |"):
+    for text in (
+        "PSNR-Y",
+        "SSIM-Y",
+        "PSNR-RGB",
+        "NIQE (MATLAB)",
+        "shipped standard",
+        "made here",
+        "--models bicubic",
+        "| aaa |",
+    ):
         assert text in md
     rows = (out / "blind_set5.csv").read_text().splitlines()
     assert blind.niqe_unavailable() == ""  # the pristine model ships with the package
@@ -120,8 +135,9 @@ def test_benchmark_accepts_model_objects_and_scores(tiny_set5, tmp_path):
     from optisr.blind.archs import RRDBNet
 
     net = RRDBNet(num_feat=8, num_block=1, num_grow_ch=4, scale=4)
-    res = blind.benchmark("set5", tiny_set5, ["bicubic", net], out_dir=tmp_path, crops=0,
-                          niqe=False, progress=False, device="cpu")
+    res = blind.benchmark(
+        "set5", tiny_set5, ["bicubic", net], out_dir=tmp_path, crops=0, niqe=False, progress=False, device="cpu"
+    )
     assert res.methods == ["bicubic", "RRDBNet"]
     bic = res.means["bicubic"]
     assert 20 < bic["psnr_y"] < 60 and 0.5 < bic["ssim_y"] <= 1 and "niqe" not in bic
@@ -133,8 +149,7 @@ def test_no_gt_set_scores_niqe(tmp_path):
     root = tmp_path / "real"
     write_image(root / "photo.png", _smooth_rgb(52, 50, 3))
     write_image(root / "tiny.jpg", _smooth_rgb(20, 20, 4))
-    res = blind.benchmark("realsrset", root, ["bicubic"], out_dir=tmp_path / "o", crops=1,
-                          crop_size=32, progress=False)
+    res = blind.benchmark("realsrset", root, ["bicubic"], out_dir=tmp_path / "o", crops=1, crop_size=32, progress=False)
     assert set(res.rows["photo"]["bicubic"]) == {"niqe", "seconds"}
     assert np.isfinite(res.rows["photo"]["bicubic"]["niqe"])
     assert np.isnan(res.rows["tiny"]["bicubic"]["niqe"])  # 80×80 output: too small for NIQE
@@ -172,8 +187,23 @@ def test_shared_set5_bicubic(tmp_path, capsys):
     root = shared_data_dir() / "sr_set5"
     if not (root / "HR").is_dir():
         pytest.skip(f"shared data not found at {root} (set OPTISR_DATA_DIR)")
-    rc = _cli(["--dataset", "set5", "--data-dir", str(root), "--models", "bicubic", "--limit", "2",
-               "--out-dir", str(tmp_path), "--crops", "1", "--quiet"])
+    rc = _cli(
+        [
+            "--dataset",
+            "set5",
+            "--data-dir",
+            str(root),
+            "--models",
+            "bicubic",
+            "--limit",
+            "2",
+            "--out-dir",
+            str(tmp_path),
+            "--crops",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     res = (tmp_path / "blind_set5.csv").read_text().splitlines()
     vals = {r.split(",")[0]: r.split(",") for r in res[1:] if r.split(",")[1] == "bicubic"}

@@ -3,10 +3,8 @@ cache, the speed column and the README panels."""
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +13,13 @@ import pytest
 from optisr.bench import blind
 from optisr.errors import OptiSRError
 from optisr.io.images import read_image, write_image
+from tests.conftest import bench_blind_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(argv: list[str]) -> int:
-    """``optisr bench blind ...`` with the CLI's error handling (one line on stderr, exit 1)."""
-    from optisr.cli import bench
-
-    parser = argparse.ArgumentParser(prog="optisr")
-    sub = parser.add_subparsers(dest="command")
-    bench.add_parser(sub)
-    args = parser.parse_args(["bench", "blind", *argv])
-    try:
-        return bench.run(args)
-    except OptiSRError as exc:
-        print(f"optisr bench: error: {exc}", file=sys.stderr)
-        return 1
+    return bench_blind_cli(argv)
 
 
 def _textured(h: int, w: int, seed: int) -> np.ndarray:

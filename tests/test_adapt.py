@@ -292,3 +292,21 @@ def test_match_blur_sigma_is_larger_for_softer_photos() -> None:
     assert sigmas == sorted(sigmas)
     sims = [s for _, s in found]
     assert sims == sorted(sims, reverse=True)  # more blur, less sharpness
+
+
+def test_patch_shrinks_to_photos_smaller_than_lr_size_but_not_below_gt_size(tmp_path: Path) -> None:
+    """lr_size 16 at ×4 wants 64² HR patches; 96² photos ↓2 give 48² HR: the patch shrinks to 48² (LR 12)."""
+    d = tmp_path / "p"
+    d.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(3):
+        _write(d / f"p{i}.png", _photo(rng, i))
+    _write(d / "tiny.png", _photo(rng, 3, size=60))  # 30² HR < the 32² training crop: not used
+    est = estimate_photos(d, build_adapt_config([*SMALL, "photos.lr_size=16"]), 4)
+    assert est.lr_size == 12 and len(est.hr) == 3 and est.too_small == 1
+    full = estimate_photos(d, build_adapt_config(SMALL), 4)  # lr_size 8 (32² patches) fits: unchanged
+    assert full.lr_size == 8 and len(full.hr) == 3
+    out = tmp_path / "m.safetensors"
+    cfg = build_adapt_config([*SMALL, "photos.lr_size=16"])
+    result = adapt(d, out, time_limit_s=None, config=cfg, max_steps=1, progress=False, device="cpu")
+    assert result.metadata["adapt_lr_patch"] == "12" and out.is_file()

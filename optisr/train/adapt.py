@@ -213,6 +213,7 @@ class PhotoEstimates:
     sharpness: float
     jpeg_qualities: list[float]
     digest: str  # sha256 of the photo names and sizes (identifies the set in the work folder)
+    lr_size: int = 0  # the LR patch side used: photos.lr_size, or less when the photos are smaller
 
 
 def _photo_files(folder: Path) -> list[Path]:
@@ -240,7 +241,9 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
     Args:
         folder: the photo folder (image files directly in it; other files are ignored).
         cfg: the config (``photos`` section).
-        scale: the model's scale (the HR patch is ``photos.lr_size · scale`` pixels).
+        scale: the model's scale (the HR patch is ``photos.lr_size · scale`` pixels; when no
+            downscaled photo holds that, the patch shrinks to the largest that one does, down to
+            ``gt_size``, and ``PhotoEstimates.lr_size`` says which side was used).
     Raises:
         InputFileError: missing folder, an unreadable photo (naming it), fewer than
             ``photos.min_photos`` photos, every photo too small, or no noise tile in any photo.
@@ -259,6 +262,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
             "(.png, .jpg, .jpeg, .webp, .bmp, .tif, .tiff)"
         )
     patch = p.lr_size * scale
+    min_patch = cfg.gt_size  # the training crop: no patch may be smaller
     names: list[str] = []
     hr: list[np.ndarray] = []
     tiles: list[np.ndarray] = []
@@ -277,17 +281,22 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
         tiles += mine_noise_patches(x, p.noise, zero_mean=False)
         h, w = x.shape[:2]
         oh, ow = int(round(h / p.hr_downscale)), int(round(w / p.hr_downscale))
-        if min(oh, ow) < patch:
+        if min(oh, ow) < min_patch:
             continue
         small = x if p.hr_downscale == 1.0 else imresize(x, output_shape=(oh, ow))
         hr.append(np.round(np.clip(small, 0.0, 1.0) * 255.0).astype(np.uint8))
         names.append(f.name)
     if not hr:
-        need = math.ceil(patch * p.hr_downscale)
+        need = math.ceil(min_patch * p.hr_downscale)
         raise InputFileError(
-            f"{folder}: all {len(files)} photos are too small: the {patch}² HR patch after the "
+            f"{folder}: all {len(files)} photos are too small: the {min_patch}² HR training crop after the "
             f"×{p.hr_downscale:g} downscale needs photos of at least {need}×{need} pixels"
         )
+    # The configured patch when some photo holds it, else the largest patch the biggest photo holds.
+    fit = max(min(im.shape[:2]) for im in hr) // scale * scale
+    patch = min(patch, fit)
+    keep = [i for i, im in enumerate(hr) if min(im.shape[:2]) >= patch]
+    hr, names = [hr[i] for i in keep], [names[i] for i in keep]
     if not tiles:
         raise InputFileError(
             f"no homogeneous patches found in {folder} (no {p.noise.patch_size}² tile of the {len(files)} photos "
@@ -303,6 +312,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
         sharpness=float(np.median(sharp)),
         jpeg_qualities=qualities,
         digest=digest.hexdigest(),
+        lr_size=patch // scale,
     )
 
 
@@ -592,7 +602,7 @@ def adapt(
             teacher=source,
             teacher_input="clean",
             scale=scale,
-            lr_size=cfg.photos.lr_size,
+            lr_size=est.lr_size,
             patches_per_image=cfg.photos.patches_per_photo,
             max_patches=cfg.photos.max_patches,
             seed=t.seed,
@@ -627,6 +637,7 @@ def adapt(
         "adapt_source_name": source_meta.get("name", Path(str(source)).stem),
         "adapt_photos": str(est.photo_count),
         "adapt_photos_used_for_hr": str(len(est.hr)),
+        "adapt_lr_patch": str(est.lr_size),
         "adapt_photos_dir": str(photos),
         "adapt_noise_patches": str(len(est.noise_tiles)),
         "adapt_noise_sigma": f"{est.noise_sigma:.3f}",

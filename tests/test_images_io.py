@@ -204,3 +204,14 @@ def test_truncated_png_gives_no_opencv_log_lines(tmp_path, capfd):
     with pytest.raises(InputFileError, match="cut.png"):
         read_image(cut)
     assert capfd.readouterr().err == ""  # OpenCV's own "[ WARN:0@...]" line is silenced
+
+
+def test_to_rgb_float_repeats_grey_drops_alpha_and_scales_by_dtype():
+    from optisr.io.images import to_rgb_float
+
+    grey = np.array([[0, 65535]], np.uint16)
+    rgba = np.zeros((1, 2, 4), np.uint8)
+    rgba[..., 0], rgba[..., 3] = 255, 7
+    np.testing.assert_array_equal(to_rgb_float(grey), np.array([[[0.0] * 3, [1.0] * 3]], np.float32))
+    np.testing.assert_array_equal(to_rgb_float(rgba), np.array([[[1.0, 0, 0]] * 2], np.float32))
+    assert to_rgb_float(np.full((2, 2, 3), 1.5)).max() == 1.0 and to_rgb_float(rgba).dtype == np.float32

@@ -404,7 +404,7 @@ def benchmark(
                 out, seconds = hit
                 n_cached += 1
                 want = (s.lr.shape[0] * scale, s.lr.shape[1] * scale, 3)
-                if out.shape != want and folder is not None:
+                if out.shape != want:
                     raise InputFileError(
                         f"{folder / s.name}.png: cached output is {out.shape[1]}×{out.shape[0]}, expected "
                         f"{want[1]}×{want[0]} (a stale cache entry: delete it)"

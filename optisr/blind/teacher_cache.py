@@ -40,6 +40,7 @@ from optisr.degrade.jpeg import JpegConfig
 from optisr.degrade.kernels import GaussianKernelConfig
 from optisr.degrade.noise import NoiseMiningConfig, NoisePool, mine_noise_patches
 from optisr.errors import ConfigError, InputFileError
+from optisr.io.images import is_image_file
 
 __all__ = [
     "load_shards",
@@ -55,8 +56,6 @@ __all__ = [
     "save_noise_tiles",
     "write_validation_pairs",
 ]
-
-_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -149,7 +148,7 @@ def hr_image_files(cfg: TeacherCacheConfig) -> tuple[list[Path], list[Path]]:
         folder = Path(d).expanduser()
         if not folder.is_dir():
             raise ConfigError(f"hr_dirs: folder {folder} not found")
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in _EXTS)
+        files = sorted(f for f in folder.iterdir() if is_image_file(f))
         if not files:
             raise ConfigError(f"hr_dirs: no images in {folder}")
         if i == 0 and cfg.holdout:
@@ -203,16 +202,13 @@ def _u8(x: np.ndarray) -> np.ndarray:
 
 def _read_rgb(path: Path) -> np.ndarray:
     """``(H, W, 3)`` float32 RGB in [0, 1] (grey repeated, alpha dropped)."""
-    from optisr.io.images import read_image, to_float
+    from optisr.io.images import read_image, to_rgb_float
 
     try:
-        x = to_float(np.asarray(read_image(path)))
+        image = read_image(path)
     except (OSError, ValueError) as exc:
         raise InputFileError(f"{path}: cannot read ({exc})") from exc
-    x = x[:, :, None] if x.ndim == 2 else x[:, :, :3]
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
+    return to_rgb_float(image)
 
 
 def _jobs(files: list[Path], cfg: TeacherCacheConfig) -> list[tuple[int, int]]:

@@ -39,6 +39,7 @@ from optisr.degrade.jpeg import JpegConfig, random_jpeg
 from optisr.degrade.kernels import GaussianKernelConfig, degrade_with_kernel, load_kernels, random_gaussian_kernel
 from optisr.degrade.second_order import SecondOrderConfig, second_order_degrade
 from optisr.errors import ConfigError, InputFileError
+from optisr.io.images import is_image_file
 from optisr.rng import step_rng
 
 __all__ = [
@@ -149,13 +150,11 @@ class ValDataConfig:
 
 # ------------------------------------------------------------------------------------- images
 
-_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
 
 def _image_files(folder: Path, key: str) -> list[Path]:
     if not folder.is_dir():
         raise ConfigError(f"{key}: folder {folder} not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _EXTS and p.is_file())
+    files = sorted(p for p in folder.iterdir() if is_image_file(p) and p.is_file())
     if not files:
         raise ConfigError(f"{key}: no images in {folder}")
     return files
@@ -379,7 +378,7 @@ def load_val_photos(cfg: ValDataConfig) -> list[ValSample]:
     folder = Path(cfg.photos_dir)
     if not folder.is_dir():
         raise ConfigError(f"{key}: folder {folder} not found")
-    files = sorted(p for p in folder.glob(cfg.photos_pattern) if p.suffix.lower() in _EXTS and p.is_file())
+    files = sorted(p for p in folder.glob(cfg.photos_pattern) if is_image_file(p) and p.is_file())
     if not files:
         raise ConfigError(f"{key}: no images matching {cfg.photos_pattern!r} in {folder}")
     if cfg.photos_limit and len(files) > cfg.photos_limit:

@@ -26,17 +26,8 @@ def check_image(x: np.ndarray, name: str = "x") -> np.ndarray:
 
 
 def as_rgb_float(img: np.ndarray) -> np.ndarray:
-    """Any image from :func:`optisr.io.images.read_image` → float32 ``(H, W, 3)`` RGB in [0, 1].
+    """Any image from :func:`optisr.io.images.read_image` → float32 ``(H, W, 3)`` RGB in [0, 1]
+    (:func:`optisr.io.images.to_rgb_float`)."""
+    from optisr.io.images import to_rgb_float
 
-    Grey is repeated to three channels; an alpha channel is dropped.
-    """
-    from optisr.io.images import to_float
-
-    x = to_float(np.asarray(img))
-    if x.ndim == 2:
-        x = x[:, :, None]
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    elif x.shape[2] == 4:
-        x = x[:, :, :3]
-    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
+    return to_rgb_float(img)

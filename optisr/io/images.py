@@ -28,6 +28,7 @@ __all__ = [
     "is_image_file",
     "read_image",
     "to_float",
+    "to_rgb_float",
     "white_level",
     "write_image",
 ]
@@ -163,6 +164,21 @@ def to_float(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
     return image.astype(np.float32, copy=False)
+
+
+def to_rgb_float(image: np.ndarray) -> np.ndarray:
+    """Any image from :func:`read_image` → float32 ``(H, W, 3)`` RGB in [0, 1].
+
+    Grey is repeated to three channels; an alpha channel is dropped.
+    """
+    x = to_float(np.asarray(image))
+    if x.ndim == 2:
+        x = x[:, :, None]
+    if x.shape[2] == 1:
+        x = np.repeat(x, 3, axis=2)
+    elif x.shape[2] == 4:
+        x = x[:, :, :3]
+    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
 
 
 def from_float(image: np.ndarray, dtype: np.dtype | type) -> np.ndarray:

@@ -224,17 +224,6 @@ def _photo_files(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith("."))
 
 
-def _rgb_float(image: np.ndarray) -> np.ndarray:
-    """``(H, W[, C])`` uint8 / uint16 / float → ``(H, W, 3)`` float32 in [0, 1] (grey repeated, alpha dropped)."""
-    from optisr.io.images import to_float
-
-    x = to_float(np.asarray(image))
-    x = x[:, :, None] if x.ndim == 2 else x[:, :, :3]
-    if x.shape[2] == 1:
-        x = np.repeat(x, 3, axis=2)
-    return np.ascontiguousarray(np.clip(x, 0.0, 1.0), dtype=np.float32)
-
-
 def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> PhotoEstimates:
     """Read the photos one at a time: measure them, mine their noise tiles, make their HR images.
 
@@ -251,7 +240,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
     from optisr.degrade.bicubic import imresize
     from optisr.degrade.estimate import noise_sigma, read_jpeg_quality, sharpness
     from optisr.degrade.noise import mine_noise_patches
-    from optisr.io.images import read_image
+    from optisr.io.images import read_image, to_rgb_float
 
     folder = Path(folder)
     p = cfg.photos
@@ -271,7 +260,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
     qualities: list[float] = []
     digest = hashlib.sha256()
     for f in files:
-        x = _rgb_float(read_image(f))
+        x = to_rgb_float(read_image(f))
         q = read_jpeg_quality(f)
         if q is not None:
             qualities.append(q)

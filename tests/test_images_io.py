@@ -215,3 +215,12 @@ def test_to_rgb_float_repeats_grey_drops_alpha_and_scales_by_dtype():
     np.testing.assert_array_equal(to_rgb_float(grey), np.array([[[0.0] * 3, [1.0] * 3]], np.float32))
     np.testing.assert_array_equal(to_rgb_float(rgba), np.array([[[1.0, 0, 0]] * 2], np.float32))
     assert to_rgb_float(np.full((2, 2, 3), 1.5)).max() == 1.0 and to_rgb_float(rgba).dtype == np.float32
+
+
+def test_to_rgb8_rounds_16_bit_and_float_repeats_grey_drops_alpha():
+    from optisr.io.images import to_rgb8
+
+    np.testing.assert_array_equal(to_rgb8(np.array([[0, 257 * 200, 65535]], np.uint16)), [[[0] * 3, [200] * 3, [255] * 3]])
+    np.testing.assert_array_equal(to_rgb8(np.array([[[0.5, 1.2, -1.0, 0.3]]], np.float32)), [[[128, 255, 0]]])
+    out = to_rgb8(np.zeros((2, 3, 1), np.uint8))
+    assert out.shape == (2, 3, 3) and out.dtype == np.uint8 and out.flags["C_CONTIGUOUS"]

@@ -87,7 +87,7 @@ from optisr.data import sr_sets
 from optisr.data.sr_sets import DATASETS, Sample, imresize_matlab, load_dataset
 from optisr.degrade.blur_noise_jpeg import fixed_draw_lr
 from optisr.errors import ConfigError, InputFileError, ShapeError
-from optisr.io.images import read_image, write_image
+from optisr.io.images import read_image, to_rgb8, write_image
 from optisr.metrics.image_quality import psnr, ssim
 from optisr.metrics.niqe import niqe, niqe_params_path
 
@@ -233,7 +233,7 @@ def _cached_output(folder: Path, name: str) -> tuple[np.ndarray, float] | None:
         seconds = float(json.loads(meta.read_text(encoding="utf-8"))["seconds"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InputFileError(f'{meta}: not a cache record {{"seconds": <float>}} ({exc})') from exc
-    return sr_sets.as_rgb8(read_image(png)), seconds
+    return to_rgb8(read_image(png)), seconds
 
 
 def _store_output(folder: Path, name: str, image: np.ndarray, seconds: float) -> None:

@@ -161,19 +161,10 @@ def _image_files(folder: Path, key: str) -> list[Path]:
 
 
 def _read_u8(path: Path) -> np.ndarray:
-    """Any image file → uint8 ``(H, W, 3)`` RGB (grey repeated, alpha dropped, 16-bit rounded)."""
-    from optisr.io.images import read_image
+    """Any image file → uint8 ``(H, W, 3)`` RGB (:func:`optisr.io.images.to_rgb8`)."""
+    from optisr.io.images import read_image, to_rgb8
 
-    img = read_image(path)
-    if img.dtype == np.uint16:
-        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
+    return to_rgb8(read_image(path))
 
 
 def _pair_lq(gt_files: list[Path], lq_dir: Path, scale: int, key: str) -> list[Path]:

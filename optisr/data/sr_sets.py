@@ -25,9 +25,9 @@ import numpy as np
 
 from optisr.degrade.bicubic import imresize
 from optisr.errors import ConfigError, InputFileError
-from optisr.io.images import read_image
+from optisr.io.images import read_image, to_rgb8
 
-__all__ = ["DATASETS", "LR_MODES", "DatasetSpec", "Sample", "as_rgb8", "imresize_matlab", "load_dataset"]
+__all__ = ["DATASETS", "LR_MODES", "DatasetSpec", "Sample", "imresize_matlab", "load_dataset"]
 
 
 @dataclass(frozen=True)
@@ -95,19 +95,6 @@ class Sample:
     lr: np.ndarray
     hr: np.ndarray | None
     lr_source: str
-
-
-def as_rgb8(img: np.ndarray) -> np.ndarray:
-    """Any image from :func:`read_image` → uint8 (H, W, 3) RGB."""
-    if img.dtype == np.uint16:
-        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.round(np.clip(img.astype(np.float32), 0, 1) * 255.0).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[:, :, None], 3, axis=2)
-    elif img.shape[2] == 4:
-        img = img[:, :, :3]
-    return np.ascontiguousarray(img)
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -193,14 +180,14 @@ def load_dataset(
         if not files:
             raise InputFileError(f"{root}: no image files")
         files = files[:limit] if limit else files
-        return [Sample(p.stem, as_rgb8(read_image(p)), None, "real-world input (no GT)") for p in files], root
+        return [Sample(p.stem, to_rgb8(read_image(p)), None, "real-world input (no GT)") for p in files], root
     hr_dir = next((root / d for d in spec.hr_dirs if (root / d).is_dir()), root)
     all_hr = _images_in(hr_dir)
     if not all_hr:
         raise InputFileError(f"{hr_dir}: no HR image files")
     samples = []
     for index, hr_path in enumerate(all_hr[:limit] if limit else all_hr):
-        hr = as_rgb8(read_image(hr_path))
+        hr = to_rgb8(read_image(hr_path))
         h, w = hr.shape[:2]
         hr = hr[: h - h % scale, : w - w % scale]
         if hr.shape[0] < scale or hr.shape[1] < scale:
@@ -212,7 +199,7 @@ def load_dataset(
             raise InputFileError(f"{hr_path}: no shipped ×{scale} LR for this image (use --lr auto or matlab)")
         if shipped is not None:
             lr_path, how = shipped
-            lr = as_rgb8(read_image(lr_path))
+            lr = to_rgb8(read_image(lr_path))
             if (lr.shape[0] * scale, lr.shape[1] * scale) != hr.shape[:2]:
                 raise InputFileError(
                     f"{lr_path}: LR size {lr.shape[1]}×{lr.shape[0]} × {scale} does not match the "

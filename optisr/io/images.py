@@ -28,6 +28,7 @@ __all__ = [
     "is_image_file",
     "read_image",
     "to_float",
+    "to_rgb8",
     "to_rgb_float",
     "white_level",
     "write_image",
@@ -164,6 +165,24 @@ def to_float(image: np.ndarray) -> np.ndarray:
     if image.dtype == np.uint16:
         return image.astype(np.float32) / 65535.0
     return image.astype(np.float32, copy=False)
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any image from :func:`read_image` → uint8 ``(H, W, 3)`` RGB.
+
+    16-bit is rounded to 8 bit (÷257), float in [0, 1] is clipped and rounded; grey is repeated to
+    three channels; an alpha channel is dropped.
+    """
+    img = np.asarray(image)
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = np.round(np.clip(img.astype(np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
 
 
 def to_rgb_float(image: np.ndarray) -> np.ndarray:

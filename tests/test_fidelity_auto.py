@@ -11,6 +11,7 @@ from optisr.guided.baselines import bicubic
 from optisr.guided.fidelity import (
     EXACT_BELOW,
     MIN_WINDOWS,
+    FLOOR_STEPS,
     FidelityChoice,
     choose_fidelity,
     estimate_noise_sigma,
@@ -127,9 +128,11 @@ def test_auto_on_a_noisy_source_beats_exact_and_bicubic(scenes, f):
         out, info = optisr.guided_upsample(s, guide, f, weights="color", return_info=True)
         assert info.fidelity == "soft" and info.sigma_estimated
         assert 0.9 < info.noise_sigma / 8.0 < 1.5
-        assert info.solves % 2 == 0 and 4 <= info.solves <= 10 and info.lam > 0  # SURE: solve + probe per λ
-        again = optisr.guided_upsample(s, guide, f, weights="color", fidelity="soft", lam=info.lam)
-        assert np.abs(out - again).max() < 1e-2 * np.ptp(hr)  # the same λ, solved from a cold start
+        # GCV: solve + probe per (floor, λ), at most 5 λ per floor
+        assert info.solves % 2 == 0 and 4 <= info.solves <= 10 * (1 + len(FLOOR_STEPS)) and info.lam > 0
+        assert info.floor is None or info.floor in FLOOR_STEPS
+        again = optisr.guided_upsample(s, guide, f, weights="color", fidelity="soft", lam=info.lam, floor=info.floor)
+        assert np.abs(out - again).max() < 1e-2 * np.ptp(hr)  # the same λ and floor, solved from a cold start
         errs["auto"].append(_rmse(out, hr))
         errs["exact"].append(_rmse(optisr.guided_upsample(s, guide, f, weights="color", fidelity="exact"), hr))
         errs["bicubic"].append(_rmse(bicubic(s, guide, f), hr))

@@ -85,7 +85,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         choices=("auto", "exact", "soft", "robust"),
         help="graph methods: how far to trust the source. auto (default): estimate the source's noise "
-        "and solve exactly when it is clean, else soft with λ minimising SURE (Stein's risk estimate); exact: "
+        "and solve exactly when it is clean, else soft with λ (and the graph's weight floor) minimising GCV, the "
+        "generalised cross-validation score of the LR prediction; exact: "
         "D x = s on valid pixels; soft: penalty (Dx−s)ᵀC(Dx−s) against λ·smoothness; robust: soft "
         "with a Huber data term (flying pixels, outliers). --mode is the former name",
     )
@@ -95,6 +96,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="L",
         help="λ of --fidelity soft/robust (default: from the noise level)",
+    )
+    p.add_argument(
+        "--floor",
+        type=float,
+        default=None,
+        metavar="F",
+        help="graph methods: edge-weight floor in [0, 1), every weight becomes F + (1-F)·w (default: the graph's "
+        "own; where λ is searched, with auto choosing soft or soft without --lam, it is searched too, by the same GCV)",
     )
     p.add_argument(
         "--noise-sigma",
@@ -226,11 +235,17 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
             raise ConfigError(f"--lam must be > 0, got {args.lam}")
         if args.confidence is not None and args.fidelity == "exact":
             raise ConfigError("--confidence weights the data term of soft/robust/auto fidelity; exact has none")
+        if args.floor is not None and not 0 <= args.floor < 1:
+            raise ConfigError(f"--floor must be in [0, 1), got {args.floor}")
     elif (
-        args.fidelity != "auto" or args.lam is not None or args.confidence is not None or noise_sigma != "auto"
+        args.fidelity != "auto"
+        or args.lam is not None
+        or args.floor is not None
+        or args.confidence is not None
+        or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --noise-sigma and --confidence apply to the graph methods (default, model, color), "
+            "--fidelity, --lam, --floor, --noise-sigma and --confidence apply to the graph methods (default, model, color), "
             f"not {args.method}"
         )
     if args.tile_size is not None:
@@ -275,6 +290,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         operator=args.operator,
         fidelity=args.fidelity,
         lam=args.lam,
+        floor=args.floor,
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

@@ -50,6 +50,7 @@ class GuidedOptions:
     operator: str = "area"
     fidelity: str = "auto"
     lam: float | None = None
+    floor: float | None = None
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -137,6 +138,8 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             # which would solve the whole raster several times)
             if confidence is not None:
                 raise ConfigError("--confidence is not supported with --dask (tile-wise solves) yet")
+            if options.floor is not None:
+                raise ConfigError("--floor is not supported with --dask (tile-wise solves) yet")
             choice, lam = choose_fidelity(
                 source, options.scale, fidelity=options.fidelity, noise_sigma=options.noise_sigma, lam=options.lam,
                 mask=valid,
@@ -149,8 +152,8 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
         elif native:
             x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
                 source, guide, options.scale, weights=get_method(options.method).weights, mask=valid,
-                fidelity=options.fidelity, lam=options.lam, noise_sigma=options.noise_sigma, confidence=confidence,
-                return_info=True, **graph_options,
+                fidelity=options.fidelity, lam=options.lam, floor=options.floor, noise_sigma=options.noise_sigma,
+                confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
         else:
             x = upsample_with(options.method, source, guide, options.scale, mask=valid)
@@ -186,13 +189,15 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
 
 
 def describe_fidelity(choice: FidelityChoice) -> str:
-    """One line: the noise level seen and the fidelity solved with, e.g. ``noise σ 3.1 (estimated) -> soft λ 0.0213``."""
+    """One line: the noise level seen and the fidelity solved with, e.g. ``noise σ 3.1 (estimated) -> soft λ 0.0213 floor 0.03``."""
     parts = []
     if choice.noise_sigma is not None:
         parts.append(f"noise σ {choice.noise_sigma:.3g} ({'estimated' if choice.sigma_estimated else 'given'})")
     solved = (
         choice.fidelity if choice.lam is None or choice.fidelity == "exact" else f"{choice.fidelity} λ {choice.lam:.3g}"
     )
+    if choice.floor is not None:
+        solved += f" floor {choice.floor:g}"
     if choice.requested == "auto":
         solved = f"auto: {solved}"
     return " -> ".join([*parts, f"fidelity {solved}"])

@@ -15,16 +15,18 @@ from torch import Tensor
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.fidelity import (
     FIDELITIES,
+    FLOOR_STEPS,
     FidelityChoice,
     choose_fidelity,
     discrepancy_search,
+    floor_search,
     hutchinson_probe,
     lr_risk,
-    risk_search,
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
+from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import lr_size, make_operator
 
 if TYPE_CHECKING:
@@ -138,6 +140,7 @@ def guided_upsample(
     mask: np.ndarray | Tensor | None = None,
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
+    floor: float | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -163,6 +166,7 @@ def guided_upsample(
     mask: np.ndarray | Tensor | None = None,
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
+    floor: float | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -187,6 +191,7 @@ def guided_upsample(
     mask: np.ndarray | Tensor | None = None,
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
+    floor: float | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -211,6 +216,7 @@ def guided_upsample(
     mask: np.ndarray | Tensor | None = None,
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
+    floor: float | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -261,6 +267,14 @@ def guided_upsample(
             ``fidelity="exact"``; not with tile-wise solves.
         lam: λ for ``soft``/``robust`` fidelity (float > 0 or a differentiable tensor); an error
             with ``fidelity="exact"`` or ``"auto"`` (auto chooses λ itself).
+        floor: edge-weight floor of the graph (:func:`optisr.ops.lattice.raise_floor`: every
+            weight becomes ``floor + (1 − floor)·w``), a number in [0, 1). None (default): the
+            graph's own weights, except where λ is searched (``auto`` choosing soft, or ``soft``
+            without ``lam``): there the floor is searched too, together with λ, by the same GCV
+            score (:func:`optisr.guided.fidelity.floor_search`, floors
+            :data:`~optisr.guided.fidelity.FLOOR_STEPS`): on a noisy source a graph that cuts
+            hard keeps the noise of every region between cuts. Images above
+            :data:`FLOOR_CROP_HR`² HR px choose the floor on a central crop.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -303,18 +317,27 @@ def guided_upsample(
         raise ConfigError(f"tile_size must be an integer >= 0 HR pixels (0 = no tiling), got {tile_size!r}")
     if not isinstance(return_info, bool):
         raise ConfigError(f"return_info must be True or False, got {return_info!r}")
+    if floor is not None and (
+        isinstance(floor, bool)
+        or not isinstance(floor, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(floor) < 1.0
+    ):
+        raise ConfigError(f"floor must be a number in [0, 1) (or None), got {floor!r}")
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if confidence is not None and choice.requested == "exact":
         raise ConfigError("confidence weights the soft data term; exact fidelity has none (use soft, robust or auto)")
     # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
     search = choice.fidelity != "exact" and choice.noise_sigma is not None
-    out, used, solves = _upsample(
+    out, used, solves, floor_used = _upsample(
         source, guide, scale, operator=operator, mode=choice.fidelity, weights=weights, mask=mask,
+        floor=None if floor is None else float(floor),
         confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
     )  # fmt: skip
     if search:
         choice = dataclasses.replace(choice, lam=used, solves=solves)
+    if floor_used is not None:
+        choice = dataclasses.replace(choice, floor=floor_used)
     return (out, choice) if return_info else out
 
 
@@ -338,6 +361,11 @@ def _choose(
     )
 
 
+FLOOR_CROP_HR = 768
+"""Untiled soft solves of images above this² HR px choose the edge-weight floor (GCV,
+:func:`~optisr.guided.fidelity.floor_search`) on a central crop of at most this many HR px per side;
+λ is then searched again on the whole image at that floor, started from the crop's λ."""
+
 RISK_CROP_HR = 1024
 """Tile-wise soft solves choose λ (GCV, :func:`~optisr.guided.fidelity.lr_risk`) on a central crop of at most this many HR px per side."""
 
@@ -351,6 +379,87 @@ def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slic
         start = (blocks - keep) // 2
         out.append(slice(start * scale, (start + keep) * scale))
     return out[0], out[1]
+
+
+def _with_floor(weights: Any, floor: float | None) -> Any:
+    """``weights`` (as :func:`_upsample` takes them, after :func:`resolve_weights`) with a raised floor."""
+    if floor is None:
+        return weights
+    if isinstance(weights, np.ndarray):
+        return (
+            raise_floor(torch.from_numpy(weights).reshape((-1, *weights.shape[-3:])), floor)
+            .reshape(weights.shape)
+            .numpy()
+        )
+    if isinstance(weights, Tensor):
+        return raise_floor(weights if weights.dim() == 4 else weights[None], floor).reshape(weights.shape)
+    if weights is None or (isinstance(weights, str) and weights == "color"):
+        return lambda gt, src: raise_floor(color_weights(gt), floor)
+    if callable(weights):
+        base = weights
+        return lambda gt, src: raise_floor(base(gt, src), floor)
+    return weights  # a bad value: reported where it is used
+
+
+def _crop_weights(w: Tensor, rows: slice, cols: slice) -> Tensor:
+    """A (B, 2, H, W) weight window, its last row (ch 0) and column (ch 1) zeroed (they lead outside)."""
+    out = w[..., rows, cols].clone()
+    out[:, 0, -1, :] = 0
+    out[:, 1, :, -1] = 0
+    return out
+
+
+def _gcv_search(
+    src: Tensor,
+    w: Tensor,
+    scale: int,
+    *,
+    operator: str,
+    m: Tensor | None,
+    conf: Tensor | None,
+    sigma: float | None,
+    tol: float,
+    max_iter: int,
+    noise_sigma: float,
+    lam0: float,
+    floors: tuple[float | None, ...],
+) -> tuple[float | None, float, Tensor, int]:
+    """(floor, λ) of the soft solve by :func:`floor_search` on :func:`lr_risk` (GCV of the LR prediction).
+
+    ``tr H`` comes from one fixed Rademacher probe ``z`` (0 at invalid pixels): one extra solve per
+    (floor, λ). Every solve is warm-started from the previous one. Returns ``(floor, λ, x, evaluations)``.
+    """
+    op = make_operator(operator, (int(w.shape[-2]), int(w.shape[-1])), scale, sigma=sigma)
+    valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
+    n_valid = int(valid.sum())
+    rhs = src.detach()
+    z = torch.from_numpy(hutchinson_probe(tuple(src.shape))).to(src)
+    z = torch.where(valid, z, torch.zeros_like(z))
+    warm: list[Tensor] = []
+    warm_z: list[Tensor] = []
+    floored: dict[float | None, Tensor] = {}
+
+    def evaluate(floor: float | None, value: float) -> tuple[Tensor, float]:
+        if floor not in floored:
+            floored.clear()
+            floored[floor] = w.detach() if floor is None else raise_floor(w.detach(), floor)
+        wf = floored[floor]
+        with torch.no_grad():
+
+            def solve(rhs_: Tensor, init: Tensor | None) -> Tensor:
+                return graph_solve(
+                    rhs_, wf, scale, operator=operator, mode="soft", lam=value, mask=m, sigma=sigma, init=init,
+                    tol=tol, max_iter=max_iter, confidence=conf,
+                )  # fmt: skip
+
+            x = solve(rhs, warm[-1] if warm else None)
+            xz = solve(z, warm_z[-1] if warm_z else None)
+            warm[:], warm_z[:] = [x], [xz]
+            res = float((op.apply(x) - rhs)[valid].pow(2).sum())
+            trace = float((op.apply(xz) * z)[valid].sum())
+        return x, lr_risk(res, trace, n_valid, noise_sigma)
+
+    return floor_search(evaluate, lam0, floors)
 
 
 def _upsample(
@@ -372,14 +481,17 @@ def _upsample(
     progress: bool | Callable[[int, int], None],
     device: str | torch.device | None,
     noise_sigma: float | None = None,
-) -> tuple[np.ndarray | Tensor, float, int]:
+    floor: float | None = None,
+) -> tuple[np.ndarray | Tensor, float, int, float | None]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
     With ``noise_sigma`` (σ̂ > 0, source units), λ is searched from the start ``lam``: for ``soft``
-    by :func:`~optisr.guided.fidelity.risk_search` on :func:`~optisr.guided.fidelity.lr_risk` (tr H by one
-    Rademacher probe, one extra solve per λ; tile-wise: on a central crop of at most
-    :data:`RISK_CROP_HR`² HR px, then one tiled solve), for ``robust`` by :func:`discrepancy_search`
-    (tiled or not: the residual is that of the whole image). Returns ``(target, λ used, number of solves)``.
+    together with the edge-weight floor (unless ``floor`` is given) by :func:`_gcv_search` (GCV of
+    the LR prediction; untiled images above :data:`FLOOR_CROP_HR`² HR px pick the floor on a central
+    crop; tile-wise: floor and λ on a central crop of at most :data:`RISK_CROP_HR`² HR px, then one
+    tiled solve), for ``robust`` by :func:`discrepancy_search` (tiled or not: the residual is that
+    of the whole image). ``floor`` (given) raises the graph's floor in every mode.
+    Returns ``(target, λ used, number of solves, floor used or None)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
@@ -416,37 +528,40 @@ def _upsample(
                 raise ConfigError("tile-wise solves take one λ (a float), not a tensor of them")
             lam = float(lam)
 
-        def tiled(value: float) -> np.ndarray:
+        def tiled(value: float, floor_value: float | None) -> np.ndarray:
             return tiled_guided_upsample(
-                source, guide, scale, tile=int(tile_size), operator=operator, mode=mode, weights=weights, mask=mask,
-                lam=value, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, progress=progress,
-                device=device,
+                source, guide, scale, tile=int(tile_size), operator=operator, mode=mode,
+                weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
+                max_iter=max_iter, dtype=dtype, progress=progress, device=device,
             )  # fmt: skip
 
         if noise_sigma is None:
-            return tiled(lam), lam, 1
+            return tiled(lam, floor), lam, 1, floor
         if mode == "soft":
-            # λ by lr_risk on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
+            # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
             rows, cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
             lr_rows = slice(rows.start // scale, rows.stop // scale)
             lr_cols = slice(cols.start // scale, cols.stop // scale)
             crop_w = weights[:, rows, cols] if isinstance(weights, np.ndarray) else weights
-            _, found, n = _upsample(
+            if isinstance(crop_w, np.ndarray):
+                crop_w = _crop_weights(torch.from_numpy(crop_w)[None], slice(None), slice(None))[0].numpy()
+            _, found, n, chosen = _upsample(
                 source[lr_rows, lr_cols], guide[rows, cols], scale, operator=operator, mode=mode, weights=crop_w,
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
+                floor=floor,
             )  # fmt: skip
-            return tiled(found), found, n + 1
+            return tiled(found, chosen), found, n + 1, chosen
         op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)
         valid = np.isfinite(source) if mask is None else (np.isfinite(source) & np.asarray(mask, bool))
 
         def tiled_ratio(value: float) -> tuple[np.ndarray, float]:
-            x = tiled(value)
+            x = tiled(value, floor)
             r = op.apply_strips(x, dtype=torch.float64).cpu().numpy() - source
             return x, float(np.mean(r[valid] ** 2)) / noise_sigma**2
 
         found, x, n = discrepancy_search(tiled_ratio, lam)
-        return x, found, n
+        return x, found, n, floor
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
     in_device = src.device
     if device is not None:
@@ -484,61 +599,67 @@ def _upsample(
         conf = conf.to(device=src.device, dtype=src.dtype)
         conf = conf.reshape((1, 1, *conf.shape)) if conf.dim() == 2 else (conf[None] if conf.dim() == 3 else conf)
         if tuple(conf.shape[-2:]) != tuple(src.shape[-2:]):
-            raise ShapeError(f"confidence must be on the source's grid {tuple(src.shape[-2:])}, got {tuple(conf.shape)}")
+            raise ShapeError(
+                f"confidence must be on the source's grid {tuple(src.shape[-2:])}, got {tuple(conf.shape)}"
+            )
     solves = 1
-    if noise_sigma is not None:
+    floor_used = floor
+    if noise_sigma is not None and mode == "soft":
+
+        def search(
+            s_: Tensor, w_: Tensor, m_: Tensor | None, c_: Tensor | None, lam0: float, floors: tuple[float | None, ...]
+        ) -> tuple[float | None, float, Tensor, int]:
+            return _gcv_search(
+                s_, w_, scale, operator=operator, m=m_, conf=c_, sigma=sigma, tol=tol, max_iter=max_iter,
+                noise_sigma=noise_sigma, lam0=lam0, floors=floors,
+            )  # fmt: skip
+
+        floors: tuple[float | None, ...] = (None, *FLOOR_STEPS) if floor is None else (floor,)
+        lam0, evals = float(lam), 0
+        if floor is None and H * W > FLOOR_CROP_HR**2:
+            # the floor from a central crop; λ is searched again below on the whole image
+            rows, cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
+            lr_rows = slice(rows.start // scale, rows.stop // scale)
+            lr_cols = slice(cols.start // scale, cols.stop // scale)
+            chosen, lam0, _, evals = search(
+                src[..., lr_rows, lr_cols], _crop_weights(w, rows, cols),
+                None if m is None else m[..., lr_rows, lr_cols], None if conf is None else conf[..., lr_rows, lr_cols],
+                lam0, floors,
+            )  # fmt: skip
+            floors = (chosen,)
+        floor_used, lam, best, more = search(src, w, m, conf, lam0, floors)
+        solves = 2 * (evals + more)
+    elif noise_sigma is not None:
         op = make_operator(operator, (H, W), scale, sigma=sigma)
         valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
         warm: list[Tensor] = []
-        n_valid = int(valid.sum())
+        w_robust = w.detach() if floor is None else raise_floor(w.detach(), floor)
 
-        def solve_at(value: float, rhs: Tensor, start: Tensor | None) -> Tensor:
-            return graph_solve(
-                rhs, w.detach(), scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
-                init=start, tol=tol, max_iter=max_iter, confidence=conf,
-            )  # fmt: skip
+        def ratio(value: float) -> tuple[Tensor, float]:
+            with torch.no_grad():
+                x = graph_solve(
+                    src.detach(), w_robust, scale, operator=operator, mode=mode, lam=value, mask=m, sigma=sigma,
+                    init=warm[-1] if warm else None, tol=tol, max_iter=max_iter, confidence=conf,
+                )  # fmt: skip
+                warm[:] = [x]
+                r = (op.apply(x) - src.detach())[valid]
+            return x, float(r.pow(2).mean()) / noise_sigma**2
 
-        if mode == "soft":
-            # GCV (or SURE) of the LR prediction, tr H by one fixed Rademacher probe z (0 at invalid pixels)
-            z = torch.from_numpy(hutchinson_probe(tuple(src.shape))).to(src)
-            z = torch.where(valid, z, torch.zeros_like(z))
-            warm_z: list[Tensor] = []
-
-            def risk(value: float) -> tuple[Tensor, float]:
-                with torch.no_grad():
-                    x = solve_at(value, src.detach(), warm[-1] if warm else None)
-                    xz = solve_at(value, z, warm_z[-1] if warm_z else None)
-                    warm[:], warm_z[:] = [x], [xz]
-                    res = float((op.apply(x) - src.detach())[valid].pow(2).sum())
-                    trace = float((op.apply(xz) * z)[valid].sum())
-                return x, lr_risk(res, trace, n_valid, noise_sigma)
-
-            lam, best, evals = risk_search(risk, float(lam))
-            solves = 2 * evals
-        else:
-
-            def ratio(value: float) -> tuple[Tensor, float]:
-                with torch.no_grad():
-                    x = solve_at(value, src.detach(), warm[-1] if warm else None)
-                    warm[:] = [x]
-                    r = (op.apply(x) - src.detach())[valid]
-                return x, float(r.pow(2).mean()) / noise_sigma**2
-
-            lam, best, solves = discrepancy_search(ratio, float(lam))
+        lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
         if noise_sigma is not None and not torch.is_grad_enabled():
             out = best
         else:
             out = graph_solve(
-                src, w, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter,
-                confidence=conf,
-            )
+                src, w if floor_used is None else raise_floor(w, floor_used), scale, operator=operator, mode=mode,
+                lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter, confidence=conf,
+            )  # fmt: skip
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
-        return out[0, 0].cpu().numpy(), used, solves
+        return out[0, 0].cpu().numpy(), used, solves, floor_used
     out = out.to(in_device)
     if isinstance(source, Tensor) and source.dim() == 2:
-        return out[0, 0], used, solves
+        return out[0, 0], used, solves, floor_used
     if isinstance(source, Tensor) and source.dim() == 3:
-        return out[0], used, solves
-    return out, used, solves
+        return out[0], used, solves, floor_used
+    return out, used, solves, floor_used

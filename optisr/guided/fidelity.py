@@ -42,8 +42,10 @@ __all__ = [
     "LAM_C",
     "DISCREPANCY_TAU",
     "MIN_WINDOWS",
+    "FLOOR_STEPS",
     "FidelityChoice",
     "choose_fidelity",
+    "floor_search",
     "PROBE_SEED",
     "RISK_STEP",
     "LAM_CRITERION",
@@ -251,8 +253,10 @@ class FidelityChoice:
         lam: λ of the soft/robust solve (given, or found by :func:`risk_search` (soft) or
             :func:`discrepancy_search` (robust) started at :func:`rule_lambda`); None for exact or
             a non-scalar λ tensor.
-        solves: number of solves spent (1; or two per λ tried by the SURE search, each solve plus
-            its probe solve, one more when tile-wise; or the discrepancy search's count).
+        solves: number of solves spent (1; or two per (floor, λ) tried by the GCV search, each solve
+            plus its probe solve, one more when tile-wise; or the discrepancy search's count).
+        floor: the edge-weight floor the soft solve used (:func:`floor_search`,
+            :func:`optisr.ops.lattice.raise_floor`), or None for the graph's weights as they are.
     """
 
     requested: str
@@ -262,6 +266,7 @@ class FidelityChoice:
     spread: float | None = None
     lam: float | None = None
     solves: int = 1
+    floor: float | None = None
 
 
 def _check_lam(lam: Any) -> None:
@@ -334,6 +339,63 @@ def choose_fidelity(
         )
     value = rule_lambda(sigma, spread, scale)
     return FidelityChoice(fidelity, fidelity, sigma, estimated, spread, value), value
+
+
+FLOOR_STEPS = (0.01, 0.03, 0.1, 0.3)
+"""Edge-weight floors the GCV search of ``fidelity="auto"`` tries after the graph's own weights.
+
+A weight near 0 cuts the graph, and on a noisy source each region between cuts keeps the noise
+of its own few LR samples; a higher floor (:func:`optisr.ops.lattice.raise_floor`) lets the
+smoothness term average across weak cuts. How far to raise it depends on how well the guide's
+edges match the depth's, which the source alone cannot tell, so GCV decides, as it does for λ
+(:func:`floor_search`). Measured on data allowed for tuning only (``benchmarks/noisy_floor.py``):
+on RGB-D-D test405 (8 images, area LR + σ = 3 cm) the learned graph at its GCV λ went from 2.46 /
+3.26 cm (own floor) to 1.92 / 2.72 cm at ×4 / ×8 with the GCV floor, better than any single
+floor; on procedural scenes (σ = 6 on 0–255), whose colour edges are the depth edges, GCV kept
+the graph's own floor in all 8 cases (every raised floor was worse there).
+"""
+
+
+def floor_search(
+    evaluate: Callable[[float | None, float], tuple[Any, float]],
+    lam0: float,
+    floors: tuple[float | None, ...] = (None, *FLOOR_STEPS),
+    *,
+    max_evals: int = 5,
+) -> tuple[float | None, float, Any, int]:
+    """Minimise a risk over the edge-weight floor and λ: a walk up ``floors``, λ by :func:`risk_search` at each.
+
+    For each floor in order, λ is searched by :func:`risk_search` from the previous floor's best λ
+    (``lam0`` for the first); the walk stops at the first floor whose best risk is not below the
+    best so far (the risk over the floor is taken to be unimodal).
+
+    Args:
+        evaluate: ``(floor, lam) -> (x, risk)``; ``floor`` None means the weights as they are.
+        lam0: starting λ > 0.
+        floors: the floors to walk through, in order (a 1-tuple fixes the floor and searches λ only).
+        max_evals: :func:`risk_search`'s budget per floor.
+    Returns:
+        ``(floor, lam, x, evals)``: the best floor, its λ and ``x``, and the evaluations spent.
+    """
+    if not floors:
+        raise ConfigError("floor_search needs at least one floor")
+    best: tuple[float, float | None, float, Any] | None = None  # (risk, floor, λ, x)
+    evals, lam = 0, lam0
+    for floor in floors:
+        risks: dict[float, float] = {}
+
+        def at(value: float, floor: float | None = floor, risks: dict[float, float] = risks) -> tuple[Any, float]:
+            x, risk = evaluate(floor, value)
+            risks[value] = float(risk)
+            return x, risk
+
+        lam_f, x_f, n = risk_search(at, lam, max_evals=max_evals)
+        evals += n
+        if best is not None and risks[lam_f] >= best[0]:
+            break
+        best, lam = (risks[lam_f], floor, lam_f, x_f), lam_f
+    assert best is not None
+    return best[1], best[2], best[3], evals
 
 
 def discrepancy_search(

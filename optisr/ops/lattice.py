@@ -126,6 +126,26 @@ def laplacian_apply_(weights: Tensor, x: Tensor, out: Tensor, tmp_v: Tensor, tmp
     return out
 
 
+def raise_floor(weights: Tensor, floor: float) -> Tensor:
+    """Edge weights with a higher floor: ``floor + (1 − floor)·w`` on every edge in use (``w > 0``).
+
+    A weight near 0 cuts the graph; raising the floor caps how strongly any edge can cut, so the
+    smoothness term can still average across weak cuts (what noisy sources need: see
+    :data:`optisr.guided.fidelity.FLOOR_STEPS`). Unused slots (the last row / column, edges of
+    invalid pixels: weight 0) stay 0. Differentiable in ``weights``.
+
+    Args:
+        weights: (B, 2, H, W) weights in [0, 1].
+        floor: in [0, 1); 0 returns the weights unchanged.
+    """
+    _check_weights(weights)
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"floor must be in [0, 1), got {floor!r}")
+    if floor == 0.0:
+        return weights
+    return torch.where(weights > 0, floor + (1.0 - floor) * weights, torch.zeros_like(weights))
+
+
 def degree(weights: Tensor) -> Tensor:
     """Weighted degree ``Σ_q w_pq`` of every pixel: (B, 1, H, W) (the diagonal of L)."""
     _check_weights(weights)

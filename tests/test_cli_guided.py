@@ -615,6 +615,9 @@ def test_fidelity_options_given_explicitly(tmp_path, capsys):
     rc, out, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--fidelity", "robust", "--lam", 1.0,
                         "--confidence", tmp_path / "c.npy")  # fmt: skip
     assert rc == 0 and out.strip().endswith("fidelity robust λ 1"), err
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "f.tif", "--fidelity", "soft", "--lam", 0.5, "--floor", 0.1)
+    assert rc == 0 and out.strip().endswith("fidelity soft λ 0.5 floor 0.1"), (out, err)
+    assert np.abs(read_raster(tmp_path / "f.tif").data - read_raster(tmp_path / "soft.tif").data).max() > 1.0
 
 
 @pytest.mark.parametrize(
@@ -625,6 +628,8 @@ def test_fidelity_options_given_explicitly(tmp_path, capsys):
         (["--noise-sigma", "loud"], "--noise-sigma must be auto or a number"),
         (["--fidelity", "exact", "--confidence", "c.npy"], "exact has none"),
         (["--method", "jbu", "--fidelity", "soft"], "apply to the graph methods"),
+        (["--method", "jbu", "--floor", "0.1"], "apply to the graph methods"),
+        (["--floor", "1.5"], "--floor must be in [0, 1)"),
         (["--confidence", "missing.npy"], "missing.npy"),
     ],
 )

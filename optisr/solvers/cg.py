@@ -153,12 +153,19 @@ def cg_solve(
         rel = (rnorm / torch.where(r0 > 0, r0, one)).reshape(lead)
         converged = (rnorm <= thresh).reshape(lead)
         info = CGInfo(iterations=iters, residual=rel, converged=converged)
-    if not bool(converged.all()) and on_nonconvergence != "ignore":
-        msg = (
-            f"CG stopped after {max_iter} iterations with relative residual up to {float(rel.max()):.2e} "
-            f"(tolerance {tol:g}) on {int((~converged).sum())} of {converged.numel()} samples"
-        )
-        if on_nonconvergence == "raise":
-            raise RuntimeError(msg)
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    report_nonconvergence(info, tol, max_iter, on_nonconvergence, stacklevel=4)
     return x, info
+
+
+def report_nonconvergence(info: CGInfo, tol: float, max_iter: int, on_nonconvergence: str, stacklevel: int = 3) -> None:
+    """Warn (ConvergenceWarning) or raise (RuntimeError) when a sample of ``info`` did not converge."""
+    converged = info.converged
+    if bool(converged.all()) or on_nonconvergence == "ignore":
+        return
+    msg = (
+        f"CG stopped after {max_iter} iterations with relative residual up to {float(info.residual.max()):.2e} "
+        f"(tolerance {tol:g}) on {int((~converged).sum())} of {converged.numel()} samples"
+    )
+    if on_nonconvergence == "raise":
+        raise RuntimeError(msg)
+    warnings.warn(msg, ConvergenceWarning, stacklevel=stacklevel)

@@ -41,7 +41,8 @@ from torch import Tensor
 
 from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator
-from optisr.solvers.cg import CGInfo, cg_solve
+from optisr.solvers import fused
+from optisr.solvers.cg import CGInfo, cg_solve, report_nonconvergence
 from optisr.solvers.multigrid import Hierarchy
 
 __all__ = [
@@ -61,6 +62,7 @@ MODES = ("exact", "soft", "robust")
 # "jacobi": diagonal (exact mode, area/sum: the Jacobi constraint preconditioner); "multigrid": the
 # aggregation V-cycle of optisr.solvers.multigrid; "none": plain CG.
 PRECONDITIONERS = ("jacobi", "multigrid", "none")
+BACKENDS = ("auto", "torch")
 # Exact mode with multigrid: the V-cycle is built for the penalised system L + ρ Dᵀ C D with
 # ρ = EXACT_PENALTY · f² · mean degree (the block-mean mode of Dᵀ D has eigenvalue ~1/f² for area).
 EXACT_PENALTY = 0.03
@@ -72,10 +74,15 @@ class SolverOptions:
     max_iter: int = 2000
     precond: str = "jacobi"  # one of PRECONDITIONERS
     on_nonconvergence: str = "warn"  # "warn" | "raise" | "ignore"
+    # "auto": the fused Numba loop (optisr.solvers.fused) where it applies (exact mode, area/sum,
+    # Jacobi, float32 on the CPU, Numba installed), else the PyTorch loop; "torch": always PyTorch
+    backend: str = "auto"
 
     def __post_init__(self):
         if self.precond not in PRECONDITIONERS:
             raise ValueError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {self.precond!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not self.tol > 0 or self.max_iter < 1:
             raise ValueError("tol must be > 0 and max_iter >= 1")
 
@@ -161,6 +168,11 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
     if options.precond == "multigrid":
         return _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common)
     if op.diagonal_gram and options.precond == "jacobi":
+        if options.backend == "auto" and fused.eligible(weights, x0, op):
+            done = fused.block_exact_pcg(weights, x0, residual, op, mask, tol=options.tol, max_iter=options.max_iter)
+            if done is not None:
+                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=5)
+                return done
         precond = _constraint_preconditioner(op, weights, mask)
         return cg_solve(lap.reusing(x0), residual, x0, precond=precond, norm="precond", **common)
     proj = lambda v: op.project_null(v, mask)  # noqa: E731

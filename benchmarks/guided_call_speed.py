@@ -1,7 +1,7 @@
 """Time of one whole ``optisr.guided_upsample`` call on the CPU, and of its parts.
 
     python benchmarks/guided_call_speed.py [--size 1024] [--scales 4 8 16] [--threads 2] [--repeat 3]
-                                           [--weights color default] [--operator area]
+                                           [--weights color default] [--operator area] [--backend auto|torch]
 
 A procedural scene (``optisr.data.synthetic.make_scene``, seed 3), its LR source made with the
 operator (float32 numpy arrays, the guide float32 H×W×3 in [0, 1]); default ``fidelity="auto"``,
@@ -39,6 +39,7 @@ from optisr.guided.api import color_weights
 from optisr.guided.fidelity import choose_fidelity
 from optisr.guided.graph_weights import resolve_weights
 from optisr.ops.operators import make_operator
+from optisr.solvers import fused
 from optisr.solvers.graph import SolverOptions, default_init, solve_exact
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -64,6 +65,13 @@ def main() -> None:
     ap.add_argument("--weights", nargs="+", default=["color", "default"], choices=["color", "default"])
     ap.add_argument("--operator", default="area")
     ap.add_argument(
+        "--backend",
+        choices=["auto", "torch"],
+        default="auto",
+        help="auto: the fused Numba CG loop where it applies (optisr.solvers.fused, needs numba); torch: "
+        "the PyTorch loop everywhere (the fused path is switched off for this run)",
+    )
+    ap.add_argument(
         "--clock",
         choices=sorted(CLOCKS),
         default="wall",
@@ -74,6 +82,8 @@ def main() -> None:
     global _clock
     _clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
+    if args.backend == "torch":
+        fused.available = lambda: False  # the PyTorch loop for every solve of this run
     n = args.size
     scene = make_scene(n, n, seed=3)
     guide = np.ascontiguousarray(scene.guide, dtype=np.float32)
@@ -82,7 +92,8 @@ def main() -> None:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {n}² guide, operator {args.operator}, "
-        f"float32, best of {args.repeat}, {args.clock} clock; load average {load}\n"
+        f"float32, best of {args.repeat}, {args.clock} clock, CG loop: "
+        f"{'fused (Numba)' if fused.available() else 'PyTorch'}; load average {load}\n"
     )
     print("| weights | scale | call s | auto-fid. s | weights s | init s | solve s (CG it.) | rest s |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -69,24 +69,27 @@ def _kernels() -> tuple[Any, Any, Any]:
         H, W = q.shape
         part = np.zeros(H)
         for i in nb.prange(H):
-            acc = 0.0
+            acc = np.float32(0.0)
+            up, mid, down = pp[i], pp[i + 1], pp[i + 2]
+            w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
             for j in range(W):
-                v = pp[i + 1, j + 1]
+                v = mid[j + 1]
                 s = (
-                    deg[i, j] * v
-                    - wvp[i + 1, j] * pp[i + 2, j + 1]
-                    - wvp[i, j] * pp[i, j + 1]
-                    - whp[i, j + 1] * pp[i + 1, j + 2]
-                    - whp[i, j] * pp[i + 1, j]
+                    dg[j] * v
+                    - w_down[j] * down[j + 1]
+                    - w_up[j] * up[j + 1]
+                    - w_h[j + 1] * mid[j + 2]
+                    - w_h[j] * mid[j]
                 )
-                q[i, j] = s
+                qi[j] = s
                 acc += v * s
             part[i] = acc
         return part.sum()
 
     @nb.njit(parallel=True, fastmath=True, cache=True)
     def update(x, r, pp, q, m, alpha, scale, inv_msum):  # pragma: no cover - compiled
-        # x += α p; r −= α q; r −= (Σ_b m r)·inv_msum_b; q <- z = m r; returns rᵀ z
+        # x += α p; r −= α q; r −= (Σ_b m r)·inv_msum_b; q <- z = m r; returns rᵀ z. Whole rows in
+        # the inner loops (vectorisable); the per-block sums go through one row buffer.
         H, W = x.shape
         hb, wb = inv_msum.shape
         a = np.float32(alpha)
@@ -94,31 +97,32 @@ def _kernels() -> tuple[Any, Any, Any]:
         for bi in nb.prange(hb):
             i0 = bi * scale
             i1 = min(H, i0 + scale)
-            acc = np.zeros(wb, dtype=np.float32)
+            t = np.zeros(W, dtype=np.float32)
             for i in range(i0, i1):
-                for bj in range(wb):
-                    j1 = min(W, bj * scale + scale)
-                    t = np.float32(0.0)
-                    for j in range(bj * scale, j1):
-                        x[i, j] += a * pp[i + 1, j + 1]
-                        rv = r[i, j] - a * q[i, j]
-                        r[i, j] = rv
-                        t += m[i, j] * rv
-                    acc[bj] += t
-            for bj in range(wb):
-                acc[bj] *= inv_msum[bi, bj]
-            s = 0.0
+                xi, ri, pi, qi, mi = x[i], r[i], pp[i + 1], q[i], m[i]
+                for j in range(W):
+                    xi[j] += a * pi[j + 1]
+                    rv = ri[j] - a * qi[j]
+                    ri[j] = rv
+                    t[j] += mi[j] * rv
+            for bj in range(wb):  # t <- the block's correction Σ_b m r / Σ_b m, spread over its columns
+                j1 = min(W, bj * scale + scale)
+                c = np.float32(0.0)
+                for j in range(bj * scale, j1):
+                    c += t[j]
+                c *= inv_msum[bi, bj]
+                for j in range(bj * scale, j1):
+                    t[j] = c
+            acc = np.float32(0.0)
             for i in range(i0, i1):
-                for bj in range(wb):
-                    c = acc[bj]
-                    j1 = min(W, bj * scale + scale)
-                    for j in range(bj * scale, j1):
-                        rv = r[i, j] - c
-                        r[i, j] = rv
-                        z = m[i, j] * rv
-                        q[i, j] = z
-                        s += rv * z
-            part[bi] = s
+                ri, qi, mi = r[i], q[i], m[i]
+                for j in range(W):
+                    rv = ri[j] - t[j]
+                    ri[j] = rv
+                    z = mi[j] * rv
+                    qi[j] = z
+                    acc += rv * z
+            part[bi] = acc
         return part.sum()
 
     @nb.njit(parallel=True, fastmath=True, cache=True)

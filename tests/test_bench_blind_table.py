@@ -239,13 +239,16 @@ def test_changed_weights_file_is_never_served_from_the_cache(tiny_bsd, tmp_path)
 
 
 def test_cache_reads_entries_written_by_another_job(tmp_path, capsys):
-    """A registry model's outputs under DIR/<dataset>-x<scale>-<lr>/<name>/ (as the lead's background job
-    writes them: a PNG and {"seconds": s}) are used as they are, with the recorded seconds."""
+    """A registry model's outputs under DIR/<dataset>-x<scale>-<lr>/<name>-<hash of its file>/ (as another
+    job writes them: a PNG and {"seconds": s}) are used as they are, with the recorded seconds."""
     real = tmp_path / "real"
     photo = _textured(60, 56, 4)
     write_image(real / "photo.png", photo)
     cache = tmp_path / "cache"
-    folder = cache / "realsrset-x4-auto" / "otsr-compact-x4"
+    from optisr.blind.registry import find_source
+
+    digest = blind._file_hash(find_source("otsr-compact-x4"))
+    folder = cache / "realsrset-x4-auto" / f"otsr-compact-x4-{digest}"
     assert blind.cache_folder(cache, "realsrset", 4, "auto", "otsr-compact-x4") == folder
     fake = blind.imresize_matlab(photo, 4.0)
     write_image(folder / "photo.png", fake)
@@ -336,7 +339,7 @@ def test_unknown_panel_is_a_one_line_error(tiny_bsd, capsys):
 
 def test_cached_output_of_the_wrong_size_is_a_one_line_error(tmp_path, capsys):
     write_image(tmp_path / "real" / "photo.png", _textured(20, 24, 8))
-    folder = tmp_path / "cache" / "realsrset-x4-auto" / "otsr-compact-x4"
+    folder = blind.cache_folder(tmp_path / "cache", "realsrset", 4, "auto", "otsr-compact-x4")
     write_image(folder / "photo.png", np.zeros((40, 48, 3), np.uint8))
     (folder / "photo.json").write_text('{"seconds": 1.0}')
     rc = _cli(["--dataset", "realsrset", "--data-dir", str(tmp_path / "real"), "--models", "otsr-compact-x4",

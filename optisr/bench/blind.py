@@ -48,7 +48,8 @@ Output cache (``cache_dir``): every network output is kept as
 ``<image>.json`` = ``{"seconds": <wall time of the upscale>}`` and reused when both exist, so slow
 models run once and a table can be rebuilt with more rows cheaply. ``<lr>`` is the ``--lr`` value
 (``otsr`` with seed 0, ``otsr-seed<N>`` otherwise); ``<label>`` carries ``-<sha256[:8]>`` of the
-weights file for file models, so a changed file is never served stale. ``bicubic`` and model
+weights file (for registry models, of the file the name resolves to here), so a changed file — a
+new release of a shipped model included — is never served stale. ``bicubic`` and model
 objects are not cached. The cache assumes the same device and tile size across runs.
 
 Speed (``speed_size``): :func:`upscale_seconds`, one upscale of a ``speed_size``² LR input, 1 CPU
@@ -213,13 +214,22 @@ def cache_folder(cache_dir: str | os.PathLike, dataset: str, scale: int, lr_part
     """The output-cache folder of one method (see the module docstring), or None when it is not cached.
 
     ``<cache_dir>/<dataset>-x<scale>-<lr_part>/<label>``, the label followed by ``-<sha256[:8]>``
-    of the file for weights files; None for ``bicubic`` and model objects.
+    of the weights file (of the file a registry name resolves to, when it is installed); None for
+    ``bicubic`` and model objects.
     """
     label = _method_label(method)
     spec = method[1] if isinstance(method, tuple) else method
     if not isinstance(spec, (str, os.PathLike)) or (isinstance(spec, str) and spec == "bicubic"):
         return None
-    if not (isinstance(spec, str) and spec in MODELS):
+    if isinstance(spec, str) and spec in MODELS:
+        # a registry model: the hash of the file it resolves to here (a new release of a shipped
+        # model, or another version of its package, gets its own entries)
+        from optisr.blind.registry import find_source
+
+        source = find_source(spec)
+        if source is not None:
+            label = f"{label}-{_file_hash(source)}"
+    else:
         label = f"{label}-{_file_hash(Path(spec).expanduser())}"
     return Path(cache_dir) / f"{dataset}-x{scale}-{lr_part}" / label
 

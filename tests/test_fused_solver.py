@@ -111,3 +111,49 @@ def test_concurrent_callers_fall_back_to_the_torch_loop():
     assert not errors and len(results) == 4
     for r in results:
         assert np.abs(r - ref.numpy()).max() < 1e-4 * float(src.abs().max())
+
+
+@pytest.mark.parametrize(
+    ("H", "W", "scale", "kind", "B", "C", "masked", "confidence"),
+    [
+        (64, 96, 4, "area", 1, 1, False, False),
+        (61, 70, 8, "area", 1, 1, True, True),  # partial blocks, a mask and a confidence map
+        (48, 48, 3, "sum", 2, 1, True, False),
+        (40, 56, 4, "area", 2, 2, False, True),
+    ],
+)
+def test_fused_soft_solve_matches_the_torch_loop(H, W, scale, kind, B, C, masked, confidence):
+    from optisr.solvers.graph import solve_soft
+
+    w, op, src = _problem(H, W, scale, kind, B, C, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    mask = torch.rand(B, C, *src.shape[-2:], generator=gen) > 0.2 if masked else None
+    conf = torch.rand(B, C, *src.shape[-2:], generator=gen) + 0.1 if confidence else None
+    w = w * 0.3  # a λ inside the weights
+    x_t, info_t = solve_soft(w, src, op, mask=mask, confidence=conf, options=TORCH)
+    x_f, info_f = solve_soft(w, src, op, mask=mask, confidence=conf, options=AUTO)
+    assert bool(info_f.converged.all())
+    # against a float64 solve to 1e-10: both loops reach the accuracy tol = 1e-4 buys (on these
+    # weakly linked graphs float32 rounding steers the two loops apart by tens of iterations)
+    ref, _ = solve_soft(
+        w.double(), src.double(), op, mask=mask, confidence=None if conf is None else conf.double(),
+        options=SolverOptions(tol=1e-10, max_iter=20000, backend="torch"),
+    )  # fmt: skip
+    span = float(src.abs().max())
+    err_t, err_f = float((x_t.double() - ref).abs().max()), float((x_f.double() - ref).abs().max())
+    if masked and confidence:  # the worst-conditioned case: both within 2 % of the range
+        assert err_f < 2e-2 * span and err_t < 2e-2 * span, (err_f, err_t)
+    else:
+        assert err_f < 4 * err_t + 1e-4 * span, (err_f, err_t)
+        assert (info_f.iterations - info_t.iterations).abs().max() <= 2
+
+
+def test_fused_soft_adjoint_and_gradients_match_the_torch_loop():
+    from optisr.solvers.graph import adjoint_soft
+
+    w, op, _ = _problem(48, 64, 4, B=1, C=1, seed=5)
+    grad = torch.randn(1, 1, 48, 64, generator=torch.Generator().manual_seed(6))
+    g_t, ds_t = adjoint_soft(w, grad, op, options=TORCH)
+    g_f, ds_f = adjoint_soft(w, grad, op, options=AUTO)
+    assert float((g_f - g_t).abs().max()) < 1e-3 * float(g_t.abs().max())
+    assert float((ds_f - ds_t).abs().max()) < 1e-3 * float(ds_t.abs().max())

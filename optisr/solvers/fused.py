@@ -38,7 +38,7 @@ from torch import Tensor
 
 from optisr.solvers.cg import CGInfo
 
-__all__ = ["available", "block_exact_pcg"]
+__all__ = ["available", "block_exact_pcg", "block_soft_pcg", "eligible"]
 
 _KERNELS: dict[str, Any] = {}
 _LOCK = threading.Lock()  # Numba's default (workqueue) threading layer must not be entered twice at once
@@ -135,6 +135,183 @@ def _kernels() -> tuple[Any, Any, Any]:
 
     _KERNELS.update(stencil_dot=stencil_dot, update=update, xpay=xpay)
     return stencil_dot, update, xpay
+
+
+def _soft_kernels() -> tuple[Any, Any]:
+    """The soft-mode loops: ``(apply_dot, update)`` (``xpay`` is shared with exact mode)."""
+    if "soft_apply_dot" in _KERNELS:
+        return _KERNELS["soft_apply_dot"], _KERNELS["soft_update"]
+    import numba as nb
+
+    @nb.njit(parallel=True, fastmath=True, cache=True)
+    def soft_apply_dot(pp, wvp, whp, deg, gb2c, scale, q):  # pragma: no cover - compiled
+        # q = (L + Dᵀ C D) p for a block operator: (Dᵀ C D p)_p = c_b D_b² Σ_b p (gb2c = c_b D_b²);
+        # returns pᵀ q. One block row at a time: its block sums first, then the stencil.
+        H, W = q.shape
+        hb, wb = gb2c.shape
+        part = np.zeros(hb)
+        for bi in nb.prange(hb):
+            i0 = bi * scale
+            i1 = min(H, i0 + scale)
+            t = np.zeros(W, dtype=np.float32)
+            for i in range(i0, i1):
+                mid = pp[i + 1]
+                for j in range(W):
+                    t[j] += mid[j + 1]
+            for bj in range(wb):
+                j1 = min(W, bj * scale + scale)
+                c = np.float32(0.0)
+                for j in range(bj * scale, j1):
+                    c += t[j]
+                c *= gb2c[bi, bj]
+                for j in range(bj * scale, j1):
+                    t[j] = c
+            acc = np.float32(0.0)
+            for i in range(i0, i1):
+                up, mid, down = pp[i], pp[i + 1], pp[i + 2]
+                w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
+                for j in range(W):
+                    v = mid[j + 1]
+                    s = (
+                        dg[j] * v
+                        - w_down[j] * down[j + 1]
+                        - w_up[j] * up[j + 1]
+                        - w_h[j + 1] * mid[j + 2]
+                        - w_h[j] * mid[j]
+                        + t[j]
+                    )
+                    qi[j] = s
+                    acc += v * s
+            part[bi] = acc
+        return part.sum()
+
+    @nb.njit(parallel=True, fastmath=True, cache=True)
+    def soft_update(x, r, pp, q, inv_diag, alpha):  # pragma: no cover - compiled
+        # x += α p; r −= α q; q <- z = r / diag(A); returns (rᵀr, rᵀz)
+        H, W = x.shape
+        a = np.float32(alpha)
+        part = np.zeros((H, 2))
+        for i in nb.prange(H):
+            xi, ri, pi, qi, di = x[i], r[i], pp[i + 1], q[i], inv_diag[i]
+            rr = 0.0  # float64 row sums: the stopping test of an ill-conditioned soft solve rests on them
+            rz = 0.0
+            for j in range(W):
+                xi[j] += a * pi[j + 1]
+                rv = ri[j] - a * qi[j]
+                ri[j] = rv
+                z = di[j] * rv
+                qi[j] = z
+                rr += rv * rv
+                rz += rv * z
+            part[i, 0] = rr
+            part[i, 1] = rz
+        return part[:, 0].sum(), part[:, 1].sum()
+
+    _KERNELS.update(soft_apply_dot=soft_apply_dot, soft_update=soft_update)
+    return soft_apply_dot, soft_update
+
+
+def _one_soft(
+    x0: np.ndarray,
+    r0: np.ndarray,
+    wv: np.ndarray,
+    wh: np.ndarray,
+    deg: np.ndarray,
+    gb2c: np.ndarray,
+    inv_diag: np.ndarray,
+    scale: int,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, int, float, bool]:
+    """Jacobi PCG of soft mode on one (H, W) problem; the stopping test on ‖r‖ as the PyTorch loop's."""
+    _, _, xpay = _kernels()
+    apply_dot, update = _soft_kernels()
+    H, W = x0.shape
+    x = np.array(x0, dtype=np.float32, copy=True)
+    r = np.array(r0, dtype=np.float32, copy=True)
+    q = np.zeros_like(x)  # zeros: the first update computes r − 0·q
+    pp = np.zeros((H + 2, W + 2), np.float32)
+    wvp = np.zeros((H + 1, W), np.float32)
+    wvp[1:] = wv
+    whp = np.zeros((H, W + 1), np.float32)
+    whp[:, 1:] = wh
+    rr, rz = update(x, r, pp, q, inv_diag, 0.0)  # z = M⁻¹ r₀ into q
+    pp[1:-1, 1:-1] = q
+    r0n = float(np.sqrt(max(rr, 0.0)))
+    thresh = tol * r0n
+    rn, iters = r0n, 0
+    while rn > thresh and iters < max_iter:
+        pq = apply_dot(pp, wvp, whp, deg, gb2c, scale, q)
+        if not pq > 0:
+            break
+        rr, rz_new = update(x, r, pp, q, inv_diag, rz / pq)
+        iters += 1
+        rn = float(np.sqrt(max(rr, 0.0)))
+        if rn <= thresh:
+            break
+        xpay(pp, q, rz_new / rz if rz != 0 else 0.0)
+        rz = rz_new
+    rel = rn / r0n if r0n > 0 else 0.0
+    return x, iters, rel, rn <= thresh
+
+
+def block_soft_pcg(
+    weights: Tensor,
+    x0: Tensor,
+    residual: Tensor,
+    op: Any,
+    c: Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+) -> tuple[Tensor, CGInfo] | None:
+    """The Jacobi PCG of soft mode, ``(Dᵀ C D + L) x = b``, for area/sum operators, fused.
+
+    Args:
+        weights: (B, 2, H, W) float32 edge weights (λ already in them).
+        x0: (B, C, H, W) starting point; residual: (B, C, H, W) ``b − A x0``.
+        op: the block operator (``op.diagonal_gram``).
+        c: LR data weights ``C`` broadcastable to (B, C, h, w) (negative entries, a Tukey term's,
+            enter the product but not the preconditioner, as in the PyTorch loop).
+        tol, max_iter: as :func:`optisr.solvers.cg.cg_solve` with ``norm="residual"``.
+    Returns:
+        ``(x, info)``, or None when another thread is inside the kernels.
+    """
+    from optisr.ops.lattice import degree
+
+    if not _LOCK.acquire(blocking=False):
+        return None
+    weights, x0, residual, c = weights.detach(), x0.detach(), residual.detach(), c.detach()
+    try:
+        import numba as nb
+
+        nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        B, C = x0.shape[:2]
+        h, w = op.lr_size
+        deg = degree(weights)
+        c_full = c.to(x0.dtype).expand(B, C, h, w)
+        gb2c = c_full * op.block_weights(x0).square()
+        diag = op.diag_normal(c_full.clamp_min(0)) + deg
+        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
+        out = torch.empty_like(x0, memory_format=torch.contiguous_format)
+        its = torch.zeros((B, C), dtype=torch.int64)
+        rels = torch.zeros((B, C), dtype=x0.dtype)
+        conv = torch.zeros((B, C), dtype=torch.bool)
+        wv_all, wh_all = weights[:, 0].contiguous().numpy(), weights[:, 1].contiguous().numpy()
+        deg_np = deg[:, 0].contiguous().numpy()
+        for b in range(B):
+            for k in range(C):
+                x, n, rel, ok = _one_soft(
+                    x0[b, k].contiguous().numpy(), residual[b, k].contiguous().numpy(), wv_all[b], wh_all[b],
+                    deg_np[b], gb2c[b, k].contiguous().numpy(), inv_diag[b, k].contiguous().numpy(), op.scale,
+                    tol, max_iter,
+                )  # fmt: skip
+                out[b, k] = torch.from_numpy(x)
+                its[b, k], rels[b, k], conv[b, k] = n, rel, ok
+        lead = x0.shape[:-2]
+        return out, CGInfo(iterations=its.reshape(lead), residual=rels.reshape(lead), converged=conv.reshape(lead))
+    finally:
+        _LOCK.release()
 
 
 def eligible(weights: Tensor, x0: Tensor, op: Any) -> bool:

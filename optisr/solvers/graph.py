@@ -312,6 +312,13 @@ def solve_soft(
         c = data_weights(mask, confidence, source)
         matvec, precond = _soft_parts(weights, op, c, init, options.precond)
         rhs = op.adjoint(c * source)
+        if options.precond == "jacobi" and options.backend == "auto" and fused.eligible(weights, init, op):
+            done = fused.block_soft_pcg(
+                weights, init, rhs - matvec(init), op, c, tol=options.tol, max_iter=options.max_iter
+            )
+            if done is not None:
+                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=4)
+                return done
         return cg_solve(
             matvec,
             rhs - matvec(init),
@@ -340,13 +347,21 @@ def adjoint_soft(
     with torch.no_grad():
         c = data_weights(mask, confidence, grad)
         matvec, precond = _soft_parts(weights, op, c, grad, options.precond)
-        g_hat, _ = cg_solve(
-            matvec,
-            grad.clone(),
-            torch.zeros_like(grad),
-            precond=precond,
-            tol=options.tol,
-            max_iter=options.max_iter,
-            on_nonconvergence=options.on_nonconvergence,
-        )
+        zero = torch.zeros_like(grad)
+        done = None
+        if options.precond == "jacobi" and options.backend == "auto" and fused.eligible(weights, grad, op):
+            done = fused.block_soft_pcg(weights, zero, grad, op, c, tol=options.tol, max_iter=options.max_iter)
+            if done is not None:
+                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=4)
+        if done is None:
+            done = cg_solve(
+                matvec,
+                grad.clone(),
+                zero,
+                precond=precond,
+                tol=options.tol,
+                max_iter=options.max_iter,
+                on_nonconvergence=options.on_nonconvergence,
+            )
+        g_hat = done[0]
         return g_hat, c * op.apply(g_hat)

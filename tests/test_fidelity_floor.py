@@ -83,7 +83,7 @@ RGBDD = shared_data_dir() / "depth_rgbdd_test405"
 @pytest.mark.skipif(not (RGBDD / "Depth").is_dir(), reason="needs ../shared/data/depth_rgbdd_test405")
 def test_auto_raises_the_floor_on_real_rgbd_with_a_noisy_source():
     """RGB-D-D test405 (allowed for tuning), learned graph, area LR + σ = 3 cm at ×4: GCV raises the
-    floor, and that beats the graph's own floor at GCV λ (measured 2.46 -> 1.92 cm on 8 images)."""
+    floor, and that beats the graph's own floor at GCV λ (measured 2.51 -> 1.92 cm on 8 images)."""
     from optisr.bench.guided_protocols import NoiseSpec, add_noise, make_lr
     from optisr.data.rgbdd import RGBDD as Loader
 

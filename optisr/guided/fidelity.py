@@ -353,7 +353,7 @@ on RGB-D-D test405 (8 images, area LR + σ = 3 cm) the learned graph at its GCV 
 3.34 cm (own floor) to 1.92 / 2.76 cm at ×4 / ×8 with the GCV floor (the best single floor, 0.03:
 1.94 / 2.74); on procedural scenes (σ = 6 on 0–255), whose colour edges are the depth edges, GCV
 kept the graph's own floor in all 8 cases (every raised floor was worse there). Asked to choose
-between the learned and the colour graph as well, GCV preferred the learned one in 23 of 24 cases,
+between the learned and the colour graph as well, GCV preferred the learned one in 20 of 21 cases,
 including those where the colour graph had the lower HR error, so the graph is not chosen by it.
 """
 

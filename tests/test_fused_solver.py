@@ -17,6 +17,13 @@ from optisr.solvers.graph import SolverOptions, adjoint_exact, solve_exact
 
 pytest.importorskip("numba")
 
+
+@pytest.fixture(autouse=True)
+def _small_problems_fused(monkeypatch):
+    """The problems here are small: take the fused loops for them too (they keep the PyTorch loop below MIN_PIXELS)."""
+    monkeypatch.setattr(fused, "MIN_PIXELS", 0)
+
+
 TORCH = SolverOptions(tol=1e-4, backend="torch")  # the tolerance of guided_upsample
 AUTO = SolverOptions(tol=1e-4)
 
@@ -59,9 +66,13 @@ def test_fused_exact_solve_matches_the_torch_loop(H, W, scale, kind, B, C, maske
     assert float(dx.abs().max()) < 1e-5 * scale_of
 
 
-def test_fused_path_is_not_taken_where_it_does_not_apply():
+def test_fused_path_is_not_taken_where_it_does_not_apply(monkeypatch):
     w, op, src = _problem(32, 32, 4)
     x0 = src.new_zeros(1, 1, 32, 32)
+    assert fused.eligible(w, x0, op)
+    monkeypatch.setattr(fused, "MIN_PIXELS", 512 * 512)
+    assert not fused.eligible(w, x0, op)  # small images keep the PyTorch loop by default
+    monkeypatch.setattr(fused, "MIN_PIXELS", 0)
     assert not fused.eligible(w.double(), x0.double(), op)
     assert not fused.eligible(w, x0, make_operator("bicubic", (32, 32), 4))
     with pytest.raises(ValueError, match="backend"):

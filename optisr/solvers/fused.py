@@ -38,7 +38,7 @@ from torch import Tensor
 
 from optisr.solvers.cg import CGInfo
 
-__all__ = ["available", "block_exact_pcg", "block_soft_pcg", "eligible"]
+__all__ = ["MIN_PIXELS", "available", "block_exact_pcg", "block_soft_pcg", "eligible"]
 
 _KERNELS: dict[str, Any] = {}
 _LOCK = threading.Lock()  # Numba's default (workqueue) threading layer must not be entered twice at once
@@ -56,11 +56,27 @@ def available() -> bool:
     return bool(_KERNELS["ok"])
 
 
+def _use_workqueue(nb: Any) -> None:
+    """Run the parallel loops on Numba's own ``workqueue`` threads unless ``NUMBA_THREADING_LAYER`` says otherwise.
+
+    Numba picks the OpenMP layer when it can; its threads then spin-wait after every loop beside
+    PyTorch's own OpenMP pool, and on 2 cores that made small solves (training crops) several times
+    slower. The workqueue layer sleeps between loops; it must not be entered from two threads at
+    once, which :data:`_LOCK` prevents.
+    """
+    import os
+
+    if "NUMBA_THREADING_LAYER" not in os.environ:
+        nb.config.THREADING_LAYER = "workqueue"
+
+
 def _kernels() -> tuple[Any, Any, Any]:
     """Compile (or load from Numba's cache) the three loops; returns ``(stencil_dot, update, xpay)``."""
     if "stencil_dot" in _KERNELS:
         return _KERNELS["stencil_dot"], _KERNELS["update"], _KERNELS["xpay"]
     import numba as nb
+
+    _use_workqueue(nb)
 
     @nb.njit(parallel=True, fastmath=True, cache=True)
     def stencil_dot(pp, wvp, whp, deg, q):  # pragma: no cover - compiled
@@ -314,10 +330,18 @@ def block_soft_pcg(
         _LOCK.release()
 
 
+MIN_PIXELS = 512 * 512
+"""HR pixels per image from which the fused loops are used. Below it the PyTorch loop is kept: each
+parallel Numba loop costs a hand-off to its worker threads (tens of µs on a quiet machine, up to
+milliseconds when the cores are busy), three per iteration, which on 128² training crops made a
+training step 3× slower than the PyTorch loop's, while at 1 MP the loops are 2–3× faster."""
+
+
 def eligible(weights: Tensor, x0: Tensor, op: Any) -> bool:
-    """Whether :func:`block_exact_pcg` can take this solve (float32 CPU tensors, a block operator, Numba)."""
+    """Whether the fused loops take this solve: float32 CPU tensors, a block operator, ≥ :data:`MIN_PIXELS`, Numba."""
     return (
         op.diagonal_gram
+        and x0.shape[-2] * x0.shape[-1] >= MIN_PIXELS
         and weights.device.type == "cpu"
         and weights.dtype == torch.float32
         and x0.dtype == torch.float32

@@ -1,4 +1,4 @@
-"""A fused CPU kernel for the most common solve: exact mode, block operator (area/sum), Jacobi constraint preconditioner.
+"""Fused CPU loops for the CG of the block operators (area/sum): exact and soft mode, Jacobi preconditioning.
 
 The PyTorch loop of :func:`optisr.solvers.cg.cg_solve` with the constraint preconditioner of
 :func:`optisr.solvers.graph._constraint_preconditioner` makes about 45 passes over memory per
@@ -23,8 +23,12 @@ differentiated: gradients come from the implicit adjoint solve, which takes this
 rule (the preconditioned residual norm) and iteration counts match the PyTorch loop: results
 agree to the CG tolerance (float32 summation order differs).
 
+Soft mode, ``(Dᵀ C D + L) x = b`` with the Jacobi preconditioner, is the same three loops with
+``q = (L + Dᵀ C D) p`` (block sums of ``p``, then the stencil, block row by block row) and
+``z = r / diag``; its stopping test is on ``‖r‖``, as the PyTorch loop's.
+
 Shapes: weights (B, 2, H, W); x0, residual (B, C, H, W); m = 1/degree (B, 1, H, W); LR validity
-(B, 1|C, h, w). Units: those of the problem (the kernels are unit-free).
+and data weights (B, 1|C, h, w). Units: those of the problem (the kernels are unit-free).
 """
 
 from __future__ import annotations
@@ -70,44 +74,68 @@ def _use_workqueue(nb: Any) -> None:
         nb.config.THREADING_LAYER = "workqueue"
 
 
-def _kernels() -> tuple[Any, Any, Any]:
-    """Compile (or load from Numba's cache) the three loops; returns ``(stencil_dot, update, xpay)``."""
-    if "stencil_dot" in _KERNELS:
-        return _KERNELS["stencil_dot"], _KERNELS["update"], _KERNELS["xpay"]
+def _kernels() -> dict[str, Any]:
+    """Compile (or load from Numba's disk cache) the loops, once per process.
+
+    Returns ``{"stencil_dot", "update", "soft_apply_dot", "soft_update", "xpay"}``. Layout: ``pp``
+    is p (H+2, W+2) with a zero border; ``wvp`` (H+1, W) holds in row i the weight between rows
+    i−1 and i (rows 0 and H zero), ``whp`` (H, W+1) likewise for columns; ``deg`` the degree.
+    """
+    if "xpay" in _KERNELS:
+        return _KERNELS
     import numba as nb
 
     _use_workqueue(nb)
 
+    @nb.njit(fastmath=True, cache=True, inline="always")
+    def stencil_row(pp, wvp, whp, deg, q, i, extra):  # pragma: no cover - compiled
+        # q[i] = (L p)[i] + extra (one value per column), returns p[i]ᵀ q[i]
+        up, mid, down = pp[i], pp[i + 1], pp[i + 2]
+        w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
+        acc = np.float32(0.0)
+        for j in range(qi.shape[0]):
+            v = mid[j + 1]
+            s = (
+                dg[j] * v
+                - w_down[j] * down[j + 1]
+                - w_up[j] * up[j + 1]
+                - w_h[j + 1] * mid[j + 2]
+                - w_h[j] * mid[j]
+                + extra[j]
+            )
+            qi[j] = s
+            acc += v * s
+        return acc
+
     @nb.njit(parallel=True, fastmath=True, cache=True)
     def stencil_dot(pp, wvp, whp, deg, q):  # pragma: no cover - compiled
-        # pp: (H+2, W+2) p with a zero border; wvp (H+1, W): wvp[i] = weight between rows i-1 and i
-        # (row 0 and H zero); whp (H, W+1) likewise for columns. Returns pᵀ q with q = L p.
+        # q = L p; returns pᵀ q
         H, W = q.shape
         part = np.zeros(H)
+        none = np.zeros(W, dtype=np.float32)
         for i in nb.prange(H):
-            acc = np.float32(0.0)
-            up, mid, down = pp[i], pp[i + 1], pp[i + 2]
-            w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
-            for j in range(W):
-                v = mid[j + 1]
-                s = (
-                    dg[j] * v
-                    - w_down[j] * down[j + 1]
-                    - w_up[j] * up[j + 1]
-                    - w_h[j + 1] * mid[j + 2]
-                    - w_h[j] * mid[j]
-                )
-                qi[j] = s
-                acc += v * s
-            part[i] = acc
+            part[i] = stencil_row(pp, wvp, whp, deg, q, i, none)
         return part.sum()
+
+    @nb.njit(fastmath=True, cache=True, inline="always")
+    def spread_block_sums(t, factor, bi, scale):  # pragma: no cover - compiled
+        # t (one row) <- Σ of t over each block's columns × factor[bi, block], spread over those columns
+        W = t.shape[0]
+        for bj in range(factor.shape[1]):
+            j1 = min(W, bj * scale + scale)
+            c = np.float32(0.0)
+            for j in range(bj * scale, j1):
+                c += t[j]
+            c *= factor[bi, bj]
+            for j in range(bj * scale, j1):
+                t[j] = c
 
     @nb.njit(parallel=True, fastmath=True, cache=True)
     def update(x, r, pp, q, m, alpha, scale, inv_msum):  # pragma: no cover - compiled
-        # x += α p; r −= α q; r −= (Σ_b m r)·inv_msum_b; q <- z = m r; returns rᵀ z. Whole rows in
-        # the inner loops (vectorisable); the per-block sums go through one row buffer.
+        # exact mode: x += α p; r −= α q; r −= (Σ_b m r)·inv_msum_b; q <- z = m r; returns rᵀ z.
+        # Whole rows in the inner loops (vectorisable); the block sums go through one row buffer.
         H, W = x.shape
-        hb, wb = inv_msum.shape
+        hb = inv_msum.shape[0]
         a = np.float32(alpha)
         part = np.zeros(hb)
         for bi in nb.prange(hb):
@@ -121,14 +149,7 @@ def _kernels() -> tuple[Any, Any, Any]:
                     rv = ri[j] - a * qi[j]
                     ri[j] = rv
                     t[j] += mi[j] * rv
-            for bj in range(wb):  # t <- the block's correction Σ_b m r / Σ_b m, spread over its columns
-                j1 = min(W, bj * scale + scale)
-                c = np.float32(0.0)
-                for j in range(bj * scale, j1):
-                    c += t[j]
-                c *= inv_msum[bi, bj]
-                for j in range(bj * scale, j1):
-                    t[j] = c
+            spread_block_sums(t, inv_msum, bi, scale)
             acc = np.float32(0.0)
             for i in range(i0, i1):
                 ri, qi, mi = r[i], q[i], m[i]
@@ -142,29 +163,11 @@ def _kernels() -> tuple[Any, Any, Any]:
         return part.sum()
 
     @nb.njit(parallel=True, fastmath=True, cache=True)
-    def xpay(pp, z, beta):  # pragma: no cover - compiled
-        H, W = z.shape
-        b = np.float32(beta)
-        for i in nb.prange(H):
-            for j in range(W):
-                pp[i + 1, j + 1] = z[i, j] + b * pp[i + 1, j + 1]
-
-    _KERNELS.update(stencil_dot=stencil_dot, update=update, xpay=xpay)
-    return stencil_dot, update, xpay
-
-
-def _soft_kernels() -> tuple[Any, Any]:
-    """The soft-mode loops: ``(apply_dot, update)`` (``xpay`` is shared with exact mode)."""
-    if "soft_apply_dot" in _KERNELS:
-        return _KERNELS["soft_apply_dot"], _KERNELS["soft_update"]
-    import numba as nb
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
     def soft_apply_dot(pp, wvp, whp, deg, gb2c, scale, q):  # pragma: no cover - compiled
         # q = (L + Dᵀ C D) p for a block operator: (Dᵀ C D p)_p = c_b D_b² Σ_b p (gb2c = c_b D_b²);
         # returns pᵀ q. One block row at a time: its block sums first, then the stencil.
         H, W = q.shape
-        hb, wb = gb2c.shape
+        hb = gb2c.shape[0]
         part = np.zeros(hb)
         for bi in nb.prange(hb):
             i0 = bi * scale
@@ -174,36 +177,16 @@ def _soft_kernels() -> tuple[Any, Any]:
                 mid = pp[i + 1]
                 for j in range(W):
                     t[j] += mid[j + 1]
-            for bj in range(wb):
-                j1 = min(W, bj * scale + scale)
-                c = np.float32(0.0)
-                for j in range(bj * scale, j1):
-                    c += t[j]
-                c *= gb2c[bi, bj]
-                for j in range(bj * scale, j1):
-                    t[j] = c
+            spread_block_sums(t, gb2c, bi, scale)
             acc = np.float32(0.0)
             for i in range(i0, i1):
-                up, mid, down = pp[i], pp[i + 1], pp[i + 2]
-                w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
-                for j in range(W):
-                    v = mid[j + 1]
-                    s = (
-                        dg[j] * v
-                        - w_down[j] * down[j + 1]
-                        - w_up[j] * up[j + 1]
-                        - w_h[j + 1] * mid[j + 2]
-                        - w_h[j] * mid[j]
-                        + t[j]
-                    )
-                    qi[j] = s
-                    acc += v * s
+                acc += stencil_row(pp, wvp, whp, deg, q, i, t)
             part[bi] = acc
         return part.sum()
 
     @nb.njit(parallel=True, fastmath=True, cache=True)
     def soft_update(x, r, pp, q, inv_diag, alpha):  # pragma: no cover - compiled
-        # x += α p; r −= α q; q <- z = r / diag(A); returns (rᵀr, rᵀz)
+        # soft mode: x += α p; r −= α q; q <- z = r / diag(A); returns (rᵀr, rᵀz)
         H, W = x.shape
         a = np.float32(alpha)
         part = np.zeros((H, 2))
@@ -223,111 +206,18 @@ def _soft_kernels() -> tuple[Any, Any]:
             part[i, 1] = rz
         return part[:, 0].sum(), part[:, 1].sum()
 
-    _KERNELS.update(soft_apply_dot=soft_apply_dot, soft_update=soft_update)
-    return soft_apply_dot, soft_update
+    @nb.njit(parallel=True, fastmath=True, cache=True)
+    def xpay(pp, z, beta):  # pragma: no cover - compiled
+        H, W = z.shape
+        b = np.float32(beta)
+        for i in nb.prange(H):
+            for j in range(W):
+                pp[i + 1, j + 1] = z[i, j] + b * pp[i + 1, j + 1]
 
-
-def _one_soft(
-    x0: np.ndarray,
-    r0: np.ndarray,
-    wv: np.ndarray,
-    wh: np.ndarray,
-    deg: np.ndarray,
-    gb2c: np.ndarray,
-    inv_diag: np.ndarray,
-    scale: int,
-    tol: float,
-    max_iter: int,
-) -> tuple[np.ndarray, int, float, bool]:
-    """Jacobi PCG of soft mode on one (H, W) problem; the stopping test on ‖r‖ as the PyTorch loop's."""
-    _, _, xpay = _kernels()
-    apply_dot, update = _soft_kernels()
-    H, W = x0.shape
-    x = np.array(x0, dtype=np.float32, copy=True)
-    r = np.array(r0, dtype=np.float32, copy=True)
-    q = np.zeros_like(x)  # zeros: the first update computes r − 0·q
-    pp = np.zeros((H + 2, W + 2), np.float32)
-    wvp = np.zeros((H + 1, W), np.float32)
-    wvp[1:] = wv
-    whp = np.zeros((H, W + 1), np.float32)
-    whp[:, 1:] = wh
-    rr, rz = update(x, r, pp, q, inv_diag, 0.0)  # z = M⁻¹ r₀ into q
-    pp[1:-1, 1:-1] = q
-    r0n = float(np.sqrt(max(rr, 0.0)))
-    thresh = tol * r0n
-    rn, iters = r0n, 0
-    while rn > thresh and iters < max_iter:
-        pq = apply_dot(pp, wvp, whp, deg, gb2c, scale, q)
-        if not pq > 0:
-            break
-        rr, rz_new = update(x, r, pp, q, inv_diag, rz / pq)
-        iters += 1
-        rn = float(np.sqrt(max(rr, 0.0)))
-        if rn <= thresh:
-            break
-        xpay(pp, q, rz_new / rz if rz != 0 else 0.0)
-        rz = rz_new
-    rel = rn / r0n if r0n > 0 else 0.0
-    return x, iters, rel, rn <= thresh
-
-
-def block_soft_pcg(
-    weights: Tensor,
-    x0: Tensor,
-    residual: Tensor,
-    op: Any,
-    c: Tensor,
-    *,
-    tol: float,
-    max_iter: int,
-) -> tuple[Tensor, CGInfo] | None:
-    """The Jacobi PCG of soft mode, ``(Dᵀ C D + L) x = b``, for area/sum operators, fused.
-
-    Args:
-        weights: (B, 2, H, W) float32 edge weights (λ already in them).
-        x0: (B, C, H, W) starting point; residual: (B, C, H, W) ``b − A x0``.
-        op: the block operator (``op.diagonal_gram``).
-        c: LR data weights ``C`` broadcastable to (B, C, h, w) (negative entries, a Tukey term's,
-            enter the product but not the preconditioner, as in the PyTorch loop).
-        tol, max_iter: as :func:`optisr.solvers.cg.cg_solve` with ``norm="residual"``.
-    Returns:
-        ``(x, info)``, or None when another thread is inside the kernels.
-    """
-    from optisr.ops.lattice import degree
-
-    if not _LOCK.acquire(blocking=False):
-        return None
-    weights, x0, residual, c = weights.detach(), x0.detach(), residual.detach(), c.detach()
-    try:
-        import numba as nb
-
-        nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-        B, C = x0.shape[:2]
-        h, w = op.lr_size
-        deg = degree(weights)
-        c_full = c.to(x0.dtype).expand(B, C, h, w)
-        gb2c = c_full * op.block_weights(x0).square()
-        diag = op.diag_normal(c_full.clamp_min(0)) + deg
-        inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
-        out = torch.empty_like(x0, memory_format=torch.contiguous_format)
-        its = torch.zeros((B, C), dtype=torch.int64)
-        rels = torch.zeros((B, C), dtype=x0.dtype)
-        conv = torch.zeros((B, C), dtype=torch.bool)
-        wv_all, wh_all = weights[:, 0].contiguous().numpy(), weights[:, 1].contiguous().numpy()
-        deg_np = deg[:, 0].contiguous().numpy()
-        for b in range(B):
-            for k in range(C):
-                x, n, rel, ok = _one_soft(
-                    x0[b, k].contiguous().numpy(), residual[b, k].contiguous().numpy(), wv_all[b], wh_all[b],
-                    deg_np[b], gb2c[b, k].contiguous().numpy(), inv_diag[b, k].contiguous().numpy(), op.scale,
-                    tol, max_iter,
-                )  # fmt: skip
-                out[b, k] = torch.from_numpy(x)
-                its[b, k], rels[b, k], conv[b, k] = n, rel, ok
-        lead = x0.shape[:-2]
-        return out, CGInfo(iterations=its.reshape(lead), residual=rels.reshape(lead), converged=conv.reshape(lead))
-    finally:
-        _LOCK.release()
+    _KERNELS.update(
+        stencil_dot=stencil_dot, update=update, soft_apply_dot=soft_apply_dot, soft_update=soft_update, xpay=xpay
+    )
+    return _KERNELS
 
 
 MIN_PIXELS = 512 * 512
@@ -349,47 +239,78 @@ def eligible(weights: Tensor, x0: Tensor, op: Any) -> bool:
     )
 
 
-def _one(
-    x0: np.ndarray,
-    r0: np.ndarray,
-    wv: np.ndarray,
-    wh: np.ndarray,
-    deg: np.ndarray,
-    m: np.ndarray,
-    inv_msum: np.ndarray,
-    scale: int,
-    tol: float,
-    max_iter: int,
-) -> tuple[np.ndarray, int, float, bool]:
-    """PCG on one (H, W) problem: returns ``(x, iterations, relative preconditioned residual, converged)``."""
-    stencil_dot, update, xpay = _kernels()
-    H, W = x0.shape
-    x = np.array(x0, dtype=np.float32, copy=True)
-    r = np.array(r0, dtype=np.float32, copy=True)
-    q = np.zeros_like(x)  # zeros, not garbage: the first update computes r − 0·q
-    pp = np.zeros((H + 2, W + 2), np.float32)
-    wvp = np.zeros((H + 1, W), np.float32)
-    wvp[1:] = wv
-    whp = np.zeros((H, W + 1), np.float32)
-    whp[:, 1:] = wh
-    rz = update(x, r, pp, q, m, 0.0, scale, inv_msum)  # the first residual update and z = m r⁺
-    pp[1:-1, 1:-1] = q
-    r0n = float(np.sqrt(max(rz, 0.0)))
+class _Problem:
+    """The arrays of one (H, W) solve: x, r, q (z after each update) and the zero-bordered p, wv, wh."""
+
+    def __init__(self, x0: np.ndarray, r0: np.ndarray, wv: np.ndarray, wh: np.ndarray) -> None:
+        H, W = x0.shape
+        self.x = np.array(x0, dtype=np.float32, copy=True)
+        self.r = np.array(r0, dtype=np.float32, copy=True)
+        self.q = np.zeros_like(self.x)  # zeros, not garbage: the first update computes r − 0·q
+        self.pp = np.zeros((H + 2, W + 2), np.float32)
+        self.wvp = np.zeros((H + 1, W), np.float32)
+        self.wvp[1:] = wv
+        self.whp = np.zeros((H, W + 1), np.float32)
+        self.whp[:, 1:] = wh
+
+
+def _pcg(prob: _Problem, apply: Any, update: Any, tol: float, max_iter: int) -> tuple[np.ndarray, int, float, bool]:
+    """The CG iteration over the fused loops.
+
+    ``apply()`` writes ``q = A p`` and returns ``pᵀq``; ``update(α)`` does ``x += α p``, ``r −= α q``,
+    writes ``z = M⁻¹ r`` into ``q`` and returns ``(‖r‖²_stop, rᵀz)`` (the squared norm the stopping
+    test uses). Returns ``(x, iterations, relative residual, converged)``.
+    """
+    n2, rz = update(0.0)
+    prob.pp[1:-1, 1:-1] = prob.q
+    r0n = float(np.sqrt(max(n2, 0.0)))
     thresh = tol * r0n
     rn, iters = r0n, 0
+    xpay = _kernels()["xpay"]
     while rn > thresh and iters < max_iter:
-        pq = stencil_dot(pp, wvp, whp, deg, q)
+        pq = apply()
         if not pq > 0:
             break
-        rz_new = update(x, r, pp, q, m, rz / pq, scale, inv_msum)
+        n2, rz_new = update(rz / pq)
         iters += 1
-        rn = float(np.sqrt(max(rz_new, 0.0)))
+        rn = float(np.sqrt(max(n2, 0.0)))
         if rn <= thresh:
             break
-        xpay(pp, q, rz_new / rz)
+        xpay(prob.pp, prob.q, rz_new / rz if rz != 0 else 0.0)
         rz = rz_new
-    rel = rn / r0n if r0n > 0 else 0.0
-    return x, iters, rel, rn <= thresh
+    return prob.x, iters, (rn / r0n if r0n > 0 else 0.0), rn <= thresh
+
+
+def _batched(x0: Tensor, solve_one: Any) -> tuple[Tensor, CGInfo] | None:
+    """Run ``solve_one(b, c) -> (x, iterations, rel, converged)`` for every (sample, channel), under :data:`_LOCK`.
+
+    Returns ``(x (B, C, H, W), CGInfo)``, or None when another thread holds the kernels (the caller
+    then takes the PyTorch loop).
+    """
+    if not _LOCK.acquire(blocking=False):
+        return None
+    try:
+        import numba as nb
+
+        nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+        B, C = x0.shape[:2]
+        out = torch.empty_like(x0, memory_format=torch.contiguous_format)
+        its = torch.zeros((B, C), dtype=torch.int64)
+        rels = torch.zeros((B, C), dtype=x0.dtype)
+        conv = torch.zeros((B, C), dtype=torch.bool)
+        for b in range(B):
+            for c in range(C):
+                x, n, rel, ok = solve_one(b, c)
+                out[b, c] = torch.from_numpy(x)
+                its[b, c], rels[b, c], conv[b, c] = n, rel, ok
+        lead = x0.shape[:-2]
+        return out, CGInfo(iterations=its.reshape(lead), residual=rels.reshape(lead), converged=conv.reshape(lead))
+    finally:
+        _LOCK.release()
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().contiguous().numpy()
 
 
 def block_exact_pcg(
@@ -417,41 +338,73 @@ def block_exact_pcg(
     """
     from optisr.ops.lattice import degree
 
-    if not _LOCK.acquire(blocking=False):
+    weights, x0 = weights.detach(), x0.detach()
+    k = _kernels()
+    s = op.scale
+    deg = degree(weights)
+    m = 1.0 / deg.clamp_min(torch.finfo(weights.dtype).tiny)
+    # Σ_b m per LR block (ceil blocks at the right/bottom edge hold fewer pixels)
+    msum = torch.nn.functional.avg_pool2d(m, s, s, ceil_mode=True, divisor_override=1)
+    inv = 1.0 / msum.clamp_min(torch.finfo(msum.dtype).tiny)
+    if tuple(inv.shape[-2:]) != tuple(op.lr_size):
         return None
-    weights, x0, residual = weights.detach(), x0.detach(), residual.detach()
-    try:
-        import numba as nb
 
-        nb.set_num_threads(max(1, min(torch.get_num_threads(), nb.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-        B, C = x0.shape[:2]
-        h, w = op.lr_size
-        s = op.scale
-        deg = degree(weights)
-        m = 1.0 / deg.clamp_min(torch.finfo(weights.dtype).tiny)
-        # Σ_b m per LR block (ceil blocks at the right/bottom edge hold fewer pixels)
-        msum = torch.nn.functional.avg_pool2d(m, s, s, ceil_mode=True, divisor_override=1)
-        inv = 1.0 / msum.clamp_min(torch.finfo(msum.dtype).tiny)
-        if tuple(inv.shape[-2:]) != (h, w):
-            return None
-        out = torch.empty_like(x0, memory_format=torch.contiguous_format)
-        its = torch.zeros((B, C), dtype=torch.int64)
-        rels = torch.zeros((B, C), dtype=x0.dtype)
-        conv = torch.zeros((B, C), dtype=torch.bool)
-        wv_all, wh_all = weights[:, 0].contiguous().numpy(), weights[:, 1].contiguous().numpy()
-        deg_np, m_np = deg[:, 0].contiguous().numpy(), m[:, 0].contiguous().numpy()
-        for b in range(B):
-            for c in range(C):
-                valid = inv[b, 0]
-                if mask is not None:
-                    valid = valid * mask[b, min(c, mask.shape[1] - 1)].to(valid.dtype)
-                x, k, rel, ok = _one(
-                    x0[b, c].contiguous().numpy(), residual[b, c].contiguous().numpy(), wv_all[b], wh_all[b],
-                    deg_np[b], m_np[b], valid.contiguous().numpy(), s, tol, max_iter,
-                )  # fmt: skip
-                out[b, c] = torch.from_numpy(x)
-                its[b, c], rels[b, c], conv[b, c] = k, rel, ok
-        lead = x0.shape[:-2]
-        return out, CGInfo(iterations=its.reshape(lead), residual=rels.reshape(lead), converged=conv.reshape(lead))
-    finally:
-        _LOCK.release()
+    def solve_one(b: int, c: int) -> tuple[np.ndarray, int, float, bool]:
+        valid = inv[b, 0] if mask is None else inv[b, 0] * mask[b, min(c, mask.shape[1] - 1)].to(inv.dtype)
+        prob = _Problem(_np(x0[b, c]), _np(residual[b, c]), _np(weights[b, 0]), _np(weights[b, 1]))
+        d, mm, iv = _np(deg[b, 0]), _np(m[b, 0]), _np(valid)
+
+        def update(alpha: float) -> tuple[float, float]:
+            rz = k["update"](prob.x, prob.r, prob.pp, prob.q, mm, alpha, s, iv)
+            return rz, rz  # exact mode stops on the preconditioned norm √(rᵀz)
+
+        return _pcg(prob, lambda: k["stencil_dot"](prob.pp, prob.wvp, prob.whp, d, prob.q), update, tol, max_iter)
+
+    return _batched(x0, solve_one)
+
+
+def block_soft_pcg(
+    weights: Tensor,
+    x0: Tensor,
+    residual: Tensor,
+    op: Any,
+    c: Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+) -> tuple[Tensor, CGInfo] | None:
+    """The Jacobi PCG of soft mode, ``(Dᵀ C D + L) x = b``, for area/sum operators, fused.
+
+    Args:
+        weights: (B, 2, H, W) float32 edge weights (λ already in them).
+        x0: (B, C, H, W) starting point; residual: (B, C, H, W) ``b − A x0``.
+        op: the block operator (``op.diagonal_gram``).
+        c: LR data weights ``C`` broadcastable to (B, C, h, w) (negative entries, a Tukey term's,
+            enter the product but not the preconditioner, as in the PyTorch loop).
+        tol, max_iter: as :func:`optisr.solvers.cg.cg_solve` with ``norm="residual"``.
+    Returns:
+        ``(x, info)``, or None when another thread is inside the kernels.
+    """
+    from optisr.ops.lattice import degree
+
+    weights, x0 = weights.detach(), x0.detach()
+    k = _kernels()
+    B, C = x0.shape[:2]
+    deg = degree(weights)
+    c_full = c.detach().to(x0.dtype).expand(B, C, *op.lr_size)
+    gb2c = c_full * op.block_weights(x0).square()
+    diag = op.diag_normal(c_full.clamp_min(0)) + deg
+    inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
+
+    def solve_one(b: int, ch: int) -> tuple[np.ndarray, int, float, bool]:
+        prob = _Problem(_np(x0[b, ch]), _np(residual[b, ch]), _np(weights[b, 0]), _np(weights[b, 1]))
+        d, g, iv = _np(deg[b, 0]), _np(gb2c[b, ch]), _np(inv_diag[b, ch])
+        return _pcg(
+            prob,
+            lambda: k["soft_apply_dot"](prob.pp, prob.wvp, prob.whp, d, g, op.scale, prob.q),
+            lambda alpha: k["soft_update"](prob.x, prob.r, prob.pp, prob.q, iv, alpha),
+            tol,
+            max_iter,
+        )
+
+    return _batched(x0, solve_one)

@@ -45,7 +45,9 @@ from optisr.solvers.cg import CGInfo
 __all__ = ["MIN_PIXELS", "available", "block_exact_pcg", "block_soft_pcg", "eligible"]
 
 _KERNELS: dict[str, Any] = {}
-_LOCK = threading.Lock()  # Numba's default (workqueue) threading layer must not be entered twice at once
+# one caller in the loops at a time: Numba's workqueue layer (where OpenMP and TBB are missing) must not
+# be entered twice at once; a second caller takes the PyTorch loop instead
+_LOCK = threading.Lock()
 
 
 def available() -> bool:
@@ -60,171 +62,27 @@ def available() -> bool:
     return bool(_KERNELS["ok"])
 
 
-def _use_workqueue(nb: Any) -> None:
-    """Run the parallel loops on Numba's own ``workqueue`` threads unless ``NUMBA_THREADING_LAYER`` says otherwise.
-
-    Numba picks the OpenMP layer when it can; its threads then spin-wait after every loop beside
-    PyTorch's own OpenMP pool, and on 2 cores that made small solves (training crops) several times
-    slower. The workqueue layer sleeps between loops; it must not be entered from two threads at
-    once, which :data:`_LOCK` prevents.
-    """
-    import os
-
-    if "NUMBA_THREADING_LAYER" not in os.environ:
-        nb.config.THREADING_LAYER = "workqueue"
-
-
 def _kernels() -> dict[str, Any]:
-    """Compile (or load from Numba's disk cache) the loops, once per process.
-
-    Returns ``{"stencil_dot", "update", "soft_apply_dot", "soft_update", "xpay"}``. Layout: ``pp``
-    is p (H+2, W+2) with a zero border; ``wvp`` (H+1, W) holds in row i the weight between rows
-    i−1 and i (rows 0 and H zero), ``whp`` (H, W+1) likewise for columns; ``deg`` the degree.
-    """
+    """The loops of :mod:`optisr.solvers._fused_kernels` (Numba compiles them at their first call, or
+    loads them from its disk cache), once per process: ``{"stencil_dot", "update", "soft_apply_dot",
+    "soft_update", "xpay"}``."""
     if "xpay" in _KERNELS:
         return _KERNELS
-    import numba as nb
-
-    _use_workqueue(nb)
-
-    @nb.njit(fastmath=True, cache=True, inline="always")
-    def stencil_row(pp, wvp, whp, deg, q, i, extra):  # pragma: no cover - compiled
-        # q[i] = (L p)[i] + extra (one value per column), returns p[i]ᵀ q[i]
-        up, mid, down = pp[i], pp[i + 1], pp[i + 2]
-        w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
-        acc = np.float32(0.0)
-        for j in range(qi.shape[0]):
-            v = mid[j + 1]
-            s = (
-                dg[j] * v
-                - w_down[j] * down[j + 1]
-                - w_up[j] * up[j + 1]
-                - w_h[j + 1] * mid[j + 2]
-                - w_h[j] * mid[j]
-                + extra[j]
-            )
-            qi[j] = s
-            acc += v * s
-        return acc
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def stencil_dot(pp, wvp, whp, deg, q):  # pragma: no cover - compiled
-        # q = L p; returns pᵀ q
-        H, W = q.shape
-        part = np.zeros(H)
-        none = np.zeros(W, dtype=np.float32)
-        for i in nb.prange(H):
-            part[i] = stencil_row(pp, wvp, whp, deg, q, i, none)
-        return part.sum()
-
-    @nb.njit(fastmath=True, cache=True, inline="always")
-    def spread_block_sums(t, factor, bi, scale):  # pragma: no cover - compiled
-        # t (one row) <- Σ of t over each block's columns × factor[bi, block], spread over those columns
-        W = t.shape[0]
-        for bj in range(factor.shape[1]):
-            j1 = min(W, bj * scale + scale)
-            c = np.float32(0.0)
-            for j in range(bj * scale, j1):
-                c += t[j]
-            c *= factor[bi, bj]
-            for j in range(bj * scale, j1):
-                t[j] = c
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def update(x, r, pp, q, m, alpha, scale, inv_msum):  # pragma: no cover - compiled
-        # exact mode: x += α p; r −= α q; r −= (Σ_b m r)·inv_msum_b; q <- z = m r; returns rᵀ z.
-        # Whole rows in the inner loops (vectorisable); the block sums go through one row buffer.
-        H, W = x.shape
-        hb = inv_msum.shape[0]
-        a = np.float32(alpha)
-        part = np.zeros(hb)
-        for bi in nb.prange(hb):
-            i0 = bi * scale
-            i1 = min(H, i0 + scale)
-            t = np.zeros(W, dtype=np.float32)
-            for i in range(i0, i1):
-                xi, ri, pi, qi, mi = x[i], r[i], pp[i + 1], q[i], m[i]
-                for j in range(W):
-                    xi[j] += a * pi[j + 1]
-                    rv = ri[j] - a * qi[j]
-                    ri[j] = rv
-                    t[j] += mi[j] * rv
-            spread_block_sums(t, inv_msum, bi, scale)
-            acc = np.float32(0.0)
-            for i in range(i0, i1):
-                ri, qi, mi = r[i], q[i], m[i]
-                for j in range(W):
-                    rv = ri[j] - t[j]
-                    ri[j] = rv
-                    z = mi[j] * rv
-                    qi[j] = z
-                    acc += rv * z
-            part[bi] = acc
-        return part.sum()
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def soft_apply_dot(pp, wvp, whp, deg, gb2c, scale, q):  # pragma: no cover - compiled
-        # q = (L + Dᵀ C D) p for a block operator: (Dᵀ C D p)_p = c_b D_b² Σ_b p (gb2c = c_b D_b²);
-        # returns pᵀ q. One block row at a time: its block sums first, then the stencil.
-        H, W = q.shape
-        hb = gb2c.shape[0]
-        part = np.zeros(hb)
-        for bi in nb.prange(hb):
-            i0 = bi * scale
-            i1 = min(H, i0 + scale)
-            t = np.zeros(W, dtype=np.float32)
-            for i in range(i0, i1):
-                mid = pp[i + 1]
-                for j in range(W):
-                    t[j] += mid[j + 1]
-            spread_block_sums(t, gb2c, bi, scale)
-            acc = np.float32(0.0)
-            for i in range(i0, i1):
-                acc += stencil_row(pp, wvp, whp, deg, q, i, t)
-            part[bi] = acc
-        return part.sum()
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def soft_update(x, r, pp, q, inv_diag, alpha):  # pragma: no cover - compiled
-        # soft mode: x += α p; r −= α q; q <- z = r / diag(A); returns (rᵀr, rᵀz)
-        H, W = x.shape
-        a = np.float32(alpha)
-        part = np.zeros((H, 2))
-        for i in nb.prange(H):
-            xi, ri, pi, qi, di = x[i], r[i], pp[i + 1], q[i], inv_diag[i]
-            rr = 0.0  # float64 row sums: the stopping test of an ill-conditioned soft solve rests on them
-            rz = 0.0
-            for j in range(W):
-                xi[j] += a * pi[j + 1]
-                rv = ri[j] - a * qi[j]
-                ri[j] = rv
-                z = di[j] * rv
-                qi[j] = z
-                rr += rv * rv
-                rz += rv * z
-            part[i, 0] = rr
-            part[i, 1] = rz
-        return part[:, 0].sum(), part[:, 1].sum()
-
-    @nb.njit(parallel=True, fastmath=True, cache=True)
-    def xpay(pp, z, beta):  # pragma: no cover - compiled
-        H, W = z.shape
-        b = np.float32(beta)
-        for i in nb.prange(H):
-            for j in range(W):
-                pp[i + 1, j + 1] = z[i, j] + b * pp[i + 1, j + 1]
+    from optisr.solvers import _fused_kernels as k
 
     _KERNELS.update(
-        stencil_dot=stencil_dot, update=update, soft_apply_dot=soft_apply_dot, soft_update=soft_update, xpay=xpay
-    )
+        stencil_dot=k.stencil_dot, update=k.update, soft_apply_dot=k.soft_apply_dot, soft_update=k.soft_update,
+        xpay=k.xpay,
+    )  # fmt: skip
     return _KERNELS
 
 
 MIN_PIXELS = 512 * 512
 """HR pixels per image from which the fused loops are used. Below it the PyTorch loop is kept: each
-parallel Numba loop costs a hand-off to its worker threads (tens of µs on a quiet machine, up to
-milliseconds when the cores are busy), three per iteration, which on 128² training crops made a
-training step 3× slower than the PyTorch loop's, while at 1 MP the loops are 2–3× faster."""
+parallel Numba loop costs a hand-off to its threads, three per iteration, which on 128² training
+crops made a training step 3× slower than the PyTorch loop's, while at 1 MP the loops are 1.7–2.3×
+faster. Numba's threading layer is its default (OpenMP here, as PyTorch's): forcing its
+``workqueue`` layer made the 1024² ×8 solve 1.7× slower (0.23 s instead of 0.14 s, 2 threads)."""
 
 
 def eligible(weights: Tensor, x0: Tensor, op: Any) -> bool:

@@ -4,7 +4,8 @@ Module-level functions, so that Numba's disk cache (``cache=True``) finds them a
 process: loops defined inside a function were compiled anew in every process (≈ 3 s each time).
 Layout: ``pp`` is p (H+2, W+2) with a zero border; ``wvp`` (H+1, W) holds in row i the weight
 between rows i−1 and i (rows 0 and H zero), ``whp`` (H, W+1) likewise for columns; ``deg`` the
-degree. All arrays float32, C-contiguous.
+degree. All arrays of one float dtype (float32 or float64), C-contiguous; the scalars α, β come
+in that dtype too (the callers cast them), so every product stays in it.
 """
 
 import numba as nb
@@ -18,7 +19,7 @@ def stencil_row(pp, wvp, whp, deg, q, i, extra):
     # q[i] = (L p)[i] + extra (one value per column), returns p[i]ᵀ q[i]
     up, mid, down = pp[i], pp[i + 1], pp[i + 2]
     w_up, w_down, w_h, dg, qi = wvp[i], wvp[i + 1], whp[i], deg[i], q[i]
-    acc = np.float32(0.0)
+    acc = mid[0] * 0  # zero in the arrays' dtype (mid[0] is the zero border)
     for j in range(qi.shape[0]):
         v = mid[j + 1]
         s = (
@@ -37,9 +38,9 @@ def stencil_row(pp, wvp, whp, deg, q, i, extra):
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def stencil_dot(pp, wvp, whp, deg, q):
     # q = L p; returns pᵀ q
-    H, W = q.shape
+    H = q.shape[0]
     part = np.zeros(H)
-    none = np.zeros(W, dtype=np.float32)
+    none = np.zeros_like(q[0])
     for i in nb.prange(H):
         part[i] = stencil_row(pp, wvp, whp, deg, q, i, none)
     return part.sum()
@@ -51,7 +52,7 @@ def spread_block_sums(t, factor, bi, scale):
     W = t.shape[0]
     for bj in range(factor.shape[1]):
         j1 = min(W, bj * scale + scale)
-        c = np.float32(0.0)
+        c = t[0] * 0
         for j in range(bj * scale, j1):
             c += t[j]
         c *= factor[bi, bj]
@@ -65,12 +66,12 @@ def update(x, r, pp, q, m, alpha, scale, inv_msum):
     # Whole rows in the inner loops (vectorisable); the block sums go through one row buffer.
     H, W = x.shape
     hb = inv_msum.shape[0]
-    a = np.float32(alpha)
+    a = alpha
     part = np.zeros(hb)
     for bi in nb.prange(hb):
         i0 = bi * scale
         i1 = min(H, i0 + scale)
-        t = np.zeros(W, dtype=np.float32)
+        t = np.zeros_like(pp[0, 1:-1])
         for i in range(i0, i1):
             xi, ri, pi, qi, mi = x[i], r[i], pp[i + 1], q[i], m[i]
             for j in range(W):
@@ -79,7 +80,7 @@ def update(x, r, pp, q, m, alpha, scale, inv_msum):
                 ri[j] = rv
                 t[j] += mi[j] * rv
         spread_block_sums(t, inv_msum, bi, scale)
-        acc = np.float32(0.0)
+        acc = pp[0, 0] * 0
         for i in range(i0, i1):
             ri, qi, mi = r[i], q[i], m[i]
             for j in range(W):
@@ -102,13 +103,13 @@ def soft_apply_dot(pp, wvp, whp, deg, gb2c, scale, q):
     for bi in nb.prange(hb):
         i0 = bi * scale
         i1 = min(H, i0 + scale)
-        t = np.zeros(W, dtype=np.float32)
+        t = np.zeros_like(pp[0, 1:-1])
         for i in range(i0, i1):
             mid = pp[i + 1]
             for j in range(W):
                 t[j] += mid[j + 1]
         spread_block_sums(t, gb2c, bi, scale)
-        acc = np.float32(0.0)
+        acc = pp[0, 0] * 0
         for i in range(i0, i1):
             acc += stencil_row(pp, wvp, whp, deg, q, i, t)
         part[bi] = acc
@@ -119,7 +120,7 @@ def soft_apply_dot(pp, wvp, whp, deg, gb2c, scale, q):
 def soft_update(x, r, pp, q, inv_diag, alpha):
     # soft mode: x += α p; r −= α q; q <- z = r / diag(A); returns (rᵀr, rᵀz)
     H, W = x.shape
-    a = np.float32(alpha)
+    a = alpha
     part = np.zeros((H, 2))
     for i in nb.prange(H):
         xi, ri, pi, qi, di = x[i], r[i], pp[i + 1], q[i], inv_diag[i]
@@ -141,7 +142,7 @@ def soft_update(x, r, pp, q, inv_diag, alpha):
 @nb.njit(parallel=True, fastmath=True, cache=True)
 def xpay(pp, z, beta):
     H, W = z.shape
-    b = np.float32(beta)
+    b = beta
     for i in nb.prange(H):
         for j in range(W):
             pp[i + 1, j + 1] = z[i, j] + b * pp[i + 1, j + 1]

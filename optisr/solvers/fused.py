@@ -17,7 +17,7 @@ That is about 16 passes over memory instead of 45, with no temporaries; Numba ra
 extension because it compiles at first use without a compiler toolchain at install time (the
 kernels are cached on disk, ``cache=True``). Used automatically by the exact solves
 (:func:`optisr.solvers.graph.solve_exact` and the implicit backward) when Numba is installed
-(``pip install "optisr[fast]"``) and the tensors are float32 on the CPU (the loop itself is never
+(``pip install "optisr[fast]"``) and the tensors are float32 or float64 on the CPU (the loop itself is never
 differentiated: gradients come from the implicit adjoint solve, which takes this path too);
 ``SolverOptions(backend="torch")`` turns it off. Iterates, stopping
 rule (the preconditioned residual norm) and iteration counts match the PyTorch loop: results
@@ -86,13 +86,13 @@ faster. Numba's threading layer is its default (OpenMP here, as PyTorch's): forc
 
 
 def eligible(weights: Tensor, x0: Tensor, op: Any) -> bool:
-    """Whether the fused loops take this solve: float32 CPU tensors, a block operator, ≥ :data:`MIN_PIXELS`, Numba."""
+    """Whether the fused loops take this solve: float32/64 CPU tensors, a block operator, ≥ :data:`MIN_PIXELS`, Numba."""
     return (
         op.diagonal_gram
         and x0.shape[-2] * x0.shape[-1] >= MIN_PIXELS
         and weights.device.type == "cpu"
-        and weights.dtype == torch.float32
-        and x0.dtype == torch.float32
+        and x0.dtype in (torch.float32, torch.float64)
+        and weights.dtype == x0.dtype
         and available()
     )
 
@@ -102,13 +102,15 @@ class _Problem:
 
     def __init__(self, x0: np.ndarray, r0: np.ndarray, wv: np.ndarray, wh: np.ndarray) -> None:
         H, W = x0.shape
-        self.x = np.array(x0, dtype=np.float32, copy=True)
-        self.r = np.array(r0, dtype=np.float32, copy=True)
+        dt = x0.dtype
+        self.cast = dt.type  # the loops' scalars (α, β) in the arrays' dtype
+        self.x = np.array(x0, dtype=dt, copy=True)
+        self.r = np.array(r0, dtype=dt, copy=True)
         self.q = np.zeros_like(self.x)  # zeros, not garbage: the first update computes r − 0·q
-        self.pp = np.zeros((H + 2, W + 2), np.float32)
-        self.wvp = np.zeros((H + 1, W), np.float32)
+        self.pp = np.zeros((H + 2, W + 2), dt)
+        self.wvp = np.zeros((H + 1, W), dt)
         self.wvp[1:] = wv
-        self.whp = np.zeros((H, W + 1), np.float32)
+        self.whp = np.zeros((H, W + 1), dt)
         self.whp[:, 1:] = wh
 
 
@@ -134,7 +136,7 @@ def _pcg(prob: _Problem, apply: Any, update: Any, tol: float, max_iter: int) -> 
         rn = float(np.sqrt(max(n2, 0.0)))
         if rn <= thresh:
             break
-        xpay(prob.pp, prob.q, rz_new / rz if rz != 0 else 0.0)
+        xpay(prob.pp, prob.q, prob.cast(rz_new / rz if rz != 0 else 0.0))
         rz = rz_new
     return prob.x, iters, (rn / r0n if r0n > 0 else 0.0), rn <= thresh
 
@@ -184,7 +186,7 @@ def block_exact_pcg(
     """The constraint-preconditioned CG of exact mode for area/sum operators, fused (see the module doc).
 
     Args:
-        weights: (B, 2, H, W) float32 edge weights.
+        weights: (B, 2, H, W) float32/float64 edge weights (x0's dtype).
         x0: (B, C, H, W) consistent starting point.
         residual: (B, C, H, W) ``−L x0`` (or the right-hand side of the adjoint solve).
         op: the block operator (``op.diagonal_gram``).
@@ -213,7 +215,7 @@ def block_exact_pcg(
         d, mm, iv = _np(deg[b, 0]), _np(m[b, 0]), _np(valid)
 
         def update(alpha: float) -> tuple[float, float]:
-            rz = k["update"](prob.x, prob.r, prob.pp, prob.q, mm, alpha, s, iv)
+            rz = k["update"](prob.x, prob.r, prob.pp, prob.q, mm, prob.cast(alpha), s, iv)
             return rz, rz  # exact mode stops on the preconditioned norm √(rᵀz)
 
         return _pcg(prob, lambda: k["stencil_dot"](prob.pp, prob.wvp, prob.whp, d, prob.q), update, tol, max_iter)
@@ -234,7 +236,7 @@ def block_soft_pcg(
     """The Jacobi PCG of soft mode, ``(Dᵀ C D + L) x = b``, for area/sum operators, fused.
 
     Args:
-        weights: (B, 2, H, W) float32 edge weights (λ already in them).
+        weights: (B, 2, H, W) float32/float64 edge weights (x0's dtype; λ already in them).
         x0: (B, C, H, W) starting point; residual: (B, C, H, W) ``b − A x0``.
         op: the block operator (``op.diagonal_gram``).
         c: LR data weights ``C`` broadcastable to (B, C, h, w) (negative entries, a Tukey term's,
@@ -260,7 +262,7 @@ def block_soft_pcg(
         return _pcg(
             prob,
             lambda: k["soft_apply_dot"](prob.pp, prob.wvp, prob.whp, d, g, op.scale, prob.q),
-            lambda alpha: k["soft_update"](prob.x, prob.r, prob.pp, prob.q, iv, alpha),
+            lambda alpha: k["soft_update"](prob.x, prob.r, prob.pp, prob.q, iv, prob.cast(alpha)),
             tol,
             max_iter,
         )

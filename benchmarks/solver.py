@@ -11,6 +11,10 @@ with --figure, saves time-vs-pixels as a PNG.
     python benchmarks/solver.py                          # 256² … 2048², ×4/×8/×16
     python benchmarks/solver.py --sizes 1024 --scales 8  # the headline number
     python benchmarks/solver.py --sizes 1024 --operator area bicubic --precond jacobi multigrid --threads 1
+    python benchmarks/solver.py --sizes 1024 --operator area bicubic --backend auto torch --threads 2 --no-reference
+
+``--backend auto torch`` compares the fused Numba CG loop (:mod:`optisr.solvers.fused`; the ``loop``
+column says which loop a row ran) with the PyTorch loop.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 from optisr.data.synthetic import make_scene
 from optisr.guided.api import color_weights
 from optisr.ops.operators import make_operator
-from optisr.solvers.graph import PRECONDITIONERS, SolverOptions, solve_exact, solve_soft
+from optisr.solvers import fused
+from optisr.solvers.graph import BACKENDS, PRECONDITIONERS, SolverOptions, solve_exact, solve_soft
 
 
 def main() -> None:
@@ -34,6 +39,13 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["exact", "soft"])
     ap.add_argument("--operator", nargs="+", default=["area"])
     ap.add_argument("--precond", nargs="+", default=["jacobi"], choices=PRECONDITIONERS)
+    ap.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        choices=BACKENDS,
+        help="CG loop: auto (the fused Numba loop where it applies, optisr.solvers.fused) and/or torch",
+    )
     ap.add_argument("--no-reference", action="store_true", help="skip the converged reference (no RMSE column)")
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", type=int, default=2000)
@@ -49,10 +61,10 @@ def main() -> None:
         "colour-affinity weights on procedural scenes"
     )
     print(
-        "| size | scale | operator | mode | precond | time [s] | CG iterations | µs / pixel "
+        "| size | scale | operator | mode | precond | loop | time [s] | CG iterations | µs / pixel "
         "| RMSE to converged [% range] | max\\|Dx−s\\| [mm] |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for n in args.sizes:
         scene = make_scene(n, n, seed=7)
@@ -72,9 +84,15 @@ def main() -> None:
                             tol=1e-10, max_iter=20000, precond="multigrid", on_nonconvergence="ignore"
                         )
                         ref, _ = solve(w.double(), s.double(), op, options=tight)
-                    for pre in args.precond:
+                    for pre, backend in ((p, b) for p in args.precond for b in args.backend):
                         opts = SolverOptions(
-                            tol=args.tol, max_iter=args.max_iter, precond=pre, on_nonconvergence="ignore"
+                            tol=args.tol, max_iter=args.max_iter, precond=pre, on_nonconvergence="ignore",
+                            backend=backend,
+                        )  # fmt: skip
+                        loop = (
+                            "fused"
+                            if backend == "auto" and pre == "jacobi" and fused.eligible(w, depth.to(w.dtype), op)
+                            else "torch"
                         )
                         times = []
                         for _ in range(args.repeat):
@@ -90,7 +108,7 @@ def main() -> None:
                         cons = float((op.apply(x) - s).abs().max())
                         results.append((n, f, mode, t))
                         print(
-                            f"| {n}² | ×{f} | {kind} | {mode} | {pre} | {t:.3f} | {it}{note} | {1e6 * t / n / n:.2f} "
+                            f"| {n}² | ×{f} | {kind} | {mode} | {pre} | {loop} | {t:.3f} | {it}{note} | {1e6 * t / n / n:.2f} "
                             f"| {err} | {cons:.1e} |",
                             flush=True,
                         )

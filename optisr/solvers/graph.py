@@ -74,8 +74,8 @@ class SolverOptions:
     max_iter: int = 2000
     precond: str = "jacobi"  # one of PRECONDITIONERS
     on_nonconvergence: str = "warn"  # "warn" | "raise" | "ignore"
-    # "auto": the fused Numba loop (optisr.solvers.fused) where it applies (exact mode, area/sum,
-    # Jacobi, float32 on the CPU, Numba installed), else the PyTorch loop; "torch": always PyTorch
+    # "auto": the fused Numba loops (optisr.solvers.fused) where they apply (area/sum, Jacobi,
+    # float32/64 on the CPU, >= fused.MIN_PIXELS, Numba installed), else PyTorch; "torch": always PyTorch
     backend: str = "auto"
 
     def __post_init__(self):
@@ -158,6 +158,21 @@ def _constraint_preconditioner(op: DownsampleOperator, weights: Tensor, mask: Te
     return apply
 
 
+def _try_fused(run, weights: Tensor, x0: Tensor, op: DownsampleOperator, options: SolverOptions):
+    """``run()`` (a :mod:`optisr.solvers.fused` loop) when it applies to this solve, else None.
+
+    It applies with the Jacobi preconditioner and ``backend="auto"`` where :func:`fused.eligible`
+    says so; non-convergence is reported as the PyTorch loop reports it. None also when ``run``
+    returns None (another thread is in the loops): the caller then takes the PyTorch loop.
+    """
+    if options.precond != "jacobi" or options.backend != "auto" or not fused.eligible(weights, x0, op):
+        return None
+    done = run()
+    if done is not None:
+        report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=5)
+    return done
+
+
 def _null_space_cg(lap, op, weights, mask, residual, x0, options):
     """PCG for ``L x = b`` on the affine set ``x0 + null(D_c)``, given the residual ``b − L x0``.
 
@@ -168,11 +183,12 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
     if options.precond == "multigrid":
         return _null_space_multigrid_cg(lap, op, weights, mask, residual, x0, common)
     if op.diagonal_gram and options.precond == "jacobi":
-        if options.backend == "auto" and fused.eligible(weights, x0, op):
-            done = fused.block_exact_pcg(weights, x0, residual, op, mask, tol=options.tol, max_iter=options.max_iter)
-            if done is not None:
-                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=5)
-                return done
+        done = _try_fused(
+            lambda: fused.block_exact_pcg(weights, x0, residual, op, mask, tol=options.tol, max_iter=options.max_iter),
+            weights, x0, op, options,
+        )  # fmt: skip
+        if done is not None:
+            return done
         precond = _constraint_preconditioner(op, weights, mask)
         return cg_solve(lap.reusing(x0), residual, x0, precond=precond, norm="precond", **common)
     proj = lambda v: op.project_null(v, mask)  # noqa: E731
@@ -273,26 +289,27 @@ def data_weights(mask: Tensor | None, confidence: Tensor | None, like: Tensor) -
     return c
 
 
-def _soft_parts(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor, precond: str):
-    """``A v = Dᵀ C D v + L v`` and its preconditioner for LR data weights ``c`` (broadcastable).
+def _soft_matvec(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor):
+    """``v -> A v = Dᵀ C D v + L v`` for LR data weights ``c`` (broadcastable)."""
+    lap = _Laplacian(weights, like)
+    return lambda v: op.adjoint(c * op.apply(v)) + lap(v)
+
+
+def _soft_precond(weights: Tensor, op: DownsampleOperator, c: Tensor, like: Tensor, precond: str):
+    """The preconditioner of ``A`` (:func:`_soft_matvec`) for the PyTorch loop.
 
     ``precond``: ``"jacobi"`` (diagonal), ``"multigrid"`` (V-cycle of :mod:`optisr.solvers.multigrid`)
     or ``"none"`` (None is returned). Negative entries of ``c`` (the indefinite Hessian of a Tukey
     term) are left out of the preconditioner, which must stay positive.
     """
-    lap = _Laplacian(weights, like)
-
-    def matvec(v: Tensor) -> Tensor:
-        return op.adjoint(c * op.apply(v)) + lap(v)
-
     if precond == "none":
-        return matvec, None
+        return None
     if precond == "multigrid":
-        return matvec, Hierarchy(weights, op, c.clamp_min(0), like.shape[1])
+        return Hierarchy(weights, op, c.clamp_min(0), like.shape[1])
     c_full = c.clamp_min(0).expand(like.shape[0], -1, *op.lr_size)
     diag = op.diag_normal(c_full) + degree(weights)
     inv_diag = 1.0 / diag.clamp_min(torch.finfo(diag.dtype).tiny)
-    return matvec, (lambda r: r * inv_diag)
+    return lambda r: r * inv_diag
 
 
 def solve_soft(
@@ -310,20 +327,19 @@ def solve_soft(
         if init is None:
             init = default_init(op, source, mask)
         c = data_weights(mask, confidence, source)
-        matvec, precond = _soft_parts(weights, op, c, init, options.precond)
-        rhs = op.adjoint(c * source)
-        if options.precond == "jacobi" and options.backend == "auto" and fused.eligible(weights, init, op):
-            done = fused.block_soft_pcg(
-                weights, init, rhs - matvec(init), op, c, tol=options.tol, max_iter=options.max_iter
-            )
-            if done is not None:
-                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=4)
-                return done
+        matvec = _soft_matvec(weights, op, c, init)
+        residual = op.adjoint(c * source) - matvec(init)
+        done = _try_fused(
+            lambda: fused.block_soft_pcg(weights, init, residual, op, c, tol=options.tol, max_iter=options.max_iter),
+            weights, init, op, options,
+        )  # fmt: skip
+        if done is not None:
+            return done
         return cg_solve(
             matvec,
-            rhs - matvec(init),
+            residual,
             init,
-            precond=precond,
+            precond=_soft_precond(weights, op, c, init, options.precond),
             tol=options.tol,
             max_iter=options.max_iter,
             on_nonconvergence=options.on_nonconvergence,
@@ -346,19 +362,17 @@ def adjoint_soft(
     """
     with torch.no_grad():
         c = data_weights(mask, confidence, grad)
-        matvec, precond = _soft_parts(weights, op, c, grad, options.precond)
         zero = torch.zeros_like(grad)
-        done = None
-        if options.precond == "jacobi" and options.backend == "auto" and fused.eligible(weights, grad, op):
-            done = fused.block_soft_pcg(weights, zero, grad, op, c, tol=options.tol, max_iter=options.max_iter)
-            if done is not None:
-                report_nonconvergence(done[1], options.tol, options.max_iter, options.on_nonconvergence, stacklevel=4)
+        done = _try_fused(
+            lambda: fused.block_soft_pcg(weights, zero, grad, op, c, tol=options.tol, max_iter=options.max_iter),
+            weights, grad, op, options,
+        )  # fmt: skip
         if done is None:
             done = cg_solve(
-                matvec,
+                _soft_matvec(weights, op, c, grad),
                 grad.clone(),
                 zero,
-                precond=precond,
+                precond=_soft_precond(weights, op, c, grad, options.precond),
                 tol=options.tol,
                 max_iter=options.max_iter,
                 on_nonconvergence=options.on_nonconvergence,

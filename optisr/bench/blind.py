@@ -82,7 +82,7 @@ from optisr.bench.blind_report import (
 )
 from optisr.bench.report import finite_mean, write_text
 from optisr.blind.api import ModelSpec, get_model, upscale
-from optisr.blind.registry import MODELS, load_model
+from optisr.blind.registry import MODELS, find_source, load_model
 from optisr.blind.teacher_cache import CacheDegradationConfig, NoiseSourceConfig, mine_noise_pool
 from optisr.data import sr_sets
 from optisr.data.sr_sets import DATASETS, Sample, imresize_matlab, load_dataset
@@ -224,8 +224,6 @@ def cache_folder(cache_dir: str | os.PathLike, dataset: str, scale: int, lr_part
     if isinstance(spec, str) and spec in MODELS:
         # a registry model: the hash of the file it resolves to here (a new release of a shipped
         # model, or another version of its package, gets its own entries)
-        from optisr.blind.registry import find_source
-
         source = find_source(spec)
         if source is not None:
             label = f"{label}-{_file_hash(source)}"

@@ -372,19 +372,20 @@ RISK_CROP_HR = 1024
 """Tile-wise soft solves choose λ (GCV, :func:`~optisr.guided.fidelity.lr_risk`) on a central crop of at most this many HR px per side."""
 
 
-def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slice, slice]:
-    """HR row/column slices of a central crop of whole LR blocks, at most ``side`` HR px per side."""
-    out = []
+def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slice, slice, slice, slice]:
+    """A central crop of whole LR blocks, at most ``side`` HR px per side: ``(hr_rows, hr_cols, lr_rows, lr_cols)``."""
+    hr, lr = [], []
     for n in hr_size:
         blocks = n // scale
         keep = max(1, min(blocks, side // scale))
         start = (blocks - keep) // 2
-        out.append(slice(start * scale, (start + keep) * scale))
-    return out[0], out[1]
+        hr.append(slice(start * scale, (start + keep) * scale))
+        lr.append(slice(start, start + keep))
+    return hr[0], hr[1], lr[0], lr[1]
 
 
 def _with_floor(weights: Any, floor: float | None) -> Any:
-    """``weights`` (as :func:`_upsample` takes them, after :func:`resolve_weights`) with a raised floor."""
+    """Tile-wise ``weights`` (``None``/``"color"``, a (2, H, W) array or a callable) with a raised floor."""
     if floor is None:
         return weights
     if isinstance(weights, np.ndarray):
@@ -393,8 +394,6 @@ def _with_floor(weights: Any, floor: float | None) -> Any:
             .reshape(weights.shape)
             .numpy()
         )
-    if isinstance(weights, Tensor):
-        return raise_floor(weights if weights.dim() == 4 else weights[None], floor).reshape(weights.shape)
     if weights is None or (isinstance(weights, str) and weights == "color"):
         return lambda gt, src: raise_floor(color_weights(gt), floor)
     if callable(weights):
@@ -541,12 +540,10 @@ def _upsample(
             return tiled(lam, floor), lam, 1, floor
         if mode == "soft":
             # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
-            rows, cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
-            lr_rows = slice(rows.start // scale, rows.stop // scale)
-            lr_cols = slice(cols.start // scale, cols.stop // scale)
-            crop_w = weights[:, rows, cols] if isinstance(weights, np.ndarray) else weights
-            if isinstance(crop_w, np.ndarray):
-                crop_w = _crop_weights(torch.from_numpy(crop_w)[None], slice(None), slice(None))[0].numpy()
+            rows, cols, lr_rows, lr_cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
+            crop_w = weights
+            if isinstance(weights, np.ndarray):
+                crop_w = _crop_weights(torch.from_numpy(weights)[None], rows, cols)[0].numpy()
             _, found, n, chosen = _upsample(
                 source[lr_rows, lr_cols], guide[rows, cols], scale, operator=operator, mode=mode, weights=crop_w,
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
@@ -620,9 +617,7 @@ def _upsample(
         lam0, evals = float(lam), 0
         if floor is None and H * W > FLOOR_CROP_HR**2:
             # the floor from a central crop; λ is searched again below on the whole image
-            rows, cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
-            lr_rows = slice(rows.start // scale, rows.stop // scale)
-            lr_cols = slice(cols.start // scale, cols.stop // scale)
+            rows, cols, lr_rows, lr_cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
             chosen, lam0, _, evals = search(
                 src[..., lr_rows, lr_cols], _crop_weights(w, rows, cols),
                 None if m is None else m[..., lr_rows, lr_cols], None if conf is None else conf[..., lr_rows, lr_cols],

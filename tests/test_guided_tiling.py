@@ -47,7 +47,7 @@ def _consistency(x: np.ndarray, s: np.ndarray, f: int, kind: str, valid=None) ->
 def test_tiled_matches_untiled_and_is_exactly_consistent(scene, f, kind, size):
     guide, depth = scene[0][: size[0], : size[1]], scene[1][: size[0], : size[1]]
     s = _lr(depth, f, kind)
-    ref = optisr.guided_upsample(s, guide, f, operator=kind, weights="color", tile_size=0)
+    ref = optisr.guided_upsample(s, guide, f, operator=kind, weights="color", tile_size=0, refine=0)
     x = tiled_guided_upsample(s, guide, f, tile=8 * f, overlap=8 * f, operator=kind)
     assert len(tile_grid(depth.shape, f, 8 * f, 8 * f)[0]) > 1  # really tiled
     assert x.shape == depth.shape and x.dtype == np.float32
@@ -62,7 +62,7 @@ def test_float64_consistency_and_no_visible_seams(scene):
     f, tile = 4, 32
     guide, depth = guide[:72, :72], depth[:72, :72]
     s = _lr(depth, f, "area", np.float64)
-    ref = optisr.guided_upsample(s, guide, f, weights="color", tile_size=0)
+    ref = optisr.guided_upsample(s, guide, f, weights="color", tile_size=0, refine=0)
     x = tiled_guided_upsample(s, guide, f, tile=tile)
     assert x.dtype == np.float64
     assert _consistency(x, s, f, "area") <= 1e-5
@@ -77,7 +77,7 @@ def test_tile_larger_than_image_is_the_untiled_solve(scene):
     guide, depth = scene[0][:64, :56], scene[1][:64, :56]
     for kind in ("area", "bicubic"):
         s = _lr(depth, 8, kind)
-        ref = optisr.guided_upsample(s, guide, 8, operator=kind, weights="color", tile_size=0)
+        ref = optisr.guided_upsample(s, guide, 8, operator=kind, weights="color", tile_size=0, refine=0)
         np.testing.assert_array_equal(tiled_guided_upsample(s, guide, 8, tile=4096, operator=kind), ref)
 
 
@@ -92,7 +92,7 @@ def test_nan_mask_and_tiles_without_a_valid_pixel(scene):
     x = tiled_guided_upsample(s, guide, f, tile=16, overlap=4, mask=mask)
     assert np.isfinite(x).all()
     assert _consistency(x, s, f, "area", valid) <= 1e-3
-    ref = optisr.guided_upsample(s, guide, f, mask=mask, weights="color", tile_size=0)
+    ref = optisr.guided_upsample(s, guide, f, mask=mask, weights="color", tile_size=0, refine=0)
     assert np.median(np.abs(x - ref)) <= 1e-2 * np.ptp(ref)  # the hole is filled as by the untiled solve
 
 
@@ -131,11 +131,11 @@ def test_api_dispatch_progress_and_errors(scene, monkeypatch, no_min_tile):
     guide, depth = scene[0][:64, :64], scene[1][:64, :64]
     s = _lr(depth, 8, "area")
     calls = []
-    x = optisr.guided_upsample(s, guide, 8, tile_size=32, weights="color", progress=lambda done, total: calls.append((done, total)))
+    x = optisr.guided_upsample(s, guide, 8, tile_size=32, weights="color", refine=0, progress=lambda done, total: calls.append((done, total)))
     assert calls == [(i, 4) for i in range(1, 5)]
     np.testing.assert_array_equal(x, tiled_guided_upsample(s, guide, 8, tile=32))
     monkeypatch.setattr(optisr.guided.api, "AUTO_TILE_PIXELS", 1000)  # automatic tiling above the threshold
-    np.testing.assert_array_equal(optisr.guided_upsample(s, guide, 8, weights="color"), tiled_guided_upsample(s, guide, 8))
+    np.testing.assert_array_equal(optisr.guided_upsample(s, guide, 8, weights="color", refine=0), tiled_guided_upsample(s, guide, 8))
     assert check_tiling(8, 30, 3) == (32, 8)  # rounded up to whole LR blocks
     for bad in (0, -8, 2.5, True, "512"):
         with pytest.raises(ConfigError, match="tile size must be a positive integer") as e:
@@ -160,7 +160,7 @@ def test_small_tile_size_is_raised_to_the_minimum(scene):
     s = _lr(depth, 2, "area")
     calls = []
     with pytest.warns(UserWarning, match="tile_size 1 is below the minimum of 128 HR pixels at ×2"):
-        x = optisr.guided_upsample(s, guide, 2, tile_size=1, weights="color", progress=lambda d, t: calls.append(t))
+        x = optisr.guided_upsample(s, guide, 2, tile_size=1, weights="color", refine=0, progress=lambda d, t: calls.append(t))
     assert calls == [4] * 4  # 2×2 tiles of 128 HR px, not 80×80 tiles of 2
     np.testing.assert_array_equal(x, tiled_guided_upsample(s, guide, 2, tile=128))
 

@@ -106,6 +106,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "own; where λ is searched, with auto choosing soft or soft without --lam, it is searched too, by the same GCV)",
     )
     p.add_argument(
+        "--refine",
+        type=int,
+        default=None,
+        metavar="N",
+        help="graph methods, exact solves: re-weight the graph by the solution and solve again N times "
+        "(default: 1; 0 = off); the output stays exactly LR-consistent",
+    )
+    p.add_argument(
         "--noise-sigma",
         default="auto",
         metavar="auto|S",
@@ -237,15 +245,18 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
             raise ConfigError("--confidence weights the data term of soft/robust/auto fidelity; exact has none")
         if args.floor is not None and not 0 <= args.floor < 1:
             raise ConfigError(f"--floor must be in [0, 1), got {args.floor}")
+        if args.refine is not None and args.refine < 0:
+            raise ConfigError(f"--refine must be an integer >= 0 (re-weighted solves; 0 = off), got {args.refine}")
     elif (
         args.fidelity != "auto"
         or args.lam is not None
         or args.floor is not None
+        or args.refine is not None
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --noise-sigma and --confidence apply to the graph methods (default, model, color), "
+            "--fidelity, --lam, --floor, --refine, --noise-sigma and --confidence apply to the graph methods (default, model, color), "
             f"not {args.method}"
         )
     if args.tile_size is not None:
@@ -291,6 +302,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         fidelity=args.fidelity,
         lam=args.lam,
         floor=args.floor,
+        refine=args.refine,
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

@@ -9,6 +9,7 @@ consistency check in :mod:`optisr.guided.consistency`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.fidelity import FidelityChoice, choose_fidelity
 from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
+from optisr.guided.refine import resolve_refinement
 from optisr.guided.tiling import TileMap, tiled_guided_upsample
 from optisr.io.rasters import Raster, geo_for_upsampled, read_guide, read_raster, write_raster
 
@@ -51,6 +53,7 @@ class GuidedOptions:
     fidelity: str = "auto"
     lam: float | None = None
     floor: float | None = None
+    refine: int | None = None
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -145,14 +148,19 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
                 mask=valid,
             )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
+            refinement = resolve_refinement(options.refine, choice.fidelity, source, valid)
             x = tiled_guided_upsample(
                 source, guide, options.scale, tile=options.tile_size, weights=options.method, mask=valid,
-                map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam), **tiled,
+                map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),
+                refinement=refinement, **tiled,
             )  # fmt: skip
+            if refinement is not None:
+                choice = dataclasses.replace(choice, refine=refinement.passes)
         elif native:
             x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
                 source, guide, options.scale, weights=get_method(options.method).weights, mask=valid,
-                fidelity=options.fidelity, lam=options.lam, floor=options.floor, noise_sigma=options.noise_sigma,
+                fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
+                noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
         else:
@@ -198,6 +206,8 @@ def describe_fidelity(choice: FidelityChoice) -> str:
     )
     if choice.floor is not None:
         solved += f" floor {choice.floor:g}"
+    if choice.refine:
+        solved += f" refined ×{choice.refine}"
     if choice.requested == "auto":
         solved = f"auto: {solved}"
     return " -> ".join([*parts, f"fidelity {solved}"])

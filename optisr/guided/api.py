@@ -25,6 +25,7 @@ from optisr.guided.fidelity import (
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
+from optisr.guided.refine import Refinement, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import lr_size, make_operator
@@ -143,6 +144,7 @@ def guided_upsample(
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     floor: float | None = None,
+    refine: int | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -169,6 +171,7 @@ def guided_upsample(
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     floor: float | None = None,
+    refine: int | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -194,6 +197,7 @@ def guided_upsample(
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     floor: float | None = None,
+    refine: int | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -219,6 +223,7 @@ def guided_upsample(
     confidence: np.ndarray | Tensor | None = None,
     lam: float | Tensor | None = None,
     floor: float | None = None,
+    refine: int | None = None,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -277,6 +282,15 @@ def guided_upsample(
             :data:`~optisr.guided.fidelity.FLOOR_STEPS`): on a noisy source a graph that cuts
             hard keeps the noise of every region between cuts. Images above
             :data:`FLOOR_CROP_HR`² HR px choose the floor on a central crop.
+        refine: re-weighted exact solves after the first (:mod:`optisr.guided.refine`): the
+            graph is re-weighted by the first solution (cuts kept where it jumps, edges restored
+            where it is smooth, μ = :data:`~optisr.guided.refine.REFINE_MU` in 0–255 units of the
+            source's range) and solved again; still exactly LR-consistent. ``None`` (default):
+            :data:`~optisr.guided.refine.REFINE_PASSES` for exact solves (also when ``auto``
+            solves exactly) on the guide's graphs (``"default"``, ``"color"``, a model), none
+            for explicit weight arrays or callables (solved as given) and for soft/robust
+            solves; ``0`` turns it off. Applies to exact solves only. The gradient treats the
+            first solution, which sets the refined weights, as a constant.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -325,7 +339,11 @@ def guided_upsample(
         or not 0.0 <= float(floor) < 1.0
     ):
         raise ConfigError(f"floor must be a number in [0, 1) (or None), got {floor!r}")
+    resolve_refinement(refine, "soft", np.zeros(1))  # validates refine before any work
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+    if refine is None and not _guide_graph(weights):
+        refine = 0  # explicit weights are solved as given unless refinement is asked for
+    refinement = resolve_refinement(refine, choice.fidelity, source, mask)
     if confidence is not None and choice.requested == "exact":
         raise ConfigError("confidence weights the soft data term; exact fidelity has none (use soft, robust or auto)")
     # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
@@ -335,12 +353,22 @@ def guided_upsample(
         floor=None if floor is None else float(floor),
         confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
+        refinement=refinement,
     )  # fmt: skip
     if search:
         choice = dataclasses.replace(choice, lam=used, solves=solves)
     if floor_used is not None:
         choice = dataclasses.replace(choice, floor=floor_used)
+    if refinement is not None:
+        choice = dataclasses.replace(choice, refine=refinement.passes, solves=choice.solves + refinement.passes)
     return (out, choice) if return_info else out
+
+
+def _guide_graph(weights: Any) -> bool:
+    """True for weights the guide determines (``None``, a name, a model or its path), not explicit arrays or callables."""
+    if isinstance(weights, (np.ndarray, Tensor)):
+        return False
+    return isinstance(weights, torch.nn.Module) or not callable(weights)
 
 
 def _choose(
@@ -483,6 +511,7 @@ def _upsample(
     device: str | torch.device | None,
     noise_sigma: float | None = None,
     floor: float | None = None,
+    refinement: Refinement | None = None,
 ) -> tuple[np.ndarray | Tensor, float, int, float | None]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
@@ -491,7 +520,9 @@ def _upsample(
     the LR prediction; untiled images above :data:`FLOOR_CROP_HR`² HR px pick the floor on a central
     crop; tile-wise: floor and λ on a central crop of at most :data:`RISK_CROP_HR`² HR px, then one
     tiled solve), for ``robust`` by :func:`discrepancy_search` (tiled or not: the residual is that
-    of the whole image). ``floor`` (given) raises the graph's floor in every mode.
+    of the whole image). ``floor`` (given) raises the graph's floor in every mode. ``refinement``
+    (exact mode only) re-weights and solves again (:func:`~optisr.guided.refine.refine_solve`;
+    tile-wise: inside each tile).
     Returns ``(target, λ used, number of solves, floor used or None)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -533,7 +564,7 @@ def _upsample(
             return tiled_guided_upsample(
                 source, guide, scale, tile=int(tile_size), operator=operator, mode=mode,
                 weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
-                max_iter=max_iter, dtype=dtype, progress=progress, device=device,
+                max_iter=max_iter, dtype=dtype, progress=progress, device=device, refinement=refinement,
             )  # fmt: skip
 
         if noise_sigma is None:
@@ -647,10 +678,17 @@ def _upsample(
         if noise_sigma is not None and not torch.is_grad_enabled():
             out = best
         else:
-            out = graph_solve(
-                src, w if floor_used is None else raise_floor(w, floor_used), scale, operator=operator, mode=mode,
-                lam=lam, mask=m, sigma=sigma, tol=tol, max_iter=max_iter, confidence=conf,
-            )  # fmt: skip
+            w_used = w if floor_used is None else raise_floor(w, floor_used)
+
+            def solve(w_: Tensor) -> Tensor:
+                return graph_solve(
+                    src, w_, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol,
+                    max_iter=max_iter, confidence=conf,
+                )  # fmt: skip
+
+            out = solve(w_used)
+            if refinement is not None and mode == "exact":
+                out = refine_solve(solve, w_used, out, refinement)
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
         return out[0, 0].cpu().numpy(), used, solves, floor_used

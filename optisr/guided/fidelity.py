@@ -257,6 +257,7 @@ class FidelityChoice:
             plus its probe solve, one more when tile-wise; or the discrepancy search's count).
         floor: the edge-weight floor the soft solve used (:func:`floor_search`,
             :func:`optisr.ops.lattice.raise_floor`), or None for the graph's weights as they are.
+        refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact solves only).
     """
 
     requested: str
@@ -267,6 +268,7 @@ class FidelityChoice:
     lam: float | None = None
     solves: int = 1
     floor: float | None = None
+    refine: int = 0
 
 
 def _check_lam(lam: Any) -> None:

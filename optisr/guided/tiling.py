@@ -36,6 +36,7 @@ from torch import Tensor
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
+from optisr.guided.refine import Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
 
 __all__ = [
@@ -208,6 +209,8 @@ class TileProblem:
         crop: ``(r0, r1, q0, q1)`` HR px to cut the solution back to the planned padded tile, or None.
         mode, lam, tol, max_iter: as :func:`tiled_guided_upsample`.
         dtype: torch computation dtype; device: where to solve (None: CPU).
+        refinement: re-weighted solves of the tile after the first (exact mode,
+            :mod:`optisr.guided.refine`; the range factor is the whole source's), or None.
     """
 
     rows: Span
@@ -224,6 +227,7 @@ class TileProblem:
     max_iter: int
     dtype: torch.dtype
     device: str | torch.device | None = None
+    refinement: Refinement | None = None
 
 
 WeightsFn = Callable[[Tensor, Tensor], Tensor]
@@ -254,17 +258,16 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
             wt = torch.from_numpy(np.ascontiguousarray(w)).to(g.device, g.dtype).reshape(1, 2, *w.shape[-2:])
         else:
             wt = color_weights(g)
-        x = graph_solve(
-            src,
-            wt,
-            problem.operator.scale,
-            operator=problem.operator,
-            mode=problem.mode,
-            lam=problem.lam,
-            mask=None if bool(m.all()) else m,
-            tol=problem.tol,
-            max_iter=problem.max_iter,
-        )
+
+        def solve(w_: Tensor) -> Tensor:
+            return graph_solve(
+                src, w_, problem.operator.scale, operator=problem.operator, mode=problem.mode, lam=problem.lam,
+                mask=None if bool(m.all()) else m, tol=problem.tol, max_iter=problem.max_iter,
+            )  # fmt: skip
+
+        x = solve(wt)
+        if problem.refinement is not None and problem.mode == "exact":
+            x = refine_solve(solve, wt, x, problem.refinement)
     sol = x[0, 0].cpu().numpy()
     if problem.crop is not None:  # grown to reach a valid pixel: cut back to the planned padding
         r0, r1, q0, q1 = problem.crop
@@ -296,6 +299,7 @@ def tile_problems(
     max_iter: int,
     dtype: torch.dtype,
     device: str | torch.device | None = None,
+    refinement: Refinement | None = None,
 ) -> Iterator[TileProblem]:
     """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
 
@@ -329,6 +333,7 @@ def tile_problems(
                 max_iter=max_iter,
                 dtype=dtype,
                 device=device,
+                refinement=refinement,
             )
 
 
@@ -349,6 +354,7 @@ def iter_tiles(
     dtype: torch.dtype,
     device: str | torch.device | None = None,
     map_tiles: TileMap | None = None,
+    refinement: Refinement | None = None,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
     """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
@@ -357,7 +363,7 @@ def iter_tiles(
     weights_fn, weights_arr = _split_weights(weights)
     problems = tile_problems(
         source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
-        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, refinement=refinement,
     )  # fmt: skip
     for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
         yield problem.rows, problem.cols, sol
@@ -407,6 +413,7 @@ def tiled_guided_upsample(
     progress: bool | Callable[[int, int], None] = False,
     device: str | torch.device | None = None,
     map_tiles: TileMap | None = None,
+    refinement: Refinement | None = None,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -434,6 +441,9 @@ def tiled_guided_upsample(
             in this process); e.g. :func:`optisr.scaleout.dask_tile_map` solves them on a Dask cluster.
             It must return the solutions in the problems' order, so the cross-fade sums in the same
             order and the result does not depend on where tiles ran.
+        refinement: re-weighted solves inside each tile (exact mode; see
+            :func:`optisr.guided.refine.resolve_refinement`), or None (no refinement, the default
+            here; :func:`optisr.guided_upsample` passes its own).
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -502,6 +512,7 @@ def tiled_guided_upsample(
     tiles = iter_tiles(
         src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles,
+        refinement=refinement,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

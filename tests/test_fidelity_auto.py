@@ -129,10 +129,14 @@ def test_auto_on_a_noisy_source_beats_exact_and_bicubic(scenes, f):
         assert info.fidelity == "soft" and info.sigma_estimated
         assert 0.9 < info.noise_sigma / 8.0 < 1.5
         # GCV: solve + probe per (floor, λ), at most 5 λ per floor
-        assert info.solves % 2 == 0 and 4 <= info.solves <= 10 * (1 + len(FLOOR_STEPS)) and info.lam > 0
+        assert (info.solves - info.refine) % 2 == 0 and 4 <= info.solves <= 10 * (1 + len(FLOOR_STEPS)) and info.lam > 0
         assert info.floor is None or info.floor in FLOOR_STEPS
-        again = optisr.guided_upsample(s, guide, f, weights="color", fidelity="soft", lam=info.lam, floor=info.floor)
-        assert np.abs(out - again).max() < 1e-2 * np.ptp(hr)  # the same λ and floor, solved from a cold start
+        # the same λ and floor, solved from a cold start (unrefined: the search's own solution)
+        first = optisr.guided_upsample(s, guide, f, weights="color", refine=0)
+        again = optisr.guided_upsample(
+            s, guide, f, weights="color", fidelity="soft", lam=info.lam, floor=info.floor, refine=0
+        )
+        assert np.abs(first - again).max() < 1e-2 * np.ptp(hr)
         errs["auto"].append(_rmse(out, hr))
         errs["exact"].append(_rmse(optisr.guided_upsample(s, guide, f, weights="color", fidelity="exact"), hr))
         errs["bicubic"].append(_rmse(bicubic(s, guide, f), hr))
@@ -154,13 +158,18 @@ def test_given_noise_sigma_and_tiling_use_one_global_lambda(scenes):
     assert info.fidelity == "soft"
     from optisr.guided.tiling import tiled_guided_upsample
 
-    np.testing.assert_array_equal(tiled, tiled_guided_upsample(s, guide, 4, tile=128, mode="soft", lam=info.lam))
+    from optisr.guided.refine import Refinement, range_to_255
+
+    refinement = Refinement(to_255=range_to_255(s)).with_floor(info.floor)  # what the call refines with
+    np.testing.assert_array_equal(
+        tiled, tiled_guided_upsample(s, guide, 4, tile=128, mode="soft", lam=info.lam, refinement=refinement)
+    )
     # soft without lam takes λ from the rule; mode="soft" (the former API) keeps λ = 1
     _, soft = optisr.guided_upsample(s, guide, 4, weights="color", fidelity="soft", return_info=True)
     _, auto = optisr.guided_upsample(s, guide, 4, weights="color", return_info=True)
     assert soft.lam == auto.lam and soft.fidelity == "soft" and auto.fidelity == "soft"
     _, legacy = optisr.guided_upsample(s, guide, 4, weights="color", mode="soft", return_info=True)
-    assert legacy == FidelityChoice("soft", "soft", lam=1.0)
+    assert legacy == FidelityChoice("soft", "soft", lam=1.0, solves=2, refine=1)  # one refinement pass
 
 
 def test_bad_arguments_are_one_line_config_errors(scenes):

@@ -118,7 +118,7 @@ def test_explicit_floor_is_the_raised_graph():
     guide, hr = _texture_scene(96)
     s = (_lr(hr, 4) + np.random.default_rng(1).normal(0.0, 6.0, (24, 24))).astype(np.float32)
     out, info = optisr.guided_upsample(
-        s, guide, 4, weights="color", fidelity="soft", lam=0.5, floor=0.1, return_info=True
+        s, guide, 4, weights="color", fidelity="soft", lam=0.5, floor=0.1, refine=0, return_info=True
     )
     assert info.floor == 0.1 and info.lam == 0.5
     w = raise_floor(color_weights(torch.from_numpy(guide).permute(2, 0, 1)[None]), 0.1)[0].numpy()

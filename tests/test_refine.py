@@ -52,7 +52,10 @@ def test_range_factor_and_validation():
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match="refine"):
             resolve_refinement(bad, "exact", src)  # type: ignore[arg-type]
-    assert resolve_refinement(2, "soft", src) is None
+    assert resolve_refinement(2, "robust", src) is None
+    assert resolve_refinement(2, "soft", src).passes == 2  # type: ignore[union-attr]
+    ref = Refinement()
+    assert ref.with_floor(None) is ref and ref.with_floor(1e-4) is ref and ref.with_floor(0.1).floor == 0.1
     assert resolve_refinement(0, "exact", src) is None
     assert resolve_refinement(None, "exact", src).passes >= 1  # type: ignore[union-attr]
     with pytest.raises(ConfigError):
@@ -113,12 +116,31 @@ def test_default_applies_to_guide_graphs_not_to_explicit_weights_nor_soft_solves
     explicit = optisr.guided_upsample(src, guide, 4, weights=w, fidelity="exact", tol=1e-8)
     unrefined = optisr.guided_upsample(src, guide, 4, refine=0, **kw)
     np.testing.assert_allclose(explicit, unrefined, atol=1e-5)
-    soft = dict(weights="color", fidelity="soft", lam=1.0, tol=1e-8)
+    robust = dict(weights="color", fidelity="robust", lam=1.0, tol=1e-8)
     np.testing.assert_array_equal(
-        optisr.guided_upsample(src, guide, 4, refine=2, **soft), optisr.guided_upsample(src, guide, 4, refine=0, **soft)
+        optisr.guided_upsample(src, guide, 4, refine=2, **robust),
+        optisr.guided_upsample(src, guide, 4, refine=0, **robust),
     )
     with pytest.raises(ConfigError, match="refine"):
         optisr.guided_upsample(src, guide, 4, refine=-1)
+
+
+def test_soft_refinement_matches_direct_reference_with_the_chosen_floor():
+    depth, guide = _scene()
+    scale, lam, floor = 4, 0.5, 0.03
+    op = make_operator("area", depth.shape, scale)
+    rng = np.random.default_rng(3)
+    src = op.apply(torch.from_numpy(depth)).numpy() + rng.normal(0, 0.3, (12, 16))
+    kw = dict(weights="color", fidelity="soft", lam=lam, floor=floor, tol=1e-11)
+    out, info = optisr.guided_upsample(src, guide, scale, return_info=True, **kw)
+    assert info.refine == 1
+    x0 = optisr.guided_upsample(src, guide, scale, refine=0, **kw)
+    w0 = optisr.guided.api.color_weights(torch.from_numpy(guide.transpose(2, 0, 1)).double()[None])
+    ref_w = refined_weights(w0, torch.from_numpy(x0)[None, None], Refinement(to_255=range_to_255(src), floor=floor))
+    # LGR's soft energy ‖Dx − s‖² + λ xᵀL(w)x: the direct solver takes the effective weights λ·w
+    ref = solve_direct(lam * ref_w, torch.from_numpy(src)[None, None], op, mode="soft")[0, 0].numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-6 * np.ptp(depth))
+    assert ref_w.min() >= 0 and float(ref_w[ref_w > 0].min()) >= floor - 1e-12
 
 
 def test_tiled_refinement_matches_untiled_and_is_consistent():

@@ -110,8 +110,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=int,
         default=None,
         metavar="N",
-        help="graph methods, exact solves: re-weight the graph by the solution and solve again N times "
-        "(default: 1; 0 = off); the output stays exactly LR-consistent",
+        help="graph methods, exact and soft solves: re-weight the graph by the solution and solve again N times "
+        "(default: 1; 0 = off); exact solves stay exactly LR-consistent",
     )
     p.add_argument(
         "--noise-sigma",

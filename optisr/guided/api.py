@@ -25,7 +25,7 @@ from optisr.guided.fidelity import (
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.guided.refine import Refinement, refine_solve, resolve_refinement
+from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import lr_size, make_operator
@@ -285,12 +285,13 @@ def guided_upsample(
         refine: re-weighted exact solves after the first (:mod:`optisr.guided.refine`): the
             graph is re-weighted by the first solution (cuts kept where it jumps, edges restored
             where it is smooth, μ = :data:`~optisr.guided.refine.REFINE_MU` in 0–255 units of the
-            source's range) and solved again; still exactly LR-consistent. ``None`` (default):
-            :data:`~optisr.guided.refine.REFINE_PASSES` for exact solves (also when ``auto``
-            solves exactly) on the guide's graphs (``"default"``, ``"color"``, a model), none
-            for explicit weight arrays or callables (solved as given) and for soft/robust
-            solves; ``0`` turns it off. Applies to exact solves only. The gradient treats the
-            first solution, which sets the refined weights, as a constant.
+            source's range) and solved again (exact: still exactly LR-consistent; soft: with the
+            same λ, the refined weights floored at the floor used). ``None`` (default):
+            :data:`~optisr.guided.refine.REFINE_PASSES` for exact and soft solves (also when
+            ``auto`` chooses them) on the guide's graphs (``"default"``, ``"color"``, a model),
+            none for explicit weight arrays or callables (solved as given); ``0`` turns it off.
+            Robust solves are never refined. The gradient treats the first solution, which sets
+            the refined weights, as a constant.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -521,8 +522,9 @@ def _upsample(
     crop; tile-wise: floor and λ on a central crop of at most :data:`RISK_CROP_HR`² HR px, then one
     tiled solve), for ``robust`` by :func:`discrepancy_search` (tiled or not: the residual is that
     of the whole image). ``floor`` (given) raises the graph's floor in every mode. ``refinement``
-    (exact mode only) re-weights and solves again (:func:`~optisr.guided.refine.refine_solve`;
-    tile-wise: inside each tile).
+    (exact and soft modes) re-weights and solves again with the same λ, the refined weights
+    floored at the floor used (:func:`~optisr.guided.refine.refine_solve`; tile-wise: inside each
+    tile).
     Returns ``(target, λ used, number of solves, floor used or None)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -564,7 +566,8 @@ def _upsample(
             return tiled_guided_upsample(
                 source, guide, scale, tile=int(tile_size), operator=operator, mode=mode,
                 weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
-                max_iter=max_iter, dtype=dtype, progress=progress, device=device, refinement=refinement,
+                max_iter=max_iter, dtype=dtype, progress=progress, device=device,
+                refinement=None if refinement is None else refinement.with_floor(floor_value),
             )  # fmt: skip
 
         if noise_sigma is None:
@@ -675,20 +678,17 @@ def _upsample(
 
         lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
-        if noise_sigma is not None and not torch.is_grad_enabled():
-            out = best
-        else:
-            w_used = w if floor_used is None else raise_floor(w, floor_used)
+        w_used = w if floor_used is None else raise_floor(w, floor_used)
 
-            def solve(w_: Tensor) -> Tensor:
-                return graph_solve(
-                    src, w_, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol,
-                    max_iter=max_iter, confidence=conf,
-                )  # fmt: skip
+        def solve(w_: Tensor) -> Tensor:
+            return graph_solve(
+                src, w_, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol,
+                max_iter=max_iter, confidence=conf,
+            )  # fmt: skip
 
-            out = solve(w_used)
-            if refinement is not None and mode == "exact":
-                out = refine_solve(solve, w_used, out, refinement)
+        out = best if noise_sigma is not None and not torch.is_grad_enabled() else solve(w_used)
+        if refinement is not None and mode in REFINED_FIDELITIES:
+            out = refine_solve(solve, w_used, out, refinement.with_floor(floor_used))
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
         return out[0, 0].cpu().numpy(), used, solves, floor_used

@@ -257,7 +257,7 @@ class FidelityChoice:
             plus its probe solve, one more when tile-wise; or the discrepancy search's count).
         floor: the edge-weight floor the soft solve used (:func:`floor_search`,
             :func:`optisr.ops.lattice.raise_floor`), or None for the graph's weights as they are.
-        refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact solves only).
+        refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact and soft solves).
     """
 
     requested: str

@@ -10,18 +10,23 @@ already places most depth edges where the guide has them, so weights computed fr
 
 (``a₀`` the first graph's affinity ``(w₀ − floor)/(1 − floor)``, ``k`` mapping the source's
 valid range onto 0–255, μ in those units) keep the cuts where ``x₀`` jumps and restore the
-edges where it is smooth; a second exact solve with ``w₁`` is still exactly LR-consistent. This
+edges where it is smooth; a second exact solve with ``w₁`` is still exactly LR-consistent. Soft
+solves (noisy sources) are refined the same way, with the λ and the edge-weight floor their
+search chose (:meth:`Refinement.with_floor`); robust solves are not refined. This
 is the static/dynamic idea of Ham et al.'s SD filter (a fixed guidance term times a term from the
 current estimate, Welsch's function) applied to the exact layer: one pass is one iteration of
 IRLS on the non-convex energy ``Σ a₀^β ρ_μ(Δx)`` with ρ Welsch's, started from the guide's graph.
 
 μ, β and the number of passes were chosen on data allowed for tuning only (procedural scenes and
 RGB-D-D test405, bicubic protocol-A LR, ×4/×8/×16; ``benchmarks/refine.py``), never on the
-evaluation sets. Nothing here reads files or parses arguments.
+evaluation sets; the same setting was then checked on noisy sources of the same data (soft
+solves, ``benchmarks/noisy_floor.py``'s cases), where it also helps. Nothing here reads files or
+parses arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +38,7 @@ from optisr.errors import ConfigError
 from optisr.ops.lattice import edge_energy
 
 __all__ = [
+    "REFINED_FIDELITIES",
     "REFINE_BETA",
     "REFINE_FLOOR",
     "REFINE_MU",
@@ -45,7 +51,7 @@ __all__ = [
 ]
 
 REFINE_PASSES = 1
-"""Re-weighted solves after the first one, by default (exact fidelity only)."""
+"""Re-weighted solves after the first one, by default (exact and soft fidelity)."""
 
 REFINE_MU = 4.0
 """μ of the estimate's affinity, in 0–255 units of the source's valid range."""
@@ -55,6 +61,9 @@ REFINE_BETA = 0.0
 
 REFINE_FLOOR = 1e-3
 """Minimum refined weight (the floor of the colour graph and of the shipped model)."""
+
+REFINED_FIDELITIES = ("exact", "soft")
+"""Fidelities whose solves are refined (robust solves re-weight the data term themselves)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,12 @@ class Refinement:
             raise ConfigError(f"refinement range factor must be finite and > 0, got {self.to_255!r}")
         if not 0 <= self.floor < 1:
             raise ConfigError(f"refinement floor must be in [0, 1), got {self.floor!r}")
+
+    def with_floor(self, floor: float | None) -> Refinement:
+        """This refinement with its floor raised to ``floor`` (the floor a soft solve chose; None: unchanged)."""
+        if floor is None or floor <= self.floor:
+            return self
+        return dataclasses.replace(self, floor=float(floor))
 
 
 def range_to_255(source: np.ndarray | Tensor, valid: np.ndarray | Tensor | None = None) -> float | tuple[float, ...]:
@@ -156,8 +171,8 @@ def resolve_refinement(
 
     Args:
         refine: passes asked for (``None``: :data:`REFINE_PASSES`).
-        fidelity: the fidelity solved with (``"exact"``, ``"soft"``, ``"robust"``): only exact
-            solves are refined.
+        fidelity: the fidelity solved with (``"exact"``, ``"soft"``, ``"robust"``): exact and
+            soft solves are refined (:data:`REFINED_FIDELITIES`).
         source, mask: the LR source and its validity mask (for the range factor).
     Raises:
         ConfigError: ``refine`` is not an integer ≥ 0.
@@ -165,6 +180,6 @@ def resolve_refinement(
     if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0):
         raise ConfigError(f"refine must be an integer number of passes >= 0 (or None), got {refine!r}")
     passes = REFINE_PASSES if refine is None else int(refine)
-    if fidelity != "exact" or passes == 0:
+    if fidelity not in REFINED_FIDELITIES or passes == 0:
         return None
     return Refinement(passes=passes, to_255=range_to_255(source, mask))

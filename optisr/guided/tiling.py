@@ -36,7 +36,7 @@ from torch import Tensor
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.guided.refine import Refinement, refine_solve
+from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
 
 __all__ = [
@@ -209,7 +209,7 @@ class TileProblem:
         crop: ``(r0, r1, q0, q1)`` HR px to cut the solution back to the planned padded tile, or None.
         mode, lam, tol, max_iter: as :func:`tiled_guided_upsample`.
         dtype: torch computation dtype; device: where to solve (None: CPU).
-        refinement: re-weighted solves of the tile after the first (exact mode,
+        refinement: re-weighted solves of the tile after the first (exact and soft modes,
             :mod:`optisr.guided.refine`; the range factor is the whole source's), or None.
     """
 
@@ -266,7 +266,7 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
             )  # fmt: skip
 
         x = solve(wt)
-        if problem.refinement is not None and problem.mode == "exact":
+        if problem.refinement is not None and problem.mode in REFINED_FIDELITIES:
             x = refine_solve(solve, wt, x, problem.refinement)
     sol = x[0, 0].cpu().numpy()
     if problem.crop is not None:  # grown to reach a valid pixel: cut back to the planned padding
@@ -441,7 +441,7 @@ def tiled_guided_upsample(
             in this process); e.g. :func:`optisr.scaleout.dask_tile_map` solves them on a Dask cluster.
             It must return the solutions in the problems' order, so the cross-fade sums in the same
             order and the result does not depend on where tiles ran.
-        refinement: re-weighted solves inside each tile (exact mode; see
+        refinement: re-weighted solves inside each tile (exact and soft modes; see
             :func:`optisr.guided.refine.resolve_refinement`), or None (no refinement, the default
             here; :func:`optisr.guided_upsample` passes its own).
     Returns:

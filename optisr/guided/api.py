@@ -236,9 +236,10 @@ def guided_upsample(
 ) -> np.ndarray | Tensor | tuple[np.ndarray | Tensor, FidelityChoice]:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
-    Returns the smoothest HR target under a guide-derived graph that agrees with the source: in
-    ``exact`` mode, downsampling the output with ``operator`` reproduces the source to solver
-    precision (invalid source pixels excepted).
+    Returns the smoothest HR target under a guide-derived graph that agrees with the source (by
+    default the graph is then re-weighted once by that first solution and solved again, see
+    ``refine``): in ``exact`` mode, downsampling the output with ``operator`` reproduces the
+    source to solver precision (invalid source pixels excepted).
 
     Args:
         source: LR map. numpy ``(h, w)`` or torch ``(h, w)``, ``(1, h, w)``, ``(B, 1, h, w)``.

@@ -69,8 +69,8 @@ def cases(
         yield "procedural", i, hr, ok, sc.guide.astype(np.float32), lr
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_case_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options :func:`cases` reads (images, noise levels, scales); shared with ``noisy_refine.py``."""
     ap.add_argument("--rgbdd", default=None, help="RGB-D-D test405 folder (skipped when not given)")
     ap.add_argument("--n", type=int, default=8, help="RGB-D-D images")
     ap.add_argument("--step", type=int, default=50, help="every STEP-th RGB-D-D image")
@@ -78,6 +78,11 @@ def main() -> None:
     ap.add_argument("--sigma-rgbdd", type=float, default=3.0, help="noise std in cm")
     ap.add_argument("--sigma-proc", type=float, default=6.0, help="noise std on 0-255")
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 8])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_case_arguments(ap)
     ap.add_argument("--weights", default="default", help="default (learned) or color")
     args = ap.parse_args()
     torch.set_num_threads(1)

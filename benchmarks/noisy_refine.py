@@ -29,18 +29,12 @@ from optisr.guided.model import default_model_path, load_guided_model
 from optisr.guided.refine import Refinement, range_to_255, refined_weights
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from noisy_floor import cases  # the same images, noise and seeds
+from noisy_floor import add_case_arguments, cases  # the same images, noise and seeds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rgbdd", default=None, help="RGB-D-D test405 folder (skipped when not given)")
-    ap.add_argument("--n", type=int, default=8, help="RGB-D-D images")
-    ap.add_argument("--step", type=int, default=50, help="every STEP-th RGB-D-D image")
-    ap.add_argument("--scenes", type=int, default=4, help="procedural scenes")
-    ap.add_argument("--sigma-rgbdd", type=float, default=3.0, help="noise std in cm")
-    ap.add_argument("--sigma-proc", type=float, default=6.0, help="noise std on 0-255")
-    ap.add_argument("--scales", type=int, nargs="+", default=[4, 8])
+    add_case_arguments(ap)
     ap.add_argument("--mu", type=float, nargs="+", default=[4.0, 8.0, 16.0])
     ap.add_argument("--beta", type=float, nargs="+", default=[0.0, 1.0])
     ap.add_argument("--threads", type=int, default=1)

@@ -111,7 +111,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         metavar="N",
         help="graph methods, exact and soft solves: re-weight the graph by the solution and solve again N times "
-        "(default: 1; 0 = off); exact solves stay exactly LR-consistent",
+        "(default: 1 for soft solves, 0 for exact ones; 0 = off); exact solves stay exactly LR-consistent",
     )
     p.add_argument(
         "--noise-sigma",

@@ -236,8 +236,8 @@ def guided_upsample(
 ) -> np.ndarray | Tensor | tuple[np.ndarray | Tensor, FidelityChoice]:
     """Upsample a single-channel LR ``source`` ×``scale`` with an HR ``guide`` image.
 
-    Returns the smoothest HR target under a guide-derived graph that agrees with the source (by
-    default the graph is then re-weighted once by that first solution and solved again, see
+    Returns the smoothest HR target under a guide-derived graph that agrees with the source (soft
+    solves are by default re-weighted once by that first solution and solved again, see
     ``refine``): in ``exact`` mode, downsampling the output with ``operator`` reproduces the
     source to solver precision (invalid source pixels excepted).
 
@@ -288,9 +288,10 @@ def guided_upsample(
             where it is smooth, μ = :data:`~optisr.guided.refine.REFINE_MU` in 0–255 units of the
             source's range) and solved again (exact: still exactly LR-consistent; soft: with the
             same λ, the refined weights floored at the floor used). ``None`` (default):
-            :data:`~optisr.guided.refine.REFINE_PASSES` for exact and soft solves (also when
-            ``auto`` chooses them) on the guide's graphs (``"default"``, ``"color"``, a model),
-            none for explicit weight arrays or callables (solved as given); ``0`` turns it off.
+            :data:`~optisr.guided.refine.REFINE_PASSES`: one pass for soft solves (also when
+            ``auto`` chooses soft) on the guide's graphs (``"default"``, ``"color"``, a model),
+            none for exact solves (``refine=1`` asks for it), none for explicit weight arrays
+            or callables (solved as given); ``0`` turns it off.
             Robust solves are never refined. The gradient treats the first solution, which sets
             the refined weights, as a constant.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``

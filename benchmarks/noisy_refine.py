@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 import optisr
-from optisr.guided.graph_weights import model_weights
 from optisr.guided.model import default_model_path, load_guided_model
 from optisr.guided.refine import Refinement, range_to_255, refined_weights
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from noisy_floor import add_case_arguments, cases  # the same images, noise and seeds
+from refine import first_weights  # the shipped model's (or the colour) weights of a guide
 
 
 def main() -> None:
@@ -52,9 +52,7 @@ def main() -> None:
             errs[(name, scale, "auto, unrefined")].append(rmse(x))
             if choice.fidelity != "soft":
                 continue
-            g = torch.from_numpy(np.ascontiguousarray(np.atleast_3d(guide).transpose(2, 0, 1))).float()[None]
-            g = g / 255.0 if guide.dtype == np.uint8 else g
-            w0 = model_weights(model, scale)(g, torch.from_numpy(np.nan_to_num(lr)).float()[None, None]).double()
+            w0 = first_weights("model", guide, np.nan_to_num(lr), scale, model)
             x_t = torch.from_numpy(np.asarray(x, np.float64))[None, None]
             for mu in args.mu:
                 for beta in args.beta:

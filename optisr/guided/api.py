@@ -25,7 +25,7 @@ from optisr.guided.fidelity import (
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
-from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve, resolve_refinement
+from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import lr_size, make_operator
@@ -342,7 +342,7 @@ def guided_upsample(
         or not 0.0 <= float(floor) < 1.0
     ):
         raise ConfigError(f"floor must be a number in [0, 1) (or None), got {floor!r}")
-    resolve_refinement(refine, "soft", np.zeros(1))  # validates refine before any work
+    check_refine(refine)
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if refine is None and not _guide_graph(weights):
         refine = 0  # explicit weights are solved as given unless refinement is asked for
@@ -680,7 +680,6 @@ def _upsample(
 
         lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
-        w_used = w if floor_used is None else raise_floor(w, floor_used)
 
         def solve(w_: Tensor) -> Tensor:
             return graph_solve(
@@ -688,9 +687,15 @@ def _upsample(
                 max_iter=max_iter, confidence=conf,
             )  # fmt: skip
 
-        out = best if noise_sigma is not None and not torch.is_grad_enabled() else solve(w_used)
-        if refinement is not None and mode in REFINED_FIDELITIES:
-            out = refine_solve(solve, w_used, out, refinement.with_floor(floor_used))
+        searched = noise_sigma is not None and not torch.is_grad_enabled()
+        refined = refinement is not None and mode in REFINED_FIDELITIES
+        if searched and not refined:
+            out = best  # the search's own solution; no weights needed
+        else:
+            w_used = w if floor_used is None else raise_floor(w, floor_used)
+            out = best if searched else solve(w_used)
+            if refinement is not None and refined:
+                out = refine_solve(solve, w_used, out, refinement.with_floor(floor_used))
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
         return out[0, 0].cpu().numpy(), used, solves, floor_used

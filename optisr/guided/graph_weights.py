@@ -36,6 +36,7 @@ __all__ = [
     "depth_affinity",
     "depth_jump_affinity",
     "model_weights",
+    "range_factor_255",
     "resolve_weights",
 ]
 
@@ -95,7 +96,7 @@ def depth_affinity(
     B = depth.shape[0]
     ok = torch.ones_like(depth, dtype=torch.bool) if valid is None else valid.to(torch.bool)
     if to_255 is None:
-        factor = _range_to_255(depth, ok)
+        factor = range_factor_255(depth, ok)
     else:
         factor = torch.as_tensor(to_255, dtype=depth.dtype, device=depth.device).expand(B)
     energy = edge_energy(depth * factor.view(B, 1, 1, 1), mu)
@@ -110,8 +111,12 @@ JUMP_WINDOW = 2
 """Half-width of the slope estimate of :func:`depth_jump_affinity` (edges on each side)."""
 
 
-def _range_to_255(depth: Tensor, ok: Tensor) -> Tensor:
-    """(B,) factor mapping each sample's valid range onto 0–255 (1 for a flat or empty sample)."""
+def range_factor_255(depth: Tensor, ok: Tensor) -> Tensor:
+    """(B,) factor mapping each sample's valid range onto 0–255 (1 for a flat or empty sample).
+
+    ``depth`` (B, 1, H, W) float, ``ok`` (B, 1, H, W) bool: True where the value counts (invalid
+    or non-finite values must be False).
+    """
     big = torch.finfo(depth.dtype).max
     hi = torch.where(ok, depth, torch.full_like(depth, -big)).flatten(1).amax(1)
     lo = torch.where(ok, depth, torch.full_like(depth, big)).flatten(1).amin(1)
@@ -155,7 +160,7 @@ def depth_jump_affinity(
         raise ConfigError(f"window must be ≥ 1, got {window}")
     ok = torch.ones_like(depth, dtype=torch.bool) if valid is None else valid.to(torch.bool)
     B = depth.shape[0]
-    d255 = depth * _range_to_255(depth, ok).view(B, 1, 1, 1)
+    d255 = depth * range_factor_255(depth, ok).view(B, 1, 1, 1)
     energies = []
     for dim in (2, 3):  # channel 0: vertical edges, channel 1: horizontal edges
         diff = d255.diff(dim=dim)

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from optisr.errors import ConfigError
+from optisr.guided.graph_weights import range_factor_255
 from optisr.ops.lattice import edge_energy
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "REFINE_MU",
     "REFINE_PASSES",
     "Refinement",
+    "check_refine",
     "range_to_255",
     "refine_solve",
     "resolve_refinement",
@@ -115,21 +117,19 @@ def range_to_255(source: np.ndarray | Tensor, valid: np.ndarray | Tensor | None 
     ``source``: (h, w) or (h, w)-trailing arrays (numpy or torch); a 4-D torch batch (B, 1, h, w)
     gets one factor per sample (a tuple), anything else one float. ``valid``: broadcastable bool mask.
     """
-    s = source.detach().cpu().double().numpy() if isinstance(source, Tensor) else np.asarray(source, np.float64)
-    ok = np.isfinite(s)
+    s = (
+        source.detach().cpu().double()
+        if isinstance(source, Tensor)
+        else torch.from_numpy(np.asarray(source, np.float64))
+    )
+    ok = torch.isfinite(s)
     if valid is not None:
-        v = valid.detach().cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
-        ok = ok & np.broadcast_to(v.astype(bool), s.shape)
-
-    def factor(values: np.ndarray, keep: np.ndarray) -> float:
-        if not keep.any():
-            return 1.0
-        span = float(values[keep].max() - values[keep].min())
-        return 255.0 / span if span > 0 else 1.0
-
-    if isinstance(source, Tensor) and s.ndim == 4 and s.shape[0] > 1:
-        return tuple(factor(s[b], ok[b]) for b in range(s.shape[0]))
-    return factor(s, ok)
+        v = valid.detach().cpu() if isinstance(valid, Tensor) else torch.from_numpy(np.asarray(valid))
+        ok = ok & v.to(torch.bool).expand_as(s)
+    batch = isinstance(source, Tensor) and s.dim() == 4 and s.shape[0] > 1
+    shape = (s.shape[0], 1, -1, 1) if batch else (1, 1, -1, 1)
+    factors = range_factor_255(s.reshape(shape), ok.reshape(shape))
+    return tuple(float(f) for f in factors) if batch else float(factors[0])
 
 
 def refined_weights(weights: Tensor, x: Tensor, refinement: Refinement) -> Tensor:
@@ -168,6 +168,12 @@ def refine_solve(solve: Callable[[Tensor], Tensor], weights: Tensor, x: Tensor, 
     return x
 
 
+def check_refine(refine: object) -> None:
+    """Raise :class:`ConfigError` unless ``refine`` is None or an integer number of passes ≥ 0."""
+    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0):
+        raise ConfigError(f"refine must be an integer number of passes >= 0 (or None), got {refine!r}")
+
+
 def resolve_refinement(
     refine: int | None, fidelity: str, source: np.ndarray | Tensor, mask: np.ndarray | Tensor | None = None
 ) -> Refinement | None:
@@ -181,8 +187,7 @@ def resolve_refinement(
     Raises:
         ConfigError: ``refine`` is not an integer ≥ 0.
     """
-    if refine is not None and (isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0):
-        raise ConfigError(f"refine must be an integer number of passes >= 0 (or None), got {refine!r}")
+    check_refine(refine)
     if fidelity not in REFINED_FIDELITIES:
         return None
     passes = REFINE_PASSES[fidelity] if refine is None else int(refine)

@@ -1,7 +1,8 @@
 """Time of one whole ``optisr.guided_upsample`` call on the CPU, and of its parts.
 
     python benchmarks/guided_call_speed.py [--size 1024] [--scales 4 8 16] [--threads 2] [--repeat 3]
-                                           [--weights color default] [--operator area] [--backend auto|torch]
+                                           [--weights color default [MODEL.safetensors ...]] [--operator area]
+                                           [--backend auto|torch]
 
 A procedural scene (``optisr.data.synthetic.make_scene``, seed 3), its LR source made with the
 operator (float32 numpy arrays, the guide float32 H×W×3 in [0, 1]); default ``fidelity="auto"``,
@@ -63,7 +64,12 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[4, 8, 16])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--weights", nargs="+", default=["color", "default"], choices=["color", "default"])
+    ap.add_argument(
+        "--weights",
+        nargs="+",
+        default=["color", "default"],
+        help="color, default (the shipped model) or guided model files (.safetensors)",
+    )
     ap.add_argument("--operator", default="area")
     ap.add_argument(
         "--backend",
@@ -80,6 +86,9 @@ def main() -> None:
         "ignores time spent waiting for a core on a loaded machine)",
     )
     args = ap.parse_args()
+    for kind in args.weights:
+        if kind not in ("color", "default") and not os.path.isfile(kind):
+            ap.error(f"--weights {kind}: neither color, default nor a model file")
     global _clock
     _clock = CLOCKS[args.clock]
     torch.set_num_threads(args.threads)
@@ -129,7 +138,9 @@ def _row(
         opts = SolverOptions(tol=1e-4, max_iter=2000)
         t_solve, (_, info) = _best(lambda: solve_exact(w, src, op, options=opts), repeat)
     name = "default (model)" if learned else kind
-    if kind == "default" and not learned:
+    if kind not in ("color", "default"):
+        name = f"model {os.path.basename(kind)}"
+    elif kind == "default" and not learned:
         name = "default (colour: no model installed)"
     rest = t_call - t_fid - t_w - t_solve
     return (

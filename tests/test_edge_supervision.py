@@ -195,3 +195,61 @@ def test_kkt_regime_trains_without_a_solver(tmp_path, monkeypatch):
     assert _train(tmp_path / "run", "loss.kind=kkt", "train.total_steps=3", "train.val_every=0",
                   "train.log_every=1") == 0
     assert len(_losses(tmp_path / "run", "train/kkt")) == 3
+
+
+def test_distill_loss_is_minimal_at_the_teachers_energies():
+    """With pos_weight 1 the cross-entropy against soft targets exp(−E_t) is stationary exactly at E = E_t."""
+    e_t = torch.tensor([0.05, 0.7, 3.0, 9.0], dtype=torch.float64).view(1, 1, 2, 2).expand(1, 2, 2, 2).contiguous()
+    valid = torch.ones_like(e_t, dtype=torch.bool)
+    e = e_t.clone().requires_grad_(True)
+    edge_bce_loss(e, torch.exp(-e_t), valid, 1.0).backward()
+    assert e.grad is not None and float(e.grad.abs().max()) < 1e-12
+    for shift in (-0.3, 0.3):  # moving every energy either way costs more
+        moved = float(edge_bce_loss((e_t + shift).clamp_min(1e-3), torch.exp(-e_t), valid, 1.0))
+        assert moved > float(edge_bce_loss(e_t, torch.exp(-e_t), valid, 1.0))
+
+
+def test_distill_regime_learns_the_teachers_energies_without_a_solver(tmp_path, monkeypatch):
+    # the teacher: a small unet release with a trained-looking (non-trivial) output layer
+    torch.manual_seed(1)
+    teacher = GraphSRModel(GraphSRConfig(widths=(4, 8), features=4))
+    with torch.no_grad():
+        teacher.net.head.weight.normal_(std=0.5)
+    path = save_guided_model(teacher, tmp_path / "teacher.safetensors", scales=[4], operator="area", training_data="t")
+    import optisr.guided.layer as layer
+    import optisr.guided.model as model_mod
+
+    def no_solve(*a, **k):
+        raise AssertionError("distillation must not solve in the training step")
+
+    monkeypatch.setattr(layer, "graph_solve", no_solve)
+    monkeypatch.setattr(model_mod, "graph_solve", no_solve)
+    common = ["loss.kind=distill", f"loss.teacher={path}", "loss.pos_weight=1", "train.log_every=1",
+              "train.val_every=0", "train.optim.lr=3e-3"]
+    assert _train(tmp_path / "run", *common, "train.total_steps=40") == 0
+    loss = _losses(tmp_path / "run", "train/distill_bce")
+    assert len(loss) == 40 and np.mean(loss[-5:]) < 0.9 * np.mean(loss[:5])
+    _, meta = load_guided_model(tmp_path / "run" / "last.safetensors")
+    assert "distilled from the guided model" in meta["training_data"] and "teacher.safetensors" in meta["training_data"]
+    # tools/ship_guided_release.py: the release with its training cost and its teacher's provenance
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ship_guided_release", REPO / "tools" / "ship_guided_release.py")
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "shipped.safetensors"
+    assert tool.main([str(tmp_path / "run"), "--release", "last", "-o", str(out)]) == 0
+    shipped, meta = load_guided_model(out)
+    assert meta["train_steps"] == "40" and meta["teacher"] == str(path)
+    assert json.loads(meta["teacher_config"])["arch"] == "unet" and json.loads(meta["config"])["arch"] == "edge"
+    student, _ = load_guided_model(tmp_path / "run" / "last.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), shipped.state_dict().values()))
+
+
+def test_distill_with_a_missing_teacher_is_a_one_line_error(tmp_path, capsys):
+    code = _train(tmp_path / "run", "loss.kind=distill", f"loss.teacher={tmp_path / 'nope.safetensors'}",
+                  "train.total_steps=2", "train.val_every=0")
+    assert code != 0
+    err = capsys.readouterr().err
+    assert "nope.safetensors" in err and "Traceback" not in err

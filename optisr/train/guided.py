@@ -131,16 +131,24 @@ class LossConfig:
     across depth jumps can make small. It needs no edge labels and is invariant to a common
     scaling of the weights. Measured on 6 procedural validation scenes it ranks weight maps as the
     solver does (oracle 0.007, depth-jump target 0.011, colour graph 0.078, uniform 0.146 at ×4).
+
+    Distillation (no solver either): ``kind = "distill"``. A frozen ``teacher`` guided model
+    (``default`` = the shipped one, or a ``.safetensors`` path) computes its edge energies on the
+    same batch; the student's affinities are trained towards the teacher's ``exp(−E_t)`` with the
+    same cross-entropy as ``edge_bce`` (with ``pos_weight`` = 1 its minimum is E = E_t), over every
+    lattice edge. This is how a cheaper network (issue 14) learns the shipped model's weights: the
+    teacher's end-to-end training is inherited without a solve per step.
     """
 
-    kind: str = "rmse"  # l1 | mse | rmse (end-to-end) | edge_bce | kkt (direct)
+    kind: str = "rmse"  # l1 | mse | rmse (end-to-end) | edge_bce | kkt | distill (direct)
     target: str = "jump"
     depth_mu: float = 10.0
     pos_weight: float = 4.0
+    teacher: str = "default"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("l1", "mse", "rmse", "edge_bce", "kkt"):
-            raise ConfigError(f"loss.kind must be l1, mse, rmse, edge_bce or kkt, got {self.kind!r}")
+        if self.kind not in ("l1", "mse", "rmse", "edge_bce", "kkt", "distill"):
+            raise ConfigError(f"loss.kind must be l1, mse, rmse, edge_bce, kkt or distill, got {self.kind!r}")
         if self.target not in ("jump", "plain"):
             raise ConfigError(f"loss.target must be jump or plain, got {self.target!r}")
         if self.depth_mu <= 0 or self.pos_weight <= 0:
@@ -149,7 +157,7 @@ class LossConfig:
     @property
     def direct(self) -> bool:
         """True for direct supervision (no solve in the training step)."""
-        return self.kind in ("edge_bce", "kkt")
+        return self.kind in ("edge_bce", "kkt", "distill")
 
 
 def kkt_loss(weights: torch.Tensor, x: torch.Tensor, op: Any) -> torch.Tensor:
@@ -207,7 +215,7 @@ class GuidedTrainConfig:
 def _describe_training_data(cfg: GuidedTrainConfig) -> str:
     if cfg.training_data:
         return cfg.training_data
-    parts = []
+    parts = [f"distilled from the guided model '{cfg.loss.teacher}' on:"] if cfg.loss.kind == "distill" else []
     for s in cfg.datasets.train.sources:
         if s.name == "synthetic":
             parts.append(f"optisr procedural RGB-D scenes (weight {s.weight:g})")
@@ -266,6 +274,17 @@ class GuidedTask:
         self._val: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._color: dict[str, dict[str, float]] = {}
         self._prefetch: BatchPrefetcher | None = None
+        self._teacher: GraphSRModel | None = None
+
+    def teacher(self) -> GraphSRModel:
+        """The frozen teacher of ``loss.kind = "distill"`` (loaded once, eval mode, no gradients)."""
+        if self._teacher is None:
+            from optisr.guided.model import default_model_path, load_guided_model
+
+            name = self.cfg.loss.teacher
+            self._teacher = load_guided_model(default_model_path() if name == "default" else name)[0]
+            self._teacher.requires_grad_(False)
+        return self._teacher
 
     def build_model(self) -> GraphSRModel:
         model = GraphSRModel(self.cfg.model)
@@ -328,6 +347,18 @@ class GuidedTask:
 
         lc = self.cfg.loss
         energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
+        if lc.kind == "distill":
+            teacher = self.teacher().to(energy.device)
+            with torch.no_grad():
+                e_t = teacher(batch["guide"], batch["source"], batch["scale"], output="energy").to(energy.dtype)
+            B, _, H, W = energy.shape
+            used = torch.ones(B, 2, H, W, dtype=torch.bool, device=energy.device)
+            used[:, 0, -1, :] = False  # the lattice has no edge below the last row
+            used[:, 1, :, -1] = False  # nor right of the last column
+            loss = edge_bce_loss(energy, torch.exp(-e_t), used, lc.pos_weight)
+            with torch.no_grad():  # how often student and teacher disagree about a cut (affinity < 0.5)
+                err = float((((energy < math.log(2)) != (e_t < math.log(2))) & used).sum() / used.sum())
+            return loss, {"distill_bce": float(loss.detach()), "cut_disagree": err}
         if lc.kind == "kkt":
             from optisr.ops.lattice import weights_from_energy
             from optisr.ops.operators import make_operator

@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if base is not None:
         _, b_meta = load_guided_model(base)
         extra["base"] = str(base)
+        base_log = base.parent / "logs" / "metrics.jsonl"
+        if base_log.is_file():  # a release inside a run folder: that run's cost
+            b_cost = training_cost(base_log)
+            extra.update(base_train_steps=str(b_cost["steps"]), base_train_wall_seconds=str(b_cost["wall_seconds"]))
         for key, value in b_meta.items():
             if key.startswith(("train_", "teacher")) or key in ("config_name", "metrics", "selected_by", "command"):
                 extra[f"base_{key}"] = value

@@ -253,3 +253,26 @@ def test_distill_with_a_missing_teacher_is_a_one_line_error(tmp_path, capsys):
     assert code != 0
     err = capsys.readouterr().err
     assert "nope.safetensors" in err and "Traceback" not in err
+
+
+def test_end_to_end_with_a_distillation_anchor(tmp_path):
+    """loss.distill_weight adds the teacher cross-entropy to the end-to-end loss (and only to it)."""
+    from optisr.errors import ConfigError
+    from optisr.train.guided import LossConfig
+
+    torch.manual_seed(2)
+    teacher = GraphSRModel(GraphSRConfig(widths=(4, 8), features=4))
+    path = save_guided_model(teacher, tmp_path / "t.safetensors", scales=[4], operator="area", training_data="t")
+    common = ["loss.kind=rmse", f"loss.teacher={path}", "loss.pos_weight=1", "train.log_every=1", "train.val_every=0"]
+    assert _train(tmp_path / "plain", *common, "train.total_steps=2") == 0
+    assert _train(tmp_path / "anchored", *common, "loss.distill_weight=2", "train.total_steps=2") == 0
+    plain, anchored = _losses(tmp_path / "plain", "train/loss"), _losses(tmp_path / "anchored", "train/loss")
+    anchor = _losses(tmp_path / "anchored", "train/distill_bce")
+    rmse = _losses(tmp_path / "anchored", "train/rmse_norm")
+    assert not _losses(tmp_path / "plain", "train/distill_bce") and len(anchor) == 2
+    # the first step (same weights, same batch) decomposes exactly: loss = rmse + 2·anchor
+    assert anchored[0] == pytest.approx(rmse[0] + 2 * anchor[0], rel=1e-5) and plain[0] == pytest.approx(rmse[0], rel=1e-5)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        LossConfig(kind="edge_bce", distill_weight=1.0)
+    with pytest.raises(ConfigError, match="distill_weight"):
+        LossConfig(kind="rmse", distill_weight=-1.0)

@@ -138,6 +138,11 @@ class LossConfig:
     same cross-entropy as ``edge_bce`` (with ``pos_weight`` = 1 its minimum is E = E_t), over every
     lattice edge. This is how a cheaper network (issue 14) learns the shipped model's weights: the
     teacher's end-to-end training is inherited without a solve per step.
+
+    ``distill_weight`` > 0 with an end-to-end ``kind`` adds that multiple of the distillation
+    loss (against ``teacher``) to the end-to-end loss: an anchor that keeps the edge energies near
+    the teacher's where the solution error alone would let them drift (an RMSE-only fine-tune of
+    the distilled edge network learned to weaken every edge near a depth step).
     """
 
     kind: str = "rmse"  # l1 | mse | rmse (end-to-end) | edge_bce | kkt | distill (direct)
@@ -145,12 +150,17 @@ class LossConfig:
     depth_mu: float = 10.0
     pos_weight: float = 4.0
     teacher: str = "default"
+    distill_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("l1", "mse", "rmse", "edge_bce", "kkt", "distill"):
             raise ConfigError(f"loss.kind must be l1, mse, rmse, edge_bce, kkt or distill, got {self.kind!r}")
         if self.target not in ("jump", "plain"):
             raise ConfigError(f"loss.target must be jump or plain, got {self.target!r}")
+        if self.distill_weight < 0 or (self.distill_weight and self.direct):
+            raise ConfigError(
+                f"loss.distill_weight must be >= 0 and only with an end-to-end loss.kind, got {self.distill_weight}"
+            )
         if self.depth_mu <= 0 or self.pos_weight <= 0:
             raise ConfigError(f"loss.depth_mu and loss.pos_weight must be > 0, got {self.depth_mu}, {self.pos_weight}")
 
@@ -339,26 +349,36 @@ class GuidedTask:
         )
         std = source_std(batch["source"]) + 1e-6  # finite pixels only: lr_noise holes are NaN
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
-        return loss, {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
+        logs = {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
+        if self.cfg.loss.distill_weight > 0:
+            anchor, _ = self._distill_loss(model, batch)
+            loss = loss + self.cfg.loss.distill_weight * anchor
+            logs["distill_bce"] = float(anchor.detach())
+        return loss, logs
+
+    def _distill_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the model's edge affinities against the frozen teacher's (see :class:`LossConfig`)."""
+        energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
+        teacher = self.teacher().to(energy.device)
+        with torch.no_grad():
+            e_t = teacher(batch["guide"], batch["source"], batch["scale"], output="energy").to(energy.dtype)
+        B, _, H, W = energy.shape
+        used = torch.ones(B, 2, H, W, dtype=torch.bool, device=energy.device)
+        used[:, 0, -1, :] = False  # the lattice has no edge below the last row
+        used[:, 1, :, -1] = False  # nor right of the last column
+        loss = edge_bce_loss(energy, torch.exp(-e_t), used, self.cfg.loss.pos_weight)
+        with torch.no_grad():  # how often student and teacher disagree about a cut (affinity < 0.5)
+            err = float((((energy < math.log(2)) != (e_t < math.log(2))) & used).sum() / used.sum())
+        return loss, {"distill_bce": float(loss.detach()), "cut_disagree": err}
 
     def _direct_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Edge BCE against the ground-truth depth's affinities: one network pass, no solve."""
         from optisr.guided.graph_weights import depth_affinity, depth_jump_affinity
 
         lc = self.cfg.loss
-        energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
         if lc.kind == "distill":
-            teacher = self.teacher().to(energy.device)
-            with torch.no_grad():
-                e_t = teacher(batch["guide"], batch["source"], batch["scale"], output="energy").to(energy.dtype)
-            B, _, H, W = energy.shape
-            used = torch.ones(B, 2, H, W, dtype=torch.bool, device=energy.device)
-            used[:, 0, -1, :] = False  # the lattice has no edge below the last row
-            used[:, 1, :, -1] = False  # nor right of the last column
-            loss = edge_bce_loss(energy, torch.exp(-e_t), used, lc.pos_weight)
-            with torch.no_grad():  # how often student and teacher disagree about a cut (affinity < 0.5)
-                err = float((((energy < math.log(2)) != (e_t < math.log(2))) & used).sum() / used.sum())
-            return loss, {"distill_bce": float(loss.detach()), "cut_disagree": err}
+            return self._distill_loss(model, batch)
+        energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
         if lc.kind == "kkt":
             from optisr.ops.lattice import weights_from_energy
             from optisr.ops.operators import make_operator

@@ -257,3 +257,35 @@ def test_shipped_model_metadata_records_every_config_field():
     cfg = json.loads(meta["config"])
     assert {f.name for f in fields(GraphSRConfig)} == set(cfg)
     assert cfg["connect"] == 0.02
+
+
+def test_unet_v1_is_shipped_and_runs_by_name(tmp_path):
+    """The previous default stays usable by name: the API, the method registry and the CLI."""
+    import numpy as np
+
+    from optisr import guided_upsample
+    from optisr.cli.main import main
+    from optisr.guided.methods import METHODS, get_method
+    from optisr.guided.model import SHIPPED_MODELS, default_model_path, shipped_model_path
+
+    path = shipped_model_path("unet-v1")
+    model, meta = load_guided_model(path)
+    assert json.loads(meta["config"])["arch"] == "unet" and "unet-v1" in SHIPPED_MODELS
+    assert shipped_model_path("default") == default_model_path()
+    with pytest.raises(ConfigError, match="unet-v1"):
+        shipped_model_path("unet-v9")
+    assert "unet-v1" in METHODS and get_method("unet-v1").graph
+    rng = np.random.default_rng(0)
+    guide, src = rng.random((32, 32, 3)).astype(np.float32), rng.random((8, 8)).astype(np.float32)
+    by_name = guided_upsample(src, guide, 4, weights="unet-v1")
+    by_model = guided_upsample(src, guide, 4, weights=model)
+    assert np.array_equal(by_name, by_model)
+    assert not np.array_equal(by_name, guided_upsample(src, guide, 4))  # the default is another model
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "src.tif", src)
+    tifffile.imwrite(tmp_path / "guide.tif", (guide * 255).astype(np.uint8))
+    out = tmp_path / "out.tif"
+    assert main(["guided", "--guide", str(tmp_path / "guide.tif"), "--source", str(tmp_path / "src.tif"),
+                 "--scale", "4", "-o", str(out), "--method", "unet-v1"]) == 0
+    assert tifffile.imread(out).shape == (32, 32)

@@ -67,8 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="METHOD",
         help="default: the learned graph model shipped with optisr (the colour graph if this install "
         "has none); model: the same, and an error if it is missing; PATH.safetensors: a guided model "
-        "you trained (optisr train guided); color: colour-affinity graph, no learning; all three are "
-        "exactly LR-consistent. bicubic, guided-filter, jbu, fbs: classic baselines (not LR-consistent)",
+        "you trained (optisr train guided); unet-v1: the U-Net that was the default until 2026-12-02; "
+        "color: colour-affinity graph, no learning; all of these are exactly LR-consistent. bicubic, "
+        "guided-filter, jbu, fbs: classic baselines (not LR-consistent)",
     )
     p.add_argument(
         "--operator",

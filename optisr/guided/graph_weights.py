@@ -215,7 +215,8 @@ def model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) 
 
 
 def resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = None) -> tuple[Any, bool]:
-    """Turn model references (``"default"``/``"model"``/``None``, a path, a GraphSRModel) into a callable.
+    """Turn model references (``"default"``/``"model"``/``None``, a shipped name such as ``"unet-v1"``,
+    a path, a GraphSRModel) into a callable.
 
     Args:
         weights: as ``weights=`` of :func:`optisr.guided_upsample`.
@@ -226,7 +227,13 @@ def resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = No
         :data:`WeightsFn` of the model; ``learned`` says a network computes them. ``"default"``
         falls back to ``"color"`` when this install carries no model; ``"model"`` then raises.
     """
-    from optisr.guided.model import GraphSRModel, load_default_model, load_guided_model
+    from optisr.guided.model import (
+        SHIPPED_MODELS,
+        GraphSRModel,
+        load_default_model,
+        load_guided_model,
+        shipped_model_path,
+    )
 
     if weights is None or (isinstance(weights, str) and weights in ("default", "model")):
         model = load_default_model()
@@ -235,6 +242,8 @@ def resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = No
                 raise ConfigError("no default guided model is installed (optisr/guided/weights/default.safetensors)")
             return "color", False
         weights = model
+    elif isinstance(weights, str) and weights in SHIPPED_MODELS:
+        weights = load_guided_model(shipped_model_path(weights))[0]
     elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
         weights = load_guided_model(weights)[0]
     if isinstance(weights, GraphSRModel):

@@ -2,8 +2,8 @@
 
 * Graph methods (:func:`optisr.guided_upsample`): ``default`` (the learned model shipped with
   optisr, the colour graph if this install has none), ``model`` (the same, an error if it is
-  missing), ``color`` (colour-affinity graph, no learning), and any path to a guided model file
-  ``*.safetensors``. They are exactly LR-consistent.
+  missing), ``color`` (colour-affinity graph, no learning), ``unet-v1`` (the U-Net shipped as
+  the default until 2026-12-02), and any path to a guided model file ``*.safetensors``. They are exactly LR-consistent.
 * Baselines (classic, not LR-consistent, :mod:`optisr.guided.baselines`): ``bicubic``,
   ``guided-filter``, ``jbu``, ``fbs`` (optisr's own fast bilateral solver).
 * Variants (:data:`VARIANTS`, used by ``optisr bench guided``): a graph method with fixed options,
@@ -43,7 +43,7 @@ __all__ = [
     "upsample_with",
 ]
 
-GRAPH_METHODS = ("default", "model", "color")
+GRAPH_METHODS = ("default", "model", "color", "unet-v1")
 """Method names solved by the exact graph layer (besides model files, see :data:`MODEL_SUFFIX`)."""
 
 BASELINE_METHODS = ("bicubic", "guided-filter", "jbu", "fbs")

@@ -44,10 +44,12 @@ __all__ = [
     "FeatureUNet",
     "GraphSRConfig",
     "GraphSRModel",
+    "SHIPPED_MODELS",
     "default_model_path",
     "load_default_model",
     "load_guided_model",
     "save_guided_model",
+    "shipped_model_path",
     "source_stats",
     "upsample_source",
 ]
@@ -507,3 +509,17 @@ def load_default_model() -> GraphSRModel | None:
 def default_model_path() -> Path:
     """The model shipped inside the package (``optisr/guided/weights/default.safetensors``)."""
     return Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+
+SHIPPED_MODELS = {"unet-v1": "unet-v1.safetensors"}
+"""Further guided models shipped in the package, by name: ``unet-v1`` is the U-Net that was the
+default until 2026-12-02 and is the teacher the default was distilled from."""
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of a shipped model: ``"default"`` or a name in :data:`SHIPPED_MODELS`."""
+    if name == "default":
+        return default_model_path()
+    if name not in SHIPPED_MODELS:
+        raise ConfigError(f"unknown shipped guided model {name!r} (known: default, {', '.join(SHIPPED_MODELS)})")
+    return Path(__file__).resolve().parent / "weights" / SHIPPED_MODELS[name]

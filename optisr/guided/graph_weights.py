@@ -230,9 +230,9 @@ def resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = No
     from optisr.guided.model import (
         SHIPPED_MODELS,
         GraphSRModel,
+        guided_model_path,
         load_default_model,
         load_guided_model,
-        shipped_model_path,
     )
 
     if weights is None or (isinstance(weights, str) and weights in ("default", "model")):
@@ -242,10 +242,10 @@ def resolve_weights(weights: Any, scale: int, source: Any = None, mask: Any = No
                 raise ConfigError("no default guided model is installed (optisr/guided/weights/default.safetensors)")
             return "color", False
         weights = model
-    elif isinstance(weights, str) and weights in SHIPPED_MODELS:
-        weights = load_guided_model(shipped_model_path(weights))[0]
-    elif isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors"):
-        weights = load_guided_model(weights)[0]
+    elif (isinstance(weights, str) and weights in SHIPPED_MODELS) or (
+        isinstance(weights, (str, os.PathLike)) and str(weights).endswith(".safetensors")
+    ):
+        weights = load_guided_model(guided_model_path(weights))[0]
     if isinstance(weights, GraphSRModel):
         return model_weights(weights, scale, source, mask), True
     return weights, False

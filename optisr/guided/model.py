@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
-from optisr.ops.lattice import connect_isolated, edge_energy, weights_from_energy
+from optisr.ops.lattice import connect_isolated, edge_energy, edge_slots, weights_from_energy
 
 __all__ = [
     "ARCH",
@@ -46,6 +46,7 @@ __all__ = [
     "GraphSRModel",
     "SHIPPED_MODELS",
     "default_model_path",
+    "guided_model_path",
     "load_default_model",
     "load_guided_model",
     "save_guided_model",
@@ -356,11 +357,7 @@ class GraphSRModel(nn.Module):
             gate = torch.exp(out[:, :2].clamp(-10.0, 8.0))
             extra = F.softplus(out[:, 2:] - EDGE_EXTRA_OFFSET)
             energy = gate * colour + extra
-            H, W = energy.shape[-2:]
-            used = torch.ones(1, 2, H, W, dtype=torch.bool, device=energy.device)
-            used[:, 0, -1, :] = False
-            used[:, 1, :, -1] = False
-            return energy * used
+            return energy * edge_slots(energy.shape[-2], energy.shape[-1], device=energy.device)
 
         gate = 2.0 * torch.sigmoid(out[:, :1])
         feat = out[:, 1:]
@@ -386,7 +383,10 @@ class GraphSRModel(nn.Module):
         ``floor + (1 − floor)·exp(−E)`` with E from :meth:`edge_energy`; isolated pixels are then
         linked to their most similar neighbour (``config.connect``; the energy ranks floor-level edges).
         """
-        energy = self.edge_energy(guide, source, scale, mask, stats)
+        return self._weights_of(self.edge_energy(guide, source, scale, mask, stats))
+
+    def _weights_of(self, energy: Tensor) -> Tensor:
+        """:meth:`weights` from edge energies already computed."""
         return connect_isolated(weights_from_energy(energy, self.config.floor), self.config.connect, -energy.detach())
 
     def forward(
@@ -402,15 +402,18 @@ class GraphSRModel(nn.Module):
         max_iter: int = 2000,
         on_nonconvergence: str = "warn",
         output: str = "solution",
-    ) -> Tensor:
-        """The HR solution (B, 1, H, W), or with ``output="energy"`` the edge energies (B, 2, H, W)
-        of :meth:`edge_energy` without a solve (direct edge supervision trains on those)."""
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The HR solution (B, 1, H, W); with ``output="energy"`` the edge energies (B, 2, H, W) of
+        :meth:`edge_energy` without a solve (direct edge supervision trains on those); with
+        ``output="both"`` the tuple (solution, energies) from one network pass (an end-to-end loss
+        with a term on the energies)."""
+        if output not in ("solution", "energy", "both"):
+            raise ConfigError(f"output must be 'solution', 'energy' or 'both', got {output!r}")
+        energy = self.edge_energy(guide, source, scale, mask)
         if output == "energy":
-            return self.edge_energy(guide, source, scale, mask)
-        if output != "solution":
-            raise ConfigError(f"output must be 'solution' or 'energy', got {output!r}")
-        w = self.weights(guide, source, scale, mask)
-        return graph_solve(
+            return energy
+        w = self._weights_of(energy)
+        x = graph_solve(
             source,
             w.to(source.dtype),
             scale,
@@ -424,6 +427,7 @@ class GraphSRModel(nn.Module):
             on_nonconvergence=on_nonconvergence,
             floor=self.config.floor,
         )
+        return (x, energy) if output == "both" else x
 
 
 ARCH = "GraphSRModel"
@@ -514,6 +518,13 @@ def default_model_path() -> Path:
 SHIPPED_MODELS = {"unet-v1": "unet-v1.safetensors"}
 """Further guided models shipped in the package, by name: ``unet-v1`` is the U-Net that was the
 default until 2026-12-02 and is the teacher the default was distilled from."""
+
+
+def guided_model_path(ref: str | os.PathLike) -> Path:
+    """The file of a guided model reference: ``"default"``, a name in :data:`SHIPPED_MODELS`, or a path."""
+    if isinstance(ref, str) and (ref == "default" or ref in SHIPPED_MODELS):
+        return shipped_model_path(ref)
+    return Path(ref)
 
 
 def shipped_model_path(name: str) -> Path:

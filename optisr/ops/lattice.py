@@ -37,6 +37,15 @@ def edge_weights(features: Tensor, mu: Tensor | float, *, floor: float = 1e-4) -
     return weights_from_energy(edge_energy(features, mu), floor)
 
 
+def edge_slots(H: int, W: int, device: torch.device | str | None = None) -> Tensor:
+    """(1, 2, H, W) bool, True in the slots that hold an edge (False in channel 0's last row and
+    channel 1's last column); broadcasts over a batch of weights or energies."""
+    used = torch.ones(1, 2, H, W, dtype=torch.bool, device=device)
+    used[:, 0, -1, :] = False
+    used[:, 1, :, -1] = False
+    return used
+
+
 def weights_from_energy(energy: Tensor, floor: float) -> Tensor:
     """``floor + (1 − floor)·exp(−energy)`` for (B, 2, H, W) energies, unused slots set to zero."""
     if torch.is_grad_enabled() and energy.requires_grad:

@@ -306,11 +306,9 @@ class GuidedTask:
     def teacher(self) -> GraphSRModel:
         """The frozen teacher of ``loss.kind = "distill"`` (loaded once, eval mode, no gradients)."""
         if self._teacher is None:
-            from optisr.guided.model import SHIPPED_MODELS, load_guided_model, shipped_model_path
+            from optisr.guided.model import guided_model_path, load_guided_model
 
-            name = self.cfg.loss.teacher
-            shipped = name == "default" or name in SHIPPED_MODELS
-            self._teacher = load_guided_model(shipped_model_path(name) if shipped else name)[0]
+            self._teacher = load_guided_model(guided_model_path(self.cfg.loss.teacher))[0]
             self._teacher.requires_grad_(False)
         return self._teacher
 
@@ -356,7 +354,8 @@ class GuidedTask:
         if self.cfg.loss.direct:
             return self._direct_loss(model, batch)
         s = self.cfg.solver
-        x = model(
+        anchored = self.cfg.loss.distill_weight > 0
+        out = model(
             batch["guide"],
             batch["source"],
             batch["scale"],
@@ -364,26 +363,26 @@ class GuidedTask:
             tol=s.tol,
             max_iter=s.max_iter,
             on_nonconvergence="ignore",
+            output="both" if anchored else "solution",
         )
+        x, energy = out if anchored else (out, None)
         std = source_std(batch["source"]) + 1e-6  # finite pixels only: lr_noise holes are NaN
         loss = masked_loss(self.cfg.loss.kind, x, batch["target"], batch["valid"], std)
         logs = {f"{self.cfg.loss.kind}_norm": float(loss.detach())}
-        if self.cfg.loss.distill_weight > 0:
-            anchor, _ = self._distill_loss(model, batch)
+        if energy is not None:  # the anchor, on the energies of the same network pass
+            anchor, _ = self._distill_loss(energy, batch)
             loss = loss + self.cfg.loss.distill_weight * anchor
             logs["distill_bce"] = float(anchor.detach())
         return loss, logs
 
-    def _distill_loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the model's edge affinities against the frozen teacher's (see :class:`LossConfig`)."""
-        energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
+    def _distill_loss(self, energy: torch.Tensor, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the edge energies' affinities against the frozen teacher's (see :class:`LossConfig`)."""
+        from optisr.ops.lattice import edge_slots
+
         teacher = self.teacher().to(energy.device)
         with torch.no_grad():
             e_t = teacher(batch["guide"], batch["source"], batch["scale"], output="energy").to(energy.dtype)
-        B, _, H, W = energy.shape
-        used = torch.ones(B, 2, H, W, dtype=torch.bool, device=energy.device)
-        used[:, 0, -1, :] = False  # the lattice has no edge below the last row
-        used[:, 1, :, -1] = False  # nor right of the last column
+        used = edge_slots(energy.shape[-2], energy.shape[-1], device=energy.device).expand_as(energy)
         loss = edge_bce_loss(energy, torch.exp(-e_t), used, self.cfg.loss.pos_weight)
         with torch.no_grad():  # how often student and teacher disagree about a cut (affinity < 0.5)
             err = float((((energy < math.log(2)) != (e_t < math.log(2))) & used).sum() / used.sum())
@@ -394,9 +393,9 @@ class GuidedTask:
         from optisr.guided.graph_weights import depth_affinity, depth_jump_affinity
 
         lc = self.cfg.loss
-        if lc.kind == "distill":
-            return self._distill_loss(model, batch)
         energy = model(batch["guide"], batch["source"], batch["scale"], output="energy")
+        if lc.kind == "distill":
+            return self._distill_loss(energy, batch)
         if lc.kind == "kkt":
             from optisr.ops.lattice import weights_from_energy
             from optisr.ops.operators import make_operator

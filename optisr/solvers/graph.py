@@ -18,9 +18,10 @@ term is the same problem scaled by λ). Solved by preconditioned CG.
 
 Preconditioners (``SolverOptions.precond``): ``"jacobi"`` (the default; diagonal, and for area/sum
 in exact mode the Jacobi constraint preconditioner), ``"multigrid"`` (the aggregation V-cycle of
-:mod:`optisr.solvers.multigrid`: 5–9× fewer iterations on colour-graph weights, but each costs
-several Laplacian products and the setup is a few of them per pixel; on a CPU it was slower in
-wall time than Jacobi at 512²–1024² (``benchmarks/solver.py --precond jacobi multigrid``)), and
+:mod:`optisr.solvers.multigrid`: 4–8× fewer iterations on colour-graph weights -- exact mode at
+1024² ×4/×8/×16: 15/24/26 for area/sum, 26/29/29 for bicubic/gaussian -- but each costs several
+Laplacian products and the setup is a few of them per pixel; on a CPU it is slower in wall time
+than Jacobi at 512²–1024² (``benchmarks/solver.py --precond jacobi multigrid``)), and
 ``"none"``.
 
 The robust mode (a Huber / Tukey data term solved by IRLS) lives in :mod:`optisr.solvers.robust`
@@ -66,6 +67,9 @@ BACKENDS = ("auto", "torch")
 # Exact mode with multigrid: the V-cycle is built for the penalised system L + ρ Dᵀ C D with
 # ρ = EXACT_PENALTY · f² · mean degree (the block-mean mode of Dᵀ D has eigenvalue ~1/f² for area).
 EXACT_PENALTY = 0.03
+# Block operators (area/sum) skip the penalty: the hierarchy keeps D x = 0 exactly on every level
+# (Hierarchy(fine_data="constraint")); 1024² ×8: 24 CG iterations instead of 45. Off = the penalty.
+CONSTRAINED_MULTIGRID = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,11 +204,16 @@ def _null_space_cg(lap, op, weights, mask, residual, x0, options):
 
 
 def exact_hierarchy(op: DownsampleOperator, weights: Tensor, mask: Tensor | None, channels: int) -> Hierarchy:
-    """The V-cycle of exact mode: multigrid for the penalised ``L + ρ Dᵀ C D`` (C = mask, ρ see EXACT_PENALTY).
+    """The V-cycle of exact mode: for area/sum the constrained hierarchy (``D x = 0`` kept on every level);
+    for the other operators multigrid for the penalised ``L + ρ Dᵀ C D`` (C = mask, ρ see EXACT_PENALTY).
 
     Restricted to null(D_c) (``z = Π V r``), ``(L + ρ Dᵀ C D)⁻¹`` tends to the inverse of the constrained
     problem as ρ grows; a moderate ρ keeps the Jacobi smoother effective on the modes inside the blocks.
     """
+    if op.diagonal_gram and CONSTRAINED_MULTIGRID:
+        # block operators: the constraint itself on every level (no penalty), see Hierarchy
+        c = torch.ones((), dtype=weights.dtype, device=weights.device) if mask is None else mask.to(weights.dtype)
+        return Hierarchy(weights, op, c, channels, fine_data="constraint")
     deg = degree(weights).mean((-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
     gain = (op.axis_matrices()[0].sum(1).mean() * op.axis_matrices()[1].sum(1).mean()).item()  # row sum of D
     rho = EXACT_PENALTY * deg * op.scale**2 / gain**2

@@ -1,0 +1,121 @@
+"""Time of a whole ``optisr.guided_upsample`` call against image size: is the cost linear in pixels?
+
+    python benchmarks/guided_scaling.py [--sizes 256 512 1024 2048 4096 8192] [--scale 8] [--threads 2]
+                                        [--weights color default] [--untiled-up-to 4096]
+                                        [--figure docs/figures/guided_scaling.png]
+
+For each size n, an n×n procedural scene (``optisr.data.synthetic.make_scene``, seed 3; above 2048²
+the 2048² scene mirrored into a 2×2 / 4×4 mosaic, because generating a 64 MP scene takes minutes),
+its LR source by the area operator (float32 numpy arrays, the guide H×W×3 in [0, 1]), and the
+default call (``fidelity="auto"``, tol 1e-4) with the colour graph and/or the shipped model. Two
+paths: ``auto`` (the call's own choice: tiled above 2048², see ``AUTO_TILE_PIXELS``) and ``untiled``
+(``tile_size=0``; up to ``--untiled-up-to``, since one untiled 64 MP solve needs ~4 GB). Best of 2
+calls up to 2048², one above. Prints a markdown table with µs per pixel and its ratio to the
+1024² (1 MP) value of the same weights and path; ``--figure`` saves time against pixels (log-log)
+with a linear reference. Wall clock: run it on a quiet machine (the load average is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+import torch
+
+import optisr
+from optisr.data.synthetic import make_scene
+from optisr.ops.operators import make_operator
+
+
+def _scene(n: int, cache: dict[int, tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(guide (n, n, 3) float32, depth (n, n) float32): make_scene up to 2048², mirrored mosaics above."""
+    if n in cache:
+        return cache[n]
+    if n <= 2048:
+        sc = make_scene(n, n, seed=3)
+        out = (np.ascontiguousarray(sc.guide, dtype=np.float32), np.ascontiguousarray(sc.depth_clean, np.float32))
+    else:
+        g, d = _scene(n // 2, cache)
+        g = np.concatenate([g, g[:, ::-1]], 1)
+        g = np.ascontiguousarray(np.concatenate([g, g[::-1]], 0))
+        d = np.concatenate([d, d[:, ::-1]], 1)
+        d = np.ascontiguousarray(np.concatenate([d, d[::-1]], 0))
+        out = (g, d)
+    cache[n] = out
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096, 8192])
+    ap.add_argument("--scale", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--weights", nargs="+", default=["color", "default"])
+    ap.add_argument("--untiled-up-to", type=int, default=4096, help="largest size also run untiled (tile_size=0)")
+    ap.add_argument("--figure", default=None, help="save time vs pixels as a PNG (needs matplotlib)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, ×{args.scale}, area operator, float32, "
+        f"load average {load}\n"
+    )
+    print("| weights | path | size | MP | call s | µs / px | × the 1 MP µs / px |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    results: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    one_mp: dict[str, float] = {}  # µs / px at 1024², per weights (auto path: untiled at that size)
+    for kind in args.weights:
+        for path in ("auto", "untiled"):
+            for n in args.sizes:
+                if path == "untiled" and (n > args.untiled_up_to or n * n <= optisr.guided.api.AUTO_TILE_PIXELS):
+                    continue  # at or below 2048² the auto path is the untiled one
+                guide, depth = _scene(n, cache)
+                op = make_operator("area", (n, n), args.scale)
+                src = op.apply(torch.from_numpy(depth)[None, None])[0, 0].numpy()
+                best = float("inf")
+                for _ in range(2 if n <= 2048 else 1):
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        t0 = time.perf_counter()
+                        optisr.guided_upsample(
+                            src, guide, args.scale, weights=kind, tile_size=0 if path == "untiled" else None
+                        )
+                        best = min(best, time.perf_counter() - t0)
+                us = 1e6 * best / (n * n)
+                results.setdefault((kind, path), []).append((n, best))
+                if n == 1024 and path == "auto":
+                    one_mp[kind] = us
+                ratio = f"{us / one_mp[kind]:.2f}" if kind in one_mp else "–"
+                print(f"| {kind} | {path} | {n}² | {n * n / 1e6:.1f} | {best:.3f} | {us:.3f} | {ratio} |", flush=True)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        for (kind, path), pts in results.items():
+            px = np.array([n * n for n, _ in pts], dtype=float)
+            ts = np.array([t for _, t in pts])
+            ax.loglog(px, ts, "o-" if path == "auto" else "s--", label=f"{kind}, {path}")
+        auto = results.get((args.weights[0], "auto"), [])
+        one = dict(auto).get(1024)
+        if one is not None:
+            px = np.array([n * n for n in args.sizes], dtype=float)
+            ax.loglog(px, one * px / 1024**2, "k:", label="linear through 1 MP")
+        ax.set_xlabel("HR pixels")
+        ax.set_ylabel("whole guided_upsample call [s]")
+        ax.set_title(f"×{args.scale}, area, {args.threads} CPU threads")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.figure, dpi=120)
+        print(f"saved {args.figure}")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,15 +23,7 @@ from optisr.guided.fidelity import (
     hutchinson_probe,
     lr_risk,
 )
-from optisr.guided.graph_weights import (
-    COLOR_CONNECT,
-    COLOR_FLOOR,
-    COLOR_MU,
-    SOFT_BLEND_MIN_SCALE,
-    color_weights,
-    colour_blended,
-    resolve_weights,
-)
+from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
@@ -538,8 +530,6 @@ def _upsample(
     Returns ``(target, λ used, number of solves, floor used or None)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
-    if learned and mode == "soft" and scale >= SOFT_BLEND_MIN_SCALE and callable(weights):
-        weights = colour_blended(weights)  # see SOFT_COLOUR_SHARE: noisy sources at ×8 and coarser
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
     limit = MODEL_AUTO_TILE_PIXELS if learned else AUTO_TILE_PIXELS
     big = numpy_in and guide.ndim >= 2 and guide.shape[0] * guide.shape[1] > limit

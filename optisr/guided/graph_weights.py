@@ -214,15 +214,13 @@ def model_weights(model: Any, scale: int, source: Any = None, mask: Any = None) 
     return weights
 
 
-# Soft solves (noisy sources) at coarse scales: a learned graph's edge energies are averaged with the
-# colour graph's, w = w_model^(1−s) · w_colour^s, s = SOFT_COLOUR_SHARE, from ×SOFT_BLEND_MIN_SCALE up.
-# Chosen on allowed noisy data only (benchmarks/noisy_blend.py: 8 RGB-D-D test405 images, σ = 3 cm,
-# and 4 procedural scenes, σ = 6; fidelity="auto", the distilled default network). Mean RMSE, model →
-# blend: ×8 RGB-D-D 2.634 → 2.567 cm, procedural 6.302 → 6.204; ×16 3.689 → 3.693 (a tie) and
-# 8.781 → 8.643; at ×2 and ×4 the blend lost on both sets (×4: 1.808 → 1.826, 4.564 → 4.603), so
-# below ×8 the model's graph is used alone. Exact solves (clean sources) never blend.
+# A blend of a learned graph with the colour graph for soft solves (noisy sources), tried 2026-12-02
+# and not made a default: on allowed noisy data (benchmarks/noisy_blend.py: 8 RGB-D-D test405 images,
+# σ = 3 cm, 4 procedural scenes, σ = 6) share 0.5 beat the model alone at ×8 on both sets (2.634 →
+# 2.567 cm, 6.302 → 6.204) and lost at ×2/×4, but on the noisy Middlebury 2005 protocol (evaluation
+# only, measured once) it moved ×8 / ×16 from 3.61 / 4.80 to 3.63 / 4.81. Pass
+# ``weights=colour_blended(model_weights(...))`` to use it.
 SOFT_COLOUR_SHARE = 0.5
-SOFT_BLEND_MIN_SCALE = 8
 
 
 def colour_blended(weights_fn: WeightsFn, share: float = SOFT_COLOUR_SHARE) -> WeightsFn:

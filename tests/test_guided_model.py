@@ -304,3 +304,23 @@ def test_forward_both_is_the_solution_and_the_energies_of_one_pass():
     assert torch.allclose(x, model(guide, source, 4, tol=1e-10), atol=1e-12)
     with pytest.raises(ConfigError, match="output"):
         model(guide, source, 4, output="weights")
+
+
+def test_forward_and_training_config_take_the_preconditioner():
+    from optisr.train.guided import SolverConfig
+
+    torch.manual_seed(0)
+    model = GraphSRModel(GraphSRConfig(widths=(4, 8), features=3)).double()
+    guide = torch.rand(1, 3, 32, 32, dtype=torch.float64, requires_grad=True)
+    source = torch.rand(1, 1, 8, 8, dtype=torch.float64)
+    x_j = model(guide, source, 4, tol=1e-10)
+    x_m = model(guide, source, 4, tol=1e-10, precond="multigrid")
+    assert torch.allclose(x_j, x_m, atol=1e-8)
+    (g_j,) = torch.autograd.grad(x_j.square().sum(), guide)
+    (g_m,) = torch.autograd.grad(x_m.square().sum(), guide)  # the implicit backward with multigrid
+    assert torch.allclose(g_j, g_m, atol=1e-7 * float(g_j.abs().max()))
+    assert SolverConfig(precond="multigrid").precond == "multigrid"
+    with pytest.raises(ConfigError, match="solver.precond"):
+        SolverConfig(precond="ilu")
+    with pytest.raises(ValueError, match="precond"):
+        model(guide, source, 4, precond="ilu")

@@ -402,11 +402,12 @@ class GraphSRModel(nn.Module):
         max_iter: int = 2000,
         on_nonconvergence: str = "warn",
         output: str = "solution",
+        precond: str = "jacobi",
     ) -> Tensor | tuple[Tensor, Tensor]:
         """The HR solution (B, 1, H, W); with ``output="energy"`` the edge energies (B, 2, H, W) of
         :meth:`edge_energy` without a solve (direct edge supervision trains on those); with
         ``output="both"`` the tuple (solution, energies) from one network pass (an end-to-end loss
-        with a term on the energies)."""
+        with a term on the energies). ``precond``: the CG preconditioner (``jacobi``, ``multigrid``, ``none``)."""
         if output not in ("solution", "energy", "both"):
             raise ConfigError(f"output must be 'solution', 'energy' or 'both', got {output!r}")
         energy = self.edge_energy(guide, source, scale, mask)
@@ -424,6 +425,7 @@ class GraphSRModel(nn.Module):
             sigma=sigma,
             tol=tol,
             max_iter=max_iter,
+            precond=precond,
             on_nonconvergence=on_nonconvergence,
             floor=self.config.floor,
         )

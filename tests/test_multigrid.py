@@ -221,3 +221,59 @@ def test_constraint_mode_needs_a_block_operator():
     w = _weights(16, 16, near_floor=False)
     with pytest.raises(ConfigError, match="block operator"):
         Hierarchy(w, make_operator("bicubic", (16, 16), 4), torch.ones(()), 1, fine_data="constraint")
+
+
+def test_public_api_and_cli_take_the_preconditioner(tmp_path, monkeypatch):
+    """guided_upsample / tiled solves / optisr guided --precond multigrid: the V-cycle is built, same result."""
+    import numpy as np
+
+    from optisr.solvers import multigrid
+
+    built = []
+    real_init = multigrid.Hierarchy.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(multigrid.Hierarchy, "__init__", counting_init)
+
+    def uses_multigrid(fn):
+        built.clear()
+        out = fn()
+        return out, bool(built)
+
+    import optisr
+    from optisr.cli.main import main
+    from optisr.guided.tiling import tiled_guided_upsample
+    from optisr.io.images import write_image
+
+    sc = make_scene(128, 160, seed=3)
+    guide = np.ascontiguousarray(sc.guide, dtype=np.float32)
+    op = make_operator("area", guide.shape[:2], 8)
+    src = op.apply(torch.from_numpy(sc.depth_clean.astype(np.float32))[None, None])[0, 0].numpy()
+    rng = float(src.max() - src.min())
+    noisy = src + np.random.default_rng(0).normal(0, 0.02 * rng, src.shape).astype(np.float32)
+    for s in (src, noisy):  # exact, and auto -> soft with its λ search
+        a, used_a = uses_multigrid(lambda s=s: optisr.guided_upsample(s, guide, 8, weights="color", tol=1e-6))
+        b, used_b = uses_multigrid(
+            lambda s=s: optisr.guided_upsample(s, guide, 8, weights="color", tol=1e-6, precond="multigrid")
+        )
+        assert (used_a, used_b) == (False, True)
+        assert float(np.abs(a - b).max()) < 1e-3 * rng
+    a = tiled_guided_upsample(src, guide, 8, tile=64, tol=1e-6)
+    b, used = uses_multigrid(lambda: tiled_guided_upsample(src, guide, 8, tile=64, tol=1e-6, precond="multigrid"))
+    assert used and float(np.abs(a - b).max()) < 1e-3 * rng
+    with pytest.raises(ConfigError, match="precond must be one of"):
+        optisr.guided_upsample(src, guide, 8, precond="ilu")
+    with pytest.raises(ConfigError, match="precond must be one of"):
+        tiled_guided_upsample(src, guide, 8, tile=64, precond="ilu")
+    write_image(tmp_path / "rgb.png", (guide * 255).round().astype(np.uint8))
+    np.save(tmp_path / "lr.npy", src)
+    common = ["guided", "--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "lr.npy"), "--scale", "8",
+              "--method", "color", "--quiet", "--tol", "1e-6"]  # fmt: skip
+    assert main([*common, "-o", str(tmp_path / "j.npy")]) == 0
+    rc, used = uses_multigrid(lambda: main([*common, "-o", str(tmp_path / "m.npy"), "--precond", "multigrid"]))
+    assert rc == 0 and used
+    j, m = np.load(tmp_path / "j.npy"), np.load(tmp_path / "m.npy")
+    assert float(np.abs(j - m).max()) < 1e-3 * rng

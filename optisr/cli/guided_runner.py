@@ -61,6 +61,7 @@ class GuidedOptions:
     invalid_value: float | None = None
     tile_size: int | None = None
     tol: float = 1e-4
+    precond: str = "jacobi"
     device: torch.device | None = None
     overwrite: bool = False
     quiet: bool = False
@@ -126,6 +127,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             tile_size=options.tile_size,
             progress=not options.quiet,
             tol=options.tol,
+            precond=options.precond,
             device=options.device,
         )
         if options.confidence is not None:

@@ -38,6 +38,7 @@ from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
+from optisr.solvers.graph import PRECONDITIONERS
 
 __all__ = [
     "DEFAULT_BLEND_LR",
@@ -207,7 +208,7 @@ class TileProblem:
         weights: ``None`` (colour weights of the guide window) or a (2, H', W') edge-weight window.
         operator: the downsampling operator restricted to the solved tile.
         crop: ``(r0, r1, q0, q1)`` HR px to cut the solution back to the planned padded tile, or None.
-        mode, lam, tol, max_iter: as :func:`tiled_guided_upsample`.
+        mode, lam, tol, max_iter, precond: as :func:`tiled_guided_upsample`.
         dtype: torch computation dtype; device: where to solve (None: CPU).
         refinement: re-weighted solves of the tile after the first (exact and soft modes,
             :mod:`optisr.guided.refine`; the range factor is the whole source's), or None.
@@ -228,6 +229,7 @@ class TileProblem:
     dtype: torch.dtype
     device: str | torch.device | None = None
     refinement: Refinement | None = None
+    precond: str = "jacobi"
 
 
 WeightsFn = Callable[[Tensor, Tensor], Tensor]
@@ -262,7 +264,7 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
         def solve(w_: Tensor) -> Tensor:
             return graph_solve(
                 src, w_, problem.operator.scale, operator=problem.operator, mode=problem.mode, lam=problem.lam,
-                mask=None if bool(m.all()) else m, tol=problem.tol, max_iter=problem.max_iter,
+                mask=None if bool(m.all()) else m, tol=problem.tol, max_iter=problem.max_iter, precond=problem.precond,
             )  # fmt: skip
 
         x = solve(wt)
@@ -300,6 +302,7 @@ def tile_problems(
     dtype: torch.dtype,
     device: str | torch.device | None = None,
     refinement: Refinement | None = None,
+    precond: str = "jacobi",
 ) -> Iterator[TileProblem]:
     """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
 
@@ -334,6 +337,7 @@ def tile_problems(
                 dtype=dtype,
                 device=device,
                 refinement=refinement,
+                precond=precond,
             )
 
 
@@ -355,6 +359,7 @@ def iter_tiles(
     device: str | torch.device | None = None,
     map_tiles: TileMap | None = None,
     refinement: Refinement | None = None,
+    precond: str = "jacobi",
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
     """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
@@ -364,6 +369,7 @@ def iter_tiles(
     problems = tile_problems(
         source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, refinement=refinement,
+        precond=precond,
     )  # fmt: skip
     for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
         yield problem.rows, problem.cols, sol
@@ -414,6 +420,7 @@ def tiled_guided_upsample(
     device: str | torch.device | None = None,
     map_tiles: TileMap | None = None,
     refinement: Refinement | None = None,
+    precond: str = "jacobi",
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -427,7 +434,7 @@ def tiled_guided_upsample(
             ``scale``); default ``16·scale``.
         blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
             at most the overlap; 0 = each HR pixel from exactly one tile).
-        operator, mode, lam, sigma, tol, max_iter: as :func:`optisr.guided_upsample`.
+        operator, mode, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`.
         weights: ``"default"``/``"model"``/a model or its path (the learned graph, with the
             whole image's source statistics), ``None``/``"color"`` (colour weights of each guide tile: local, so identical to
             the global ones inside the tile), an edge-weight array (2, H, W) / (1, 2, H, W), or a
@@ -454,6 +461,8 @@ def tiled_guided_upsample(
         raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
     if mode not in ("exact", "soft"):
         raise ConfigError(f"mode must be 'exact' or 'soft', got {mode!r}")
+    if precond not in PRECONDITIONERS:
+        raise ConfigError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {precond!r}")
     if not isinstance(source, np.ndarray) or source.ndim != 2:
         raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
     if not isinstance(guide, np.ndarray) or guide.ndim not in (2, 3):
@@ -511,7 +520,7 @@ def tiled_guided_upsample(
     ramps: dict = {}
     tiles = iter_tiles(
         src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
-        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles,
+        lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles, precond=precond,
         refinement=refinement,
     )  # fmt: skip
     try:

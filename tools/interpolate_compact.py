@@ -18,6 +18,14 @@ Selection rule for otsr-compact-x4, written down before any interpolated model w
   3. chosen: the lowest val/niqe (4 natural BSDS200 val photos) among the eligible;
   4. it replaces the shipped v3 only if its val/niqe ≤ 4.57 (v3's 4.87 minus that criterion's
      ±0.3 noise); BSD100 and RealSRSet+5 are then measured once and reported whatever they show.
+Outcome (07:23 UTC): best eligible round 2 end at α = 0.8, val NIQE 4.65 > 4.57: nothing replaced.
+
+Second rule, written down at 07:26 UTC before the run it needs started: round 2 run A is continued
+from its step-1200 state to step 2400 (``optisr train blind -c configs/blind/otsr_compact_otsr_r2.yaml
+--resume runs/otsr_compact_otsr_r2/state_00001200.pt train.total_steps=2400
+path.save_dir=runs/otsr_compact_otsr_r2_long``), a further GAN end point. Candidates: α ∈ {0.5, 0.6,
+0.7, 0.8, 0.9} with that run's last EMA generator; eligible, chosen and replacement exactly as in
+steps 2–4 above (the first rule's 10 candidates are not reconsidered).
 """
 
 from __future__ import annotations

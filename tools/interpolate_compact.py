@@ -26,6 +26,9 @@ from its step-1200 state to step 2400 (``optisr train blind -c configs/blind/ots
 path.save_dir=runs/otsr_compact_otsr_r2_long``), a further GAN end point. Candidates: α ∈ {0.5, 0.6,
 0.7, 0.8, 0.9} with that run's last EMA generator; eligible, chosen and replacement exactly as in
 steps 2–4 above (the first rule's 10 candidates are not reconsidered).
+Outcome (07:40 UTC): the continued run ended at val NIQE 4.98 / SSIM 0.4879; its blends scored
+5.23 / 5.00 / 4.94 (α 0.5 / 0.6 / 0.7, eligible) and 4.92 / 4.96 (α 0.8 / 0.9, below the PSNR or
+SSIM bar): nothing replaced.
 """
 
 from __future__ import annotations

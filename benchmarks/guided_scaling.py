@@ -99,6 +99,7 @@ def main() -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from _plot import save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
 
         fig, ax = plt.subplots(figsize=(6.4, 4.4))
         for (kind, path), pts in results.items():
@@ -110,14 +111,8 @@ def main() -> None:
         if one is not None:
             px = np.array([n * n for n in args.sizes], dtype=float)
             ax.loglog(px, one * px / 1024**2, "k:", label="linear through 1 MP")
-        ax.set_xlabel("HR pixels")
-        ax.set_ylabel("whole guided_upsample call [s]")
         ax.set_title(f"×{args.scale}, area, {args.threads} CPU threads")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=120)
-        print(f"saved {args.figure}")
+        save_pixels_figure(fig, ax, "whole guided_upsample call [s]", args.figure)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def main() -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from _plot import save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for f in args.scales:
@@ -127,13 +128,7 @@ def main() -> None:
                     ax.loglog(px, ts, "o-" if mode == "exact" else "s--", label=f"×{f} {mode}")
         px = np.array(sorted({n * n for (n, *_r) in results}), dtype=float)
         ax.loglog(px, px / px[0] * min(t for *_r, t in results), "k:", label="linear")
-        ax.set_xlabel("HR pixels")
-        ax.set_ylabel("solve time [s]")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(args.figure, dpi=120)
-        print(f"saved {args.figure}")
+        save_pixels_figure(fig, ax, "solve time [s]", args.figure)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+"""The finishing touches shared by the benchmarks' time-against-pixels figures (needs matplotlib)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def save_pixels_figure(fig: Any, ax: Any, ylabel: str, path: str) -> None:
+    """Label a log-log time-vs-HR-pixels axis, add grid and legend, and save ``fig`` to ``path``."""
+    ax.set_xlabel("HR pixels")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")

@@ -196,8 +196,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("jacobi", "multigrid"),
         default="jacobi",
         help="graph methods: CG preconditioner (default jacobi). multigrid needs 4-8x fewer iterations "
-        "(about 25 at x8) but is slower on a CPU; it can pay where Jacobi needs many (x16, weights near "
-        "the floor, float64)",
+        "(about 25 at x8) but was slower on a CPU in every case measured; use it where Jacobi stalls "
+        "(weights near the floor, float64 at tight tolerances)",
     )
     add_device_option(p, help_prefix="graph methods (the baselines run on the CPU): where to compute; ")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")

@@ -29,7 +29,7 @@ from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, r
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import lr_size, make_operator
-from optisr.solvers.graph import PRECONDITIONERS
+from optisr.solvers.graph import check_precond
 
 if TYPE_CHECKING:
     from optisr.guided.model import GraphSRModel
@@ -350,8 +350,7 @@ def guided_upsample(
     ):
         raise ConfigError(f"floor must be a number in [0, 1) (or None), got {floor!r}")
     check_refine(refine)
-    if precond not in PRECONDITIONERS:
-        raise ConfigError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {precond!r}")
+    check_precond(precond)
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if refine is None and not _guide_graph(weights):
         refine = 0  # explicit weights are solved as given unless refinement is asked for

@@ -38,7 +38,7 @@ from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
-from optisr.solvers.graph import PRECONDITIONERS
+from optisr.solvers.graph import check_precond
 
 __all__ = [
     "DEFAULT_BLEND_LR",
@@ -461,8 +461,7 @@ def tiled_guided_upsample(
         raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
     if mode not in ("exact", "soft"):
         raise ConfigError(f"mode must be 'exact' or 'soft', got {mode!r}")
-    if precond not in PRECONDITIONERS:
-        raise ConfigError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {precond!r}")
+    check_precond(precond)
     if not isinstance(source, np.ndarray) or source.ndim != 2:
         raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
     if not isinstance(guide, np.ndarray) or guide.ndim not in (2, 3):

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from optisr.errors import ConfigError
 from optisr.ops.lattice import degree, laplacian_apply_
 from optisr.ops.operators import DownsampleOperator
 from optisr.solvers import fused
@@ -51,6 +52,7 @@ __all__ = [
     "PRECONDITIONERS",
     "SolverOptions",
     "adjoint_exact",
+    "check_precond",
     "adjoint_soft",
     "data_weights",
     "default_init",
@@ -72,6 +74,13 @@ EXACT_PENALTY = 0.03
 CONSTRAINED_MULTIGRID = True
 
 
+def check_precond(precond: str, what: str = "precond") -> None:
+    """A one-line :class:`ConfigError` (a ValueError) unless ``precond`` is one of :data:`PRECONDITIONERS`;
+    ``what`` names the option in the message (e.g. ``solver.precond`` in a config)."""
+    if precond not in PRECONDITIONERS:
+        raise ConfigError(f"{what} must be one of {', '.join(PRECONDITIONERS)}, got {precond!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class SolverOptions:
     tol: float = 1e-5  # relative residual ‖r‖/‖r₀‖ per sample
@@ -83,8 +92,7 @@ class SolverOptions:
     backend: str = "auto"
 
     def __post_init__(self):
-        if self.precond not in PRECONDITIONERS:
-            raise ValueError(f"precond must be one of {', '.join(PRECONDITIONERS)}, got {self.precond!r}")
+        check_precond(self.precond)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if not self.tol > 0 or self.max_iter < 1:

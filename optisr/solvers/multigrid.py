@@ -241,8 +241,8 @@ class _Coarse:
         deg.index_add_(0, u, w).index_add_(0, v, w)
         self.deg = deg[:, None]
         if constrained:
-            # no data term; the smoother keeps Σ_{a ∈ b} d_a z_a = 0 in the constrained blocks (c_b > 0)
-            self.c_nodes = torch.zeros((n, c.shape[1]), dtype=w.dtype, device=w.device)
+            # no data term (matvec is L alone); the smoother keeps Σ_{a ∈ b} d_a z_a = 0 in the
+            # constrained blocks (c_b > 0)
             diag = THETA * self.deg
             self.inv_d = 1.0 / diag.clamp_min(torch.finfo(w.dtype).eps * float(diag.max().clamp_min(1.0)))
             s_blk = torch.zeros((n_blocks, 1), dtype=w.dtype, device=w.device)
@@ -296,7 +296,7 @@ class Hierarchy:
         fine_data: ``"operator"``: the fine level's data term is ``Dᵀ C D`` (soft mode); ``"block"``:
             it is ``Bᵀ C B`` with B the LR block mean (exact mode's penalty); ``"constraint"`` (exact
             mode, area/sum only): no data term, the constraint ``D x = 0`` on the blocks where
-            ``c > 0`` is kept exactly on every level (see :meth:`constrained`).
+            ``c > 0`` is kept exactly on every level (see the module docstring).
         levels: at most this many levels (1 = Jacobi only).
         coarse_sweeps: Jacobi sweeps on the coarsest level.
     """

@@ -110,10 +110,9 @@ class SolverConfig:
     precond: str = "jacobi"
 
     def __post_init__(self) -> None:
-        from optisr.solvers.graph import PRECONDITIONERS
+        from optisr.solvers.graph import check_precond
 
-        if self.precond not in PRECONDITIONERS:
-            raise ConfigError(f"solver.precond must be one of {', '.join(PRECONDITIONERS)}, got {self.precond!r}")
+        check_precond(self.precond, "solver.precond")
 
 
 @dataclass

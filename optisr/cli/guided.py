@@ -176,9 +176,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         p,
         default=None,
         help="graph methods: solve tile-wise on N×N HR-pixel tiles (rounded up to a multiple of the scale; "
-        "at least max(128, 32·scale), smaller values are raised to it with a note; 16·scale pixels of "
-        "overlap, exact consistency kept) to bound memory; default: tiles of 1024 when the guide has more "
-        "than 4096×4096 pixels (2048×2048 with a learned model); 0: never tile. Guides above 2048×2048 "
+        "at least max(128, 32·scale), smaller values are raised to it with a note; 8·scale pixels of "
+        "overlap for exact solves, 16·scale for soft ones, at least 96 with a learned model; exact "
+        "consistency kept) to bound memory; default: tiles of 1024 when the guide has more "
+        "than 2048×2048 pixels; 0: never tile. Guides above 2048×2048 "
         "pixels, and any run with N > 0, are solved in float32 with the guide kept 8/16-bit (memory-lean: "
         "an 8192×8192 guide at ×8 peaks at about 1.0–1.2 GB); smaller ones in float64",
     )

@@ -44,6 +44,8 @@ __all__ = [
     "DEFAULT_BLEND_LR",
     "DEFAULT_OVERLAP_LR",
     "DEFAULT_TILE",
+    "NETWORK_CONTEXT_HR",
+    "SOLVER_CONTEXT_LR",
     "MIN_TILE_HR",
     "MIN_TILE_LR",
     "Span",
@@ -52,6 +54,7 @@ __all__ = [
     "WeightsFn",
     "axis_spans",
     "check_tiling",
+    "default_overlap",
     "iter_tiles",
     "min_tile_size",
     "project_blocks",
@@ -63,17 +66,36 @@ __all__ = [
     "tiled_guided_upsample",
 ]
 
-# Defaults: core tile in HR px; overlap (context on each side) and cross-fade half-width in LR px.
-# Measured on procedural scenes at ×4/×8 with converged solves (tol 1e-9): the tiling error decays
-# with the overlap in LR px; on the worst scene (a weakly coupled thin structure crossing tiles),
-# max |tiled − untiled| / range was 2.3e-2, 4.4e-3, 3.0e-3, 5.5e-4 for 4, 8, 12, 16 LR px. A
-# one-block cross-fade makes jumps across tile borders as small as anywhere else; wider fades only
-# bring tile borders (the worst part of each tile solution) into the image.
+# Defaults: core tile in HR px; context (overlap on each side) and cross-fade half-width.
+#
+# The context a tile needs is the larger of two lengths, so the default overlap is
+# max(solver context in LR px · scale, network context in HR px) (:func:`default_overlap`):
+#
+# * The solve: how far the tile's free border reaches into its core. With the default tolerance
+#   (1e-4) and exact fidelity, 4-16 LR px of context gave the same error against the converged
+#   untiled solve as the untiled tol-1e-4 solve itself (procedural scenes seeds 0-4, colour and
+#   learned graph, area and bicubic, ×4/×8/×16; 2026-12-02: RMS 0.0007-0.0046 % of the range at
+#   every overlap, the max set by the solver's tolerance, not by the seams). Converged solves
+#   (tol 1e-9) show the seams: on the worst scene (a weakly coupled thin structure crossing
+#   tiles) max |tiled − untiled| / range was 2.3e-2, 4.4e-3, 3.0e-3, 5.5e-4 for 4, 8, 12, 16 LR
+#   px. Exact solves take 8 LR px. Soft solves couple further (the data term does not pin block
+#   means): at λ = 30, ×8, 8 LR px doubled the max error against the converged solve (0.13-0.20
+#   against 0.04-0.08 % of the range), 12-16 did not; they keep 16 LR px.
+# * The learned edge network: its weights depend on the guide up to ~128 HR px away (weights of a
+#   cropped image against the whole one, by distance from the crop border: 1.4e-2 at 64 px,
+#   4e-3 at 96, 4e-4 at 128, at every scale, since the network works on HR px). With 64 HR px of
+#   context the tiled solve's max error doubled (×8, seed 0: 0.145 against 0.05 % of the range),
+#   with 96 it matched the untiled solve. Colour weights are local (one pixel).
+#
+# A one-block cross-fade makes jumps across tile borders as small as anywhere else; wider fades
+# only bring tile borders (the worst part of each tile solution) into the image.
 DEFAULT_TILE = 1024
-DEFAULT_OVERLAP_LR = 16
+SOLVER_CONTEXT_LR = {"exact": 8, "soft": 16}
+NETWORK_CONTEXT_HR = 96
+DEFAULT_OVERLAP_LR = SOLVER_CONTEXT_LR["soft"]  # the largest solver context (kept for callers of 0.1)
 DEFAULT_BLEND_LR = 1
 # Smallest tile the public entry points (guided_upsample(tile_size=), optisr guided --tile-size) accept:
-# with 16 LR px of overlap on each side, a tile of T LR px solves (T + 32)² LR px for T² kept, so
+# with 16 LR px of overlap on each side (soft solves), a tile of T LR px solves (T + 32)² LR px for T² kept, so
 # tiny tiles redo most of the work many times (tile 1 at ×4 ran 24× slower than untiled). At 32 LR px
 # the padded tile is 4× the core; 128 HR px keeps small scales from tiles of a few hundred pixels.
 MIN_TILE_HR = 128
@@ -179,12 +201,30 @@ def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> 
     return axis_spans(h, tile // scale, overlap // scale), axis_spans(w, tile // scale, overlap // scale)
 
 
-def check_tiling(scale: int, tile: Any, overlap: Any) -> tuple[int, int]:
-    """Validate ``tile``/``overlap`` (HR px); returns them rounded up to multiples of ``scale``."""
+def default_overlap(scale: int, mode: str = "exact", learned: bool = False) -> int:
+    """The default context on each side of a tile, HR px: ``max(SOLVER_CONTEXT_LR[mode]·scale,
+    NETWORK_CONTEXT_HR if learned)`` rounded up to a multiple of ``scale`` (see the module's notes).
+
+    ``learned``: the weights come from a network run on each tile (a callable), not from the guide's
+    colours or a given weight array.
+    """
+    hr = SOLVER_CONTEXT_LR[mode] * int(scale)
+    if learned:
+        hr = max(hr, NETWORK_CONTEXT_HR)
+    return int(scale) * math.ceil(hr / int(scale))
+
+
+def check_tiling(
+    scale: int, tile: Any, overlap: Any, *, mode: str = "exact", learned: bool = False
+) -> tuple[int, int]:
+    """Validate ``tile``/``overlap`` (HR px); returns them rounded up to multiples of ``scale``.
+
+    ``overlap=None`` is :func:`default_overlap` for ``mode`` and ``learned``.
+    """
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
         raise ConfigError(f"tile size must be a positive integer number of HR pixels, got {tile!r}")
     if overlap is None:
-        overlap = DEFAULT_OVERLAP_LR * scale
+        overlap = default_overlap(scale, mode, learned)
     if isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
         raise ConfigError(f"tile overlap must be an integer >= 0 HR pixels, got {overlap!r}")
     tile_r = scale * max(1, math.ceil(tile / scale))
@@ -431,7 +471,8 @@ def tiled_guided_upsample(
         scale: integer upsampling scale.
         tile: core tile size in HR px, rounded up to a multiple of ``scale``.
         overlap: context added on each side of a tile, HR px (rounded up to a multiple of
-            ``scale``); default ``16·scale``.
+            ``scale``); default :func:`default_overlap`: ``8·scale`` for exact solves, ``16·scale``
+            for soft ones, at least 96 HR px with a learned model.
         blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
             at most the overlap; 0 = each HR pixel from exactly one tile).
         operator, mode, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`.
@@ -470,11 +511,7 @@ def tiled_guided_upsample(
         )
     if not (guide.dtype in (np.uint8, np.uint16) or np.issubdtype(guide.dtype, np.floating)):
         raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
-    tile, overlap = check_tiling(scale, tile, overlap)
-    blend = DEFAULT_BLEND_LR * scale if blend is None else float(blend)
-    if blend < 0:
-        raise ConfigError(f"blend must be >= 0 HR pixels, got {blend}")
-    blend = min(blend, overlap, tile / 2)
+    check_tiling(scale, tile, overlap)  # bad values fail before any work
     if dtype is None:
         dtype = torch.float64 if source.dtype == np.float64 else torch.float32
     H, W = guide.shape[:2]
@@ -492,6 +529,12 @@ def tiled_guided_upsample(
         and (not callable(weights) or isinstance(weights, torch.nn.Module))
     ):
         weights, _ = resolve_weights(weights, scale, source, mask)  # "default", "model", a .safetensors path
+    learned = callable(weights) and not isinstance(weights, str)
+    tile, overlap = check_tiling(scale, tile, overlap, mode=mode, learned=learned)
+    blend = DEFAULT_BLEND_LR * scale if blend is None else float(blend)
+    if blend < 0:
+        raise ConfigError(f"blend must be >= 0 HR pixels, got {blend}")
+    blend = min(blend, overlap, tile / 2)
     np_dtype = np.float64 if dtype == torch.float64 else np.float32
     valid = np.isfinite(source)
     if mask is not None:

@@ -214,9 +214,7 @@ def default_overlap(scale: int, mode: str = "exact", learned: bool = False) -> i
     return int(scale) * math.ceil(hr / int(scale))
 
 
-def check_tiling(
-    scale: int, tile: Any, overlap: Any, *, mode: str = "exact", learned: bool = False
-) -> tuple[int, int]:
+def check_tiling(scale: int, tile: Any, overlap: Any, *, mode: str = "exact", learned: bool = False) -> tuple[int, int]:
     """Validate ``tile``/``overlap`` (HR px); returns them rounded up to multiples of ``scale``.
 
     ``overlap=None`` is :func:`default_overlap` for ``mode`` and ``learned``.

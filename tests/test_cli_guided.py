@@ -615,6 +615,11 @@ def test_fidelity_options_given_explicitly(tmp_path, capsys):
     rc, out, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--fidelity", "robust", "--lam", 1.0,
                         "--confidence", tmp_path / "c.npy")  # fmt: skip
     assert rc == 0 and out.strip().endswith("fidelity robust λ 1"), err
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "ct.tif", "--fidelity", "robust", "--lam", 1.0,
+                        "--confidence", tmp_path / "c.npy", "--tile-size", 128)  # fmt: skip
+    assert rc == 0, err  # tile-wise: confidence and robust were refused before
+    tiled, whole = read_raster(tmp_path / "ct.tif").data, read_raster(tmp_path / "c.tif").data
+    assert np.abs(tiled - whole).max() <= 1e-3 * np.ptp(whole)
     rc, out, err = _run(capsys, *base, "-o", tmp_path / "f.tif", "--fidelity", "soft", "--lam", 0.5, "--floor", 0.1)
     assert rc == 0 and out.strip().endswith("fidelity soft λ 0.5 floor 0.1 refined ×1"), (out, err)
     rc, out, err = _run(capsys, *base, "-o", tmp_path / "r0.tif", "--fidelity", "soft", "--lam", 0.5, "--refine", 0)

@@ -10,7 +10,7 @@ import torch
 import optisr
 from optisr.cli.main import main
 from optisr.data.synthetic import make_scene
-from optisr.errors import ConfigError
+from optisr.errors import ConfigError, ShapeError
 from optisr.guided.api import color_weights
 from optisr.guided.tiling import check_tiling, tile_grid, tiled_guided_upsample
 from optisr.io.rasters import read_raster, write_raster
@@ -241,3 +241,48 @@ def test_strip_wise_global_projection_equals_the_operator_projection(kind):
     project_global(out, s, valid, op, strip=64)
     np.testing.assert_allclose(out, ref, atol=1e-8)
     assert np.abs(_lr(out, f, kind, np.float64) - s)[valid].max() <= 1e-9
+
+
+def _noisy(scene, f):
+    guide, depth = np.tile(scene[0], (2, 2, 1))[:192, :192], np.tile(scene[1], (2, 2))[:192, :192]
+    s = _lr(depth, f, "area", np.float64)
+    s = (s + np.random.default_rng(0).normal(0, 0.03 * np.ptp(s), s.shape)).astype(np.float32)
+    return guide, s
+
+
+def test_tiled_soft_solves_take_a_confidence_map(scene):
+    """The per-LR-pixel confidence is cut into tiles like the source: tiled = untiled, and it matters."""
+    guide, s = _noisy(scene, 4)
+    conf = np.ones_like(s)
+    conf[:, : s.shape[1] // 2] = 0.05  # trust the left half much less
+    kw = dict(weights="color", fidelity="soft", lam=3.0, refine=0)
+    ref = optisr.guided_upsample(s, guide, 4, tile_size=0, confidence=conf, **kw)
+    x = optisr.guided_upsample(s, guide, 4, tile_size=128, confidence=conf, **kw)  # was a ConfigError
+    plain = optisr.guided_upsample(s, guide, 4, tile_size=128, **kw)
+    rng = np.ptp(ref)
+    assert np.abs(x - ref).max() <= MAX_DIFF * rng and np.sqrt(np.mean((x - ref) ** 2)) <= RMS_DIFF * rng
+    assert np.sqrt(np.mean((plain - ref) ** 2)) > 10 * RMS_DIFF * rng  # the confidence changed the result
+    for bad, err, msg in (
+        (conf[:-1], ShapeError, "confidence must be"),
+        (-conf, ConfigError, ">= 0"),
+        (np.zeros_like(conf), ShapeError, "positive confidence"),
+    ):
+        with pytest.raises(err, match=msg):
+            tiled_guided_upsample(s, guide, 4, tile=64, mode="soft", confidence=bad)
+    with pytest.raises(ConfigError, match="exact fidelity has none"):
+        tiled_guided_upsample(s, guide, 4, tile=64, confidence=conf)
+
+
+def test_tiled_robust_solves_use_the_whole_images_residual_scale(scene):
+    """Robust (IRLS) tiles: one σ for every tile, estimated as the untiled solve does (MAD of a soft
+    solve's residuals); per-tile σ estimates put the result 6-8 % of the range off the untiled one."""
+    guide, s = _noisy(scene, 4)
+    # noise of very different strength in the two halves: each half's tiles alone would see another σ
+    s[:, :24] += np.random.default_rng(1).normal(0, 0.1 * np.ptp(s), s[:, :24].shape).astype(np.float32)
+    s[10:12, 30:32] += 0.5 * np.ptp(s)  # outliers (flying pixels)
+    ref = optisr.guided_upsample(s, guide, 4, weights="color", fidelity="robust", lam=3.0, tile_size=0)
+    x = optisr.guided_upsample(s, guide, 4, weights="color", fidelity="robust", lam=3.0, tile_size=128)
+    rng = np.ptp(ref)
+    assert np.abs(x - ref).max() <= MAX_DIFF * rng and np.sqrt(np.mean((x - ref) ** 2)) <= RMS_DIFF * rng
+    own = tiled_guided_upsample(s, guide, 4, tile=64, weights="color", mode="robust", lam=3.0, robust_sigma=1e3)
+    assert np.sqrt(np.mean((own - ref) ** 2)) > 3 * RMS_DIFF * rng  # a different σ is a different result

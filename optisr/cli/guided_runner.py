@@ -141,8 +141,6 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             # the tiled solve of guided_upsample(weights=method, tile_size=...), its tiles solved by
             # map_tiles. λ: given, or the closed-form rule of the noise level (no discrepancy search,
             # which would solve the whole raster several times)
-            if confidence is not None:
-                raise ConfigError("--confidence is not supported with --dask (tile-wise solves) yet")
             if options.floor is not None:
                 raise ConfigError("--floor is not supported with --dask (tile-wise solves) yet")
             choice, lam = choose_fidelity(
@@ -154,7 +152,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             x = tiled_guided_upsample(
                 source, guide, options.scale, tile=options.tile_size, weights=options.method, mask=valid,
                 map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),
-                refinement=refinement, **tiled,
+                refinement=refinement, confidence=None if choice.fidelity == "exact" else confidence, **tiled,
             )  # fmt: skip
             if refinement is not None:
                 choice = dataclasses.replace(choice, refine=refinement.passes)

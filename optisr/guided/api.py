@@ -552,8 +552,6 @@ def _upsample(
             stacklevel=2,
         )
         tile_size = min_tile_size(scale)
-    if tile_size and confidence is not None:
-        raise ConfigError("confidence is not supported by tile-wise solves yet; use tile_size=0 (or --tile-size 0)")
     if tile_size:
         if not (
             isinstance(source, np.ndarray)
@@ -573,6 +571,12 @@ def _upsample(
             if lam.numel() != 1:
                 raise ConfigError("tile-wise solves take one λ (a float), not a tensor of them")
             lam = float(lam)
+        if isinstance(confidence, Tensor):
+            confidence = confidence.detach().cpu().numpy()
+        if confidence is not None:
+            confidence = np.asarray(confidence)
+            if confidence.size == np.prod(confidence.shape[-2:]):  # (1, 1, h, w) / (1, h, w) -> (h, w)
+                confidence = confidence.reshape(confidence.shape[-2:])
 
         def tiled(value: float, floor_value: float | None) -> np.ndarray:
             return tiled_guided_upsample(
@@ -580,6 +584,7 @@ def _upsample(
                 weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, progress=progress, device=device, precond=precond,
                 refinement=None if refinement is None else refinement.with_floor(floor_value),
+                confidence=confidence,
             )  # fmt: skip
 
         if noise_sigma is None:
@@ -594,7 +599,7 @@ def _upsample(
                 source[lr_rows, lr_cols], guide[rows, cols], scale, operator=operator, mode=mode, weights=crop_w,
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
-                floor=floor, precond=precond,
+                floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
             )  # fmt: skip
             return tiled(found, chosen), found, n + 1, chosen
         op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)

@@ -39,6 +39,7 @@ from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
 from optisr.solvers.graph import check_precond
+from optisr.solvers.robust import mad_sigma
 
 __all__ = [
     "DEFAULT_BLEND_LR",
@@ -80,7 +81,7 @@ __all__ = [
 #   tiles) max |tiled − untiled| / range was 2.3e-2, 4.4e-3, 3.0e-3, 5.5e-4 for 4, 8, 12, 16 LR
 #   px. Exact solves take 8 LR px. Soft solves couple further (the data term does not pin block
 #   means): at λ = 30, ×8, 8 LR px doubled the max error against the converged solve (0.13-0.20
-#   against 0.04-0.08 % of the range), 12-16 did not; they keep 16 LR px.
+#   against 0.04-0.08 % of the range), 12-16 did not; they keep 16 LR px, as robust (IRLS) ones.
 # * The learned edge network: its weights depend on the guide up to ~128 HR px away (weights of a
 #   cropped image against the whole one, by distance from the crop border: 1.4e-2 at 64 px,
 #   4e-3 at 96, 4e-4 at 128, at every scale, since the network works on HR px). With 64 HR px of
@@ -90,7 +91,7 @@ __all__ = [
 # A one-block cross-fade makes jumps across tile borders as small as anywhere else; wider fades
 # only bring tile borders (the worst part of each tile solution) into the image.
 DEFAULT_TILE = 1024
-SOLVER_CONTEXT_LR = {"exact": 8, "soft": 16}
+SOLVER_CONTEXT_LR = {"exact": 8, "soft": 16, "robust": 16}
 NETWORK_CONTEXT_HR = 96
 DEFAULT_OVERLAP_LR = SOLVER_CONTEXT_LR["soft"]  # the largest solver context (kept for callers of 0.1)
 DEFAULT_BLEND_LR = 1
@@ -250,6 +251,9 @@ class TileProblem:
         dtype: torch computation dtype; device: where to solve (None: CPU).
         refinement: re-weighted solves of the tile after the first (exact and soft modes,
             :mod:`optisr.guided.refine`; the range factor is the whole source's), or None.
+        confidence: (h', w') per-LR-pixel data weights (soft and robust modes), or None.
+        robust_sigma: robust mode: the residual scale σ (source units) of the whole image, so that
+            every tile's Huber threshold is the same; None: each tile estimates its own.
     """
 
     rows: Span
@@ -268,6 +272,8 @@ class TileProblem:
     device: str | torch.device | None = None
     refinement: Refinement | None = None
     precond: str = "jacobi"
+    confidence: np.ndarray | None = None
+    robust_sigma: float | None = None
 
 
 WeightsFn = Callable[[Tensor, Tensor], Tensor]
@@ -287,8 +293,12 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
     src = torch.from_numpy(np.ascontiguousarray(problem.source)).to(dtype)[None, None]
     m = torch.from_numpy(np.ascontiguousarray(problem.valid))[None, None]
     g = _guide_tile(problem.guide, slice(None), slice(None), dtype)
+    conf = None
+    if problem.confidence is not None:
+        conf = torch.from_numpy(np.ascontiguousarray(problem.confidence)).to(dtype)[None, None]
     if problem.device is not None:
         src, m, g = src.to(problem.device), m.to(problem.device), g.to(problem.device)
+        conf = None if conf is None else conf.to(problem.device)
     with torch.no_grad():
         if weights_fn is not None:
             nan = torch.full((), float("nan"), dtype=src.dtype, device=src.device)
@@ -303,6 +313,7 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
             return graph_solve(
                 src, w_, problem.operator.scale, operator=problem.operator, mode=problem.mode, lam=problem.lam,
                 mask=None if bool(m.all()) else m, tol=problem.tol, max_iter=problem.max_iter, precond=problem.precond,
+                confidence=conf, noise_sigma=problem.robust_sigma,
             )  # fmt: skip
 
         x = solve(wt)
@@ -341,17 +352,21 @@ def tile_problems(
     device: str | torch.device | None = None,
     refinement: Refinement | None = None,
     precond: str = "jacobi",
+    confidence: np.ndarray | None = None,
+    robust_sigma: float | None = None,
 ) -> Iterator[TileProblem]:
     """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
 
     ``source`` (h, w) with invalid pixels 0, ``valid`` (h, w) bool, ``guide`` (H, W[, C]) in its
-    stored dtype, ``weights`` None or a (2, H, W) edge-weight array.
+    stored dtype, ``weights`` None or a (2, H, W) edge-weight array, ``confidence`` None or (h, w)
+    data weights ≥ 0 (a tile grows until it holds a valid pixel of positive confidence).
     """
     H, W = guide.shape[:2]
     whole = make_operator(operator, (H, W), scale, sigma=sigma)
+    held = valid if confidence is None else valid & (confidence > 0)
     for sy in spans[0]:
         for sx in spans[1]:
-            sy_, sx_ = _with_valid_pixel(sy, sx, valid)
+            sy_, sx_ = _with_valid_pixel(sy, sx, held)
             _, _, R0, R1 = sy_.hr(scale, H)
             _, _, Q0, Q1 = sx_.hr(scale, W)
             crop = None
@@ -376,6 +391,10 @@ def tile_problems(
                 device=device,
                 refinement=refinement,
                 precond=precond,
+                confidence=None
+                if confidence is None
+                else np.ascontiguousarray(confidence[sy_.p0 : sy_.p1, sx_.p0 : sx_.p1]),
+                robust_sigma=robust_sigma,
             )
 
 
@@ -398,6 +417,8 @@ def iter_tiles(
     map_tiles: TileMap | None = None,
     refinement: Refinement | None = None,
     precond: str = "jacobi",
+    confidence: np.ndarray | None = None,
+    robust_sigma: float | None = None,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
     """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
@@ -407,7 +428,7 @@ def iter_tiles(
     problems = tile_problems(
         source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, refinement=refinement,
-        precond=precond,
+        precond=precond, confidence=confidence, robust_sigma=robust_sigma,
     )  # fmt: skip
     for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
         yield problem.rows, problem.cols, sol
@@ -459,6 +480,8 @@ def tiled_guided_upsample(
     map_tiles: TileMap | None = None,
     refinement: Refinement | None = None,
     precond: str = "jacobi",
+    confidence: np.ndarray | None = None,
+    robust_sigma: float | None = None,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -473,7 +496,9 @@ def tiled_guided_upsample(
             for soft ones, at least 96 HR px with a learned model.
         blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
             at most the overlap; 0 = each HR pixel from exactly one tile).
-        operator, mode, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`.
+        operator, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`.
+        mode: ``"exact"``, ``"soft"`` or ``"robust"`` (the fidelity once chosen; ``"auto"`` is
+            resolved by :func:`optisr.guided_upsample`).
         weights: ``"default"``/``"model"``/a model or its path (the learned graph, with the
             whole image's source statistics), ``None``/``"color"`` (colour weights of each guide tile: local, so identical to
             the global ones inside the tile), an edge-weight array (2, H, W) / (1, 2, H, W), or a
@@ -490,6 +515,12 @@ def tiled_guided_upsample(
         refinement: re-weighted solves inside each tile (exact and soft modes; see
             :func:`optisr.guided.refine.resolve_refinement`), or None (no refinement, the default
             here; :func:`optisr.guided_upsample` passes its own).
+        confidence: optional (h, w) per-LR-pixel data weights ``C ≥ 0`` of the soft and robust
+            data terms (``(Dx − s)ᵀ C (Dx − s)``), cut into tiles like the source.
+        robust_sigma: robust mode: the residual scale σ in source units. None (default): as the
+            untiled solve estimates it, the normalised MAD of the residuals ``D x − s`` of a soft
+            solve with the same λ, here of the whole image (a tiled soft solve first), so that
+            every tile uses the same σ.
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -498,8 +529,8 @@ def tiled_guided_upsample(
     scale = int(scale)
     if operator not in OPERATORS:
         raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
-    if mode not in ("exact", "soft"):
-        raise ConfigError(f"mode must be 'exact' or 'soft', got {mode!r}")
+    if mode not in SOLVER_CONTEXT_LR:
+        raise ConfigError(f"mode must be 'exact', 'soft' or 'robust', got {mode!r}")
     check_precond(precond)
     if not isinstance(source, np.ndarray) or source.ndim != 2:
         raise ShapeError(f"tiled upsampling takes a numpy (h, w) source, got {getattr(source, 'shape', type(source))}")
@@ -543,6 +574,32 @@ def tiled_guided_upsample(
     if not valid.any():
         raise ShapeError("the source has no valid pixel: nothing constrains the output")
     src = np.where(valid, source, 0.0).astype(np_dtype)
+    conf = None
+    if confidence is not None:
+        if mode == "exact":
+            raise ConfigError("confidence weights the soft data term; exact fidelity has none (use soft or robust)")
+        conf = np.asarray(confidence, dtype=np_dtype)
+        if conf.shape != source.shape:
+            raise ShapeError(
+                f"confidence must be {source.shape[0]}×{source.shape[1]} (the source grid), got {conf.shape}"
+            )
+        if not np.isfinite(conf).all() or (conf < 0).any():
+            raise ConfigError("confidence must be finite and >= 0")
+        if not (valid & (conf > 0)).any():
+            raise ShapeError("no valid source pixel has a positive confidence: nothing constrains the output")
+    if mode == "robust" and robust_sigma is None:
+        # σ of the whole image, as graph_solve estimates it for an untiled solve (MAD of a soft
+        # solve's residuals over C > 0); per-tile estimates differed by up to 8 % of the range
+        soft = tiled_guided_upsample(
+            source, guide, scale, tile=tile, overlap=overlap, blend=blend, operator=operator, mode="soft",
+            weights=weights, mask=mask, lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
+            progress=progress is True, device=device, map_tiles=map_tiles, precond=precond, confidence=conf,
+        )  # fmt: skip
+        op = make_operator(operator, (H, W), scale, sigma=sigma)
+        r = op.apply_strips(soft, dtype=torch.float64)[None, None] - torch.from_numpy(src.astype(np.float64))
+        c = torch.from_numpy(valid if conf is None else valid & (conf > 0))
+        robust_sigma = float(mad_sigma(r, c[None, None])[0])
+        del soft
 
     spans = tile_grid((H, W), scale, tile, overlap)
     total = len(spans[0]) * len(spans[1])
@@ -561,7 +618,7 @@ def tiled_guided_upsample(
     tiles = iter_tiles(
         src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles, precond=precond,
-        refinement=refinement,
+        refinement=refinement, confidence=conf, robust_sigma=robust_sigma,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[4096])
     p.add_argument("--scale", type=int, default=8)
     p.add_argument("--tile", type=int, default=1024, help="core tile, HR px")
-    p.add_argument("--overlap", type=int, default=None, help="HR px (default 16·scale)")
+    p.add_argument(
+        "--overlap", type=int, default=None, help="HR px (default: optisr.guided.tiling.default_overlap for the mode)"
+    )
     p.add_argument(
         "--max-iter",
         type=int,

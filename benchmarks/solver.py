@@ -113,13 +113,9 @@ def main() -> None:
                             flush=True,
                         )
     if args.figure:
-        import matplotlib
+        from _plot import pixels_figure, save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from _plot import save_pixels_figure  # benchmarks/ is on sys.path when a script here runs
-
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = pixels_figure((6, 4))
         for f in args.scales:
             for mode in args.modes:
                 pts = [(n * n, t) for (n, ff, m, t) in results if ff == f and m == mode]

@@ -149,6 +149,35 @@ def test_realscene_end_to_end(tmp_path, capsys):
     assert rmse["bicubic-raw"] == pytest.approx(np.mean(want_raw), abs=0.006)
 
 
+def test_real_grid_native_and_scale(tmp_path):
+    """Graph methods solve the sensor's LR on its own grid by default; --real-grid scale resamples it first."""
+    import optisr
+
+    data = _realscene_folder(tmp_path / "data")
+    rmse = {}
+    for grid in ("native", "scale"):
+        out = tmp_path / grid
+        argv = ["--dataset", "rgbdd_real", "--data-dir", str(data), "--methods", "bicubic", "color", "--out-dir", str(out),
+                "--figures", "0", "--no-progress"]  # fmt: skip
+        assert _bench_guided([*argv, *([] if grid == "native" else ["--real-grid", "scale"])]) == 0
+        report = out / ("rgbdd-real_protocolA.md" if grid == "native" else "rgbdd-real_protocolA_scalegrid.md")
+        text = report.read_text()
+        assert ("sensor's LR on its own grid" in text) == (grid == "native")
+        tables = md_tables(text)
+        rmse[grid] = {m: float(v[0]) for m, v in tables["RMSE (cm), full image ↓"].items()}
+        cons = {m: float(v[0]) for m, v in tables["LR consistency RMSE (cm) ↓"].items()}
+        assert cons["color"] < 1e-3  # exactly consistent with the LR it solved against
+    assert rmse["native"]["bicubic"] == rmse["scale"]["bicubic"]  # baselines: the resampled grid either way
+    assert rmse["native"]["color"] != rmse["scale"]["color"]
+    # the native column is guided_upsample at the sizes' ratio on the raw LR
+    key = KEYS[0]
+    raw = cv2.imread(str(data / "DepthLR" / f"{key}_LR_fill_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
+    rgb = cv2.imread(str(data / "RGB" / f"{key}_RGB.jpg"))[..., ::-1].astype(np.float32) / 255.0
+    gt = cv2.imread(str(data / "Depth" / f"{key}_HR_gt.png"), cv2.IMREAD_UNCHANGED)
+    x = optisr.guided_upsample(raw, rgb, None, operator="bicubic", weights="color", fidelity="exact")
+    assert _rmse_cm(x, gt) == pytest.approx(float(md_tables((tmp_path / "native" / "rgbdd-real_protocolA.md").read_text())["RMSE (cm) per image, ×4 ↓"][key][1]), abs=0.006)
+
+
 def test_synthetic_override_is_labelled(tmp_path):
     data = _realscene_folder(tmp_path / "data")
     rc = _bench_guided(

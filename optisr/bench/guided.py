@@ -77,6 +77,7 @@ from optisr.bench.guided_protocols import (
     PROTOCOLS,
     PUBLISHED_BORDER,
     RAW_BICUBIC,
+    REAL_GRIDS,
     Case,
     NoiseSpec,
     ProtocolBStream,
@@ -199,22 +200,29 @@ def check_options(
     return scales, names
 
 
+def _graph_input(case: Case, scale: int, native: bool) -> tuple[np.ndarray, int | None]:
+    """(source with NaN holes, scale) a graph method solves: the real LR on its own grid when ``native``
+    and the case has one (scale None: the sizes' ratio), else ``case.lr`` at ×``scale``."""
+    if native and case.raw_lr is not None and case.raw_lr_valid is not None:
+        return np.where(case.raw_lr_valid, case.raw_lr, np.nan).astype(np.float32), None
+    return np.where(case.lr_valid, case.lr, np.nan).astype(np.float32), scale
+
+
 def _method_fn(
-    name: str, operator: str, device: torch.device | None, to_255: float | None = None
+    name: str, operator: str, device: torch.device | None, to_255: float | None = None, native: bool = False
 ) -> Callable[[Case, int], np.ndarray]:
     """``f(case, scale) -> (H, W)`` prediction for a method name (from ``case.lr`` and ``case.guide``;
     the oracle also reads ``case.depth``, with ``to_255`` its factor to 0–255 units, see
-    :func:`~optisr.bench.guided_protocols.oracle_weights`)."""
+    :func:`~optisr.bench.guided_protocols.oracle_weights`). ``native``: graph methods and the oracle
+    solve against a real-LR case's own LR grid (:func:`_graph_input`)."""
     if name == ORACLE:
 
         def oracle(case: Case, scale: int) -> np.ndarray:
             from optisr.guided.api import guided_upsample
 
             w = oracle_weights(case.depth, case.valid, to_255)
-            source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
-            return guided_upsample(
-                source, case.guide, scale, weights=w, fidelity="exact", operator=operator, device=device
-            )
+            source, s = _graph_input(case, scale, native)
+            return guided_upsample(source, case.guide, s, weights=w, fidelity="exact", operator=operator, device=device)
 
         return oracle
     if name == RAW_BICUBIC:
@@ -235,8 +243,8 @@ def _method_fn(
             model, _ = load_guided_model(guided_model_path("default" if weights == "model" else name))
 
         def graph(case: Case, scale: int) -> np.ndarray:
-            source = np.where(case.lr_valid, case.lr, np.nan).astype(np.float32)
-            return upsample_with(name, source, case.guide, scale, model=model, operator=operator, device=device)
+            source, s = _graph_input(case, scale, native)
+            return upsample_with(name, source, case.guide, s, model=model, operator=operator, device=device)
 
         return graph
 
@@ -260,6 +268,7 @@ def benchmark(
     progress: bool = True,
     device: str | torch.device | None = None,
     noise: NoiseSpec | None = None,
+    real_grid: str = "native",
 ) -> BenchResult:
     """Run every method at every scale on the first ``limit`` images of ``dataset``.
 
@@ -282,6 +291,9 @@ def benchmark(
             the baselines always run on the CPU.
         noise: the noisy protocol's LR noise (None: :class:`NoiseSpec` defaults, σ = 6, ``area``,
             seed 0); a ConfigError with another protocol.
+        real_grid: one of :data:`REAL_GRIDS`; with real LR, ``"native"`` (default) has the graph
+            methods and the oracle solve against the sensor's LR on its own grid (what ``optisr guided``
+            does with such files), ``"scale"`` gives them the LR resampled to the ×s grid like the baselines.
     Returns:
         :class:`BenchResult`.
     Raises:
@@ -295,6 +307,11 @@ def benchmark(
         noise = NoiseSpec()
     real, lr_is_default = lr_source(dataset, lr, protocol)
     scales, methods = check_options(scales, methods, protocol, tile_size, real)
+    if real_grid not in REAL_GRIDS:
+        raise ConfigError(f"real_grid must be one of {', '.join(REAL_GRIDS)}; got {real_grid!r}")
+    if real_grid == "scale" and not real:
+        raise ConfigError("--real-grid applies to real LR input (--lr real, or rgbdd-real); drop it")
+    native = real and real_grid == "native"
     dev = None if device is None else resolve_device(device, what="device")
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be >= 1; got {limit}")
@@ -315,13 +332,17 @@ def benchmark(
     if noise is not None:
         stem = f"{safe_name(name)}_noisy{noise.sigma:g}_{noise.operator}"
     res = BenchResult(name, protocol, kind, unit, scales, methods, n, n_available, lr=lr_kind, stem=stem, noise=noise)
+    res.real_grid = real_grid
+    if real and real_grid == "scale":
+        res.stem += "_scalegrid"
     if protocol == "B" and b_units is None:
         res.notes.append(
             f"the depth unit {unit!r} is not metric, so MSE and MAE are in {unit}² and {unit}, not cm² and cm"
         )
     # the oracle's μ is in 0–255 depth units: exact for 8-bit disparity sets, else each image's range
     to_255 = unit_scale if unit == "0-255" else None
-    fns = {m: _method_fn(m, kind, dev, to_255) for m in methods}
+    fns = {m: _method_fn(m, kind, dev, to_255, native) for m in methods}
+    solved_native = {m: native and (m == ORACLE or is_graph_method(m)) for m in methods}
     if ORACLE in methods:
         res.notes.append(
             "`oracle`: the exact graph layer with edge weights from the ground-truth HR depth, "
@@ -368,7 +389,7 @@ def benchmark(
                     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
                         unconverged[m][scale] += 1
                     per_time[m][scale].append(time.perf_counter() - t0)
-                    per_cons[m][scale].append(unit_scale * consistency_rmse(pred, case, kind, scale))
+                    per_cons[m][scale].append(unit_scale * consistency_rmse(pred, case, kind, scale, solved_native[m]))
                     if scored_as_a:
                         score = protocol_a_rmse(pred, case.depth, case.valid, report_scale=unit_scale)
                         per_rmse[m][scale].append(score)
@@ -443,6 +464,7 @@ def bench_to_folder(
     device: str | torch.device | None = "auto",
     command: str | None = None,
     noise: NoiseSpec | None = None,
+    real_grid: str = "native",
 ) -> tuple[BenchResult, Path, str]:
     """Load a dataset by name, run :func:`benchmark`, write ``OUT/<stem>.md`` and the figures.
 
@@ -469,6 +491,7 @@ def bench_to_folder(
         res = benchmark(
             dataset, scales=scales, methods=methods, protocol=protocol, lr=lr, limit=limit, tile_size=tile_size,
             figures=figures, figure_dir=out / "figures", progress=progress, device=device, noise=noise,
+            real_grid=real_grid,
         )  # fmt: skip
         text = format_markdown(res, command=command, data_dir=str(data_dir))
     finally:

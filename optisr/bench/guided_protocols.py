@@ -23,7 +23,7 @@ import torch
 from optisr.errors import ConfigError, InputFileError, ShapeError
 from optisr.guided.graph_weights import DEPTH_MU
 from optisr.metrics.depth import UNIT_TO_CM, masked_rmse, mod_crop, protocol_b_errors
-from optisr.ops.operators import bicubic_matrix, make_operator
+from optisr.ops.operators import bicubic_matrix, make_operator, resampling_operator
 from optisr.rng import derive_seed
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ORACLE_FLOOR",
     "ORACLE_MU",
     "RAW_BICUBIC",
+    "REAL_GRIDS",
     "Case",
     "NoiseSpec",
     "ProtocolBStream",
@@ -89,6 +90,11 @@ class NoiseSpec:
 
 
 PROTOCOL_B_BATCH = 8  # tiles per batch in protocol B's batch-mean (graph-SR's test batch size)
+
+REAL_GRIDS = ("native", "scale")
+"""``--real-grid``: with real LR, do the graph methods solve against the sensor's LR on its own grid
+(``native``: at the sizes' ratio, e.g. 8/3 for RGB-D-D, with a resampling operator) or against the LR
+resampled onto the ×s grid, as the baselines do (``scale``)."""
 
 LR_SOURCES = ("auto", "synthetic", "real")
 """``--lr``: synthesise the LR from the ground truth, use the dataset's own (real) LR depth, or
@@ -272,11 +278,20 @@ def scored_regions(
     return cases, (rows * tile, cols * tile)
 
 
-def consistency_rmse(pred: np.ndarray, case: Case, kind: str, scale: int) -> float:
-    """RMSE of D x̂ − s over valid LR pixels, in the dataset's published unit."""
-    op = make_operator(kind, pred.shape, scale)
+def consistency_rmse(pred: np.ndarray, case: Case, kind: str, scale: int, native: bool = False) -> float:
+    """RMSE of D x̂ − s over valid LR pixels, in the dataset's published unit.
+
+    ``native``: s is the case's real LR on its own grid (``case.raw_lr``), D the
+    :func:`~optisr.ops.operators.resampling_operator` of ``kind`` onto it; else s = ``case.lr`` at ×``scale``.
+    """
+    if native and case.raw_lr is not None and case.raw_lr_valid is not None:
+        op = resampling_operator(kind, pred.shape, case.raw_lr.shape)
+        lr, valid = case.raw_lr, case.raw_lr_valid
+    else:
+        op = make_operator(kind, pred.shape, scale)
+        lr, valid = case.lr, case.lr_valid
     down = op.apply(torch.from_numpy(np.asarray(pred, dtype=np.float64))).numpy()
-    return masked_rmse(down, case.lr.astype(np.float64), case.lr_valid)
+    return masked_rmse(down, np.nan_to_num(lr.astype(np.float64)), valid)
 
 
 class ProtocolBStream:

@@ -42,6 +42,8 @@ class BenchResult:
         figures: written figure paths.
         notes: remarks that belong in the report.
         noise: the noisy protocol's LR noise; None for the other protocols.
+        real_grid: real LR only: ``"native"`` (graph methods solve against the sensor's LR on its own
+            grid, at the sizes' ratio) or ``"scale"`` (every method gets the LR resampled to the ×s grid).
     """
 
     dataset: str
@@ -65,6 +67,7 @@ class BenchResult:
     figures: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     noise: NoiseSpec | None = None
+    real_grid: str = "native"
 
 
 def write_figure(
@@ -135,8 +138,14 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         lines.append(
             "- LR input: the dataset's own (real) LR depth, resampled onto the ×s grid (H/s × W/s) with PIL-exact "
             "antialiased bicubic (the `bicubic` operator's kernel and geometry, float64 maths, float32 result); "
-            "every method then solves a ×s task with the `bicubic` operator. "
-            f"`{RAW_BICUBIC}`: direct PIL bicubic of the unresampled LR to the HR size"
+            + (
+                "the baselines then solve a ×s task; the graph methods (and the oracle) solve against the "
+                "sensor's LR on its own grid instead, with the `bicubic` operator at the sizes' ratio "
+                "(`optisr.guided_upsample(source, guide, scale=None)`, `--real-grid native`). "
+                if res.real_grid == "native"
+                else "every method then solves a ×s task with the `bicubic` operator (`--real-grid scale`). "
+            )
+            + f"`{RAW_BICUBIC}`: direct PIL bicubic of the unresampled LR to the HR size"
         )
         lines.append(
             f"- metric: RMSE in {res.units}, over pixels with valid ground truth (GT > 0), on the full HR "
@@ -177,7 +186,12 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
     lines.append(
         f"- LR consistency: RMSE of D x̂ − s over valid LR pixels, D = `{res.operator}` operator, in "
         f"{res.units}, averaged over {region}s (0 = exactly consistent)"
-        + ("; s = the resampled H/s × W/s LR, not the sensor's LR" if res.lr == "real" else "")
+        + (
+            "; s = the LR each method solved against (the resampled H/s × W/s LR, or the sensor's own for "
+            "graph methods with `--real-grid native`)"
+            if res.lr == "real"
+            else ""
+        )
         + ("; s = the noisy LR, so an exactly consistent method keeps its noise" if res.noise is not None else "")
     )
     lines.append(

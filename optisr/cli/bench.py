@@ -32,7 +32,7 @@ def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
         METHODS,
         PROTOCOLS,
     )
-    from optisr.bench.guided_protocols import LR_SOURCES, NOISE_OPERATORS, NoiseSpec
+    from optisr.bench.guided_protocols import LR_SOURCES, NOISE_OPERATORS, REAL_GRIDS, NoiseSpec
 
     parser.description = (
         "Evaluate guided depth upsampling methods on a published test set under protocol A "
@@ -68,6 +68,15 @@ def _add_guided_arguments(parser: argparse.ArgumentParser) -> None:
         help="LR input: 'synthetic' (made from the ground truth by the protocol's operator), 'real' (the "
         "dataset's own LR depth, resampled to the xN grid; protocol A only) or 'auto' (real for "
         "rgbdd-real, synthetic otherwise; the default)",
+    )
+    parser.add_argument(
+        "--real-grid",
+        type=str.lower,
+        default="native",
+        choices=REAL_GRIDS,
+        help="with real LR: 'native' (default) has the graph methods solve against the sensor's LR on its own "
+        "grid (at the sizes' ratio, as optisr guided does with such files); 'scale' gives them the LR resampled "
+        "to the xN grid, like the baselines",
     )
     parser.add_argument(
         "--protocol",
@@ -204,6 +213,8 @@ def _guided_argv(args: argparse.Namespace) -> list[str]:
     words += ["--protocol", str(args.protocol)]
     if getattr(args, "lr", "auto") != "auto":
         words += ["--lr", str(args.lr)]
+    if getattr(args, "real_grid", "native") != "native":
+        words += ["--real-grid", str(args.real_grid)]
     words += ["--out-dir", str(args.out_dir)]
     if args.limit is not None:
         words += ["--limit", str(args.limit)]
@@ -256,6 +267,7 @@ def _run_guided(args: argparse.Namespace) -> int:
         methods=args.methods,
         protocol=args.protocol,
         lr=getattr(args, "lr", "auto"),
+        real_grid=getattr(args, "real_grid", "native"),
         limit=args.limit,
         tile_size=args.tile_size,
         figures=args.figures,

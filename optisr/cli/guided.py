@@ -53,7 +53,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="LR single-band raster (.png 8/16-bit, .tif, .npy, .pfm, .exr, GeoTIFF), or a folder; "
         "invalid pixels: 0 in integer rasters without nodata, NaN, nodata, --invalid-value",
     )
-    p.add_argument("--scale", type=int, required=True, metavar="N", help="integer upsampling scale N (1..64)")
+    p.add_argument(
+        "--scale",
+        type=_scale_arg,
+        default=None,
+        metavar="N|auto",
+        help="integer upsampling scale N (1..64), or auto (default): from each guide's and source's sizes, an "
+        "integer if one fits (ceil(guide size / N) = source size), else their exact ratio (graph methods; e.g. a "
+        "180×240 ToF map beside a 480×640 image is solved at 8/3 with a resampling operator, untiled)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -236,8 +244,10 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         close = closest_method(args.method)
         hint = f" (did you mean {close!r}?)" if close else ""
         raise ConfigError(f"--method {args.method!r}{hint}: use one of {', '.join(METHODS)} or a .safetensors model")
-    if not 1 <= args.scale <= 64:
-        raise ConfigError(f"--scale must be an integer in 1..64, got {args.scale}")
+    if args.scale is not None and not 1 <= args.scale <= 64:
+        raise ConfigError(f"--scale must be an integer in 1..64 or auto, got {args.scale}")
+    if args.scale is None and args.fit is not None:
+        raise ConfigError("--crop and --pad fit the guide to a given scale; add --scale N")
     noise_sigma: str | float = "auto"
     if str(args.noise_sigma).strip().lower() != "auto":
         try:
@@ -299,7 +309,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
             raise ConfigError("--dask solves tiles as tasks, so it needs tiling; drop --tile-size 0")
         if tile_size is None:
             tile_size = DEFAULT_TILE
-    if tile_size and tile_size < min_tile_size(args.scale):
+    if tile_size and args.scale is not None and tile_size < min_tile_size(args.scale):
         tile_size = min_tile_size(args.scale)
         log(
             f"optisr guided: note: --tile-size {args.tile_size} is below the minimum of {tile_size} HR pixels "
@@ -325,6 +335,16 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
+
+
+def _scale_arg(text: str) -> int | None:
+    """``--scale``: an integer, or ``auto`` (None: from the files' sizes)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
-from optisr.errors import ConfigError, InputFileError, OptiSRError
+from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.fidelity import FidelityChoice, choose_fidelity
@@ -30,6 +30,7 @@ from optisr.guided.quantize import round_to_integers
 from optisr.guided.refine import resolve_refinement
 from optisr.guided.tiling import TileMap, tiled_guided_upsample
 from optisr.io.rasters import Raster, geo_for_upsampled, read_guide, read_raster, write_raster
+from optisr.ops.operators import DownsampleOperator, is_resampling, resampling_operator, scale_for_sizes
 
 __all__ = ["LEAN_PIXELS", "GuidedOptions", "process", "to_output"]
 
@@ -48,7 +49,7 @@ class GuidedOptions:
     """The checked options of one ``optisr guided`` run (see its ``--help`` for each)."""
 
     method: str
-    scale: int
+    scale: int | None  # None: from each file's sizes (see resolve_scale)
     operator: str = "area"
     fidelity: str = "auto"
     lam: float | None = None
@@ -82,19 +83,57 @@ def to_output(
     raster: Raster,
     ext: str,
     solved_exact: bool = False,
+    scale: int | None = None,
+    operator: str | DownsampleOperator | None = None,
 ) -> tuple[np.ndarray, np.dtype]:
     """(array to write, dtype on disk): integer PNG sources stay integer, everything else float32.
 
     ``solved_exact``: the solution is exactly consistent, so the rounding keeps ``D x = s`` where the
-    integers allow.
+    integers allow (block operators at an integer scale). ``scale``/``operator``: this file's (default:
+    the options').
     """
+    scale = options.scale if scale is None else scale
+    operator = options.operator if operator is None else operator
+    assert scale is not None  # resolved per file by resolve_scale
     if ext != ".png":
         return x.astype(np.float32, copy=False), np.dtype(np.float32)
     dtype = np.dtype(raster.dtype_on_disk)
     lo = 1.0 if raster.nodata is None else None  # 0 means "invalid" in such PNGs
-    exact = options.graph and solved_exact
-    out = round_to_integers(x, source, valid, options.scale, dtype=dtype, lo=lo, operator=options.operator, exact=exact)
+    exact = options.graph and solved_exact and not is_resampling(operator)
+    op_kind = operator if isinstance(operator, str) else operator.kind
+    out = round_to_integers(x, source, valid, scale, dtype=dtype, lo=lo, operator=op_kind, exact=exact)
     return out, dtype
+
+
+def resolve_scale(
+    job: Job, hr: tuple[int, int], lr: tuple[int, int], options: GuidedOptions, log: Callable[[str], None]
+) -> tuple[int, str | DownsampleOperator]:
+    """``(scale, operator)`` of one file: ``--scale N`` as given; ``auto``: the integer that fits the
+    sizes, else (graph methods) a resampling operator at their exact ratio, said in one note line."""
+    if options.scale is not None:
+        return options.scale, options.operator
+    f = scale_for_sizes(hr, lr)
+    if f is not None:
+        return f, options.operator
+    ratio = f"{hr[0] / lr[0]:.4g}×{hr[1] / lr[1]:.4g}" if lr[0] and lr[1] else "?"
+    if not options.graph or hr[0] < lr[0] or hr[1] < lr[1]:
+        raise ShapeError(
+            f"{job.guide.name} is {hr[0]}×{hr[1]} and {job.source.name} {lr[0]}×{lr[1]}: no integer scale fits "
+            f"(ratio {ratio})"
+            + (
+                f"; {options.method} needs one: pass --scale N with --crop or --pad"
+                if not options.graph
+                else "; the guide must be at least as large as the source"
+            )
+        )
+    if options.tile_size or options.map_tiles is not None:
+        raise ConfigError(
+            f"{job.source.name}: tile-wise solves (--tile-size, --dask) need an integer scale, but the sizes are "
+            f"{ratio} apart; drop them, or pass --scale N with --crop or --pad"
+        )
+    op = resampling_operator(options.operator, hr, lr, sigma=options.sigma)
+    log(f"optisr guided: {job.source.name}: scale {ratio} from the sizes ({lr[0]}×{lr[1]} -> {hr[0]}×{hr[1]})")
+    return op.scale, op
 
 
 def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str:
@@ -109,7 +148,10 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     valid = raster.mask.copy()
     if job.mask is not None:
         valid &= read_mask(job.mask, raster.shape)
-    guide, source, valid, note = fit_sizes(job, guide, source, valid, options.scale, options.fit, native)
+    scale, operator = resolve_scale(job, guide.shape[:2], source.shape, options, log)
+    note = ""
+    if not is_resampling(operator):  # a resampling operator fits the sizes as they are
+        guide, source, valid, note = fit_sizes(job, guide, source, valid, scale, options.fit, native)
     if note:
         log(f"optisr guided: {job.source.name}: {note}")
     if not valid.any():
@@ -121,7 +163,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     confidence = None
     if native:
         graph_options = dict(
-            operator=options.operator,
+            operator=operator,
             sigma=options.sigma,
             dtype=torch.float32 if lean else torch.float64,
             tile_size=options.tile_size,
@@ -144,13 +186,13 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             if options.floor is not None:
                 raise ConfigError("--floor is not supported with --dask (tile-wise solves) yet")
             choice, lam = choose_fidelity(
-                source, options.scale, fidelity=options.fidelity, noise_sigma=options.noise_sigma, lam=options.lam,
+                source, scale, fidelity=options.fidelity, noise_sigma=options.noise_sigma, lam=options.lam,
                 mask=valid,
             )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
             refinement = resolve_refinement(options.refine, choice.fidelity, source, valid)
             x = tiled_guided_upsample(
-                source, guide, options.scale, tile=options.tile_size, weights=options.method, mask=valid,
+                source, guide, scale, tile=options.tile_size, weights=options.method, mask=valid,
                 map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),
                 refinement=refinement, confidence=None if choice.fidelity == "exact" else confidence, **tiled,
             )  # fmt: skip
@@ -158,13 +200,13 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
                 choice = dataclasses.replace(choice, refine=refinement.passes)
         elif native:
             x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
-                source, guide, options.scale, weights=get_method(options.method).weights, mask=valid,
+                source, guide, scale, weights=get_method(options.method).weights, mask=valid,
                 fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
         else:
-            x = upsample_with(options.method, source, guide, options.scale, mask=valid)
+            x = upsample_with(options.method, source, guide, scale, mask=valid)
     seconds = time.perf_counter() - t0
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:
@@ -175,15 +217,16 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
     if x.dtype != np.float32:
         x = x.astype(np.float64, copy=False)
     solved_exact = choice is not None and choice.fidelity == "exact"
-    out, dtype = to_output(x, source, valid, options, raster, ext, solved_exact)
+    out, dtype = to_output(x, source, valid, options, raster, ext, solved_exact, scale, operator)
     del x
     geo = None
     if raster.geo is not None:
         if ext in (".tif", ".tiff"):
-            geo = geo_for_upsampled(raster.geo, options.scale)
+            ratio = getattr(operator, "ratio", None)
+            geo = geo_for_upsampled(raster.geo, scale if ratio is None else ratio)
         else:
             log(f"optisr guided: note: {job.output.name}: {ext} keeps no georeferencing; write .tif to keep the CRS")
-    err = lr_consistency_error(out, source, valid, options.scale, operator=options.operator, sigma=options.sigma)
+    err = lr_consistency_error(out, source, valid, scale, operator=operator, sigma=options.sigma)
     try:
         # overwrite=False: a file that another run wrote meanwhile is never replaced (OutputExistsError)
         write_raster(job.output, out, dtype=dtype, geo=geo, nodata=raster.nodata, overwrite=options.overwrite)

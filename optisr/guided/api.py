@@ -28,7 +28,14 @@ from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
-from optisr.ops.operators import lr_size, make_operator
+from optisr.ops.operators import (
+    DownsampleOperator,
+    is_resampling,
+    lr_size,
+    make_operator,
+    resampling_operator,
+    scale_for_sizes,
+)
 from optisr.solvers.graph import check_precond
 
 if TYPE_CHECKING:
@@ -135,7 +142,7 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
 def guided_upsample(
     source: np.ndarray,
     guide: np.ndarray | Tensor,
-    scale: int,
+    scale: int | None = None,
     *,
     operator: str = "area",
     fidelity: str | None = None,
@@ -163,7 +170,7 @@ def guided_upsample(
 def guided_upsample(
     source: Tensor,
     guide: np.ndarray | Tensor,
-    scale: int,
+    scale: int | None = None,
     *,
     operator: str = "area",
     fidelity: str | None = None,
@@ -191,7 +198,7 @@ def guided_upsample(
 def guided_upsample(
     source: np.ndarray | Tensor,
     guide: np.ndarray | Tensor,
-    scale: int,
+    scale: int | None = None,
     *,
     fidelity: str | None = None,
     mode: str | None = None,
@@ -217,7 +224,7 @@ def guided_upsample(
 def guided_upsample(
     source: np.ndarray | Tensor,
     guide: np.ndarray | Tensor,
-    scale: int,
+    scale: int | None = None,
     *,
     operator: str = "area",
     fidelity: str | None = None,
@@ -251,7 +258,13 @@ def guided_upsample(
             NaN marks invalid pixels.
         guide: HR image. numpy ``(H, W, C)`` / ``(H, W)`` (uint8, uint16 or float in [0, 1]) or
             torch ``(C, H, W)`` / ``(B, C, H, W)`` float in [0, 1]. ``(h, w) = ceil((H, W)/scale)``.
-        scale: integer scale (2..16 typical, up to 64).
+        scale: integer scale (2..16 typical, up to 64), or ``None`` (default): from the sizes. An
+            integer f whose grid policy fits them (``ceil((H, W)/f) = (h, w)``) if there is one;
+            otherwise the source's grid is taken as covering the guide's field of view at the
+            ratio ``(H/h, W/w)`` (e.g. a 180×240 ToF map beside a 480×640 image: 8/3), solved with
+            :func:`~optisr.ops.operators.resampling_operator` (untiled; a learned model is run
+            at the nearest integer scale). An explicit integer scale that does not fit the sizes
+            is an error.
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
         fidelity: how much to trust the source. ``"exact"``: hard consistency ``D x = s``;
@@ -334,9 +347,7 @@ def guided_upsample(
         >>> out.shape, float(out[:, :16].mean()), float(out[:, 16:].mean())
         ((32, 32), 1.0, 3.0)
     """
-    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
-        raise ConfigError(f"scale must be a positive integer, got {scale!r}")
-    scale = int(scale)
+    scale, operator, tile_size = _resolve_scale(scale, operator, source, guide, sigma, tile_size)
     if tile_size is not None and (
         isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0
     ):
@@ -373,6 +384,48 @@ def guided_upsample(
     if refinement is not None:
         choice = dataclasses.replace(choice, refine=refinement.passes, solves=choice.solves + refinement.passes)
     return (out, choice) if return_info else out
+
+
+def _hw(a: Any, lead: bool) -> tuple[int, int]:
+    """(rows, cols) of a numpy/torch source (``lead=False``) or guide (``lead=True``: numpy (H, W[, C]))."""
+    shape = tuple(a.shape)
+    if len(shape) < 2:
+        raise ShapeError(f"expected a 2-D map or image, got shape {shape}")
+    if lead and isinstance(a, np.ndarray):
+        return int(shape[0]), int(shape[1])
+    return int(shape[-2]), int(shape[-1])
+
+
+def _resolve_scale(
+    scale: Any, operator: Any, source: Any, guide: Any, sigma: float | None, tile_size: Any
+) -> tuple[int, Any, Any]:
+    """``(scale, operator, tile_size)`` for :func:`guided_upsample`: an integer scale, or for
+    ``scale=None`` at a non-integer ratio a :func:`resampling_operator` (and no tiling)."""
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+            raise ConfigError(f"scale must be a positive integer or None (from the sizes), got {scale!r}")
+        if int(scale) != scale or scale < 1:
+            raise ConfigError(
+                f"scale must be a positive integer, got {scale!r}; pass scale=None to solve at the sizes' own ratio"
+            )
+        return int(scale), operator, tile_size
+    if not isinstance(source, (np.ndarray, Tensor)) or not isinstance(guide, (np.ndarray, Tensor)):
+        raise ShapeError("source and guide must be numpy arrays or torch tensors")
+    hr, lr = _hw(guide, True), _hw(source, False)
+    if isinstance(operator, DownsampleOperator):
+        if operator.hr_size != hr or operator.lr_size != lr:
+            raise ShapeError(f"{operator!r} does not map the {hr[0]}×{hr[1]} guide onto the {lr[0]}×{lr[1]} source")
+        return operator.scale, operator, tile_size
+    f = scale_for_sizes(hr, lr)
+    if f is not None:
+        return f, operator, tile_size
+    op = resampling_operator(operator, hr, lr, sigma=sigma)
+    if tile_size:
+        raise ConfigError(
+            f"tile-wise solves need an integer scale; the {hr[0]}×{hr[1]} guide is "
+            f"{hr[0] / lr[0]:.4g}×{hr[1] / lr[1]:.4g} the {lr[0]}×{lr[1]} source (pass tile_size=0, or crop to an integer ratio)"
+        )
+    return op.scale, op, 0
 
 
 def _guide_graph(weights: Any) -> bool:
@@ -619,12 +672,15 @@ def _upsample(
         src, gt = src.to(device), gt.to(device)
         m = None if m is None else m.to(device)
     H, W = gt.shape[-2:]
-    need = lr_size((H, W), scale)
+    resampled = isinstance(operator, DownsampleOperator) and is_resampling(operator)
+    need = operator.lr_size if isinstance(operator, DownsampleOperator) and resampled else lr_size((H, W), scale)
     if tuple(src.shape[-2:]) != need:
+        lr_hw = (int(src.shape[-2]), int(src.shape[-1]))
+        ratio_hint = "" if scale_for_sizes((H, W), lr_hw) else ", or pass scale=None to solve at the sizes' own ratio"
         raise ShapeError(
             f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
             f"but it is {src.shape[-2]}×{src.shape[-1]}; crop or pad the guide to {src.shape[-2] * scale}×"
-            f"{src.shape[-1] * scale}"
+            f"{src.shape[-1] * scale}{ratio_hint}"
         )
     if weights is None or (isinstance(weights, str) and weights == "color"):
         w = color_weights(gt)
@@ -666,7 +722,7 @@ def _upsample(
 
         floors: tuple[float | None, ...] = (None, *FLOOR_STEPS) if floor is None else (floor,)
         lam0, evals = float(lam), 0
-        if floor is None and H * W > FLOOR_CROP_HR**2:
+        if floor is None and H * W > FLOOR_CROP_HR**2 and not resampled:
             # the floor from a central crop; λ is searched again below on the whole image
             rows, cols, lr_rows, lr_cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
             chosen, lam0, _, evals = search(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from optisr.errors import ShapeError
-from optisr.ops.operators import lr_size, make_operator
+from optisr.ops.operators import DownsampleOperator, lr_size, make_operator
 
 __all__ = ["STRIP_PIXELS", "lr_consistency_error", "lr_row_strips"]
 
@@ -38,7 +38,7 @@ def lr_consistency_error(
     valid: np.ndarray,
     scale: int,
     *,
-    operator: str = "area",
+    operator: str | DownsampleOperator = "area",
     sigma: float | None = None,
     strip_pixels: int | None = None,
 ) -> float:
@@ -49,7 +49,9 @@ def lr_consistency_error(
         source: (h, w) LR values s, ``(h, w) = ceil((H, W) / scale)``; same unit as ``out``.
         valid: (h, w) bool, True where ``s`` constrains ``out``; must hold at least one True.
         scale: integer scale f.
-        operator: ``area``, ``sum``, ``bicubic`` or ``gaussian`` (the D of the solve).
+        operator: ``area``, ``sum``, ``bicubic`` or ``gaussian`` (the D of the solve), or the
+            operator itself (e.g. a :func:`~optisr.ops.operators.resampling_operator` at a
+            non-integer ratio; then ``scale`` is its nominal scale).
         sigma: Gaussian PSF width in HR pixels (``gaussian`` only).
         strip_pixels: HR pixels per strip (default :data:`STRIP_PIXELS`).
     Returns:
@@ -57,10 +59,10 @@ def lr_consistency_error(
     """
     H, W = out.shape
     h, w = source.shape
-    if lr_size((H, W), scale) != (h, w) or valid.shape != (h, w):
+    need = operator.lr_size if isinstance(operator, DownsampleOperator) else lr_size((H, W), scale)
+    if need != (h, w) or valid.shape != (h, w):
         raise ShapeError(
-            f"an {H}×{W} output at ×{scale} needs an {lr_size((H, W), scale)} source and mask, "
-            f"got {source.shape} and {valid.shape}"
+            f"an {H}×{W} output at ×{scale} needs an {need} source and mask, got {source.shape} and {valid.shape}"
         )
     if not valid.any():
         raise ShapeError("the LR mask has no valid pixel: no consistency to measure")

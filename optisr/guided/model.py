@@ -260,7 +260,9 @@ def upsample_source(
 
     Args:
         source: (B, 1, h, w); NaN (or ``mask`` False) marks invalid pixels.
-        scale: integer scale f; the LR grid covers ``f·h × f·w ≥ H × W``.
+        scale: integer scale f; the LR grid covers ``f·h × f·w ≥ H × W``. A source whose grid does
+            not fit (H, W) at f (``ceil((H, W)/f) != (h, w)``: a non-integer ratio) is taken as
+            covering the same field of view and resampled straight to (H, W).
         size: HR (H, W).
         mask: optional bool (B, 1, h, w), True = valid.
         stats: (mean, std) to z-score with instead of the sample's own; tile-wise solves pass the
@@ -275,6 +277,9 @@ def upsample_source(
     mean, std = source_stats(source, mask) if stats is None else stats
     z = torch.where(valid, (s - mean) / (std + 1e-6), torch.zeros_like(s))
     h, w = source.shape[-2:]
+    if (-(-size[0] // scale), -(-size[1] // scale)) != (h, w):
+        # a source at a non-integer ratio covers the whole field of view: resample straight to (H, W)
+        return F.interpolate(z, size=tuple(size), mode="bicubic", align_corners=False)
     up = F.interpolate(z, size=(h * scale, w * scale), mode="bicubic", align_corners=False)
     return up[..., : size[0], : size[1]]
 

@@ -321,7 +321,7 @@ def _read_geotiff(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any] 
     return data, (None if nodata is None else float(nodata)), geo
 
 
-def geo_for_upsampled(geo: dict[str, Any], scale: int | float) -> dict[str, Any]:
+def geo_for_upsampled(geo: dict[str, Any], scale: int | float | tuple[float, float]) -> dict[str, Any]:
     """Georeferencing of a raster upsampled by ``scale`` on the same footprint.
 
     The CRS is kept; the transform becomes ``transform @ Affine.scale(1 / scale)`` (pixel size
@@ -329,27 +329,28 @@ def geo_for_upsampled(geo: dict[str, Any], scale: int | float) -> dict[str, Any]
 
     Args:
         geo: ``{"crs", "transform", "profile"}`` as in :attr:`Raster.geo`.
-        scale: upsampling scale > 0.
+        scale: upsampling scale > 0, or ``(rows, cols)`` factors (a non-integer ratio may differ per axis).
     Returns:
         A new dict; ``geo`` is not modified.
     Raises:
         ConfigError: if ``scale`` is not positive or ``geo`` has no transform.
     """
-    if not scale or scale <= 0:
+    sy, sx = (float(scale[0]), float(scale[1])) if isinstance(scale, tuple) else (scale, scale)
+    if not sy or not sx or sy <= 0 or sx <= 0:
         raise ConfigError(f"scale must be > 0, got {scale!r}")
     if "transform" not in geo or geo["transform"] is None:
         raise ConfigError("geo has no 'transform'; expected the dict from read_raster(...).geo")
     from affine import Affine
 
     try:
-        transform = geo["transform"] @ Affine.scale(1.0 / scale)
+        transform = geo["transform"] @ Affine.scale(1.0 / sx, 1.0 / sy)
     except TypeError:  # affine < 2.4 composes with "*" only
-        transform = geo["transform"] * Affine.scale(1.0 / scale)
+        transform = geo["transform"] * Affine.scale(1.0 / sx, 1.0 / sy)
     profile = dict(geo.get("profile") or {})
     profile["transform"] = transform
-    for key in ("width", "height"):
+    for key, factor in (("width", sx), ("height", sy)):
         if key in profile:
-            profile[key] = int(round(profile[key] * scale))
+            profile[key] = int(round(profile[key] * factor))
     return {**geo, "transform": transform, "profile": profile}
 
 

@@ -3,7 +3,9 @@
 ``axis_matrix(kind, n_in, scale)`` is the (n_out × n_in) matrix ``A`` of one axis of
 :class:`optisr.ops.operators.DownsampleOperator` (``D x = A_y x A_xᵀ``), with ``n_out =
 ceil(n_in / scale)``; :func:`bicubic_matrix` is PIL's antialiased bicubic resampling matrix for
-any length ratio (also used to resample real LR depth maps).
+any length ratio (also used to resample real LR depth maps); :func:`resample_matrix` is the matrix of
+any operator kind for any length ratio ``n_in / n_out >= 1`` (a source whose grid is not an integer
+fraction of the guide's, e.g. a 240×180 ToF map beside a 640×480 RGB image).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 
 from optisr.errors import ConfigError
 
-__all__ = ["axis_matrix", "bicubic_matrix"]
+__all__ = ["axis_matrix", "bicubic_matrix", "resample_matrix"]
 
 
 def _pil_bicubic(t: np.ndarray) -> np.ndarray:
@@ -94,6 +96,63 @@ def axis_matrix(kind: str, n_in: int, scale: int, sigma: float | None = None) ->
             w = np.exp(-0.5 * ((xs - c) / s) ** 2)
             mat[i, lo:hi] = w / w.sum()
     else:  # pragma: no cover - guarded by make_operator
+        raise ConfigError(f"unknown operator {kind!r}")
+    mat.setflags(write=False)
+    return mat
+
+
+def _overlap_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) lengths of overlap between LR cell ``[i·r, (i+1)·r)`` and HR pixel ``[j, j+1)``, r = n_in/n_out.
+
+    Computed in exact rational arithmetic (cell edges ``i·n_in / n_out``), so an integer ratio gives
+    exactly the 0/1 blocks of :func:`axis_matrix`'s ``sum``.
+    """
+    mat = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        # cell [a, b) in HR pixel units, a = i·n_in/n_out; work in units of 1/n_out to stay exact
+        a, b = i * n_in, (i + 1) * n_in
+        for j in range(a // n_out, min(n_in, -(-b // n_out))):
+            lo, hi = max(a, j * n_out), min(b, (j + 1) * n_out)
+            if hi > lo:
+                mat[i, j] = (hi - lo) / n_out
+    return mat
+
+
+@functools.lru_cache(maxsize=64)
+def resample_matrix(kind: str, n_in: int, n_out: int, sigma: float | None = None) -> np.ndarray:
+    """The per-axis matrix (n_out × n_in, float64, read-only) of operator ``kind`` at any ratio ``r = n_in / n_out``.
+
+    LR pixel ``i`` covers the HR interval ``[i·r, (i+1)·r)`` (both grids span the same extent):
+
+    * ``area``: the mean over that interval, HR pixels weighted by the length they share with it
+      (the exact box integral; OpenCV's ``INTER_AREA`` for shrinking);
+    * ``sum``: the integral itself (each HR pixel's value is split over the LR cells it overlaps, so
+      totals are kept: counts, population);
+    * ``bicubic``: PIL's antialiased bicubic (:func:`bicubic_matrix`);
+    * ``gaussian``: a Gaussian PSF of std ``sigma`` HR px (default r/2) at the cell centres ``(i + 0.5)·r − 0.5``.
+
+    For ``n_in = f·n_out`` every kind equals :func:`axis_matrix` at scale f.
+    """
+    if n_out < 1 or n_in < n_out:
+        raise ConfigError(f"resampling needs 1 <= n_out <= n_in, got {n_out} from {n_in}")
+    if kind in ("area", "sum"):
+        mat = _overlap_matrix(n_in, n_out)
+        if kind == "area":
+            mat = mat * (n_out / n_in)
+    elif kind == "bicubic":
+        mat = bicubic_matrix(n_in, n_out)
+    elif kind == "gaussian":
+        step = n_in / n_out
+        s = step / 2.0 if sigma is None else float(sigma)
+        radius = max(1, int(math.ceil(3.0 * s)))
+        mat = np.zeros((n_out, n_in))
+        for i in range(n_out):
+            c = (i + 0.5) * step - 0.5
+            lo, hi = max(0, int(math.floor(c - radius))), min(n_in, int(math.ceil(c + radius)) + 1)
+            xs = np.arange(lo, hi, dtype=np.float64)
+            w = np.exp(-0.5 * ((xs - c) / s) ** 2)
+            mat[i, lo:hi] = w / w.sum()
+    else:
         raise ConfigError(f"unknown operator {kind!r}")
     mat.setflags(write=False)
     return mat

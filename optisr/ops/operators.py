@@ -41,16 +41,20 @@ from optisr.ops._axes import (
     masked_gram_cg,
     restricted_matrix,
 )
-from optisr.ops.axis_matrices import axis_matrix, bicubic_matrix
+from optisr.ops.axis_matrices import axis_matrix, bicubic_matrix, resample_matrix
 
 __all__ = [
     "DENSE_MASKED_GRAM_MAX",
     "OPERATORS",
     "DownsampleOperator",
     "axis_matrix",
+    "is_resampling",
     "bicubic_matrix",
     "lr_size",
     "make_operator",
+    "nominal_scale",
+    "resampling_operator",
+    "scale_for_sizes",
 ]
 
 OPERATORS = ("area", "sum", "bicubic", "gaussian")
@@ -109,6 +113,7 @@ class DownsampleOperator:
         self._windows: dict = {}
         # area/sum: D Dᵀ is diagonal, so the (masked) projection is closed-form.
         self.diagonal_gram = kind in ("area", "sum")
+        self.ratio: tuple[float, float] | None = None  # set by resampling_operator at non-integer ratios
 
     @classmethod
     def from_axis_matrices(
@@ -146,11 +151,24 @@ class DownsampleOperator:
         op._ginv_cache = {}
         op._windows = {}
         op.diagonal_gram = False
+        op.ratio = None
         return op
 
     def __repr__(self) -> str:
         extra = f", sigma={self.sigma}" if self.sigma is not None else ""
+        if self.ratio is not None:
+            return (
+                f"DownsampleOperator({self.kind!r}, hr_size={self.hr_size}, lr_size={self.lr_size}, "
+                f"ratio={self.ratio[0]:.4g}×{self.ratio[1]:.4g}{extra})"
+            )
         return f"DownsampleOperator({self.kind!r}, hr_size={self.hr_size}, scale={self.scale}{extra})"
+
+    @property
+    def pixels_per_lr(self) -> float:
+        """HR pixels per LR pixel: ``scale²``, or ``(H/h)·(W/w)`` at a non-integer ratio."""
+        if self.ratio is not None:
+            return self.ratio[0] * self.ratio[1]
+        return float(self.scale**2)
 
     # -- structure -----------------------------------------------------------------------------
     def axis_matrices(self) -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +177,10 @@ class DownsampleOperator:
 
     def hr_window(self, lr_rows: tuple[int, int], lr_cols: tuple[int, int]) -> tuple[slice, slice]:
         """The HR rows/columns of an LR window: ``[f·i0, min(H, f·i1))`` × ``[f·j0, min(W, f·j1))``."""
+        if self.ratio is not None:
+            raise ConfigError(
+                f"{self!r} has no LR-block-aligned windows (a non-integer ratio); solve untiled or use an integer scale"
+            )
         f, (H, W) = self.scale, self.hr_size
         return slice(f * lr_rows[0], min(H, f * lr_rows[1])), slice(f * lr_cols[0], min(W, f * lr_cols[1]))
 
@@ -498,3 +520,75 @@ def make_operator(
     if kind not in OPERATORS:
         raise ConfigError(f"unknown operator {kind!r}; choose one of {', '.join(OPERATORS)}")
     return _cached_operator(kind, (int(hr_size[0]), int(hr_size[1])), int(scale), sigma)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources on a grid that is not an integer fraction of the guide's
+# ---------------------------------------------------------------------------------------------
+
+
+def scale_for_sizes(hr_size: tuple[int, int], lr_size_: tuple[int, int]) -> int | None:
+    """The integer scale f whose grid policy gives ``lr_size_`` from ``hr_size`` (``ceil(H/f) = h``,
+    ``ceil(W/f) = w``), or None when no integer does. Where several do (tiny grids), the one with
+    ``H = f·h`` if any, else the largest ratio's ceiling."""
+    (H, W), (h, w) = (int(hr_size[0]), int(hr_size[1])), (int(lr_size_[0]), int(lr_size_[1]))
+    if h < 1 or w < 1 or H < h or W < w:
+        return None
+    candidates = {-(-H // h), -(-W // w), H // h, W // w}
+    fits = [f for f in sorted(candidates) if 1 <= f <= 64 and lr_size((H, W), f) == (h, w)]
+    exact = [f for f in fits if (H, W) == (f * h, f * w)]
+    if exact:
+        return exact[-1]
+    return fits[-1] if fits else None
+
+
+def nominal_scale(hr_size: tuple[int, int], lr_size_: tuple[int, int]) -> int:
+    """The integer nearest the mean length ratio ``(H/h + W/w)/2`` (at least 1): what a non-integer
+    ratio stands in as where a code path needs one integer (a network's scale input, tile context)."""
+    (H, W), (h, w) = hr_size, lr_size_
+    return max(1, int(round((H / h + W / w) / 2.0)))
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_resampling(
+    kind: str, hr_size: tuple[int, int], lr: tuple[int, int], sigma: float | None
+) -> DownsampleOperator:
+    a_y = resample_matrix(kind, hr_size[0], lr[0], sigma)
+    a_x = resample_matrix(kind, hr_size[1], lr[1], sigma)
+    op = DownsampleOperator.from_axis_matrices(kind, nominal_scale(hr_size, lr), a_y, a_x, sigma=sigma)
+    op.ratio = (hr_size[0] / lr[0], hr_size[1] / lr[1])
+    return op
+
+
+def resampling_operator(
+    kind: str, hr_size: tuple[int, int], lr_size_: tuple[int, int], *, sigma: float | None = None
+) -> DownsampleOperator:
+    """The operator ``kind`` from an (H, W) grid to any (h, w) grid with ``h <= H``, ``w <= W``.
+
+    Both grids span the same field of view; LR pixel ``(i, j)`` covers the HR rectangle
+    ``[i·H/h, (i+1)·H/h) × [j·W/w, (j+1)·W/w)`` (:func:`optisr.ops.axis_matrices.resample_matrix`).
+    When an integer scale f fits the sizes (:func:`scale_for_sizes`) this is the ordinary
+    :func:`make_operator` at f (block pooling, the fused solver loops); otherwise a banded operator
+    whose ``scale`` is :func:`nominal_scale` and whose ``ratio`` attribute holds ``(H/h, W/w)``.
+    Such operators have no LR-block-aligned windows (:meth:`DownsampleOperator.restrict`), so
+    tile-wise solves need an integer scale.
+    """
+    if kind not in OPERATORS:
+        raise ConfigError(f"unknown operator {kind!r}; choose one of {', '.join(OPERATORS)}")
+    hr = (int(hr_size[0]), int(hr_size[1]))
+    lr = (int(lr_size_[0]), int(lr_size_[1]))
+    if min(lr) < 1 or hr[0] < lr[0] or hr[1] < lr[1]:
+        raise ShapeError(
+            f"cannot downsample {hr[0]}×{hr[1]} to {lr[0]}×{lr[1]}: the source grid must not be finer than the guide's"
+        )
+    f = scale_for_sizes(hr, lr)
+    if f is not None:
+        return make_operator(kind, hr, f, sigma=sigma)
+    if sigma is not None and (kind != "gaussian" or not sigma > 0):
+        raise ConfigError("sigma is only for the gaussian operator and must be > 0")
+    return _cached_resampling(kind, hr, lr, None if sigma is None else float(sigma))
+
+
+def is_resampling(op: object) -> bool:
+    """True for an operator from :func:`resampling_operator` at a non-integer ratio."""
+    return isinstance(op, DownsampleOperator) and getattr(op, "ratio", None) is not None

@@ -130,7 +130,7 @@ def default_init(op: DownsampleOperator, source: Tensor, mask: Tensor | None) ->
     """A smooth HR starting point: bicubic interpolation of the (hole-filled) source."""
     s = fill_invalid(source, mask)
     if op.kind == "sum":
-        s = s / float(op.scale**2)  # counts -> density per HR pixel
+        s = s / op.pixels_per_lr  # counts -> density per HR pixel
     return F.interpolate(s, size=op.hr_size, mode="bicubic", align_corners=False)
 
 
@@ -224,7 +224,7 @@ def exact_hierarchy(op: DownsampleOperator, weights: Tensor, mask: Tensor | None
         return Hierarchy(weights, op, c, channels, fine_data="constraint")
     deg = degree(weights).mean((-3, -2, -1), keepdim=True)  # (B, 1, 1, 1)
     gain = (op.axis_matrices()[0].sum(1).mean() * op.axis_matrices()[1].sum(1).mean()).item()  # row sum of D
-    rho = EXACT_PENALTY * deg * op.scale**2 / gain**2
+    rho = EXACT_PENALTY * deg * op.pixels_per_lr / gain**2
     c = rho if mask is None else rho * mask.to(weights.dtype)
     return Hierarchy(weights, op, c, channels, fine_data="block")
 

@@ -1,0 +1,231 @@
+"""Sources at a non-integer ratio to the guide (e.g. a 180×240 ToF map beside a 480×640 image).
+
+The per-axis matrices at any ratio (against the integer-scale operators, OpenCV's INTER_AREA and
+Pillow's BICUBIC), the operator factory, ``guided_upsample(scale=None)`` (exact consistency, a SciPy
+direct reference, gradients, errors) and ``optisr guided`` without ``--scale``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import optisr
+from optisr.cli.main import main as optisr_main
+from optisr.errors import ConfigError, ShapeError
+from optisr.guided.graph_weights import color_weights
+from optisr.io.rasters import geo_for_upsampled
+from optisr.ops.axis_matrices import axis_matrix, resample_matrix
+from optisr.ops.operators import (
+    OPERATORS,
+    is_resampling,
+    make_operator,
+    nominal_scale,
+    resampling_operator,
+    scale_for_sizes,
+)
+from optisr.solvers.direct import solve_direct
+
+H, W, h, w = 48, 64, 18, 24  # ratio 8/3 on both axes, as RGB-D-D's 384×512 / 144×192
+
+
+def _step_guide(col: int) -> np.ndarray:
+    g = np.zeros((H, W, 3), np.float32)
+    g[:, col:] = 1.0
+    return g
+
+
+@pytest.mark.parametrize("kind", OPERATORS)
+@pytest.mark.parametrize(("n_in", "f"), [(64, 4), (96, 8), (30, 3), (7, 7)])
+def test_resample_matrix_equals_the_integer_operator(kind: str, n_in: int, f: int) -> None:
+    assert np.array_equal(resample_matrix(kind, n_in, n_in // f), axis_matrix(kind, n_in, f))
+
+
+def test_area_is_the_exact_box_integral() -> None:
+    a = resample_matrix("area", 8, 3)  # cells [0, 8/3), [8/3, 16/3), [16/3, 8)
+    expected = np.array(
+        [
+            [3, 3, 2, 0, 0, 0, 0, 0],
+            [0, 0, 1, 3, 3, 1, 0, 0],
+            [0, 0, 0, 0, 0, 2, 3, 3],
+        ]
+    ) / 8.0
+    assert np.allclose(a, expected, atol=1e-15)
+    s = resample_matrix("sum", 50, 17)
+    assert np.allclose(s.sum(0), 1.0)  # every HR pixel's mass is split over the cells, none lost
+    assert np.allclose(resample_matrix("area", 50, 17).sum(1), 1.0)
+
+
+def test_area_operator_matches_opencv_inter_area() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((H, W)).astype(np.float32)
+    op = resampling_operator("area", (H, W), (h, w))
+    ours = op.apply(torch.from_numpy(x.astype(np.float64))).numpy()
+    ref = cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_bicubic_operator_matches_pillow() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((H, W)).astype(np.float32)
+    op = resampling_operator("bicubic", (H, W), (h, w))
+    ours = op.apply(torch.from_numpy(x.astype(np.float64))).numpy()
+    ref = np.asarray(Image.fromarray(x, mode="F").resize((w, h), Image.BICUBIC), np.float64)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_scale_for_sizes_and_the_operator_factory() -> None:
+    assert scale_for_sizes((384, 512), (96, 128)) == 4
+    assert scale_for_sizes((385, 510), (97, 128)) == 4  # partial last blocks (ceil policy)
+    assert scale_for_sizes((8, 8), (1, 1)) == 8
+    assert scale_for_sizes((384, 512), (144, 192)) is None
+    assert scale_for_sizes((10, 10), (20, 20)) is None
+    assert nominal_scale((384, 512), (144, 192)) == 3
+    integer = resampling_operator("area", (96, 128), (24, 32))
+    assert integer is make_operator("area", (96, 128), 4) and not is_resampling(integer)
+    ratio = resampling_operator("area", (H, W), (h, w))
+    assert is_resampling(ratio) and ratio.lr_size == (h, w) and ratio.ratio == (H / h, W / w)
+    assert ratio.pixels_per_lr == pytest.approx((H / h) * (W / w))
+    with pytest.raises(ConfigError, match="no LR-block-aligned windows"):
+        ratio.restrict((0, 4), (0, 4))
+    with pytest.raises(ShapeError, match="must not be finer"):
+        resampling_operator("area", (10, 10), (20, 5))
+
+
+@pytest.mark.parametrize("kind", ["area", "bicubic", "gaussian", "sum"])
+def test_exact_solve_at_a_ratio_is_consistent_and_matches_scipy(kind: str) -> None:
+    rng = np.random.default_rng(2)
+    hh, ww, lh, lw = 16, 24, 6, 9  # 8/3
+    guide = rng.random((hh, ww, 3))
+    source = rng.random((lh, lw)) * 10
+    x = optisr.guided_upsample(source, guide, operator=kind, weights="color", fidelity="exact", tol=1e-12)
+    op = resampling_operator(kind, (hh, ww), (lh, lw))
+    assert np.abs(op.apply(torch.from_numpy(x)).numpy() - source).max() < 1e-8
+    wts = color_weights(torch.from_numpy(guide.transpose(2, 0, 1))[None])
+    ref = solve_direct(wts.double(), torch.from_numpy(source)[None, None], op, mode="exact")[0, 0].numpy()
+    assert np.abs(x - ref).max() < 1e-6 * np.ptp(ref)
+
+
+def test_a_step_at_a_ratio_lands_on_the_guides_edge() -> None:
+    hr = np.where(np.arange(W)[None, :] >= 32, 1500.0, 1000.0) * np.ones((H, 1))
+    op = resampling_operator("area", (H, W), (h, w))
+    lr = op.apply(torch.from_numpy(hr)).numpy()
+    out = optisr.guided_upsample(lr, _step_guide(32), weights="color")
+    assert np.abs(out - hr).max() < 1.0  # 0.2 % of the step (the old integer-only path refused these sizes)
+    model = optisr.guided_upsample(lr.astype(np.float32), _step_guide(32))  # the shipped network, too
+    assert model.shape == (H, W)
+    assert np.abs(op.apply(torch.from_numpy(model.astype(np.float64))).numpy() - lr).max() < 1e-2
+
+
+def test_noisy_source_at_a_ratio_goes_soft_and_robust_runs() -> None:
+    rng = np.random.default_rng(3)
+    hh, ww, lh, lw = 192, 256, 72, 96  # the noise estimator wants >= 64² LR pixels
+    hr = np.where(np.arange(ww)[None, :] >= 128, 150.0, 100.0) * np.ones((hh, 1))
+    lr = resampling_operator("area", (hh, ww), (lh, lw)).apply(torch.from_numpy(hr)).numpy()
+    noisy = lr + rng.normal(0, 3, lr.shape)
+    guide = np.zeros((hh, ww, 3), np.float32)
+    guide[:, 128:] = 1.0
+    out, info = optisr.guided_upsample(noisy, guide, weights="color", return_info=True)
+    assert info.fidelity == "soft" and info.lam is not None
+    exact = optisr.guided_upsample(noisy, guide, weights="color", fidelity="exact")
+    assert np.sqrt(np.mean((out - hr) ** 2)) < 0.5 * np.sqrt(np.mean((exact - hr) ** 2))  # denoises
+    rob = optisr.guided_upsample(noisy, guide, weights="color", fidelity="robust", lam=1.0)
+    assert rob.shape == (hh, ww) and np.isfinite(rob).all()
+
+
+def test_gradients_at_a_ratio() -> None:
+    rng = np.random.default_rng(4)
+    hh, ww, lh, lw = 8, 10, 3, 4
+    guide = torch.from_numpy(rng.random((3, hh, ww)))
+    src = torch.from_numpy(rng.random((1, 1, lh, lw))).requires_grad_(True)
+
+    def f(s: torch.Tensor) -> torch.Tensor:
+        return optisr.guided_upsample(s, guide, weights="color", fidelity="exact", tol=1e-12, max_iter=5000)
+
+    assert torch.autograd.gradcheck(f, (src,), eps=1e-6, atol=1e-5)
+
+
+def test_errors_name_the_fix() -> None:
+    lr = np.ones((h, w))
+    with pytest.raises(ShapeError, match=r"at ×3 the source must be"):
+        optisr.guided_upsample(lr, _step_guide(32), 3)
+    with pytest.raises(ConfigError, match="scale=None"):
+        optisr.guided_upsample(lr, _step_guide(32), 2.5)
+    with pytest.raises(ConfigError, match="tile-wise solves need an integer scale"):
+        optisr.guided_upsample(lr, _step_guide(32), tile_size=256)
+    with pytest.raises(ShapeError, match="must not be finer"):
+        optisr.guided_upsample(np.ones((60, 70)), _step_guide(32))
+
+
+def test_geo_for_upsampled_per_axis() -> None:
+    from affine import Affine
+
+    geo = {"crs": None, "transform": Affine(30.0, 0, 500.0, 0, -30.0, 900.0), "profile": {"width": 24, "height": 18}}
+    out = geo_for_upsampled(geo, (H / h, W / w))
+    assert out["profile"]["width"] == W and out["profile"]["height"] == H
+    assert out["transform"].a == pytest.approx(30.0 * w / W) and out["transform"].e == pytest.approx(-30.0 * h / H)
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    g = np.zeros((H, W, 3), np.uint8)
+    g[:, 32:] = 200
+    guide = tmp_path / "rgb.png"
+    assert cv2.imwrite(str(guide), g)
+    hr = np.where(np.arange(W)[None, :] >= 32, 1500.0, 1000.0) * np.ones((H, 1))
+    lr = resampling_operator("area", (H, W), (h, w)).apply(torch.from_numpy(hr)).numpy()
+    source = tmp_path / "lr.png"
+    assert cv2.imwrite(str(source), np.round(lr).astype(np.uint16))
+    return guide, source
+
+
+def test_cli_takes_the_ratio_from_the_sizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    guide, source = _files(tmp_path)
+    out = tmp_path / "hr.tif"
+    assert optisr_main(["guided", "--guide", str(guide), "--source", str(source), "-o", str(out), "--method", "color"]) == 0
+    cap = capsys.readouterr()
+    assert "scale 2.667×2.667 from the sizes (18×24 -> 48×64)" in cap.err
+    assert "fidelity auto: exact" in cap.out
+    err = float(cap.out.split("max|Dx-s| ")[1].split()[0])
+    assert err < 1e-2
+    x = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert x.shape == (H, W) and abs(float(x[:, :30].mean()) - 1000) < 2 and abs(float(x[:, 34:].mean()) - 1500) < 2
+    png = tmp_path / "hr.png"  # integer output: rounded and clipped (consistent rounding needs whole blocks)
+    assert optisr_main(["guided", "--guide", str(guide), "--source", str(source), "-o", str(png), "--method", "color", "--scale", "auto"]) == 0
+    assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_cli_ratio_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    guide, source = _files(tmp_path)
+    base = ["guided", "--guide", str(guide), "--source", str(source), "-o", str(tmp_path / "o.tif")]
+    assert optisr_main([*base, "--method", "jbu"]) == 1
+    assert "no integer scale fits (ratio 2.667×2.667); jbu needs one" in capsys.readouterr().err
+    assert optisr_main([*base, "--method", "color", "--tile-size", "256"]) == 1
+    assert "need an integer scale" in capsys.readouterr().err
+    assert optisr_main([*base, "--crop"]) == 1
+    assert "add --scale N" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        optisr_main([*base, "--scale", "x"])
+    assert usage.value.code == 2 and "expected an integer or auto" in capsys.readouterr().err
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_cli_auto_scale_equals_the_explicit_integer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    g = np.zeros((H, W, 3), np.uint8)
+    g[:, 20:] = 200
+    assert cv2.imwrite(str(tmp_path / "g.png"), g)
+    lr = np.full((H // 4, W // 4), 1000, np.uint16)
+    lr[:, 5:] = 1400
+    assert cv2.imwrite(str(tmp_path / "s.png"), lr)
+    outs = []
+    for i, extra in enumerate(([], ["--scale", "4"])):
+        out = tmp_path / f"o{i}.tif"
+        argv = ["guided", "--guide", str(tmp_path / "g.png"), "--source", str(tmp_path / "s.png"), "-o", str(out)]
+        assert optisr_main([*argv, "--method", "color", *extra]) == 0
+        outs.append(cv2.imread(str(out), cv2.IMREAD_UNCHANGED))
+    assert "from the sizes" not in capsys.readouterr().err  # an integer fits: nothing to say
+    assert np.array_equal(outs[0], outs[1])

@@ -192,7 +192,8 @@ def create_app(
     def guided():
         job = runner.new_job("guided")
         try:
-            scale = _form_int("scale", "scale", 1, 64)
+            text = (request.form.get("scale") or "").strip().lower()
+            scale = None if text in ("", "auto") else _form_int("scale", "scale (or auto)", 1, 64)
             method = _form_choice("method", "method", METHODS, "default")
             operator = _form_choice("operator", "operator", OPERATORS, "area")
             mode = _form_choice("mode", "fidelity", modes, "auto")

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from optisr.io.images import from_float, to_float, write_image
-from optisr.ops.operators import make_operator
+from optisr.ops.operators import DownsampleOperator, make_operator
 from optisr.viz.panels import colorize
 
 __all__ = ["lr_residual", "save_colour_map", "save_preview", "value_range"]
@@ -48,12 +48,18 @@ def save_preview(path: Path, image: np.ndarray) -> Path:
 
 
 def lr_residual(
-    out: np.ndarray, source: np.ndarray, scale: int, *, operator: str = "area", sigma: float | None = None
+    out: np.ndarray,
+    source: np.ndarray,
+    scale: int,
+    *,
+    operator: str | DownsampleOperator = "area",
+    sigma: float | None = None,
 ) -> np.ndarray:
     """``D out − s``: the (h, w) float64 LR residual of an (H, W) result, in the source's unit.
 
     ``(h, w) = ceil((H, W) / scale)`` must be ``source.shape`` (ShapeError otherwise, from the
-    operator). Its largest absolute value over valid pixels is what ``optisr guided`` reports
+    operator); ``operator`` may be the operator itself (e.g. a resampling operator at a
+    non-integer ratio, with its nominal ``scale``). Its largest absolute value over valid pixels is what ``optisr guided`` reports
     as ``max|Dx-s|``.
     """
     import torch

@@ -29,6 +29,7 @@ import torch
 
 from optisr.devices import resolve_device
 from optisr.errors import InputFileError, ShapeError
+from optisr.ops.operators import make_operator, resampling_operator
 from optisr.serve.figures import lr_residual, save_colour_map, save_preview, value_range
 from optisr.serve.jobs import Job
 
@@ -48,7 +49,7 @@ class GuidedRequest:
     guide: Path
     source: Path
     truth: Path | None
-    scale: int
+    scale: int | None  # None: from the sizes, as optisr guided without --scale
     method: str = "default"
     operator: str = "area"
     mode: str = "exact"
@@ -84,12 +85,14 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         out_dir = job.folder / "out"
         ext = request.source.suffix.lower()
         ext = ext if ext in OUTPUT_EXTENSIONS else ".tif"
-        output = out_dir / f"{request.source.stem}_x{request.scale}{ext}"
+        tag = f"x{request.scale}" if request.scale is not None else "hr"
+        output = out_dir / f"{request.source.stem}_{tag}{ext}"
         options = GuidedOptions(
             method=request.method, scale=request.scale, operator=request.operator, fidelity=request.mode,
             lam=request.lam, sigma=request.sigma, fit=request.fit, device=device, quiet=True,
         )  # fmt: skip
-        job.report(f"solving ×{request.scale} with {request.method}", None)
+        what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
+        job.report(f"solving {what} with {request.method}", None)
         t0 = time.perf_counter()
         process(GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)))
         seconds = time.perf_counter() - t0
@@ -98,8 +101,13 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         result = read_raster(output)
         x = result.data.astype(np.float64)
         source = read_raster(request.source)
-        h, w = -(-x.shape[0] // request.scale), -(-x.shape[1] // request.scale)
-        s, valid = source.data[:h, :w].astype(np.float64), source.mask[:h, :w]  # --crop keeps the top-left
+        if request.scale is None:  # no fit without a scale: the whole source, at the sizes' ratio
+            s, valid = source.data.astype(np.float64), source.mask
+            op = resampling_operator(request.operator, x.shape, s.shape, sigma=request.sigma)
+        else:
+            h, w = -(-x.shape[0] // request.scale), -(-x.shape[1] // request.scale)
+            s, valid = source.data[:h, :w].astype(np.float64), source.mask[:h, :w]  # --crop keeps the top-left
+            op = make_operator(request.operator, x.shape, request.scale, sigma=request.sigma)
         lo, hi = value_range(s, valid)
         figures = [
             {"title": "guide", "file": save_preview(out_dir / "fig_guide.png", read_guide(request.guide)).name},
@@ -109,7 +117,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
              "file": save_colour_map(out_dir / "fig_result.png", x, lo, hi, mask=result.mask).name},
         ]  # fmt: skip
         numbers: dict[str, Any] = {"range": [lo, hi], "seconds": round(seconds, 3)}
-        residual = np.abs(lr_residual(x, s, request.scale, operator=request.operator, sigma=request.sigma))
+        residual = np.abs(lr_residual(x, s, op.scale, operator=op))
         worst = float(residual[valid].max())
         numbers["max_lr_error"] = worst
         figures.append({

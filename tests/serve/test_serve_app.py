@@ -113,6 +113,26 @@ def test_guided_fidelity_exact_and_soft_on_npy(app, scene_files, wait_job):
     assert e_soft > 10 * max(e_exact, 1e-3)  # a weak penalty leaves the LR values: the choice reached the solver
 
 
+def test_guided_auto_scale_at_a_non_integer_ratio(app, scene_files, wait_job, tmp_path):
+    """Scale left at auto: a 12×12 source beside the 32×32 guide is solved at 8/3, like optisr guided."""
+    import torch
+
+    from optisr.ops.operators import resampling_operator
+
+    truth = read_raster(scene_files["truth"]).data.astype(np.float64)
+    op = resampling_operator("area", (32, 32), (12, 12))
+    lr = op.apply(torch.from_numpy(truth)).numpy().astype(np.float32)
+    source = tmp_path / "tof.npy"
+    np.save(source, lr)
+    client = app.test_client()
+    state = run_guided(client, wait_job, {"guide": scene_files["guide"], "source": source}, scale="auto", method="color")
+    assert state["status"] == "done", state
+    result = state["results"][0]
+    assert result["download"] == "tof_hr.npy"
+    assert result["numbers"]["max_lr_error"] < 1e-2  # exactly consistent with the 12×12 source
+    assert any("2.667×2.667 from the sizes" in n for n in state.get("notes", [])), state
+
+
 def test_blind_run_default_model(app, scene_files, wait_job):
     client = app.test_client()
     answer = post_files(client, "/api/blind", {"photos": [scene_files["photo"]]}, model="realsr-df2k-x4", tile_size=0)
@@ -133,7 +153,7 @@ def test_bad_requests_give_one_line_errors(app, scene_files):
     cases = [
         ({"guide": scene_files["guide"]}, {"scale": SCALE}, "source: no file chosen"),
         ({"guide": scene_files["guide"], "source": (b"x", "notes.txt")}, {"scale": SCALE}, "notes.txt: unsupported source type '.txt'"),
-        ({"guide": scene_files["guide"], "source": scene_files["source"]}, {"scale": "abc"}, "scale must be an integer from 1 to 64; got 'abc'"),
+        ({"guide": scene_files["guide"], "source": scene_files["source"]}, {"scale": "abc"}, "scale (or auto) must be an integer from 1 to 64; got 'abc'"),
         ({"guide": scene_files["guide"], "source": scene_files["source"]}, {"scale": SCALE, "method": "colr"}, "unknown method 'colr'"),
         ({"guide": scene_files["guide"], "source": scene_files["source"]}, {"scale": SCALE, "mode": "soft", "lam": "-1"}, "λ must be a positive number"),
     ]  # fmt: skip

@@ -310,3 +310,45 @@ def test_patch_shrinks_to_photos_smaller_than_lr_size_but_not_below_gt_size(tmp_
     cfg = build_adapt_config([*SMALL, "photos.lr_size=16"])
     result = adapt(d, out, time_limit_s=None, config=cfg, max_steps=1, progress=False, device="cpu")
     assert result.metadata["adapt_lr_patch"] == "12" and out.is_file()
+
+
+# ------------------------------------------------------------------------- held-out photos
+
+
+def test_validation_split_holds_out_spread_photos() -> None:
+    from optisr.train.adapt import AdaptValidationConfig, validation_split
+
+    files = [Path(f"p{i:02d}.jpg") for i in range(70)]
+    train, held = validation_split(files, AdaptValidationConfig(photos=12), min_photos=2)
+    assert len(held) == 12 and len(train) == 58 and not set(train) & set(held)
+    idx = [files.index(f) for f in held]
+    assert idx[0] > 0 and idx[-1] < 69 and max(np.diff(idx)) <= 6  # spread over the list, not its end
+    assert validation_split(files[:5], AdaptValidationConfig(photos=12), 2) == (files[:5], [])  # 5 // 3 < 2
+    assert len(validation_split(files[:6], AdaptValidationConfig(photos=12), 2)[1]) == 2
+    assert validation_split(files, AdaptValidationConfig(photos=0), 2) == (files, [])
+
+
+def test_held_out_photos_choose_the_written_step(tmp_path: Path) -> None:
+    """Six photos: two are held out (never trained on); their NIQE at steps 0, 1, 2 picks the output."""
+    from optisr.blind.registry import load_model
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        _write(d / f"q{i}.png", _photo(rng, i % 3))
+    cfg = build_adapt_config([*SMALL, "validation.every=1", "validation.crop=0"])
+    out = tmp_path / "v.safetensors"
+    result = adapt(d, out, time_limit_s=None, config=cfg, max_steps=2, progress=False, device="cpu")
+    meta = result.metadata
+    held = json.loads(meta["adapt_val_photos"])
+    assert held == ["q2.png", "q3.png"] and meta["adapt_photos_used_for_hr"] == "4"
+    curve = {int(k): v for k, v in json.loads(meta["adapt_val_niqe"]).items()}
+    assert sorted(curve) == [0, 1, 2]
+    chosen = int(meta["adapt_selected_step"])
+    assert curve[chosen] == min(curve.values())
+    source = load_model("otsr-compact-x4").model.state_dict()
+    written = load_model(str(out)).model.state_dict()
+    same = all(torch.equal(written[k], v) for k, v in source.items())
+    assert same == (chosen == 0)  # step 0 is the starting model itself
+    assert ("starting model" in meta["adapt_selected"]) == (chosen == 0)

@@ -74,4 +74,5 @@ def run(args: argparse.Namespace) -> int:
         f"JPEG {m.get('adapt_jpeg_quality')}, blur σ {m.get('adapt_blur_sigma')}) in {result.steps} steps, "
         f"{result.seconds:.0f} s; wrote {result.output}"
     )
+    print(f"written: {m.get('adapt_selected')}")
     return 0

@@ -63,6 +63,7 @@ __all__ = [
     "estimate_photos",
     "match_blur_sigma",
     "parse_duration",
+    "validation_split",
 ]
 
 _CONFIG_RESOURCE = "data/adapt.yaml"
@@ -134,6 +135,37 @@ class AdaptDegradationConfig:
 
 
 @dataclass
+class AdaptValidationConfig:
+    """Held-out photos that choose what is written: MATLAB NIQE of the model's ×scale outputs of
+    their centre crops, the starting model included (so a run that does not help writes it back)."""
+
+    photos: int = 12  # photos held out of training (spread over the sorted list); 0: none (write the last step)
+    every: int = 100  # training steps between validations
+    crop: int = 128  # LR centre crop side of each held-out photo (0: the whole photo)
+
+    def __post_init__(self) -> None:
+        for name in ("photos", "every", "crop"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.photos and not self.every:
+            raise ValueError("every must be >= 1 when photos are held out")
+
+
+def validation_split(files: list[Path], cfg: AdaptValidationConfig, min_photos: int) -> tuple[list[Path], list[Path]]:
+    """``(training photos, held-out photos)`` of the sorted photo list.
+
+    At most ``cfg.photos`` and at most a third of the photos are held out, evenly spread over the
+    list (so both parts hold the same kinds of shots); none when that leaves fewer than 2 held out
+    or fewer than ``min_photos`` to train on.
+    """
+    n_val = min(cfg.photos, len(files) // 3)
+    if n_val < 2 or len(files) - n_val < min_photos:
+        return list(files), []
+    picks = set(np.linspace(0, len(files) - 1, n_val + 2)[1:-1].round().astype(int).tolist())
+    return [f for i, f in enumerate(files) if i not in picks], [f for i, f in enumerate(files) if i in picks]
+
+
+@dataclass
 class AdaptConfig:
     """The whole ``optisr adapt`` config (defaults: ``optisr/train/data/adapt.yaml``)."""
 
@@ -143,6 +175,7 @@ class AdaptConfig:
     teacher_weight: float = 0.5  # weight of L1(sr, source model's output on the clean LR)
     photos: AdaptPhotosConfig = field(default_factory=AdaptPhotosConfig)
     degradation: AdaptDegradationConfig = field(default_factory=AdaptDegradationConfig)
+    validation: AdaptValidationConfig = field(default_factory=AdaptValidationConfig)
     network_d: CriticConfig = field(default_factory=lambda: CriticConfig(type="patchgan", num_feat=32))
     losses: LossConfig = field(default_factory=LossConfig)
     train: BlindTrainSection = field(default_factory=lambda: BlindTrainSection(total_steps=1_000_000))
@@ -224,7 +257,9 @@ def _photo_files(folder: Path) -> list[Path]:
     return sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f) and not f.name.startswith("."))
 
 
-def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> PhotoEstimates:
+def estimate_photos(
+    folder: str | os.PathLike, cfg: AdaptConfig, scale: int, files: list[Path] | None = None
+) -> PhotoEstimates:
     """Read the photos one at a time: measure them, mine their noise tiles, make their HR images.
 
     Args:
@@ -233,6 +268,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
         scale: the model's scale (the HR patch is ``photos.lr_size · scale`` pixels; when no
             downscaled photo holds that, the patch shrinks to the largest that one does, down to
             ``gt_size``, and ``PhotoEstimates.lr_size`` says which side was used).
+        files: the photos of ``folder`` to use (default: all; :func:`validation_split` holds some out).
     Raises:
         InputFileError: missing folder, an unreadable photo (naming it), fewer than
             ``photos.min_photos`` photos, every photo too small, or no noise tile in any photo.
@@ -244,7 +280,7 @@ def estimate_photos(folder: str | os.PathLike, cfg: AdaptConfig, scale: int) -> 
 
     folder = Path(folder)
     p = cfg.photos
-    files = _photo_files(folder)
+    files = _photo_files(folder) if files is None else list(files)
     if len(files) < p.min_photos:
         raise InputFileError(
             f"{folder}: {len(files)} photo(s) found; adapt needs at least {p.min_photos} "
@@ -504,7 +540,7 @@ def adapt(
         build_teacher_cache,
         save_noise_tiles,
     )
-    from optisr.blind.training_data import TrainDataConfig
+    from optisr.blind.training_data import TrainDataConfig, ValDataConfig
     from optisr.config import to_dict
     from optisr.degrade.noise import NoisePool
     from optisr.io.images import write_image
@@ -559,7 +595,8 @@ def adapt(
     fresh = not work.exists() or not any(work.iterdir())  # a failure removes what this call wrote
     existed = work.exists()
     try:
-        est = estimate_photos(photos, cfg, scale)
+        train_files, val_files = validation_split(_photo_files(photos), cfg.validation, cfg.photos.min_photos)
+        est = estimate_photos(photos, cfg, scale, train_files)
         noise = NoisePool(est.noise_tiles)
         d = cfg.degradation
         jpeg = _jpeg_settings(est, d)
@@ -605,10 +642,21 @@ def adapt(
         from optisr.blind.registry import load_model
 
         build_teacher_cache(cache_cfg, cache_dir, teacher=load_model(source).model, progress=progress)
+        if val_files:
+            # the held-out photos choose the release (the starting model included): NIQE of the outputs
+            val_dir = work / "val_photos"
+            val_dir.mkdir(parents=True, exist_ok=True)
+            for f in val_files:
+                shutil.copy2(f, val_dir / f.name)
+            v = cfg.validation
+            val = ValDataConfig(photos_dir=str(val_dir), photos_pattern="*", photos_limit=0, photos_crop=v.crop)
+            bcfg = replace(bcfg, datasets=replace(bcfg.datasets, val=val))
+            t = replace(t, val_every=v.every, best_metric="niqe_photos", best_mode="min", val_at_start=True)
         prep_s = time.perf_counter() - t0
         if time_limit_s is not None:
             t = replace(t, time_limit_s=max(1.0, time_limit_s - prep_s))
         bcfg = replace(bcfg, train=t, training_data=described)
+        check_config(bcfg)
         result = train(bcfg, save_dir=run_dir, resume=resume, progress=progress, device=device)
     except BaseException:
         if fresh and not list_states(run_dir):
@@ -647,5 +695,41 @@ def adapt(
     }
     if "license" in source_meta:
         extra["license"] = source_meta["license"]
-    meta = _write_output(run_dir / "last.safetensors", output, extra, overwrite)
+    release = run_dir / "last.safetensors"
+    if val_files:
+        curve = _val_curve(run_dir)
+        best = run_dir / "best.safetensors"
+        chosen = result.best_step if result.best_step is not None else result.step
+        if best.is_file():
+            release = best
+        extra.update(
+            adapt_val_photos=json.dumps([f.name for f in val_files]),
+            adapt_val_crop=str(cfg.validation.crop),
+            adapt_val_niqe=json.dumps({str(k): round(v, 4) for k, v in curve.items()}),
+            adapt_selected_step=str(chosen),
+            adapt_selected=(
+                "the starting model: no checkpoint scored a lower NIQE on the held-out photos"
+                if chosen == 0
+                else f"step {chosen}: the lowest NIQE on the {len(val_files)} held-out photos"
+            ),
+        )
+    else:
+        extra["adapt_selected"] = "the last step (no held-out photos: too few photos, or validation.photos 0)"
+    meta = _write_output(release, output, extra, overwrite)
     return AdaptResult(output=output, metadata=meta, steps=result.step, seconds=seconds)
+
+
+def _val_curve(run_dir: Path) -> dict[int, float]:
+    """step -> ``val/niqe_photos`` from ``run_dir/logs/metrics.jsonl`` (the held-out photos' NIQE)."""
+    path = run_dir / "logs" / "metrics.jsonl"
+    out: dict[int, float] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if "val/niqe_photos" in rec and "step" in rec:
+            out[int(rec["step"])] = float(rec["val/niqe_photos"])
+    return out

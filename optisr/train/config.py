@@ -75,7 +75,9 @@ class TrainConfig:
     PSNR) or smaller (``min``, RMSE) is better. ``time_limit_s`` ends training early once this
     process has trained that long (wall clock): the step reached is treated as the last one
     (validation, state, ``last`` release); the schedule keeps assuming ``total_steps``, so
-    ``--resume`` continues the same run. ``batch_size`` is per process; the loop does not
+    ``--resume`` continues the same run. ``val_at_start`` also validates the starting model (step 0,
+    a fresh run only; a candidate for ``best``, not written as ``last``): with ``best_metric`` the
+    best release may then be the unchanged start. ``batch_size`` is per process; the loop does not
     use it, the task does.
     """
 
@@ -94,6 +96,7 @@ class TrainConfig:
     best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
     time_limit_s: float | None = None
+    val_at_start: bool = False
 
     def __post_init__(self) -> None:
         if self.time_limit_s is not None and not self.time_limit_s > 0:

@@ -370,6 +370,37 @@ def _fit(
         out.update(extra_state or {})
         return out
 
+    def validate_at(done: int) -> None:
+        """Validate the eval model at step ``done``: log, track ``best``, write the releases (main rank)."""
+        nonlocal best_value, best_step, last_metrics, released_last_at
+        if info.is_main:
+            model = eval_model()
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in (task.validate(model, done) or {}).items()}
+                if isinstance(task, HasValImages):  # optional hook: {tag: HxWx3 uint8}
+                    for tag, img in (task.val_images(model, done) or {}).items():
+                        logger.image(done, tag, img)
+            models[main_name].train()
+            last_metrics = metrics
+            logger.scalars(done, metrics, prefix="val/")
+            release_metrics = {**metrics, "step": float(done)}
+            if cfg.best_metric:
+                if cfg.best_metric not in metrics:
+                    raise ConfigError(
+                        f"train.best_metric: validate() returned no {cfg.best_metric!r} "
+                        f"(it returned {', '.join(sorted(metrics)) or 'nothing'})"
+                    )
+                value = metrics[cfg.best_metric]
+                better = best_value is None or (value > best_value if cfg.best_mode == "max" else value < best_value)
+                if better:
+                    best_value, best_step = value, done
+                    task.save_release(model, save_dir / "best.safetensors", release_metrics)
+            if done > 0:  # step 0 (val_at_start) is only a candidate for best
+                task.save_release(model, save_dir / "last.safetensors", release_metrics)
+                released_last_at = done
+        barrier(info)
+
     from tqdm import tqdm
 
     bar = tqdm(total=total, initial=start, disable=not (progress and info.is_main), dynamic_ncols=True, desc="train")
@@ -377,6 +408,8 @@ def _fit(
     n_acc = 0
     t_last = t_start = time.perf_counter()
     try:
+        if cfg.val_at_start and cfg.val_every and start == 0:
+            validate_at(0)  # the starting model, so "best" can be "no change"
         for step in range(start, total):
             seed_step(cfg.seed, step, info.rank)
             batch = _to_device(task.batch(step, info.rank), device)
@@ -431,34 +464,7 @@ def _fit(
                 acc, n_acc = {}, 0
 
             if cfg.val_every and (done % cfg.val_every == 0 or done == total):
-                if info.is_main:
-                    model = eval_model()
-                    model.eval()
-                    with torch.no_grad():
-                        metrics = {k: float(v) for k, v in (task.validate(model, done) or {}).items()}
-                        if isinstance(task, HasValImages):  # optional hook: {tag: HxWx3 uint8}
-                            for tag, img in (task.val_images(model, done) or {}).items():
-                                logger.image(done, tag, img)
-                    models[main_name].train()
-                    last_metrics = metrics
-                    logger.scalars(done, metrics, prefix="val/")
-                    release_metrics = {**metrics, "step": float(done)}
-                    if cfg.best_metric:
-                        if cfg.best_metric not in metrics:
-                            raise ConfigError(
-                                f"train.best_metric: validate() returned no {cfg.best_metric!r} "
-                                f"(it returned {', '.join(sorted(metrics)) or 'nothing'})"
-                            )
-                        value = metrics[cfg.best_metric]
-                        better = best_value is None or (
-                            value > best_value if cfg.best_mode == "max" else value < best_value
-                        )
-                        if better:
-                            best_value, best_step = value, done
-                            task.save_release(model, save_dir / "best.safetensors", release_metrics)
-                    task.save_release(model, save_dir / "last.safetensors", release_metrics)
-                    released_last_at = done
-                barrier(info)
+                validate_at(done)
 
             if (cfg.save_every and done % cfg.save_every == 0) or done == total:
                 if info.is_main:

@@ -229,3 +229,14 @@ def test_cli_auto_scale_equals_the_explicit_integer(tmp_path: Path, capsys: pyte
         outs.append(cv2.imread(str(out), cv2.IMREAD_UNCHANGED))
     assert "from the sizes" not in capsys.readouterr().err  # an integer fits: nothing to say
     assert np.array_equal(outs[0], outs[1])
+
+
+def test_sum_at_a_ratio_keeps_the_total() -> None:
+    """Counts (population) on a 7×9 grid beside a 20×25 guide: the upsampled raster sums to the same total."""
+    rng = np.random.default_rng(5)
+    counts = rng.integers(0, 500, (7, 9)).astype(np.float64)
+    guide = rng.random((20, 25, 3))
+    x = optisr.guided_upsample(counts, guide, operator="sum", weights="color", fidelity="exact", tol=1e-12)
+    assert x.sum() == pytest.approx(counts.sum(), rel=1e-9)
+    op = resampling_operator("sum", (20, 25), (7, 9))
+    assert np.abs(op.apply(torch.from_numpy(x)).numpy() - counts).max() < 1e-6

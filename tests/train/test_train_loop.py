@@ -54,6 +54,32 @@ def _val_records(tmp_path):
     return [r for r in map(json.loads, lines) if "val/mse" in r]
 
 
+def test_val_at_start_makes_the_starting_model_a_best_candidate(tmp_path):
+    """``val_at_start``: step 0 is validated (not released as last); a run that never beats it keeps it as best."""
+    task, cfg = _toy(total_steps=4, val_every=2, best_metric="mse", best_mode="min", val_at_start=True)
+    seen, start = [], {}
+
+    def validate(model, step):  # later steps score worse: the start must stay the best
+        seen.append(step)
+        if step == 0:
+            start.update({k: v.clone() for k, v in model.state_dict().items()})
+        return {"mse": float(step)}
+
+    task.validate = validate
+    result = fit(task, cfg, save_dir=tmp_path, progress=False)
+    assert seen == [0, 2, 4] and result.best_step == 0
+    best = load_file(tmp_path / "best.safetensors")
+    assert all(torch.equal(best[k], v) for k, v in start.items())
+    last = load_file(tmp_path / "last.safetensors")
+    assert any(not torch.equal(last[k], v) for k, v in start.items())  # last is step 4, trained
+    assert [r["step"] for r in _val_records(tmp_path)] == [0, 2, 4]
+
+    cfg6 = _toy(total_steps=6, val_every=2, best_metric="mse", best_mode="min", val_at_start=True)[1]
+    seen.clear()
+    fit(task, cfg6, save_dir=tmp_path, resume=True, progress=False)
+    assert seen == [6]  # a resumed run does not validate its start again
+
+
 def test_best_metric_must_be_returned(tmp_path):
     task, cfg = _toy(total_steps=2, val_every=2, best_metric="psnr")
     with pytest.raises(ConfigError, match=r"train.best_metric: validate\(\) returned no 'psnr' \(it returned mse, step_seen\)"):

@@ -352,3 +352,18 @@ def test_held_out_photos_choose_the_written_step(tmp_path: Path) -> None:
     same = all(torch.equal(written[k], v) for k, v in source.items())
     assert same == (chosen == 0)  # step 0 is the starting model itself
     assert ("starting model" in meta["adapt_selected"]) == (chosen == 0)
+
+
+def test_a_timed_run_ends_within_its_budget(tmp_path: Path) -> None:
+    """The time limit covers preparation, training, the last validation and the written file."""
+    from optisr.train.adapt import FINISH_RESERVE_S
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        _write(d / f"t{i}.png", _photo(rng, i % 3))
+    budget = FINISH_RESERVE_S + 6.0
+    cfg = build_adapt_config([*SMALL, "validation.every=5", "validation.crop=0"])
+    result = adapt(d, tmp_path / "t.safetensors", time_limit_s=budget, config=cfg, progress=False, device="cpu")
+    assert result.steps > 1 and result.seconds <= budget

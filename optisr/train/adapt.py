@@ -55,6 +55,7 @@ __all__ = [
     "AdaptConfig",
     "AdaptDegradationConfig",
     "AdaptPhotosConfig",
+    "FINISH_RESERVE_S",
     "AdaptResult",
     "PhotoEstimates",
     "adapt",
@@ -67,6 +68,10 @@ __all__ = [
 ]
 
 _CONFIG_RESOURCE = "data/adapt.yaml"
+
+FINISH_RESERVE_S = 15.0
+"""Seconds of ``--time`` kept back from training for what follows its time limit: the last
+validation, the release and the output file (a 30-minute run ended 4 s over its budget without it)."""
 
 
 # ------------------------------------------------------------------------------------ configs
@@ -654,7 +659,7 @@ def adapt(
             t = replace(t, val_every=v.every, best_metric="niqe_photos", best_mode="min", val_at_start=True)
         prep_s = time.perf_counter() - t0
         if time_limit_s is not None:
-            t = replace(t, time_limit_s=max(1.0, time_limit_s - prep_s))
+            t = replace(t, time_limit_s=max(1.0, time_limit_s - prep_s - FINISH_RESERVE_S))
         bcfg = replace(bcfg, train=t, training_data=described)
         check_config(bcfg)
         result = train(bcfg, save_dir=run_dir, resume=resume, progress=progress, device=device)

@@ -15,6 +15,11 @@ held-back photo (the first ``--limit-eval``, 0: all) and MATLAB NIQE (:func:`opt
 BT.601 luma, no border crop, lower is better) scores the ×4 outputs. Prints a markdown table (model,
 mean NIQE, per-image wins, adapt seconds, steps) and writes it to ``OUT/adapt_polyu.md`` with the per-image
 scores in ``OUT/adapt_polyu.json``. Extra ``KEY=VALUE`` arguments override the adapt config.
+
+    python benchmarks/adapt_polyu.py --panel runs/bench_adapt_polyu -o docs/figures/adapt_panel_polyu.jpg
+
+draws, for a finished run, the first ``--panel-count`` held-back photos (in sorted order, not chosen
+by score): ×4 nearest | unadapted | adapted, the central 256² of each ×4 output, one row per photo.
 """
 
 from __future__ import annotations
@@ -75,6 +80,27 @@ def score(model: str, held: list[Path], crop: int, device: str) -> dict[str, flo
     return out
 
 
+def panel(run: Path, output: Path, count: int, device: str) -> None:
+    """The comparison figure of a finished run folder (see the module docstring)."""
+    from optisr.blind.api import upscale
+    from optisr.io.images import read_image, write_image
+
+    record = json.loads((run / "adapt_polyu.json").read_text())
+    source = record["metadata"].get("adapt_source", "otsr-compact-x4")
+    crop = int(record["crop"]) or 128
+    rows = []
+    for name in record["held_back"][:count]:
+        img = read_image(DATA / name)
+        img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
+        lr = centre_crop(img, crop)
+        cells = [np.repeat(np.repeat(lr, 4, 0), 4, 1)]
+        cells += [upscale(lr, m, device=device) for m in (source, str(run / "adapted.safetensors"))]
+        c, k = cells[0].shape[0] // 2, 128
+        rows.append(np.concatenate([x[c - k : c + k, c - k : c + k] for x in cells], axis=1))
+    write_image(output, np.concatenate(rows, axis=0))
+    print(f"wrote {output}: ×4 nearest | {source} | adapted, {count} held-back photos")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DATA, help="folder of the PolyU *_real.JPG crops")
@@ -93,8 +119,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--resume", action="store_true", help="continue the adapt run in OUT/work")
     p.add_argument("-o", "--out", type=Path, default=REPO / "runs" / "bench_adapt_polyu")
+    p.add_argument("--panel", type=Path, default=None, metavar="RUN", help="draw the figure of a finished run")
+    p.add_argument("--panel-count", type=int, default=3, help="held-back photos in the figure (default 3)")
     p.add_argument("overrides", nargs="*", default=[], metavar="KEY=VALUE", help="adapt config overrides")
     args = p.parse_args()
+    if args.panel is not None:
+        panel(args.panel, args.out, args.panel_count, args.device)
+        return
 
     from optisr.train.adapt import adapt, build_adapt_config, parse_duration
 

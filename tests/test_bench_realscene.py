@@ -149,7 +149,7 @@ def test_realscene_end_to_end(tmp_path, capsys):
     assert rmse["bicubic-raw"] == pytest.approx(np.mean(want_raw), abs=0.006)
 
 
-def test_real_grid_native_and_scale(tmp_path):
+def test_real_grid_native_and_scale(tmp_path, capsys):
     """Graph methods solve the sensor's LR on its own grid by default; --real-grid scale resamples it first."""
     import optisr
 
@@ -174,6 +174,11 @@ def test_real_grid_native_and_scale(tmp_path):
     raw = cv2.imread(str(data / "DepthLR" / f"{key}_LR_fill_depth.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)
     rgb = cv2.imread(str(data / "RGB" / f"{key}_RGB.jpg"))[..., ::-1].astype(np.float32) / 255.0
     gt = cv2.imread(str(data / "Depth" / f"{key}_HR_gt.png"), cv2.IMREAD_UNCHANGED)
+    bad = ["--dataset", "rgbdd_real", "--data-dir", str(data), "--lr", "synthetic", "--real-grid", "scale",
+           "--out-dir", str(tmp_path / "bad"), "--no-progress"]  # fmt: skip
+    capsys.readouterr()
+    assert _bench_guided(bad) == 1  # --real-grid is about real LR input
+    assert "--real-grid applies to real LR input" in capsys.readouterr().err
     x = optisr.guided_upsample(raw, rgb, None, operator="bicubic", weights="color", fidelity="exact")
     assert _rmse_cm(x, gt) == pytest.approx(float(md_tables((tmp_path / "native" / "rgbdd-real_protocolA.md").read_text())["RMSE (cm) per image, ×4 ↓"][key][1]), abs=0.006)
 

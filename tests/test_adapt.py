@@ -328,15 +328,21 @@ def test_validation_split_holds_out_spread_photos() -> None:
     assert validation_split(files, AdaptValidationConfig(photos=0), 2) == (files, [])
 
 
+def _six_photos(tmp_path: Path, prefix: str, seed: int) -> Path:
+    """Six 96² PNG photos ``{prefix}0.png`` … (enough for two held out: at most a third)."""
+    d = tmp_path / "photos"
+    d.mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(6):
+        _write(d / f"{prefix}{i}.png", _photo(rng, i % 3))
+    return d
+
+
 def test_held_out_photos_choose_the_written_step(tmp_path: Path) -> None:
     """Six photos: two are held out (never trained on); their NIQE at steps 0, 1, 2 picks the output."""
     from optisr.blind.registry import load_model
 
-    d = tmp_path / "photos"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        _write(d / f"q{i}.png", _photo(rng, i % 3))
+    d = _six_photos(tmp_path, "q", seed=1)
     cfg = build_adapt_config([*SMALL, "validation.every=1", "validation.crop=0"])
     out = tmp_path / "v.safetensors"
     result = adapt(d, out, time_limit_s=None, config=cfg, max_steps=2, progress=False, device="cpu")
@@ -358,11 +364,7 @@ def test_a_timed_run_ends_within_its_budget(tmp_path: Path) -> None:
     """The time limit covers preparation, training, the last validation and the written file."""
     from optisr.train.adapt import FINISH_RESERVE_S
 
-    d = tmp_path / "photos"
-    d.mkdir()
-    rng = np.random.default_rng(2)
-    for i in range(6):
-        _write(d / f"t{i}.png", _photo(rng, i % 3))
+    d = _six_photos(tmp_path, "t", seed=2)
     budget = FINISH_RESERVE_S + 6.0
     cfg = build_adapt_config([*SMALL, "validation.every=5", "validation.crop=0"])
     result = adapt(d, tmp_path / "t.safetensors", time_limit_s=budget, config=cfg, progress=False, device="cpu")

@@ -66,6 +66,20 @@ def bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
     return _resample_matrix(n_in, n_out, _pil_bicubic, 2.0)
 
 
+def _gaussian_matrix(n_in: int, n_out: int, s: float) -> np.ndarray:
+    """(n_out, n_in) Gaussian PSF of std ``s`` HR px at the centres ``(i + 0.5)·n_in/n_out − 0.5``, rows summing to 1."""
+    step = n_in / n_out
+    radius = max(1, int(math.ceil(3.0 * s)))
+    mat = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        c = (i + 0.5) * step - 0.5
+        lo, hi = max(0, int(math.floor(c - radius))), min(n_in, int(math.ceil(c + radius)) + 1)
+        xs = np.arange(lo, hi, dtype=np.float64)
+        w = np.exp(-0.5 * ((xs - c) / s) ** 2)
+        mat[i, lo:hi] = w / w.sum()
+    return mat
+
+
 @functools.lru_cache(maxsize=64)
 def axis_matrix(kind: str, n_in: int, scale: int, sigma: float | None = None) -> np.ndarray:
     """The per-axis matrix ``A`` (n_out × n_in) of operator ``kind`` (float64, read-only).
@@ -85,16 +99,7 @@ def axis_matrix(kind: str, n_in: int, scale: int, sigma: float | None = None) ->
     elif kind == "bicubic":
         mat = bicubic_matrix(n_in, n_out)
     elif kind == "gaussian":
-        s = scale / 2.0 if sigma is None else float(sigma)
-        step = n_in / n_out
-        radius = max(1, int(math.ceil(3.0 * s)))
-        mat = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            c = (i + 0.5) * step - 0.5
-            lo, hi = max(0, int(math.floor(c - radius))), min(n_in, int(math.ceil(c + radius)) + 1)
-            xs = np.arange(lo, hi, dtype=np.float64)
-            w = np.exp(-0.5 * ((xs - c) / s) ** 2)
-            mat[i, lo:hi] = w / w.sum()
+        mat = _gaussian_matrix(n_in, n_out, scale / 2.0 if sigma is None else float(sigma))
     else:  # pragma: no cover - guarded by make_operator
         raise ConfigError(f"unknown operator {kind!r}")
     mat.setflags(write=False)
@@ -142,16 +147,7 @@ def resample_matrix(kind: str, n_in: int, n_out: int, sigma: float | None = None
     elif kind == "bicubic":
         mat = bicubic_matrix(n_in, n_out)
     elif kind == "gaussian":
-        step = n_in / n_out
-        s = step / 2.0 if sigma is None else float(sigma)
-        radius = max(1, int(math.ceil(3.0 * s)))
-        mat = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            c = (i + 0.5) * step - 0.5
-            lo, hi = max(0, int(math.floor(c - radius))), min(n_in, int(math.ceil(c + radius)) + 1)
-            xs = np.arange(lo, hi, dtype=np.float64)
-            w = np.exp(-0.5 * ((xs - c) / s) ** 2)
-            mat[i, lo:hi] = w / w.sum()
+        mat = _gaussian_matrix(n_in, n_out, n_in / n_out / 2.0 if sigma is None else float(sigma))
     else:
         raise ConfigError(f"unknown operator {kind!r}")
     mat.setflags(write=False)

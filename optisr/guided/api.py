@@ -416,10 +416,9 @@ def _resolve_scale(
         if operator.hr_size != hr or operator.lr_size != lr:
             raise ShapeError(f"{operator!r} does not map the {hr[0]}×{hr[1]} guide onto the {lr[0]}×{lr[1]} source")
         return operator.scale, operator, tile_size
-    f = scale_for_sizes(hr, lr)
-    if f is not None:
-        return f, operator, tile_size
-    op = resampling_operator(operator, hr, lr, sigma=sigma)
+    op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
+    if not is_resampling(op):
+        return op.scale, operator, tile_size
     if tile_size:
         raise ConfigError(
             f"tile-wise solves need an integer scale; the {hr[0]}×{hr[1]} guide is "
@@ -672,8 +671,8 @@ def _upsample(
         src, gt = src.to(device), gt.to(device)
         m = None if m is None else m.to(device)
     H, W = gt.shape[-2:]
-    resampled = isinstance(operator, DownsampleOperator) and is_resampling(operator)
-    need = operator.lr_size if isinstance(operator, DownsampleOperator) and resampled else lr_size((H, W), scale)
+    resampled = is_resampling(operator)
+    need = operator.lr_size if isinstance(operator, DownsampleOperator) else lr_size((H, W), scale)
     if tuple(src.shape[-2:]) != need:
         lr_hw = (int(src.shape[-2]), int(src.shape[-1]))
         ratio_hint = "" if scale_for_sizes((H, W), lr_hw) else ", or pass scale=None to solve at the sizes' own ratio"

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.layer import graph_solve
 from optisr.ops.lattice import connect_isolated, edge_energy, edge_slots, weights_from_energy
+from optisr.ops.operators import lr_size
 
 __all__ = [
     "ARCH",
@@ -277,7 +278,7 @@ def upsample_source(
     mean, std = source_stats(source, mask) if stats is None else stats
     z = torch.where(valid, (s - mean) / (std + 1e-6), torch.zeros_like(s))
     h, w = source.shape[-2:]
-    if (-(-size[0] // scale), -(-size[1] // scale)) != (h, w):
+    if lr_size((size[0], size[1]), scale) != (h, w):
         # a source at a non-integer ratio covers the whole field of view: resample straight to (H, W)
         return F.interpolate(z, size=tuple(size), mode="bicubic", align_corners=False)
     up = F.interpolate(z, size=(h * scale, w * scale), mode="bicubic", align_corners=False)

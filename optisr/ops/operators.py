@@ -591,4 +591,4 @@ def resampling_operator(
 
 def is_resampling(op: object) -> bool:
     """True for an operator from :func:`resampling_operator` at a non-integer ratio."""
-    return isinstance(op, DownsampleOperator) and getattr(op, "ratio", None) is not None
+    return isinstance(op, DownsampleOperator) and op.ratio is not None

@@ -431,17 +431,24 @@ class AdaptResult:
     seconds: float
 
 
-def _final_losses(run_dir: Path) -> dict[str, float]:
-    """The last ``train/`` scalars of ``run_dir/logs/metrics.jsonl`` (losses, critic values)."""
+def _log_records(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of ``run_dir/logs/metrics.jsonl`` in order (unreadable lines skipped; none without the file)."""
     path = run_dir / "logs" / "metrics.jsonl"
     if not path.is_file():
-        return {}
-    last: dict[str, float] = {}
+        return []
+    out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            rec = json.loads(line)
+            out.append(json.loads(line))
         except ValueError:
             continue
+    return out
+
+
+def _final_losses(run_dir: Path) -> dict[str, float]:
+    """The last ``train/`` scalars of ``run_dir/logs/metrics.jsonl`` (losses, critic values)."""
+    last: dict[str, float] = {}
+    for rec in _log_records(run_dir):
         vals = {k[len("train/") :]: float(v) for k, v in rec.items() if k.startswith("train/")}
         if vals:
             last = vals
@@ -726,15 +733,8 @@ def adapt(
 
 def _val_curve(run_dir: Path) -> dict[int, float]:
     """step -> ``val/niqe_photos`` from ``run_dir/logs/metrics.jsonl`` (the held-out photos' NIQE)."""
-    path = run_dir / "logs" / "metrics.jsonl"
-    out: dict[int, float] = {}
-    if not path.is_file():
-        return out
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if "val/niqe_photos" in rec and "step" in rec:
-            out[int(rec["step"])] = float(rec["val/niqe_photos"])
-    return out
+    return {
+        int(rec["step"]): float(rec["val/niqe_photos"])
+        for rec in _log_records(run_dir)
+        if "val/niqe_photos" in rec and "step" in rec
+    }

@@ -158,6 +158,9 @@ def test_errors_name_the_fix() -> None:
         optisr.guided_upsample(lr, _step_guide(32), 2.5)
     with pytest.raises(ConfigError, match="tile-wise solves need an integer scale"):
         optisr.guided_upsample(lr, _step_guide(32), tile_size=256)
+    hand_built = resampling_operator("area", (H, W), (h, w))  # a ratio operator passed in, then tiles asked for
+    with pytest.raises(ConfigError, match="tile-wise solves need an integer scale"):
+        optisr.guided_upsample(lr, _step_guide(32), operator=hand_built, tile_size=256)
     with pytest.raises(ShapeError, match="must not be finer"):
         optisr.guided_upsample(np.ones((60, 70)), _step_guide(32))
 

@@ -415,8 +415,9 @@ def _resolve_scale(
     if isinstance(operator, DownsampleOperator):
         if operator.hr_size != hr or operator.lr_size != lr:
             raise ShapeError(f"{operator!r} does not map the {hr[0]}×{hr[1]} guide onto the {lr[0]}×{lr[1]} source")
-        return operator.scale, operator, tile_size
-    op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
+        op = operator
+    else:
+        op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
     if not is_resampling(op):
         return op.scale, operator, tile_size
     if tile_size:

@@ -41,6 +41,7 @@ __all__ = [
     "OTSRAdversarial",
     "PixelLoss",
     "RaGANAdversarial",
+    "SSIMLoss",
     "WGANQCAdversarial",
     "build_adversarial",
     "build_losses",
@@ -110,6 +111,25 @@ class EdgeLoss(nn.Module):
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _same_shape(sr, hr)
         return F.mse_loss(laplacian_edges(sr), laplacian_edges(hr.detach()))
+
+
+class SSIMLoss(nn.Module):
+    """``1 − SSIM`` on BT.601 luma, the measure of the blind-SR bars (:func:`optisr.metrics.ssim` with
+    ``y_channel=True``; shared formula :func:`optisr.metrics.image_quality.ssim_index`).
+
+    An adversarial fine-tune buys texture (lower NIQE) with SSIM; this term lets the generator keep
+    local structure while the critic asks for texture.
+
+    Shape:
+        ``sr``, ``hr``: ``(B, 3, H, W)`` RGB in [0, 1], ``H, W ≥ 11``; returns a scalar. No gradient
+        flows into ``hr``.
+    """
+
+    def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
+        _same_shape(sr, hr)
+        from optisr.metrics.image_quality import rgb_to_y, ssim_index
+
+        return 1.0 - ssim_index(rgb_to_y(sr) * 255.0, rgb_to_y(hr.detach()) * 255.0).mean()
 
 
 def _same_shape(sr: Tensor, hr: Tensor) -> None:
@@ -415,6 +435,7 @@ class LossConfig:
     perceptual_weights_path: str | None = None  # torchvision-layout vgg19 .pth/.safetensors; None: torch hub cache
     perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})  # pre-ReLU
     edge_weight: float = 0.01  # OTSR Laplacian-edge MSE; 0 disables
+    ssim_weight: float = 0.0  # 1 - SSIM on BT.601 luma (SSIMLoss); 0 disables
     gan_mode: Literal["otsr", "wgan-qc", "ragan", "none"] = "otsr"
     gan_weight: float = 1.0  # adversarial weight in the generator loss
     gan_gamma: float | None = None  # OT regulariser weight; None: 0.4 (otsr), 0.1 (wgan-qc)
@@ -463,7 +484,7 @@ class LossSet(nn.Module):
 
     Attributes:
         config: the :class:`LossConfig`.
-        pixel, edge: :class:`PixelLoss`, :class:`EdgeLoss`.
+        pixel, edge, ssim: :class:`PixelLoss`, :class:`EdgeLoss`, :class:`SSIMLoss`.
         perceptual: :class:`PerceptualLoss` or ``None`` when disabled.
         perceptual_enabled: False when the perceptual term is off (weight 0 or no VGG19
             weights); a trainer should log ``perceptual_disabled_reason`` in that case.
@@ -482,6 +503,7 @@ class LossSet(nn.Module):
         self.config = config
         self.pixel = PixelLoss(config.pixel_kind)
         self.edge = EdgeLoss()
+        self.ssim = SSIMLoss()
         self.perceptual = perceptual
         self.adversarial = adversarial
         self.perceptual_disabled_reason = perceptual_disabled_reason
@@ -504,7 +526,7 @@ class LossSet(nn.Module):
             sr: generator output ``(B, 3, H, W)`` (with graph); hr: paired HR, same shape.
             d_real: critic on ``hr`` (needed by ``otsr`` and ``ragan``); d_fake: critic on ``sr``.
         Returns:
-            ``(total, terms)``: a scalar tensor, and ``{"pixel", "perceptual", "edge", "gan"}``
+            ``(total, terms)``: a scalar tensor, and ``{"pixel", "perceptual", "edge", "ssim", "gan"}``
             as floats for the terms that are on.
         """
         c = self.config
@@ -515,6 +537,8 @@ class LossSet(nn.Module):
             terms["perceptual"] = self.perceptual(sr, hr)
         if c.edge_weight:
             terms["edge"] = self.edge(sr, hr)
+        if c.ssim_weight:
+            terms["ssim"] = self.ssim(sr, hr)
         if self.adversarial is not None and c.gan_weight:
             adv = self.adversarial
             if d_fake is not None and isinstance(adv, WGANQCAdversarial):
@@ -527,6 +551,7 @@ class LossSet(nn.Module):
             "pixel": c.pixel_weight,
             "perceptual": c.perceptual_weight,
             "edge": c.edge_weight,
+            "ssim": c.ssim_weight,
             "gan": c.gan_weight,
         }
         total = sr.new_zeros(())

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["psnr", "rgb_to_y", "ssim"]
+__all__ = ["psnr", "rgb_to_y", "ssim", "ssim_index"]
 
 _Y_WEIGHTS = (
     65.481,
@@ -143,6 +143,28 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
     return (g[:, None] * g[None, :])[None, None]
 
 
+def ssim_index(a: Tensor, b: Tensor) -> Tensor:
+    """Mean SSIM of each single-channel image pair on the 0-255 scale, differentiable.
+
+    The statistics of :func:`ssim` (11×11 Gaussian window, σ = 1.5, valid region only,
+    ``C1 = (0.01·255)²``, ``C2 = (0.03·255)²``) without its input handling, so a training loss
+    (:class:`optisr.blind.losses.SSIMLoss`) and the metric share one formula.
+
+    Args:
+        a, b: ``(N, 1, H, W)`` float tensors on the 0-255 scale, ``H, W ≥ 11``; gradients flow.
+    Returns:
+        ``(N,)`` in the dtype of ``a``.
+    """
+    win = _gaussian_window().to(device=a.device, dtype=a.dtype)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
+    var_a = F.conv2d(a * a, win) - mu_a**2
+    var_b = F.conv2d(b * b, win) - mu_b**2
+    cov = F.conv2d(a * b, win) - mu_a * mu_b
+    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return smap.mean(dim=(1, 2, 3))
+
+
 @overload
 def ssim(
     x: np.ndarray,
@@ -186,12 +208,5 @@ def ssim(
     bsz, c = a.shape[:2]
     a = a.reshape(bsz * c, 1, *a.shape[-2:]) * 255.0  # BasicSR computes on the 0-255 scale
     b = b.reshape(bsz * c, 1, *b.shape[-2:]) * 255.0
-    win = _gaussian_window()
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_a, mu_b = F.conv2d(a, win), F.conv2d(b, win)
-    var_a = F.conv2d(a * a, win) - mu_a**2
-    var_b = F.conv2d(b * b, win) - mu_b**2
-    cov = F.conv2d(a * b, win) - mu_a * mu_b
-    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    out = smap.mean(dim=(1, 2, 3)).view(bsz, c).mean(1)
+    out = ssim_index(a, b).view(bsz, c).mean(1)
     return out if is_t else float(out[0])

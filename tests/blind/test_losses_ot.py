@@ -18,6 +18,7 @@ from optisr.blind.losses import (
     OTSRAdversarial,
     PixelLoss,
     RaGANAdversarial,
+    SSIMLoss,
     WGANQCAdversarial,
     build_adversarial,
     build_losses,
@@ -265,6 +266,24 @@ def test_edge_loss_equals_the_released_3to3_conv():
 
 
 # ------------------------------------------------------------------ config and factory
+
+
+def test_ssim_loss_is_one_minus_the_metric_and_differentiable():
+    from optisr.metrics.image_quality import ssim
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.rand(2, 3, 24, 20, generator=g, dtype=torch.float64)
+    sr = (hr + 0.1 * torch.randn(2, 3, 24, 20, generator=g, dtype=torch.float64)).clamp(0, 1)
+    loss = SSIMLoss()
+    # the metric (y_channel, no crop) on each image, averaged
+    want = 1.0 - float(ssim(sr, hr, y_channel=True).mean())
+    assert float(loss(sr, hr)) == pytest.approx(want, rel=1e-12)
+    assert float(loss(hr, hr)) == pytest.approx(0.0, abs=1e-12)
+    small = sr[:1, :, :12, :12].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: loss(x, hr[:1, :, :12, :12]), (small,))
+    cfg = build_losses({"pixel_weight": 0.0, "edge_weight": 0.0, "ssim_weight": 2.0, "perceptual_weight": 0.0, "gan_mode": "none"})
+    total, terms = cfg.generator_loss(sr, hr)
+    assert set(terms) == {"ssim"} and float(total) == pytest.approx(2.0 * want, rel=1e-12)
 
 
 def test_build_losses_config_and_generator_total():

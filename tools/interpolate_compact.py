@@ -85,7 +85,7 @@ def main() -> None:
                 m = task.validate(model, 0)
             print(
                 f"| {os.path.basename(os.path.dirname(gan_path))}/{os.path.basename(gan_path)} | {alpha:g} | "
-                f"{m['psnr_y']:.2f} | {m['ssim_y']:.4f} | {m['niqe']:.2f} | {m['niqe_photos']:.2f} |",
+                f"{m['psnr_y']:.3f} | {m['ssim_y']:.4f} | {m['niqe']:.3f} | {m.get('niqe_photos', float('nan')):.2f} |",
                 flush=True,
             )
 

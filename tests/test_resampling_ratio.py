@@ -202,11 +202,45 @@ def test_cli_takes_the_ratio_from_the_sizes(tmp_path: Path, capsys: pytest.Captu
     assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
+@pytest.mark.parametrize("name", ["bicubic", "guided-filter", "jbu", "fbs"])
+def test_baselines_at_any_ratio(name: str) -> None:
+    from optisr.guided.baselines import get_baseline
+
+    f = get_baseline(name)
+    rng = np.random.default_rng(3)
+    src = rng.random((12, 16)) * 1000
+    g4 = rng.random((48, 64, 3))
+    assert np.array_equal(f(src, g4, None), f(src, g4, 4))  # an integer ratio: the integer path, bit for bit
+    g = rng.random((H, W, 3))  # 8/3 the 18×24 source
+    lr = rng.random((h, w)) * 1000
+    out = f(lr, g, None)
+    assert out.shape == (H, W) and np.isfinite(out).all()
+    assert np.allclose(f(np.full((h, w), 750.0), g, None), 750.0)  # a constant stays constant
+    if name == "bicubic":  # Pillow's bicubic resize to the guide's size
+        want = np.asarray(Image.fromarray(lr.astype(np.float32), mode="F").resize((W, H), Image.BICUBIC), np.float64)
+        assert np.array_equal(out, want)
+    with pytest.raises(ShapeError, match="at least as large"):
+        f(lr, g[:10], None)
+
+
+def test_cli_baseline_at_a_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    guide, source = _files(tmp_path)
+    out = tmp_path / "jbu.tif"
+    assert optisr_main(["guided", "--guide", str(guide), "--source", str(source), "-o", str(out), "--method", "jbu"]) == 0
+    assert "scale 2.667×2.667 from the sizes (18×24 -> 48×64)" in capsys.readouterr().err
+    x = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert x.shape == (H, W) and abs(float(x[:, :28].mean()) - 1000) < 5 and abs(float(x[:, 36:].mean()) - 1500) < 5
+
+
 def test_cli_ratio_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     guide, source = _files(tmp_path)
     base = ["guided", "--guide", str(guide), "--source", str(source), "-o", str(tmp_path / "o.tif")]
-    assert optisr_main([*base, "--method", "jbu"]) == 1
-    assert "no integer scale fits (ratio 2.667×2.667); jbu needs one" in capsys.readouterr().err
+    small = tmp_path / "small.png"
+    assert cv2.imwrite(str(small), np.zeros((10, 12, 3), np.uint8))
+    for method in ("jbu", "color"):
+        args = ["guided", "--guide", str(small), "--source", str(source), "-o", str(tmp_path / "x.tif"), "--method", method]
+        assert optisr_main(args) == 1
+        assert "the guide must be at least as large as the source" in capsys.readouterr().err
     assert optisr_main([*base, "--method", "color", "--tile-size", "256"]) == 1
     assert "need an integer scale" in capsys.readouterr().err
     assert optisr_main([*base, "--crop"]) == 1

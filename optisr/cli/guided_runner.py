@@ -109,22 +109,18 @@ def resolve_scale(
     job: Job, hr: tuple[int, int], lr: tuple[int, int], options: GuidedOptions, log: Callable[[str], None]
 ) -> tuple[int, str | DownsampleOperator]:
     """``(scale, operator)`` of one file: ``--scale N`` as given; ``auto``: the integer that fits the
-    sizes, else (graph methods) a resampling operator at their exact ratio, said in one note line."""
+    sizes, else a resampling operator at their exact ratio (the graph methods solve with it; the
+    baselines upsample to the guide's size and it measures their LR consistency), said in one note line."""
     if options.scale is not None:
         return options.scale, options.operator
     f = scale_for_sizes(hr, lr)
     if f is not None:
         return f, options.operator
     ratio = f"{hr[0] / lr[0]:.4g}×{hr[1] / lr[1]:.4g}" if lr[0] and lr[1] else "?"
-    if not options.graph or hr[0] < lr[0] or hr[1] < lr[1]:
+    if hr[0] < lr[0] or hr[1] < lr[1]:
         raise ShapeError(
             f"{job.guide.name} is {hr[0]}×{hr[1]} and {job.source.name} {lr[0]}×{lr[1]}: no integer scale fits "
-            f"(ratio {ratio})"
-            + (
-                f"; {options.method} needs one: pass --scale N with --crop or --pad"
-                if not options.graph
-                else "; the guide must be at least as large as the source"
-            )
+            f"(ratio {ratio}); the guide must be at least as large as the source"
         )
     if options.tile_size or options.map_tiles is not None:
         raise ConfigError(
@@ -206,7 +202,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
         else:
-            x = upsample_with(options.method, source, guide, scale, mask=valid)
+            x = upsample_with(options.method, source, guide, None if is_resampling(operator) else scale, mask=valid)
     seconds = time.perf_counter() - t0
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:

@@ -1,7 +1,9 @@
 """Classic, training-free guided upsampling baselines (NumPy / OpenCV / Pillow).
 
 Every baseline has the signature ``f(source_lr, guide, scale, mask_lr=None, **options)`` and
-returns the (H, W) float64 upsampled depth with ``H = scale * h``:
+returns the (H, W) float64 upsampled depth at the guide's size: ``H = scale * h`` for an integer
+``scale``, or with ``scale=None`` any size at least the source's (a non-integer ratio such as a
+180×240 ToF map beside a 480×640 image; each axis has its own ratio ``H / h``, ``W / w``):
 
 * :func:`bicubic` -- Pillow (or OpenCV) bicubic upsampling of the float image;
 * :func:`guided_filter` -- He et al. (ECCV 2010) colour guided filter applied to the bicubic
@@ -45,29 +47,36 @@ Baseline = Callable[..., np.ndarray]
 
 
 def _prepare(
-    source_lr: np.ndarray, guide: np.ndarray, scale: int, mask_lr: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Validate inputs; return (source with invalid pixels filled, valid mask, guide, scale).
+    source_lr: np.ndarray, guide: np.ndarray, scale: int | None, mask_lr: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """Validate inputs; return (source with invalid pixels filled, valid mask, guide, (ry, rx)).
 
     The returned source and guide are float64; the guide is (H, W, C) with C = 1 or 3.
+    ``(ry, rx) = (H / h, W / w)``: ``(scale, scale)`` for an integer ``scale``; with ``scale=None``
+    the guide's own size fixes them (each ≥ 1).
     """
     src = np.asarray(source_lr, dtype=np.float64)
     if src.ndim != 2 or src.size == 0:
         raise ShapeError(f"source_lr must be a non-empty (h, w) array; got shape {src.shape}")
-    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
-        raise ConfigError(f"scale must be an integer >= 1, got {scale!r}")
-    scale = int(scale)
+    if scale is not None and (isinstance(scale, bool) or int(scale) != scale or scale < 1):
+        raise ConfigError(f"scale must be an integer >= 1 (or None: from the sizes), got {scale!r}")
     g = np.asarray(guide, dtype=np.float64)
     if g.ndim == 2:
         g = g[:, :, None]
     h, w = src.shape
     if g.ndim != 3 or g.shape[2] not in (1, 3):
         raise ShapeError(f"guide must be (H, W, 3) or (H, W); got shape {np.shape(guide)}")
-    if g.shape[:2] != (h * scale, w * scale):
+    if scale is None:
+        if g.shape[0] < h or g.shape[1] < w:
+            raise ShapeError(f"the guide ({g.shape[0]}x{g.shape[1]}) must be at least as large as the source ({h}x{w})")
+        ratio = (g.shape[0] / h, g.shape[1] / w)
+    elif g.shape[:2] != (h * int(scale), w * int(scale)):
         raise ShapeError(
-            f"guide must be {h * scale}x{w * scale} (source {h}x{w} times scale {scale}); "
-            f"got {g.shape[0]}x{g.shape[1]}. Crop the guide to a multiple of the scale."
+            f"guide must be {h * int(scale)}x{w * int(scale)} (source {h}x{w} times scale {int(scale)}); "
+            f"got {g.shape[0]}x{g.shape[1]}. Crop the guide to a multiple of the scale, or pass scale=None."
         )
+    else:
+        ratio = (float(scale), float(scale))
     if not np.all(np.isfinite(g)):
         raise ConfigError("guide contains NaN or inf values")
     valid = np.isfinite(src)
@@ -80,7 +89,17 @@ def _prepare(
         raise ConfigError("source_lr has no valid pixel (all masked, NaN or inf)")
     if not valid.all():  # so that interpolation stays finite
         src = fill_nearest(src, valid)
-    return src, valid, g, scale
+    return src, valid, g, ratio
+
+
+def _nominal(ratio: tuple[float, float]) -> int:
+    """The integer scale a ratio stands for in window sizes: ``round(√(ry·rx))``, at least 1."""
+    return max(1, round(float(np.sqrt(ratio[0] * ratio[1]))))
+
+
+def _lr_coords(n_hr: int, r: float) -> np.ndarray:
+    """Continuous LR coordinates (pixel centres at integers) of the ``n_hr`` HR pixel centres at ratio ``r``."""
+    return (np.arange(n_hr) + 0.5) / r - 0.5
 
 
 def fill_nearest(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -111,7 +130,7 @@ def _resize_float(x: np.ndarray, size: tuple[int, int], method: str) -> np.ndarr
 def bicubic(
     source_lr: np.ndarray,
     guide: np.ndarray,
-    scale: int,
+    scale: int | None,
     mask_lr: np.ndarray | None = None,
     *,
     method: str = "pil",
@@ -121,7 +140,7 @@ def bicubic(
     Args:
         source_lr: (h, w) float depth, any unit.
         guide: (H, W, 3) float RGB in [0, 1], H = scale·h, W = scale·w.
-        scale: integer scale >= 1.
+        scale: integer scale >= 1, or None: the guide's size, at any ratio.
         mask_lr: optional (h, w) bool validity; invalid pixels are filled with the nearest
             valid value first.
         method: ``"pil"`` (Pillow BICUBIC on a float image, a = -0.5, as the protocol A papers)
@@ -131,8 +150,8 @@ def bicubic(
     Raises:
         ShapeError: wrong shapes. ConfigError: bad scale/method or no valid pixel.
     """
-    src, _, g, scale = _prepare(source_lr, guide, scale, mask_lr)
-    if scale == 1:
+    src, _, g, _ratio = _prepare(source_lr, guide, scale, mask_lr)
+    if g.shape[:2] == src.shape:
         return src.copy()
     return _resize_float(src, g.shape[:2], method)
 
@@ -203,7 +222,7 @@ def _guided_filter_core(guide: np.ndarray, p: np.ndarray, radius: int, eps: floa
 def guided_filter(
     source_lr: np.ndarray,
     guide: np.ndarray,
-    scale: int,
+    scale: int | None,
     mask_lr: np.ndarray | None = None,
     *,
     radius: int | None = None,
@@ -218,9 +237,10 @@ def guided_filter(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
-        scale: integer scale >= 1.
+        scale: integer scale >= 1, or None: the guide's size, at any ratio.
         mask_lr: optional (h, w) bool validity.
-        radius: window radius in HR pixels; default ``max(2, scale)``.
+        radius: window radius in HR pixels; default ``max(2, scale)`` (at a ratio, the scale
+            is ``round(√(ry·rx))``).
         eps: regulariser in guide-variance units ([0, 1]² scale); larger is smoother. The
             defaults were chosen on procedural scenes only (protocol A, ×4/×8/×16) by
             ``benchmarks/tune_baselines.py``: ``radius = scale`` is best at ×4 and ×8 and
@@ -230,11 +250,11 @@ def guided_filter(
     Raises:
         ShapeError, ConfigError: as :func:`bicubic`, or ``radius < 1`` / ``eps <= 0``.
     """
-    src, _, g, scale = _prepare(source_lr, guide, scale, mask_lr)
-    r = max(2, scale) if radius is None else int(radius)
+    src, _, g, ratio = _prepare(source_lr, guide, scale, mask_lr)
+    r = max(2, _nominal(ratio)) if radius is None else int(radius)
     if r < 1 or eps <= 0:
         raise ConfigError(f"need radius >= 1 and eps > 0; got radius={radius}, eps={eps}")
-    p = src if scale == 1 else _resize_float(src, g.shape[:2], "pil")
+    p = src if g.shape[:2] == src.shape else _resize_float(src, g.shape[:2], "pil")
     # Normalise the depth range so that eps does not interact with the depth unit's float range.
     lo, span = float(p.min()), float(np.ptp(p)) or 1.0
     q = _guided_filter_core(g, (p - lo) / span, r, eps)
@@ -247,7 +267,7 @@ def guided_filter(
 def jbu(
     source_lr: np.ndarray,
     guide: np.ndarray,
-    scale: int,
+    scale: int | None,
     mask_lr: np.ndarray | None = None,
     *,
     radius: int = 1,
@@ -267,7 +287,8 @@ def jbu(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey).
-        scale: integer scale >= 1.
+        scale: integer scale >= 1, or None: the guide's size, at any ratio (``Ī_q`` is then the
+            exact box average over LR pixel q's footprint, OpenCV's ``INTER_AREA``).
         mask_lr: optional (h, w) bool validity.
         radius: LR window radius (1 gives 3×3 LR pixels).
         sigma_spatial: spatial std, in LR pixels.
@@ -277,15 +298,19 @@ def jbu(
     Returns:
         (H, W) float64 in the unit of ``source_lr``.
     """
-    src, valid, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    src, valid, g, (ry, rx) = _prepare(source_lr, guide, scale, mask_lr)
     if radius < 0 or sigma_spatial <= 0 or sigma_range <= 0:
         raise ConfigError("need radius >= 0, sigma_spatial > 0 and sigma_range > 0")
     h, w = src.shape
     H, W, C = g.shape
-    g_lr = g.reshape(h, scale, w, scale, C).mean(axis=(1, 3))  # Ī_q: (h, w, C)
+    if ry.is_integer() and rx.is_integer():
+        g_lr = g.reshape(h, int(ry), w, int(rx), C).mean(axis=(1, 3))  # Ī_q: (h, w, C)
+    else:
+        import cv2
+
+        g_lr = cv2.resize(g, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, C)  # the exact box average
     # Continuous LR coordinates of HR pixel centres, and the nearest LR pixel.
-    ys = (np.arange(H) + 0.5) / scale - 0.5
-    xs = (np.arange(W) + 0.5) / scale - 0.5
+    ys, xs = _lr_coords(H, ry), _lr_coords(W, rx)
     cy, cx = np.floor(ys + 0.5).astype(int), np.floor(xs + 0.5).astype(int)
     num = np.zeros((H, W))
     den = np.zeros((H, W))
@@ -331,7 +356,7 @@ FBS_CONFIDENCES = ("uniform", "bump")
 def fbs(
     source_lr: np.ndarray,
     guide: np.ndarray,
-    scale: int,
+    scale: int | None,
     mask_lr: np.ndarray | None = None,
     *,
     sigma_spatial: float = 6.0,
@@ -354,7 +379,8 @@ def fbs(
     Args:
         source_lr: (h, w) float depth.
         guide: (H, W, 3) float RGB in [0, 1] (or (H, W) grey), H = scale·h, W = scale·w.
-        scale: integer scale >= 1.
+        scale: integer scale >= 1, or None: the guide's size, at any ratio (the bump's std is
+            then ``r/4`` HR pixels with ``r = √(ry·rx)``).
         mask_lr: optional (h, w) bool validity.
         sigma_spatial: grid spacing in HR pixels.
         sigma_luma, sigma_chroma: grid spacing in 8-bit luma / chroma levels.
@@ -374,18 +400,18 @@ def fbs(
     """
     if confidence not in FBS_CONFIDENCES:
         raise ConfigError(f"confidence must be one of {', '.join(FBS_CONFIDENCES)}; got {confidence!r}")
-    src, valid, g, scale = _prepare(source_lr, guide, scale, mask_lr)
+    src, valid, g, (ry, rx) = _prepare(source_lr, guide, scale, mask_lr)
     H, W = g.shape[:2]
-    target = src.copy() if scale == 1 else _resize_float(src, (H, W), "pil")
+    target = src.copy() if (H, W) == src.shape else _resize_float(src, (H, W), "pil")
     # Nearest LR sample of each HR pixel, and the distance to its centre in LR pixels.
-    ys = (np.arange(H) + 0.5) / scale - 0.5
-    xs = (np.arange(W) + 0.5) / scale - 0.5
+    ys, xs = _lr_coords(H, ry), _lr_coords(W, rx)
     cy = np.clip(np.floor(ys + 0.5).astype(int), 0, src.shape[0] - 1)
     cx = np.clip(np.floor(xs + 0.5).astype(int), 0, src.shape[1] - 1)
     conf = valid[cy[:, None], cx[None, :]].astype(np.float64)
-    if confidence == "bump" and scale > 1:
+    r = float(np.sqrt(ry * rx))
+    if confidence == "bump" and r > 1:
         d2 = ((ys - cy) ** 2)[:, None] + ((xs - cx) ** 2)[None, :]  # LR pixels²
-        sigma_lr = max(scale / 4.0, 0.5) / scale
+        sigma_lr = max(r / 4.0, 0.5) / r
         conf *= np.exp(-0.5 * d2 / sigma_lr**2)
     grey = g[:, :, 0] if g.shape[2] == 1 else g
     return fast_bilateral_solve(

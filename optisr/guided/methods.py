@@ -182,9 +182,9 @@ def upsample_with(
             guided model path.
         source: (h, w) float LR map, NaN (or ``mask`` False) at invalid pixels.
         guide: (H, W, C) or (H, W) HR guide: uint8/uint16/float in [0, 1] for graph methods, float
-            in [0, 1] for baselines (which need H, W = scale·h, scale·w).
-        scale: integer upsampling scale; ``None`` (graph methods only): from the sizes, also at a
-            non-integer ratio (see :func:`optisr.guided_upsample`).
+            in [0, 1] for baselines (which need H, W = scale·h, scale·w for an integer scale).
+        scale: integer upsampling scale; ``None``: from the sizes, also at a non-integer ratio
+            (graph methods: see :func:`optisr.guided_upsample`; baselines: the guide's size).
         mask: optional (h, w) bool LR validity (True = valid); baselines default to finite pixels.
         model: graph methods only: an already loaded guided model to use instead of ``method``'s
             (saves reloading it per image).
@@ -194,7 +194,4 @@ def upsample_with(
     Returns:
         (H, W) float numpy array, in the source's unit.
     """
-    entry = get_method(method)
-    if scale is None and not entry.graph:
-        raise ConfigError(f"{method} needs an integer scale (only the graph methods take the sizes' ratio)")
-    return entry.run(source, guide, scale, mask=mask, model=model, **graph_options)
+    return get_method(method).run(source, guide, scale, mask=mask, model=model, **graph_options)

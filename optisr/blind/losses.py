@@ -45,6 +45,7 @@ __all__ = [
     "WGANQCAdversarial",
     "build_adversarial",
     "build_losses",
+    "gaussian_lowpass",
     "laplacian_edges",
 ]
 
@@ -78,6 +79,31 @@ class PixelLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}" + (f", eps={self.eps}" if self.kind == "charbonnier" else "")
+
+
+def gaussian_lowpass(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of each channel (std ``sigma`` pixels, radius ``ceil(3σ)``, reflect padding).
+
+    The low band of the frequency separation of Fritsche, Gu & Timofte (ICCVW 2019): pixel losses
+    on it leave the high band to the critic. ``sigma <= 0`` returns ``x`` unchanged.
+
+    Args:
+        x: ``(B, C, H, W)`` float, ``H, W > ceil(3σ)``.
+    Returns:
+        the same shape, dtype and device; differentiable.
+    """
+    if sigma <= 0:
+        return x
+    if x.ndim != 4:
+        raise ShapeError(f"gaussian_lowpass expects (B, C, H, W); got {tuple(x.shape)}")
+    r = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+    y = F.pad(x, (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 def laplacian_edges(x: Tensor) -> Tensor:
@@ -436,6 +462,7 @@ class LossConfig:
     perceptual_layers: dict[str, float] = field(default_factory=lambda: {"conv5_4": 1.0})  # pre-ReLU
     edge_weight: float = 0.01  # OTSR Laplacian-edge MSE; 0 disables
     ssim_weight: float = 0.0  # 1 - SSIM on BT.601 luma (SSIMLoss); 0 disables
+    pixel_lowpass_sigma: float = 0.0  # > 0: the pixel (and teacher) L1 compare Gaussian low-passed images (HR px)
     gan_mode: Literal["otsr", "wgan-qc", "ragan", "none"] = "otsr"
     gan_weight: float = 1.0  # adversarial weight in the generator loss
     gan_gamma: float | None = None  # OT regulariser weight; None: 0.4 (otsr), 0.1 (wgan-qc)
@@ -508,6 +535,10 @@ class LossSet(nn.Module):
         self.adversarial = adversarial
         self.perceptual_disabled_reason = perceptual_disabled_reason
 
+    def lowpass(self, x: Tensor) -> Tensor:
+        """``x`` low-passed for the pixel terms (:func:`gaussian_lowpass` with ``pixel_lowpass_sigma``)."""
+        return gaussian_lowpass(x, self.config.pixel_lowpass_sigma)
+
     @property
     def perceptual_enabled(self) -> bool:
         return self.perceptual is not None
@@ -532,7 +563,7 @@ class LossSet(nn.Module):
         c = self.config
         terms: dict[str, Tensor] = {}
         if c.pixel_weight:
-            terms["pixel"] = self.pixel(sr, hr)
+            terms["pixel"] = self.pixel(self.lowpass(sr), self.lowpass(hr))
         if c.perceptual_weight and self.perceptual is not None:
             terms["perceptual"] = self.perceptual(sr, hr)
         if c.edge_weight:

@@ -471,7 +471,7 @@ class BlindTask:
             total, terms = losses.generator_loss(sr, gt, d_real=d_real, d_fake=d_fake)
             beta = self.cfg.distill.teacher_weight
             if "teacher" in batch and beta > 0:
-                l1_t = torch.nn.functional.l1_loss(sr, batch["teacher"])
+                l1_t = torch.nn.functional.l1_loss(losses.lowpass(sr), losses.lowpass(batch["teacher"]))
                 terms["l1_teacher"] = float(l1_t.detach())
                 total = total + beta * l1_t
             logs["g_loss"] = _finite("generator loss", total, step)

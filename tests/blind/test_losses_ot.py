@@ -286,6 +286,27 @@ def test_ssim_loss_is_one_minus_the_metric_and_differentiable():
     assert set(terms) == {"ssim"} and float(total) == pytest.approx(2.0 * want, rel=1e-12)
 
 
+@pytest.mark.parametrize("sigma", [1.5, 2.0])
+def test_gaussian_lowpass_matches_scipy_and_feeds_the_pixel_term(sigma):
+    from scipy import ndimage
+
+    from optisr.blind.losses import gaussian_lowpass
+
+    x = torch.rand(2, 3, 20, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    want = np.stack([[ndimage.gaussian_filter(c, sigma, mode="mirror", truncate=3.0) for c in b] for b in x.numpy()])
+    np.testing.assert_allclose(gaussian_lowpass(x, sigma).numpy(), want, rtol=1e-12, atol=1e-12)
+    assert gaussian_lowpass(x, 0.0) is x
+    hr = x + 0.3 * (-1.0) ** torch.arange(24, dtype=torch.float64)  # a zero-mean Nyquist stripe: high band only
+    ls = build_losses({"pixel_weight": 1.0, "edge_weight": 0.0, "perceptual_weight": 0.0, "gan_mode": "none",
+                       "pixel_lowpass_sigma": sigma})  # fmt: skip
+    _, terms = ls.generator_loss(x, hr)
+    full = build_losses({"pixel_weight": 1.0, "edge_weight": 0.0, "perceptual_weight": 0.0, "gan_mode": "none"})
+    _, full_terms = full.generator_loss(x, hr)
+    assert full_terms["pixel"] == pytest.approx(0.3, rel=1e-9)
+    assert terms["pixel"] == pytest.approx(float(F.l1_loss(gaussian_lowpass(x, sigma), gaussian_lowpass(hr, sigma))))
+    assert terms["pixel"] < 1e-3  # the low band does not see the stripe
+
+
 def test_build_losses_config_and_generator_total():
     cfg = LossConfig(perceptual_weight=0.0)
     losses = build_losses(cfg)

@@ -111,6 +111,15 @@ def test_tiny_run_each_mode_writes_loadable_releases(data, tmp_path, mode):
     assert "train/d_loss" in log and "train/g_gan" in log and "val/psnr_y" in log and "val/ssim_y" in log
 
 
+def test_ssim_and_low_band_pixel_terms_train_and_are_recorded(data, tmp_path):
+    extra = ["losses.gan_mode=ragan", "losses.gan_weight=5e-3", "losses.ssim_weight=0.5", "losses.pixel_lowpass_sigma=1.0"]
+    assert _train(tmp_path, data, *extra) == 0
+    log = (tmp_path / "logs" / "metrics.jsonl").read_text()
+    assert "train/g_ssim" in log and "train/g_pixel" in log
+    losses = json.loads(load_model_file(tmp_path / "last.safetensors").metadata["losses"])
+    assert losses["ssim_weight"] == 0.5 and losses["pixel_lowpass_sigma"] == 1.0
+
+
 def test_sigkill_then_resume_gives_identical_weights(data, tmp_path):
     steps = ["train.total_steps=30", "train.save_every=1", "train.keep_states=0", "train.val_every=0",
              "train.log_every=0"]

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from optisr.blind.batch_ot import BatchOT, pairwise_sq_dist, released_lp_potentials, solve_batch_ot
 from optisr.blind.perceptual import PerceptualLoss, load_vgg19
 from optisr.errors import ConfigError, ShapeError
+from optisr.metrics.image_quality import rgb_to_y, ssim_index
 
 __all__ = [
     "GAN_MODES",
@@ -153,8 +154,6 @@ class SSIMLoss(nn.Module):
 
     def forward(self, sr: Tensor, hr: Tensor) -> Tensor:
         _same_shape(sr, hr)
-        from optisr.metrics.image_quality import rgb_to_y, ssim_index
-
         return 1.0 - ssim_index(rgb_to_y(sr) * 255.0, rgb_to_y(hr.detach()) * 255.0).mean()
 
 

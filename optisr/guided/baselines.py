@@ -58,8 +58,10 @@ def _prepare(
     src = np.asarray(source_lr, dtype=np.float64)
     if src.ndim != 2 or src.size == 0:
         raise ShapeError(f"source_lr must be a non-empty (h, w) array; got shape {src.shape}")
-    if scale is not None and (isinstance(scale, bool) or int(scale) != scale or scale < 1):
-        raise ConfigError(f"scale must be an integer >= 1 (or None: from the sizes), got {scale!r}")
+    if scale is not None:
+        if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+            raise ConfigError(f"scale must be an integer >= 1 (or None: from the sizes), got {scale!r}")
+        scale = int(scale)
     g = np.asarray(guide, dtype=np.float64)
     if g.ndim == 2:
         g = g[:, :, None]
@@ -70,9 +72,9 @@ def _prepare(
         if g.shape[0] < h or g.shape[1] < w:
             raise ShapeError(f"the guide ({g.shape[0]}x{g.shape[1]}) must be at least as large as the source ({h}x{w})")
         ratio = (g.shape[0] / h, g.shape[1] / w)
-    elif g.shape[:2] != (h * int(scale), w * int(scale)):
+    elif g.shape[:2] != (h * scale, w * scale):
         raise ShapeError(
-            f"guide must be {h * int(scale)}x{w * int(scale)} (source {h}x{w} times scale {int(scale)}); "
+            f"guide must be {h * scale}x{w * scale} (source {h}x{w} times scale {scale}); "
             f"got {g.shape[0]}x{g.shape[1]}. Crop the guide to a multiple of the scale, or pass scale=None."
         )
     else:

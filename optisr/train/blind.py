@@ -222,6 +222,10 @@ def check_config(cfg: BlindTrainConfig) -> None:
         raise ConfigError(
             f"train.best_metric: expected one of {', '.join(sorted(valid))}, got {cfg.train.best_metric!r}"
         )
+    if cfg.train.best_guard and cfg.train.best_guard != "noise_photos_excess":
+        raise ConfigError(f"train.best_guard: expected noise_photos_excess or null, got {cfg.train.best_guard!r}")
+    if cfg.train.best_guard and not val.photos_dir:
+        raise ConfigError("train.best_guard: noise_photos_excess needs datasets.val.photos_dir")
     if cfg.threads < 0:
         raise ConfigError(f"threads: must be >= 0, got {cfg.threads}")
 
@@ -283,6 +287,34 @@ def _build_generator(cfg: NetworkGConfig, state: dict[str, torch.Tensor] | None)
         assert isinstance(net, SRVGGNetCompact)  # NetworkGConfig refuses other archs
         kaiming_init_(net)
     return net
+
+
+def _photo_noise(sr: np.ndarray, shape: tuple[int, int]) -> float:
+    """Noise σ (0–255 units) of an ×s output brought back to the photo's ``shape``.
+
+    ``sr``: ``(H·s, W·s, 3)`` float in [0, 1]. It is resized to ``shape`` with MATLAB bicubic
+    (antialiased) and measured with :func:`optisr.degrade.estimate.noise_sigma` (Immerkær, the
+    flattest half). The round trip averages away fine noise, so what it measures is grain at the
+    photo's scale, the kind NIQE tends to reward. See :func:`photo_noise_reference`.
+    """
+    from optisr.degrade.bicubic import imresize
+    from optisr.degrade.estimate import noise_sigma
+
+    return noise_sigma(np.clip(imresize(sr, output_shape=shape), 0.0, 1.0))
+
+
+def photo_noise_reference(lr: np.ndarray, scale: int) -> float:
+    """:func:`_photo_noise` of the photo upscaled with MATLAB bicubic: the guard's reference.
+
+    ``lr``: ``(H, W, 3)`` uint8. ``noise_photos_excess`` (validation) is the mean over the photos
+    of an output's σ minus this σ: an output no noisier than plain bicubic interpolation of the
+    photo scores ``<= 0``. No reference image is needed, so it can guard ``optisr adapt``'s
+    NIQE-based choice on the user's own photos (``train.best_guard: noise_photos_excess``).
+    """
+    from optisr.degrade.bicubic import imresize
+
+    up = np.clip(imresize(lr.astype(np.float32) / 255.0, float(scale)), 0.0, 1.0)
+    return _photo_noise(up, lr.shape[:2])
 
 
 def _forward_sr(model: nn.Module, x: torch.Tensor, scale: int, tile: int) -> torch.Tensor:
@@ -365,6 +397,7 @@ class BlindTask:
         self._losses_device: torch.device | None = None
         self._val: list[ValSample] | None = None
         self._photos = 0  # index of the first NIQE-only photo in self._val
+        self._noise_ref: dict[int, float] = {}  # photo index -> photo_noise_reference (computed once)
         self.perceptual_note: str | None = None
         self._build_losses()
 
@@ -533,6 +566,8 @@ class BlindTask:
         ss: list[float] = []
         nq: list[float] = []
         nq_photos: list[float] = []
+        noise_out: list[float] = []
+        noise_ref: list[float] = []
         for i, s in enumerate(samples):
             photo = i >= self._photos
             x = torch.from_numpy(s.lr).permute(2, 0, 1)[None].float().div(255.0).to(device)
@@ -548,6 +583,11 @@ class BlindTask:
             if v.niqe or photo:
                 with contextlib.suppress(ShapeError):  # fewer than two whole 96×96 blocks: no NIQE
                     (nq_photos if photo else nq).append(niqe(sr, crop_border=0 if photo else self.scale))
+            if photo:
+                noise_out.append(_photo_noise(sr[0].detach().permute(1, 2, 0).numpy(), s.lr.shape[:2]))
+                if i not in self._noise_ref:
+                    self._noise_ref[i] = photo_noise_reference(s.lr, self.scale)
+                noise_ref.append(self._noise_ref[i])
         out = {}
         if ps:
             out["psnr_y"] = float(np.mean(ps))
@@ -556,6 +596,9 @@ class BlindTask:
             out["niqe"] = float(np.mean(nq))
         if nq_photos:
             out["niqe_photos"] = float(np.mean(nq_photos))
+        if noise_out:
+            out["noise_photos"] = float(np.mean(noise_out))
+            out["noise_photos_excess"] = float(np.mean(noise_out) - np.mean(noise_ref))
         return out
 
     # -- release

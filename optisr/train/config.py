@@ -72,7 +72,9 @@ class TrainConfig:
     ``log_every`` / ``val_every`` / ``save_every`` 0 disable (states and the ``last`` release
     are still written at ``total_steps``); ``keep_states`` 0 keeps every state;
     ``best_metric`` None disables best tracking, ``best_mode`` says whether larger (``max``,
-    PSNR) or smaller (``min``, RMSE) is better. ``time_limit_s`` ends training early once this
+    PSNR) or smaller (``min``, RMSE) is better; ``best_guard`` names a second metric that must be
+    ``<= 0`` for a validation to become ``best`` (a constraint, e.g. "no noisier than the input"; the
+    starting model, step 0, is exempt, so a run whose every step breaks it keeps the start). ``time_limit_s`` ends training early once this
     process has trained that long (wall clock): the step reached is treated as the last one
     (validation, state, ``last`` release); the schedule keeps assuming ``total_steps``, so
     ``--resume`` continues the same run. ``val_at_start`` also validates the starting model (step 0,
@@ -95,6 +97,7 @@ class TrainConfig:
     keep_states: int = 3
     best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
+    best_guard: str | None = None
     time_limit_s: float | None = None
     val_at_start: bool = False
 
@@ -107,6 +110,8 @@ class TrainConfig:
         for name in ("log_every", "val_every", "save_every", "keep_states", "ema_warmup_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.best_guard is not None and not self.best_metric:
+            raise ValueError("best_guard needs best_metric (it restricts which validation becomes best)")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:

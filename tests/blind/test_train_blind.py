@@ -252,3 +252,47 @@ def test_validation_photos_are_scored_by_niqe_alone(data, tmp_path):
     assert "psnr_y" in out and "niqe" not in out  # the paired images keep their own metrics
     with pytest.raises(ConfigError, match="photos_dir"):  # found when the task is built, before any training
         build_task(_cfg(data, f"datasets.val.photos_dir={tmp_path / 'none'}"))
+
+
+def test_noise_guard_metric_measures_grain_against_bicubic(data, tmp_path):
+    """val/noise_photos_excess: an output's noise σ (resized back to the photo) minus bicubic upscaling's.
+    Bicubic itself scores 0 exactly, added grain scores > 0, a smoothed output < 0; the reference is
+    computed once per photo."""
+    from optisr.degrade.bicubic import imresize
+    from optisr.degrade.estimate import noise_sigma
+    from optisr.train.blind import photo_noise_reference
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:48, 0:48]
+    base = np.stack([60 + 2 * xx, 80 + yy, 120 + xx + yy], -1).astype(np.float64)
+    photo = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).round().astype(np.uint8)
+    write_image(tmp_path / "P" / "a_real.png", photo)
+    up = np.clip(imresize(photo.astype(np.float32) / 255, 4), 0, 1)
+    ref = noise_sigma(np.clip(imresize(up, output_shape=(48, 48)), 0, 1))
+    assert photo_noise_reference(photo, 4) == pytest.approx(ref, abs=1e-12) and ref > 0
+
+    class Fixed(torch.nn.Module):  # returns a fixed ×4 image, whatever the input
+        def __init__(self, img: np.ndarray) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+            self.img = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.img * self.w
+
+    task = build_task(_cfg(data, f"datasets.val.photos_dir={tmp_path / 'P'}", "datasets.val.photos_crop=0"))
+    quantised = np.round(up * 255) / 255  # validation scores the 8-bit output, as written
+    grain = np.clip(up + rng.normal(0, 8 / 255, up.shape), 0, 1)
+    smooth = np.clip(imresize(imresize(up, output_shape=(24, 24)), output_shape=(192, 192)), 0, 1)
+    excess = {k: task.validate(Fixed(img), 0)["noise_photos_excess"] for k, img in
+              (("bicubic", quantised), ("grain", grain), ("smooth", smooth))}  # fmt: skip
+    assert abs(excess["bicubic"]) < 0.05 * ref
+    assert excess["grain"] > 0.1 * ref and excess["smooth"] < -0.5 * ref
+    assert len(task._noise_ref) == 1
+
+
+def test_best_guard_is_checked_when_the_task_is_built(data, tmp_path):
+    with pytest.raises(ConfigError, match="train.best_guard: expected noise_photos_excess"):
+        build_task(_cfg(data, "train.best_metric=psnr_y", "train.best_guard=psnr_y"))
+    with pytest.raises(ConfigError, match="needs datasets.val.photos_dir"):
+        build_task(_cfg(data, "train.best_metric=psnr_y", "train.best_guard=noise_photos_excess"))

@@ -80,6 +80,31 @@ def test_val_at_start_makes_the_starting_model_a_best_candidate(tmp_path):
     assert seen == [6]  # a resumed run does not validate its start again
 
 
+def test_best_guard_keeps_guarded_steps_out_of_best(tmp_path):
+    """``best_guard``: a step with a better metric but a guard > 0 is not best; the start is exempt."""
+    task, cfg = _toy(total_steps=6, val_every=2, best_metric="mse", best_mode="min", val_at_start=True,
+                     best_guard="excess")
+    scores = {0: (5.0, 1.0), 2: (4.0, -0.1), 4: (1.0, 0.3), 6: (3.0, 0.0)}  # step: (mse, guard)
+    task.validate = lambda model, step: {"mse": scores[step][0], "excess": scores[step][1]}
+    result = fit(task, cfg, save_dir=tmp_path, progress=False)
+    # step 4 has the lowest mse but breaks the guard; step 6 (guard exactly 0) is allowed and beats step 2
+    assert result.best_step == 6 and result.best_value == 3.0
+    assert load_file(tmp_path / "best.safetensors").keys()
+
+    task2, cfg2 = _toy(total_steps=2, val_every=2, best_metric="mse", best_mode="min", val_at_start=True,
+                       best_guard="excess")
+    task2.validate = lambda model, step: {"mse": 5.0 - step, "excess": 1.0}  # every step breaks it, the start too
+    assert fit(task2, cfg2, save_dir=tmp_path / "b", progress=False).best_step == 0
+
+
+def test_best_guard_must_be_returned_and_needs_best_metric(tmp_path):
+    task, cfg = _toy(total_steps=2, val_every=2, best_metric="mse", best_mode="min", best_guard="excess")
+    with pytest.raises(ConfigError, match=r"train.best_guard: validate\(\) returned no 'excess'"):
+        fit(task, cfg, save_dir=tmp_path, progress=False)
+    with pytest.raises((ConfigError, ValueError), match="best_guard needs best_metric"):
+        _toy(total_steps=2, best_guard="excess")
+
+
 def test_best_metric_must_be_returned(tmp_path):
     task, cfg = _toy(total_steps=2, val_every=2, best_metric="psnr")
     with pytest.raises(ConfigError, match=r"train.best_metric: validate\(\) returned no 'psnr' \(it returned mse, step_seen\)"):

@@ -12,10 +12,11 @@ the two sets never overlap (checked). :func:`optisr.train.adapt.adapt` fine-tune
 ``otsr-compact-x4``) on copies of the adaptation photos for ``--time``; then the unadapted and the
 adapted model upscale a fixed centre crop (``--crop``² LR pixels, 0: the whole image) of each
 held-back photo (the first ``--limit-eval``, 0: all) and MATLAB NIQE (:func:`optisr.metrics.niqe.niqe`:
-BT.601 luma, no border crop, lower is better) scores the ×4 outputs; a clean-reference PSNR-Y (the output ↓4 against
-the photo's ``*_mean.JPG``, see :func:`score`) checks that NIQE is not rewarding the camera's noise.
-Prints a markdown table (model, mean NIQE, per-image wins, mean PSNR-Y, adapt seconds, steps) and writes it to ``OUT/adapt_polyu.md`` with the per-image
-scores in ``OUT/adapt_polyu.json``. Extra ``KEY=VALUE`` arguments override the adapt config.
+BT.601 luma, no border crop, lower is better) scores the ×4 outputs; a clean-reference PSNR-Y (the
+output ↓4 against the photo's ``*_mean.JPG``, see :func:`score`) checks that NIQE is not rewarding
+the camera's noise. Prints a markdown table (model, mean NIQE, per-image wins, mean PSNR-Y, adapt
+seconds, steps) and writes it to ``OUT/adapt_polyu.md`` with the per-image scores in
+``OUT/adapt_polyu.json``. Extra ``KEY=VALUE`` arguments override the adapt config.
 
     python benchmarks/adapt_polyu.py --panel runs/bench_adapt_polyu -o docs/figures/adapt_panel_polyu.jpg
 

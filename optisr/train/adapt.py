@@ -741,6 +741,7 @@ def adapt(
             adapt_selected_step=str(chosen),
             adapt_selected=(
                 "the starting model: no checkpoint scored a lower NIQE on the held-out photos"
+                + (" without adding noise" if cfg.validation.noise_guard else "")
                 if chosen == 0
                 else f"step {chosen}: the lowest NIQE on the {len(val_files)} held-out photos"
                 + (" among the steps that add no noise" if cfg.validation.noise_guard else "")

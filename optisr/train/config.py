@@ -73,11 +73,11 @@ class TrainConfig:
     are still written at ``total_steps``); ``keep_states`` 0 keeps every state;
     ``best_metric`` None disables best tracking, ``best_mode`` says whether larger (``max``,
     PSNR) or smaller (``min``, RMSE) is better; ``best_guard`` names a second metric that must be
-    ``<= 0`` for a validation to become ``best`` (a constraint, e.g. "no noisier than the input"; the
-    starting model, step 0, is exempt, so a run whose every step breaks it keeps the start). ``time_limit_s`` ends training early once this
-    process has trained that long (wall clock): the step reached is treated as the last one
-    (validation, state, ``last`` release); the schedule keeps assuming ``total_steps``, so
-    ``--resume`` continues the same run. ``val_at_start`` also validates the starting model (step 0,
+    ``<= 0`` for a validation to become ``best`` (a constraint, e.g. "no grainier than bicubic
+    upscaling"; the starting model, step 0, is exempt, so a run whose every step breaks it keeps
+    the start). ``time_limit_s`` ends training early once this process has trained that long
+    (wall clock): the step reached is treated as the last one (validation, state, ``last``
+    release); the schedule keeps assuming ``total_steps``, so ``--resume`` continues the same run. ``val_at_start`` also validates the starting model (step 0,
     a fresh run only; a candidate for ``best``, not written as ``last``): with ``best_metric`` the
     best release may then be the unchanged start. ``batch_size`` is per process; the loop does not
     use it, the task does.

@@ -393,13 +393,13 @@ def _fit(
                     )
                 value = metrics[cfg.best_metric]
                 better = best_value is None or (value > best_value if cfg.best_mode == "max" else value < best_value)
-                if better and cfg.best_guard and done > 0:  # the start (step 0) is exempt from the guard
+                if cfg.best_guard and done > 0:  # the start (step 0) is exempt from the guard
                     if cfg.best_guard not in metrics:
                         raise ConfigError(
                             f"train.best_guard: validate() returned no {cfg.best_guard!r} "
                             f"(it returned {', '.join(sorted(metrics)) or 'nothing'})"
                         )
-                    better = metrics[cfg.best_guard] <= 0.0
+                    better = better and metrics[cfg.best_guard] <= 0.0
                 if better:
                     best_value, best_step = value, done
                     task.save_release(model, save_dir / "best.safetensors", release_metrics)

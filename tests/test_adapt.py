@@ -280,6 +280,7 @@ def test_embedded_defaults_build() -> None:
     # the pixel and teacher L1 compare the low band only (the high band is the critic's): full-band L1
     # blurred the held-out photos' outputs for the first ~2000 steps (README, benchmarks/adapt_polyu.py)
     assert cfg.losses.pixel_lowpass_sigma == 3.0
+    assert cfg.validation.noise_guard and cfg.validation.stop_after_guarded == 5
     assert build_adapt_config(["losses.gan_weight=0.02"]).losses.gan_weight == 0.02
 
 

@@ -151,9 +151,10 @@ class AdaptValidationConfig:
     every: int = 100  # training steps between validations
     crop: int = 128  # LR centre crop side of each held-out photo (0: the whole photo)
     noise_guard: bool = True  # a step is chosen only if its outputs are no grainier than bicubic upscaling's
+    stop_after_guarded: int = 5  # end the run after this many validations in a row broke the guard (0: never)
 
     def __post_init__(self) -> None:
-        for name in ("photos", "every", "crop"):
+        for name in ("photos", "every", "crop", "stop_after_guarded"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.photos and not self.every:
@@ -673,6 +674,7 @@ def adapt(
                 best_metric="niqe_photos",
                 best_mode="min",
                 best_guard="noise_photos_excess" if v.noise_guard else None,
+                stop_after_guarded=v.stop_after_guarded if v.noise_guard else 0,
                 val_at_start=True,
             )
         prep_s = time.perf_counter() - t0

@@ -75,7 +75,8 @@ class TrainConfig:
     PSNR) or smaller (``min``, RMSE) is better; ``best_guard`` names a second metric that must be
     ``<= 0`` for a validation to become ``best`` (a constraint, e.g. "no grainier than bicubic
     upscaling"; the starting model, step 0, is exempt, so a run whose every step breaks it keeps
-    the start). ``time_limit_s`` ends training early once this process has trained that long
+    the start); ``stop_after_guarded`` N > 0 ends training (as the last step) once N validations in
+    a row broke it (0: never). ``time_limit_s`` ends training early once this process has trained that long
     (wall clock): the step reached is treated as the last one (validation, state, ``last``
     release); the schedule keeps assuming ``total_steps``, so ``--resume`` continues the same run. ``val_at_start`` also validates the starting model (step 0,
     a fresh run only; a candidate for ``best``, not written as ``last``): with ``best_metric`` the
@@ -98,6 +99,7 @@ class TrainConfig:
     best_metric: str | None = None
     best_mode: Literal["max", "min"] = "max"
     best_guard: str | None = None
+    stop_after_guarded: int = 0
     time_limit_s: float | None = None
     val_at_start: bool = False
 
@@ -112,6 +114,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.best_guard is not None and not self.best_metric:
             raise ValueError("best_guard needs best_metric (it restricts which validation becomes best)")
+        if self.stop_after_guarded < 0:
+            raise ValueError(f"stop_after_guarded must be >= 0, got {self.stop_after_guarded}")
+        if self.stop_after_guarded and not self.best_guard:
+            raise ValueError("stop_after_guarded needs best_guard (it counts validations that broke it)")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:

@@ -333,6 +333,7 @@ def _fit(
     start = 0
     best_value: float | None = None
     best_step: int | None = None
+    guarded_streak = 0  # consecutive validations that broke best_guard (train.stop_after_guarded)
     found = _read_resume_state(resume, save_dir, device, info)
     if found is not None:
         state_file, state = found
@@ -342,6 +343,7 @@ def _fit(
         del state
         best_value = saved_extra.get("best_value")
         best_step = saved_extra.get("best_step")
+        guarded_streak = int(saved_extra.get("guarded_streak", 0))
         if info.is_main:
             print(f"resuming from {state_file} at step {start}", flush=True)
     elif resume is True and info.is_main:
@@ -366,13 +368,18 @@ def _fit(
         return ema.module if ema is not None else models[main_name]
 
     def extra() -> dict[str, Any]:
-        out = {"best_value": best_value, "best_step": best_step, "train_config": to_dict(cfg)}
+        out = {
+            "best_value": best_value,
+            "best_step": best_step,
+            "guarded_streak": guarded_streak,
+            "train_config": to_dict(cfg),
+        }
         out.update(extra_state or {})
         return out
 
     def validate_at(done: int) -> None:
         """Validate the eval model at step ``done``: log, track ``best``, write the releases (main rank)."""
-        nonlocal best_value, best_step, last_metrics, released_last_at
+        nonlocal best_value, best_step, last_metrics, released_last_at, guarded_streak
         if info.is_main:
             model = eval_model()
             model.eval()
@@ -399,7 +406,9 @@ def _fit(
                             f"train.best_guard: validate() returned no {cfg.best_guard!r} "
                             f"(it returned {', '.join(sorted(metrics)) or 'nothing'})"
                         )
-                    better = better and metrics[cfg.best_guard] <= 0.0
+                    guarded = metrics[cfg.best_guard] > 0.0
+                    guarded_streak = guarded_streak + 1 if guarded else 0
+                    better = better and not guarded
                 if better:
                     best_value, best_step = value, done
                     task.save_release(model, save_dir / "best.safetensors", release_metrics)
@@ -472,6 +481,16 @@ def _fit(
 
             if cfg.val_every and (done % cfg.val_every == 0 or done == total):
                 validate_at(done)
+                if cfg.stop_after_guarded and done < total:
+                    streak = float(guarded_streak >= cfg.stop_after_guarded)
+                    if all_reduce_mean({"stop": streak}, info)["stop"] > 0:  # main rank decides
+                        if info.is_main:
+                            print(
+                                f"stopping at step {done}: {guarded_streak} validations in a row broke "
+                                f"train.best_guard ({cfg.best_guard})",
+                                flush=True,
+                            )
+                        total = done
 
             if (cfg.save_every and done % cfg.save_every == 0) or done == total:
                 if info.is_main:

@@ -105,6 +105,39 @@ def test_best_guard_must_be_returned_and_needs_best_metric(tmp_path):
         _toy(total_steps=2, best_guard="excess")
 
 
+def test_stop_after_guarded_ends_the_run_and_its_streak_survives_resume(tmp_path, capsys):
+    """``stop_after_guarded``: N validations in a row that break the guard end training (states and
+    ``last`` written at that step); a guard-passing validation resets the count; resume keeps it."""
+    guard = {2: 1.0, 4: -1.0, 6: 1.0, 8: 1.0, 10: 1.0, 12: 1.0}
+    task, cfg = _toy(total_steps=12, val_every=2, best_metric="mse", best_mode="min", best_guard="excess",
+                     stop_after_guarded=3)
+    task.validate = lambda model, step: {"mse": 1.0 / step, "excess": guard[step]}
+    result = fit(task, cfg, save_dir=tmp_path / "a", progress=False)
+    assert result.step == 10 and result.best_step == 4  # 6, 8, 10 broke it in a row (2 did, then 4 reset)
+    assert "stopping at step 10: 3 validations in a row broke train.best_guard" in capsys.readouterr().out
+    assert (tmp_path / "a" / "state_00000010.pt").is_file() and (tmp_path / "a" / "last.safetensors").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "a" / "last.safetensors"), "pt") as f:
+        assert f.metadata()["step"] == "10"
+
+    first, cfg8 = _toy(total_steps=8, val_every=2, best_metric="mse", best_mode="min", best_guard="excess",
+                       stop_after_guarded=3)
+    first.validate = task.validate
+    assert fit(first, cfg8, save_dir=tmp_path / "b", progress=False).step == 8  # streak 2 at the end (6, 8)
+    cfg12 = _toy(total_steps=12, val_every=2, best_metric="mse", best_mode="min", best_guard="excess",
+                 stop_after_guarded=3)[1]
+    resumed = fit(first, cfg12, save_dir=tmp_path / "b", resume=True, progress=False)
+    assert resumed.start_step == 8 and resumed.step == 10  # the streak of 2 went on: 10 is the third
+
+
+def test_stop_after_guarded_needs_a_guard():
+    with pytest.raises((ConfigError, ValueError), match="stop_after_guarded needs best_guard"):
+        _toy(total_steps=2, best_metric="mse", stop_after_guarded=2)
+    with pytest.raises((ConfigError, ValueError), match="stop_after_guarded must be >= 0"):
+        _toy(total_steps=2, best_metric="mse", best_guard="excess", stop_after_guarded=-1)
+
+
 def test_best_metric_must_be_returned(tmp_path):
     task, cfg = _toy(total_steps=2, val_every=2, best_metric="psnr")
     with pytest.raises(ConfigError, match=r"train.best_metric: validate\(\) returned no 'psnr' \(it returned mse, step_seen\)"):

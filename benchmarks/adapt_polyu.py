@@ -68,10 +68,10 @@ def centre_crop(img: np.ndarray, side: int) -> np.ndarray:
 
 
 def _rgb(path: Path) -> np.ndarray:
-    from optisr.io.images import read_image
+    """The photo as uint8 ``(H, W, 3)`` RGB."""
+    from optisr.io.images import read_image, to_rgb8
 
-    img = read_image(path)
-    return np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
+    return to_rgb8(read_image(path))
 
 
 def score(model: str, held: list[Path], crop: int, device: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -103,16 +103,14 @@ def score(model: str, held: list[Path], crop: int, device: str) -> tuple[dict[st
 def panel(run: Path, output: Path, count: int, device: str) -> None:
     """The comparison figure of a finished run folder (see the module docstring)."""
     from optisr.blind.api import upscale
-    from optisr.io.images import read_image, write_image
+    from optisr.io.images import write_image
 
     record = json.loads((run / "adapt_polyu.json").read_text())
     source = record["metadata"].get("adapt_source", "otsr-compact-x4")
     crop = int(record["crop"]) or 128
     rows = []
     for name in record["held_back"][:count]:
-        img = read_image(DATA / name)
-        img = np.repeat(img[:, :, None], 3, 2) if img.ndim == 2 else img[:, :, :3]
-        lr = centre_crop(img, crop)
+        lr = centre_crop(_rgb(DATA / name), crop)
         cells = [np.repeat(np.repeat(lr, 4, 0), 4, 1)]
         cells += [upscale(lr, m, device=device) for m in (source, str(run / "adapted.safetensors"))]
         c, k = cells[0].shape[0] // 2, 128

@@ -8,6 +8,12 @@ scene's own LR map (mirroring at block-aligned borders maps blocks onto blocks).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/tiled_memory.py --sizes 4096 8192 --scale 8
 
+``--lr N`` makes the source N×N at the sizes' own (non-integer) ratio instead: the resampling
+operator of ``--operator`` applied to the mirror-tiled HR depth, solved with that operator
+(``--tile 0``: untiled, through ``optisr.guided_upsample(..., tile_size=0)``, for the comparison).
+
+    OMP_NUM_THREADS=1 python benchmarks/tiled_memory.py --sizes 4096 --lr 1536 --tile 1024   # 8/3
+
 Columns: HR size, scale, tile (HR px), overlap (HR px), solve time, peak RSS of the process
 (inputs, torch and the solve; ``rss before`` is the resident size just before the solve, i.e.
 interpreter + torch + inputs), and max |D x − s| relative to the source range.
@@ -41,7 +47,7 @@ def _mirror_tile(a, reps_y: int, reps_x: int):
     return np.concatenate([row if i % 2 == 0 else row[::-1] for i in range(reps_y)], axis=0)
 
 
-def _run_one(size, scale, tile, overlap, scene, operator, max_iter, queue) -> None:
+def _run_one(size, scale, tile, overlap, scene, operator, max_iter, lr_n, queue) -> None:
     import numpy as np
     import torch
 
@@ -49,6 +55,9 @@ def _run_one(size, scale, tile, overlap, scene, operator, max_iter, queue) -> No
     from optisr.data.synthetic import make_scene
     from optisr.guided.tiling import check_tiling, tiled_guided_upsample
     from optisr.ops.operators import make_operator
+
+    if lr_n:
+        return _run_ratio(size, tile, overlap, scene, operator, max_iter, lr_n, queue)
 
     if size % scene or scene % scale:
         raise SystemExit(f"size {size} must be a multiple of --scene {scene}, and --scene of the scale {scale}")
@@ -73,6 +82,43 @@ def _run_one(size, scale, tile, overlap, scene, operator, max_iter, queue) -> No
     queue.put((size, scale, tile_r, overlap_r, seconds, rss_before, peak, err / rng))
 
 
+def _run_ratio(size, tile, overlap, scene, operator, max_iter, lr_n, queue) -> None:
+    """``--lr``: the source at a non-integer ratio, made by the resampling operator."""
+    import numpy as np
+    import torch
+
+    import optisr
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.tiling import check_tiling, tiled_guided_upsample
+    from optisr.ops.operators import resampling_operator
+
+    if size % scene:
+        raise SystemExit(f"size {size} must be a multiple of --scene {scene}")
+    sc = make_scene(scene, scene, seed=0)
+    reps = size // scene
+    guide = _mirror_tile(np.round(sc.guide * 255).astype(np.uint8), reps, reps)
+    op = resampling_operator(operator, (size, size), (lr_n, lr_n))
+    depth = torch.from_numpy(np.ascontiguousarray(_mirror_tile(sc.depth_clean, reps, reps)))
+    source = op.apply_strips(depth, dtype=torch.float64).numpy().astype(np.float32)
+    del sc, depth
+    rss_before = _rss_now_mb()
+    t0 = time.perf_counter()
+    if tile:
+        out = tiled_guided_upsample(source, guide, op.scale, tile=tile, overlap=overlap, operator=op, max_iter=max_iter)
+        tile_r, overlap_r = check_tiling(op.scale, tile, overlap)
+    else:
+        out = optisr.guided_upsample(
+            source, guide, None, operator=operator, weights="color", fidelity="exact", refine=0, tile_size=0,
+            dtype=torch.float32, max_iter=max_iter,
+        )  # fmt: skip
+        tile_r, overlap_r = 0, 0
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+    err = float(np.abs(op.apply_strips(out, dtype=torch.float64).numpy() - source).max())
+    rng = float(source.max() - source.min())
+    queue.put((size, f"{size}/{lr_n}", tile_r, overlap_r, seconds, rss_before, peak, err / rng))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[4096])
@@ -90,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--scene", type=int, default=1024, help="procedural scene size that is mirror-tiled")
     p.add_argument("--operator", default="area")
+    p.add_argument("--lr", type=int, default=0, help="N: an N×N source at the sizes' own ratio (0: --scale)")
     args = p.parse_args(argv)
 
     ctx = mp.get_context("spawn")
@@ -98,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     for size in args.sizes:
         q = ctx.Queue()
-        proc = ctx.Process(target=_run_one, args=(size, args.scale, args.tile, args.overlap, args.scene, args.operator, args.max_iter, q))
+        proc = ctx.Process(target=_run_one, args=(size, args.scale, args.tile, args.overlap, args.scene, args.operator, args.max_iter, args.lr, q))
         proc.start()
         proc.join()
         if proc.exitcode != 0:
             print(f"| {size}² | ×{args.scale} | failed (exit code {proc.exitcode}) |")
             continue
         size, scale, tile, overlap, seconds, before, peak, err = q.get()
-        print(f"| {size}² | ×{scale} | {tile} | {overlap} | {args.max_iter} | {seconds:.1f} | {before:.0f} | {peak:.0f} | {err:.1e} |")
+        print(f"| {size}² | {scale if isinstance(scale, str) else f'×{scale}'} | {tile} | {overlap} | {args.max_iter} | {seconds:.1f} | {before:.0f} | {peak:.0f} | {err:.1e} |")
         sys.stdout.flush()
     return 0
 

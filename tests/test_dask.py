@@ -157,6 +157,34 @@ def test_guided_on_dask_matches_the_tiled_single_process(
 
 
 @needs_dask
+def test_guided_at_a_ratio_on_dask_matches_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A source at a non-integer ratio (256² guide, 96² source: 8/3) is solved tile-wise on the workers too."""
+    from optisr.data.synthetic import make_scene
+    from optisr.ops.operators import resampling_operator
+
+    scene = make_scene(256, 256, seed=5)
+    guide = tmp_path / "guide.png"
+    write_image(guide, (scene.guide * 255).round().astype(np.uint8))
+    op = resampling_operator("area", (256, 256), (96, 96))
+    np.save(tmp_path / "lr.npy", op.apply(torch.from_numpy(scene.depth_clean.astype(np.float64))).numpy().astype(np.float32))
+    common = ["guided", "--guide", str(guide), "--source", str(tmp_path / "lr.npy"), "--quiet", "--method", "color",
+              "--tile-size", "128"]  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "-o", str(tmp_path / "one.npy")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main([*common, "-o", str(tmp_path / "two.npy"), "--dask", "local:2"]) == 0
+    assert "scale 2.667×2.667 from the sizes" in capsys.readouterr().err
+    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+    assert one.shape == two.shape == (256, 256)
+    assert np.abs(one - two).max() <= 1e-6 * float(one.max() - one.min())
+    err = np.abs(op.apply(torch.from_numpy(two.astype(np.float64))).numpy() - np.load(tmp_path / "lr.npy")).max()
+    assert err <= 1e-4 * float(one.max() - one.min())  # exact consistency after the global projection (float32)
+
+
+@needs_dask
 def test_guided_confidence_and_robust_on_dask_match_one_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--confidence and --fidelity robust reach the tiles on the workers (both were refused with --dask)."""
     guide, source = _scene_files(tmp_path)

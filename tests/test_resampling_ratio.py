@@ -2,11 +2,13 @@
 
 The per-axis matrices at any ratio (against the integer-scale operators, OpenCV's INTER_AREA and
 Pillow's BICUBIC), the operator factory, ``guided_upsample(scale=None)`` (exact consistency, a SciPy
-direct reference, gradients, errors) and ``optisr guided`` without ``--scale``.
+direct reference, gradients, errors), tile-wise solves at a ratio (against the untiled solve) and
+``optisr guided`` without ``--scale``.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -17,8 +19,10 @@ from PIL import Image
 
 import optisr
 from optisr.cli.main import main as optisr_main
+from optisr.data.synthetic import make_scene
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights
+from optisr.guided.tiling import Span, axis_spans, tile_grid, tiled_guided_upsample
 from optisr.io.rasters import geo_for_upsampled
 from optisr.ops.axis_matrices import axis_matrix, resample_matrix
 from optisr.ops.operators import (
@@ -91,8 +95,11 @@ def test_scale_for_sizes_and_the_operator_factory() -> None:
     ratio = resampling_operator("area", (H, W), (h, w))
     assert is_resampling(ratio) and ratio.lr_size == (h, w) and ratio.ratio == (H / h, W / w)
     assert ratio.pixels_per_lr == pytest.approx((H / h) * (W / w))
-    with pytest.raises(ConfigError, match="no LR-block-aligned windows"):
-        ratio.restrict((0, 4), (0, 4))
+    window = ratio.restrict((0, 4), (1, 5))  # LR rows 0-3 cover HR rows [0, 32/3) -> 0..10
+    assert ratio.hr_window((0, 4), (1, 5)) == (slice(0, 11), slice(2, 14))
+    assert window.hr_size == (11, 12) and window.lr_size == (4, 4) and window.pixels_per_lr == ratio.pixels_per_lr
+    a_y, _ = window.axis_matrices()
+    assert np.array_equal(a_y, resample_matrix("area", H, h)[0:4, 0:11])  # whole cells: nothing renormalised
     with pytest.raises(ShapeError, match="must not be finer"):
         resampling_operator("area", (10, 10), (20, 5))
 
@@ -156,11 +163,11 @@ def test_errors_name_the_fix() -> None:
         optisr.guided_upsample(lr, _step_guide(32), 3)
     with pytest.raises(ConfigError, match="scale=None"):
         optisr.guided_upsample(lr, _step_guide(32), 2.5)
-    with pytest.raises(ConfigError, match="tile-wise solves need an integer scale"):
-        optisr.guided_upsample(lr, _step_guide(32), tile_size=256)
-    hand_built = resampling_operator("area", (H, W), (h, w))  # a ratio operator passed in, then tiles asked for
-    with pytest.raises(ConfigError, match="tile-wise solves need an integer scale"):
-        optisr.guided_upsample(lr, _step_guide(32), operator=hand_built, tile_size=256)
+    hand_built = resampling_operator("area", (H, W), (h, w))
+    with pytest.raises(ShapeError, match="maps 48×64 onto 18×24, but the guide is 40×64"):
+        tiled_guided_upsample(lr, _step_guide(32)[:40], 3, operator=hand_built)
+    with pytest.raises(ConfigError, match="restrict the whole operator"):
+        hand_built.restrict((0, 9), (0, 12)).hr_window((0, 2), (0, 2))
     with pytest.raises(ShapeError, match="must not be finer"):
         optisr.guided_upsample(np.ones((60, 70)), _step_guide(32))
 
@@ -241,8 +248,6 @@ def test_cli_ratio_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         args = ["guided", "--guide", str(small), "--source", str(source), "-o", str(tmp_path / "x.tif"), "--method", method]
         assert optisr_main(args) == 1
         assert "the guide must be at least as large as the source" in capsys.readouterr().err
-    assert optisr_main([*base, "--method", "color", "--tile-size", "256"]) == 1
-    assert "need an integer scale" in capsys.readouterr().err
     assert optisr_main([*base, "--crop"]) == 1
     assert "add --scale N" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
@@ -277,3 +282,142 @@ def test_sum_at_a_ratio_keeps_the_total() -> None:
     assert x.sum() == pytest.approx(counts.sum(), rel=1e-9)
     op = resampling_operator("sum", (20, 25), (7, 9))
     assert np.abs(op.apply(torch.from_numpy(x)).numpy() - counts).max() < 1e-6
+
+
+# ----------------------------------------------------------------------- tile-wise at a ratio
+
+
+@pytest.mark.parametrize(("n_hr", "n_lr"), [(384, 144), (100, 37), (50, 19)])
+def test_tile_spans_at_a_ratio_partition_the_hr_axis_and_cover_their_lr_pixels(n_hr: int, n_lr: int) -> None:
+    from fractions import Fraction
+
+    f = Fraction(n_hr, n_lr)
+    op = resampling_operator("area", (n_hr, n_hr), (n_lr, n_lr))
+    assert is_resampling(op)  # no integer scale fits these sizes
+    box = resample_matrix("area", n_hr, n_lr)
+    spans = axis_spans(n_lr, 7, 3)
+    cores = [sp.hr(f, n_hr)[:2] for sp in spans]
+    assert cores[0][0] == 0 and cores[-1][1] == n_hr
+    assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(cores))  # a partition, in order
+    for sp in spans:
+        _, _, p0, p1 = sp.hr(f, n_hr)
+        window = op.hr_window((sp.p0, sp.p1), (0, 1))[0]
+        assert (p0, p1) == (window.start, window.stop)
+        covered = np.nonzero(box[sp.p0 : sp.p1].sum(0))[0]
+        assert (covered.min(), covered.max() + 1) == (p0, p1)  # exactly the HR pixels its LR pixels cover
+    assert Span(2, 5, 1, 6, False, False).hr(4, 100) == (8, 20, 4, 24)  # integer factors: f·c as before
+
+
+@pytest.mark.parametrize(
+    ("kind", "hr", "lr"),
+    [("area", (96, 128), (36, 48)), ("bicubic", (96, 128), (36, 48)), ("area", (101, 131), (37, 50)),
+     ("gaussian", (101, 131), (37, 50)), ("sum", (96, 128), (36, 48))],
+)  # fmt: skip
+def test_tiled_at_a_ratio_matches_the_untiled_solve_and_is_exactly_consistent(
+    kind: str, hr: tuple[int, int], lr: tuple[int, int]
+) -> None:
+    sc = make_scene(*hr, seed=2)
+    guide = np.round(sc.guide * 255).astype(np.uint8)
+    op = resampling_operator(kind, hr, lr)
+    s = op.apply(torch.from_numpy(sc.depth_clean.astype(np.float64))).numpy()
+    ref = optisr.guided_upsample(s, guide, None, operator=kind, weights="color", tile_size=0, refine=0)
+    x = tiled_guided_upsample(s, guide, op.scale, tile=32, operator=op)
+    rows, cols = tile_grid(hr, op.scale, 33, 24, lr=lr)
+    assert len(rows) > 2 and len(cols) > 2  # really tiled
+    assert x.shape == hr and x.dtype == np.float64
+    rng = np.ptp(ref)
+    assert np.abs(x - ref).max() <= 1.5e-2 * rng  # the integer tiles' bounds (tests/test_guided_tiling.py)
+    assert np.sqrt(np.mean((x - ref) ** 2)) <= 1.5e-3 * rng
+    consistency = np.abs(op.apply(torch.from_numpy(x)).numpy() - s).max() / np.ptp(s)
+    assert consistency <= 1e-9  # the final projection is global: exact to float64 rounding
+
+
+def test_tile_size_at_a_ratio_through_the_api_soft_masked_and_robust() -> None:
+    hr, lr = (288, 384), (108, 144)  # 8/3, 3×3 tiles of 128 HR px
+    sc = make_scene(*hr, seed=4)
+    guide = np.round(sc.guide * 255).astype(np.uint8)
+    d = sc.depth_clean.astype(np.float64)
+    d = (d - d.min()) / np.ptp(d) * 255.0
+    op = resampling_operator("area", hr, lr)
+    noisy = op.apply(torch.from_numpy(d)).numpy() + np.random.default_rng(0).normal(0.0, 4.0, lr)
+    mask = np.ones(lr, bool)
+    mask[40:60, 50:80] = False
+    conf = np.where(np.arange(lr[1])[None, :] < 70, 1.0, 0.5) * np.ones((lr[0], 1))
+    kw = dict(weights="color", mask=mask)
+    ref, ref_info = optisr.guided_upsample(noisy, guide, None, tile_size=0, return_info=True, **kw)
+    x, info = optisr.guided_upsample(noisy, guide, None, tile_size=128, return_info=True, **kw)
+    assert info.fidelity == ref_info.fidelity == "soft" and info.lam == pytest.approx(ref_info.lam, rel=1e-6)
+    assert np.abs(x - ref).max() <= 1.5e-2 * np.ptp(ref)
+    for mode in ("soft", "robust"):
+        extra = dict(lam=0.5, confidence=conf) if mode == "soft" else dict(lam=0.5, noise_sigma=4.0)
+        ref = optisr.guided_upsample(noisy, guide, None, fidelity=mode, tile_size=0, **kw, **extra)
+        x = optisr.guided_upsample(noisy, guide, None, fidelity=mode, tile_size=128, **kw, **extra)
+        assert np.abs(x - ref).max() <= 1.5e-2 * np.ptp(ref), mode
+
+
+def test_cli_tiles_at_a_ratio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hr, lr = (192, 256), (72, 96)  # 8/3, 2×2 tiles of 128 HR px
+    sc = make_scene(*hr, seed=5)
+    assert cv2.imwrite(str(tmp_path / "rgb.png"), np.round(sc.guide[..., ::-1] * 255).astype(np.uint8))
+    s = resampling_operator("area", hr, lr).apply(torch.from_numpy(sc.depth_clean.astype(np.float64))).numpy()
+    assert cv2.imwrite(str(tmp_path / "lr.tif"), s.astype(np.float32))
+    outs = []
+    for tile in ("0", "128"):
+        out = tmp_path / f"hr{tile}.tif"
+        args = ["guided", "--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "lr.tif"), "-o", str(out)]
+        assert optisr_main([*args, "--method", "color", "--tile-size", tile, "--quiet"]) == 0
+        cap = capsys.readouterr()
+        assert "scale 2.667×2.667 from the sizes (72×96 -> 192×256)" in cap.err
+        assert float(cap.out.split("max|Dx-s| ")[1].split()[0]) < 1e-2 * np.ptp(s)
+        outs.append(cv2.imread(str(out), cv2.IMREAD_UNCHANGED))
+    assert outs[1].shape == hr and np.abs(outs[1] - outs[0]).max() <= 1.5e-2 * np.ptp(outs[0])
+
+
+def test_tile_problems_at_a_ratio_travel_to_another_process() -> None:
+    """What ``--dask`` sends to a worker: a pickled TileProblem solves to the same bits."""
+    import pickle
+
+    from optisr.guided.tiling import solve_tile, tile_problems
+
+    hr, lr = (96, 128), (36, 48)
+    sc = make_scene(*hr, seed=6)
+    guide = np.round(sc.guide * 255).astype(np.uint8)
+    op = resampling_operator("bicubic", hr, lr)
+    s = op.apply(torch.from_numpy(sc.depth_clean.astype(np.float64))).numpy().astype(np.float32)
+    spans = tile_grid(hr, op.scale, 48, 24, lr=lr)
+    problems = list(tile_problems(s, guide, op.scale, spans, operator=op, mode="exact", weights=None,
+                                  valid=np.ones(lr, bool), lam=1.0, sigma=None, tol=1e-4, max_iter=2000,
+                                  dtype=torch.float32))  # fmt: skip
+    assert len(problems) == 6  # 2 × 3 cores of 18 LR px
+    for p in problems:
+        assert p.operator.hr_size == p.guide.shape[:2] and p.operator.lr_size == p.source.shape
+        assert np.array_equal(solve_tile(pickle.loads(pickle.dumps(p))), solve_tile(p))
+
+
+def test_auto_picks_the_floor_on_a_central_crop_at_a_ratio_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above FLOOR_CROP_HR² HR px the floor search runs on a central window, at a ratio as at an integer scale."""
+    from optisr.guided import api
+
+    hr, lr = (784, 784), (294, 294)  # 8/3, just above 768²
+    sc = make_scene(*hr, seed=7)
+    guide = np.round(sc.guide * 255).astype(np.uint8)
+    d = sc.depth_clean.astype(np.float64)
+    d = (d - d.min()) / np.ptp(d) * 255.0
+    op = resampling_operator("area", hr, lr)
+    noisy = op.apply(torch.from_numpy(d)).numpy() + np.random.default_rng(1).normal(0.0, 6.0, lr)
+    crops = []
+    real = api._central_crop_ratio
+
+    def spy(operator, side):  # type: ignore[no-untyped-def]
+        crops.append(real(operator, side))
+        return crops[-1]
+
+    monkeypatch.setattr(api, "_central_crop_ratio", spy)
+    x, info = optisr.guided_upsample(noisy, guide, None, weights="color", tile_size=0, return_info=True)
+    assert len(crops) == 1 and info.fidelity == "soft"  # one crop: the floor search (None = the own floor won)
+    rows, cols, lr_rows, lr_cols = crops[0]
+    assert rows.stop - rows.start <= 770 and lr_rows.stop - lr_rows.start == (768 * 294) // 784
+    from optisr.guided.baselines import bicubic as bicubic_baseline
+
+    bicubic = bicubic_baseline(noisy, guide, None)
+    assert np.sqrt(np.mean((x - d) ** 2)) < np.sqrt(np.mean((bicubic - d) ** 2))

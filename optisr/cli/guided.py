@@ -60,7 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N|auto",
         help="integer upsampling scale N (1..64), or auto (default): from each guide's and source's sizes, an "
         "integer if one fits (ceil(guide size / N) = source size), else their exact ratio (e.g. a 180×240 ToF "
-        "map beside a 480×640 image: graph methods solve at 8/3 with a resampling operator, untiled; baselines "
+        "map beside a 480×640 image: graph methods solve at 8/3 with a resampling operator, tile-wise too; baselines "
         "upsample to the guide's size)",
     )
     p.add_argument(

@@ -122,11 +122,6 @@ def resolve_scale(
             f"{job.guide.name} is {hr[0]}×{hr[1]} and {job.source.name} {lr[0]}×{lr[1]}: no integer scale fits "
             f"(ratio {ratio}); the guide must be at least as large as the source"
         )
-    if options.tile_size or options.map_tiles is not None:
-        raise ConfigError(
-            f"{job.source.name}: tile-wise solves (--tile-size, --dask) need an integer scale, but the sizes are "
-            f"{ratio} apart; drop them, or pass --scale N with --crop or --pad"
-        )
     op = resampling_operator(options.operator, hr, lr, sigma=options.sigma)
     log(f"optisr guided: {job.source.name}: scale {ratio} from the sizes ({lr[0]}×{lr[1]} -> {hr[0]}×{hr[1]})")
     return op.scale, op

@@ -262,8 +262,8 @@ def guided_upsample(
             integer f whose grid policy fits them (``ceil((H, W)/f) = (h, w)``) if there is one;
             otherwise the source's grid is taken as covering the guide's field of view at the
             ratio ``(H/h, W/w)`` (e.g. a 180×240 ToF map beside a 480×640 image: 8/3), solved with
-            :func:`~optisr.ops.operators.resampling_operator` (untiled; a learned model is run
-            at the nearest integer scale). An explicit integer scale that does not fit the sizes
+            :func:`~optisr.ops.operators.resampling_operator` (tile-wise too; a learned model
+            is run at the nearest integer scale). An explicit integer scale that does not fit the sizes
             is an error.
         operator: how the source relates to the target: ``area`` (block mean), ``sum`` (block
             sum, for counts), ``bicubic`` (PIL-style antialiased bicubic), ``gaussian``.
@@ -400,7 +400,7 @@ def _resolve_scale(
     scale: Any, operator: Any, source: Any, guide: Any, sigma: float | None, tile_size: Any
 ) -> tuple[int, Any, Any]:
     """``(scale, operator, tile_size)`` for :func:`guided_upsample`: an integer scale, or for
-    ``scale=None`` at a non-integer ratio a :func:`resampling_operator` (and no tiling)."""
+    ``scale=None`` at a non-integer ratio a :func:`resampling_operator` and its nominal scale."""
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
             raise ConfigError(f"scale must be a positive integer or None (from the sizes), got {scale!r}")
@@ -420,12 +420,7 @@ def _resolve_scale(
         op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
     if not is_resampling(op):
         return op.scale, operator, tile_size
-    if tile_size:
-        raise ConfigError(
-            f"tile-wise solves need an integer scale; the {hr[0]}×{hr[1]} guide is "
-            f"{hr[0] / lr[0]:.4g}×{hr[1] / lr[1]:.4g} the {lr[0]}×{lr[1]} source (pass tile_size=0, or crop to an integer ratio)"
-        )
-    return op.scale, op, 0
+    return op.scale, op, tile_size
 
 
 def _guide_graph(weights: Any) -> bool:
@@ -474,6 +469,18 @@ def _central_crop(hr_size: tuple[int, int], scale: int, side: int) -> tuple[slic
         hr.append(slice(start * scale, (start + keep) * scale))
         lr.append(slice(start, start + keep))
     return hr[0], hr[1], lr[0], lr[1]
+
+
+def _central_crop_ratio(op: DownsampleOperator, side: int) -> tuple[slice, slice, slice, slice]:
+    """:func:`_central_crop` of a :func:`resampling_operator`'s grid: a central LR window of at most
+    about ``side`` HR px per side and every HR pixel it covers (:meth:`DownsampleOperator.hr_window`)."""
+    lr = []
+    for n_hr, n_lr in zip(op.hr_size, op.lr_size):
+        keep = max(1, min(n_lr, (side * n_lr) // n_hr))
+        start = (n_lr - keep) // 2
+        lr.append((start, start + keep))
+    rows, cols = op.hr_window(lr[0], lr[1])
+    return rows, cols, slice(*lr[0]), slice(*lr[1])
 
 
 def _with_floor(weights: Any, floor: float | None) -> Any:
@@ -644,18 +651,27 @@ def _upsample(
             return tiled(lam, floor), lam, 1, floor
         if mode == "soft":
             # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
-            rows, cols, lr_rows, lr_cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
+            crop_op: Any = operator
+            if isinstance(operator, DownsampleOperator) and is_resampling(operator):
+                rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, RISK_CROP_HR)
+                crop_op = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
+            else:
+                rows, cols, lr_rows, lr_cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
             crop_w = weights
             if isinstance(weights, np.ndarray):
                 crop_w = _crop_weights(torch.from_numpy(weights)[None], rows, cols)[0].numpy()
             _, found, n, chosen = _upsample(
-                source[lr_rows, lr_cols], guide[rows, cols], scale, operator=operator, mode=mode, weights=crop_w,
+                source[lr_rows, lr_cols], guide[rows, cols], scale, operator=crop_op, mode=mode, weights=crop_w,
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
                 floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
             )  # fmt: skip
             return tiled(found, chosen), found, n + 1, chosen
-        op = make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+        op = (
+            operator
+            if isinstance(operator, DownsampleOperator)
+            else make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+        )
         valid = np.isfinite(source) if mask is None else (np.isfinite(source) & np.asarray(mask, bool))
 
         def tiled_ratio(value: float) -> tuple[np.ndarray, float]:
@@ -672,7 +688,7 @@ def _upsample(
         src, gt = src.to(device), gt.to(device)
         m = None if m is None else m.to(device)
     H, W = gt.shape[-2:]
-    resampled = is_resampling(operator)
+    resampled = isinstance(operator, DownsampleOperator) and is_resampling(operator)
     need = operator.lr_size if isinstance(operator, DownsampleOperator) else lr_size((H, W), scale)
     if tuple(src.shape[-2:]) != need:
         lr_hw = (int(src.shape[-2]), int(src.shape[-1]))
@@ -713,22 +729,33 @@ def _upsample(
     if noise_sigma is not None and mode == "soft":
 
         def search(
-            s_: Tensor, w_: Tensor, m_: Tensor | None, c_: Tensor | None, lam0: float, floors: tuple[float | None, ...]
+            s_: Tensor,
+            w_: Tensor,
+            m_: Tensor | None,
+            c_: Tensor | None,
+            lam0: float,
+            floors: tuple[float | None, ...],
+            op_: Any = operator,
         ) -> tuple[float | None, float, Tensor, int]:
             return _gcv_search(
-                s_, w_, scale, operator=operator, m=m_, conf=c_, sigma=sigma, tol=tol, max_iter=max_iter,
+                s_, w_, scale, operator=op_, m=m_, conf=c_, sigma=sigma, tol=tol, max_iter=max_iter,
                 noise_sigma=noise_sigma, lam0=lam0, floors=floors, precond=precond,
             )  # fmt: skip
 
         floors: tuple[float | None, ...] = (None, *FLOOR_STEPS) if floor is None else (floor,)
         lam0, evals = float(lam), 0
-        if floor is None and H * W > FLOOR_CROP_HR**2 and not resampled:
+        if floor is None and H * W > FLOOR_CROP_HR**2:
             # the floor from a central crop; λ is searched again below on the whole image
-            rows, cols, lr_rows, lr_cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
+            floor_op: Any = operator
+            if isinstance(operator, DownsampleOperator) and resampled:
+                rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, FLOOR_CROP_HR)
+                floor_op = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
+            else:
+                rows, cols, lr_rows, lr_cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
             chosen, lam0, _, evals = search(
                 src[..., lr_rows, lr_cols], _crop_weights(w, rows, cols),
                 None if m is None else m[..., lr_rows, lr_cols], None if conf is None else conf[..., lr_rows, lr_cols],
-                lam0, floors,
+                lam0, floors, floor_op,
             )  # fmt: skip
             floors = (chosen,)
         floor_used, lam, best, more = search(src, w, m, conf, lam0, floors)

@@ -18,6 +18,13 @@ columns for the tile, each row renormalised to its full sum where the tile borde
 (what PIL does at the image border), so tiles follow the global geometry also when the image size
 is not a multiple of ``f``.
 
+At a non-integer ratio (the whole image's operator from
+:func:`~optisr.ops.operators.resampling_operator`, ``r = H/h`` per axis) the LR grid is cut the
+same way, into cores of about ``tile / r`` LR px; a core's HR rows are ``[⌊r·c0⌋, ⌊r·c1⌋)`` (the
+cores partition the HR grid) and a padded tile holds every HR pixel its LR pixels cover
+(``[⌊r·p0⌋, ⌈r·p1⌉)``), solved with the whole operator's rows and columns for the tile. Cells do
+not align with any tile, so the final projection is the global one for every kind.
+
 Memory: the output, the source and the guide in its own dtype, plus per-tile temporaries (the
 guide is converted to float one tile at a time). Nothing here reads files or parses arguments.
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -37,7 +45,7 @@ from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
-from optisr.ops.operators import OPERATORS, DownsampleOperator, lr_size, make_operator
+from optisr.ops.operators import OPERATORS, DownsampleOperator, is_resampling, lr_size, make_operator
 from optisr.solvers.graph import check_precond
 from optisr.solvers.robust import mad_sigma
 
@@ -53,6 +61,7 @@ __all__ = [
     "TileMap",
     "TileProblem",
     "WeightsFn",
+    "axis_factors",
     "axis_spans",
     "check_tiling",
     "default_overlap",
@@ -119,9 +128,19 @@ class Span:
     first: bool
     last: bool
 
-    def hr(self, f: int, n_hr: int) -> tuple[int, int, int, int]:
-        """(core start, core end, padded start, padded end) in HR pixels, clipped to ``n_hr``."""
-        return f * self.c0, min(n_hr, f * self.c1), f * self.p0, min(n_hr, f * self.p1)
+    def hr(self, f: int | Fraction, n_hr: int) -> tuple[int, int, int, int]:
+        """(core start, core end, padded start, padded end) in HR pixels, clipped to ``n_hr``.
+
+        ``f``: HR px per LR px along this axis, the integer scale, or at a non-integer ratio the
+        exact ``Fraction(H, h)``. Cores start and end at ``⌊f·c⌋`` (they partition the HR axis); a
+        padded span ends at ``⌈f·p1⌉``, so it holds every HR pixel its LR pixels cover (as
+        :meth:`~optisr.ops.operators.DownsampleOperator.hr_window`). For an integer ``f`` both are
+        ``f·c``.
+        """
+        if isinstance(f, int):
+            return f * self.c0, min(n_hr, f * self.c1), f * self.p0, min(n_hr, f * self.p1)
+        a, b = f.numerator, f.denominator
+        return (a * self.c0) // b, min(n_hr, (a * self.c1) // b), (a * self.p0) // b, min(n_hr, -((-a * self.p1) // b))
 
 
 def axis_spans(n_lr: int, tile_lr: int, overlap_lr: int) -> list[Span]:
@@ -134,7 +153,7 @@ def axis_spans(n_lr: int, tile_lr: int, overlap_lr: int) -> list[Span]:
     return spans
 
 
-def _ramp(span: Span, f: int, n_hr: int, blend: float) -> np.ndarray:
+def _ramp(span: Span, f: int | Fraction, n_hr: int, blend: float) -> np.ndarray:
     """Blend weights over the padded HR span: 1 in the core, linear ramps of half-width ``blend``."""
     C0, C1, R0, R1 = span.hr(f, n_hr)
     y = np.arange(R0, R1, dtype=np.float64) + 0.5
@@ -196,10 +215,33 @@ def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype)
     return torch.from_numpy(np.ascontiguousarray(g.transpose(2, 0, 1))).to(dtype)[None]
 
 
-def tile_grid(hr_size: tuple[int, int], scale: int, tile: int, overlap: int) -> tuple[list[Span], list[Span]]:
-    """The row and column spans for an HR size; ``tile``/``overlap`` in HR px (multiples of ``scale``)."""
-    h, w = lr_size(hr_size, scale)
-    return axis_spans(h, tile // scale, overlap // scale), axis_spans(w, tile // scale, overlap // scale)
+def tile_grid(
+    hr_size: tuple[int, int], scale: int, tile: int, overlap: int, lr: tuple[int, int] | None = None
+) -> tuple[list[Span], list[Span]]:
+    """The row and column spans for an HR size; ``tile``/``overlap`` in HR px (multiples of ``scale``).
+
+    ``lr``: the LR size at a non-integer ratio (:func:`~optisr.ops.operators.resampling_operator`);
+    then each axis has cores of ``round(tile / r)`` and padding of ``⌈overlap / r⌉`` LR px, ``r = H/h``
+    (``scale`` is not used). None: the integer scale's ``ceil(H / scale)``.
+    """
+    if lr is None:
+        h, w = lr_size(hr_size, scale)
+        return axis_spans(h, tile // scale, overlap // scale), axis_spans(w, tile // scale, overlap // scale)
+    axes = []
+    for n_hr, n_lr in zip(hr_size, lr):
+        r = n_hr / n_lr
+        axes.append(axis_spans(n_lr, max(1, round(tile / r)), math.ceil(overlap / r)))
+    return axes[0], axes[1]
+
+
+def axis_factors(op: DownsampleOperator | None, scale: int) -> tuple[int | Fraction, int | Fraction]:
+    """HR px per LR px along rows and columns for :meth:`Span.hr`: ``scale`` twice, or at a
+    non-integer ratio (``op`` from :func:`~optisr.ops.operators.resampling_operator`) the exact
+    ``Fraction(H, h)`` and ``Fraction(W, w)``."""
+    if op is None or not is_resampling(op):
+        return scale, scale
+    (H, W), (h, w) = op.hr_size, op.lr_size
+    return Fraction(H, h), Fraction(W, w)
 
 
 def default_overlap(scale: int, mode: str = "exact", learned: bool = False) -> int:
@@ -340,7 +382,7 @@ def tile_problems(
     scale: int,
     spans: tuple[list[Span], list[Span]],
     *,
-    operator: str,
+    operator: str | DownsampleOperator,
     mode: str,
     weights: np.ndarray | None,
     valid: np.ndarray,
@@ -360,9 +402,14 @@ def tile_problems(
     ``source`` (h, w) with invalid pixels 0, ``valid`` (h, w) bool, ``guide`` (H, W[, C]) in its
     stored dtype, ``weights`` None or a (2, H, W) edge-weight array, ``confidence`` None or (h, w)
     data weights ≥ 0 (a tile grows until it holds a valid pixel of positive confidence).
+    ``operator``: a kind at the integer ``scale``, or the whole image's operator (e.g. a
+    :func:`~optisr.ops.operators.resampling_operator` at a non-integer ratio).
     """
     H, W = guide.shape[:2]
-    whole = make_operator(operator, (H, W), scale, sigma=sigma)
+    whole = (
+        operator if isinstance(operator, DownsampleOperator) else make_operator(operator, (H, W), scale, sigma=sigma)
+    )
+    fy, fx = axis_factors(whole, scale)
     held = valid if confidence is None else valid & (confidence > 0)
     holes = _hole_map(held)
     all_spans = [*spans[0], *spans[1]]
@@ -373,12 +420,12 @@ def tile_problems(
             sy_, sx_ = _with_valid_pixel(sy, sx, held)
             if holes is not None:
                 sy_, sx_ = _around_holes(sy_, sx_, holes, context, reach)
-            _, _, R0, R1 = sy_.hr(scale, H)
-            _, _, Q0, Q1 = sx_.hr(scale, W)
+            _, _, R0, R1 = sy_.hr(fy, H)
+            _, _, Q0, Q1 = sx_.hr(fx, W)
             crop = None
             if (sy_, sx_) != (sy, sx):
-                _, _, r0, r1 = sy.hr(scale, H)
-                _, _, q0, q1 = sx.hr(scale, W)
+                _, _, r0, r1 = sy.hr(fy, H)
+                _, _, q0, q1 = sx.hr(fx, W)
                 crop = (r0 - R0, r1 - R0, q0 - Q0, q1 - Q0)
             yield TileProblem(
                 rows=sy,
@@ -410,7 +457,7 @@ def iter_tiles(
     scale: int,
     spans: tuple[list[Span], list[Span]],
     *,
-    operator: str,
+    operator: str | DownsampleOperator,
     mode: str,
     weights: Any,
     valid: np.ndarray,
@@ -512,7 +559,7 @@ def tiled_guided_upsample(
     tile: int = DEFAULT_TILE,
     overlap: int | None = None,
     blend: float | None = None,
-    operator: str = "area",
+    operator: str | DownsampleOperator = "area",
     mode: str = "exact",
     weights: Any = None,
     mask: np.ndarray | None = None,
@@ -535,14 +582,19 @@ def tiled_guided_upsample(
         source: LR map (h, w), NaN = invalid.
         guide: HR guide (H, W, C) or (H, W): uint8, uint16 or float in [0, 1]; kept in its dtype
             and converted one tile at a time. ``(h, w) = ceil((H, W) / scale)``.
-        scale: integer upsampling scale.
+        scale: integer upsampling scale (at a non-integer ratio the operator's nominal ``scale``).
         tile: core tile size in HR px, rounded up to a multiple of ``scale``.
         overlap: context added on each side of a tile, HR px (rounded up to a multiple of
             ``scale``); default :func:`default_overlap`: ``8·scale`` for exact solves, ``16·scale``
             for soft ones, at least 96 HR px with a learned model.
         blend: half-width in HR px of the linear cross-fade at core borders (default ``scale``,
             at most the overlap; 0 = each HR pixel from exactly one tile).
-        operator, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`.
+        operator, lam, sigma, tol, max_iter, precond: as :func:`optisr.guided_upsample`. ``operator``
+            may be the whole image's :class:`~optisr.ops.operators.DownsampleOperator`, e.g. a
+            :func:`~optisr.ops.operators.resampling_operator` when the sizes are a non-integer
+            ratio apart (a 180×240 source under a 480×640 guide): then each axis is cut into cores
+            of about ``tile / r`` LR px (``r = H/h``), a padded tile holds every HR pixel its LR
+            pixels cover, and the final projection is global.
         mode: ``"exact"``, ``"soft"`` or ``"robust"`` (the fidelity once chosen; ``"auto"`` is
             resolved by :func:`optisr.guided_upsample`).
         weights: ``"default"``/``"model"``/a model or its path (the learned graph, with the
@@ -573,7 +625,8 @@ def tiled_guided_upsample(
     if isinstance(scale, bool) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
-    if operator not in OPERATORS:
+    whole: DownsampleOperator | None = operator if isinstance(operator, DownsampleOperator) else None
+    if whole is None and operator not in OPERATORS:
         raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
     if mode not in SOLVER_CONTEXT_LR:
         raise ConfigError(f"mode must be 'exact', 'soft' or 'robust', got {mode!r}")
@@ -590,12 +643,21 @@ def tiled_guided_upsample(
     if dtype is None:
         dtype = torch.float64 if source.dtype == np.float64 else torch.float32
     H, W = guide.shape[:2]
-    need = lr_size((H, W), scale)
-    if source.shape != need:
-        raise ShapeError(
-            f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
-            f"but it is {source.shape[0]}×{source.shape[1]}"
-        )
+    if whole is not None:
+        if whole.hr_size != (H, W) or whole.lr_size != source.shape:
+            raise ShapeError(
+                f"{whole!r} maps {whole.hr_size[0]}×{whole.hr_size[1]} onto {whole.lr_size[0]}×{whole.lr_size[1]}, "
+                f"but the guide is {H}×{W} and the source {source.shape[0]}×{source.shape[1]}"
+            )
+        if not is_resampling(whole) and whole.scale != scale:
+            raise ConfigError(f"{whole!r} is not an operator at ×{scale}")
+    else:
+        need = lr_size((H, W), scale)
+        if source.shape != need:
+            raise ShapeError(
+                f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
+                f"but it is {source.shape[0]}×{source.shape[1]}"
+            )
     if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
         raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
     if (
@@ -641,13 +703,15 @@ def tiled_guided_upsample(
             weights=weights, mask=mask, lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
             progress=progress is True, device=device, map_tiles=map_tiles, precond=precond, confidence=conf,
         )  # fmt: skip
-        op = make_operator(operator, (H, W), scale, sigma=sigma)
+        op = whole or make_operator(str(operator), (H, W), scale, sigma=sigma)
         r = op.apply_strips(soft, dtype=torch.float64)[None, None] - torch.from_numpy(src.astype(np.float64))
         c = torch.from_numpy(valid if conf is None else valid & (conf > 0))
         robust_sigma = float(mad_sigma(r, c[None, None])[0])
         del soft
 
-    spans = tile_grid((H, W), scale, tile, overlap)
+    ratio = whole is not None and is_resampling(whole)
+    spans = tile_grid((H, W), scale, tile, overlap, lr=source.shape if ratio else None)
+    fy, fx = axis_factors(whole, scale)
     total = len(spans[0]) * len(spans[1])
     bar, callback = None, None
     if callable(progress):
@@ -668,11 +732,11 @@ def tiled_guided_upsample(
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):
-            _, _, R0, R1 = sy.hr(scale, H)
-            _, _, Q0, Q1 = sx.hr(scale, W)
-            for key, span, n in (("y", sy, H), ("x", sx, W)):
+            _, _, R0, R1 = sy.hr(fy, H)
+            _, _, Q0, Q1 = sx.hr(fx, W)
+            for key, span, n, f in (("y", sy, H, fy), ("x", sx, W, fx)):
                 if (key, span) not in ramps:
-                    ramps[(key, span)] = _ramp(span, scale, n, blend).astype(np_dtype)
+                    ramps[(key, span)] = _ramp(span, f, n, blend).astype(np_dtype)
             wy, wx = ramps[("y", sy)], ramps[("x", sx)]
             if total == 1:
                 out[...] = sol
@@ -692,8 +756,8 @@ def tiled_guided_upsample(
         if bar is not None:
             bar.close()
     if mode == "exact" and total > 1:
-        if operator in ("area", "sum"):
-            project_blocks(out, src, valid, operator, scale, spans)
+        if whole is None and operator in ("area", "sum"):
+            project_blocks(out, src, valid, str(operator), scale, spans)
         else:
-            project_global(out, src, valid, make_operator(operator, (H, W), scale, sigma=sigma))
+            project_global(out, src, valid, whole or make_operator(str(operator), (H, W), scale, sigma=sigma))
     return out

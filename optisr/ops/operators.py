@@ -114,6 +114,7 @@ class DownsampleOperator:
         # area/sum: D Dᵀ is diagonal, so the (masked) projection is closed-form.
         self.diagonal_gram = kind in ("area", "sum")
         self.ratio: tuple[float, float] | None = None  # set by resampling_operator at non-integer ratios
+        self._grid: tuple[tuple[int, int], tuple[int, int]] | None = None  # (HR, LR) sizes of a whole ratio grid
 
     @classmethod
     def from_axis_matrices(
@@ -152,6 +153,7 @@ class DownsampleOperator:
         op._windows = {}
         op.diagonal_gram = False
         op.ratio = None
+        op._grid = None
         return op
 
     def __repr__(self) -> str:
@@ -176,20 +178,29 @@ class DownsampleOperator:
         return self._ay.mat, self._ax.mat
 
     def hr_window(self, lr_rows: tuple[int, int], lr_cols: tuple[int, int]) -> tuple[slice, slice]:
-        """The HR rows/columns of an LR window: ``[f·i0, min(H, f·i1))`` × ``[f·j0, min(W, f·j1))``."""
+        """The HR rows/columns of an LR window: ``[f·i0, min(H, f·i1))`` × ``[f·j0, min(W, f·j1))``.
+
+        At a non-integer ratio (:func:`resampling_operator`) with ``r = H/h`` per axis: every HR pixel
+        that LR pixels ``i0 … i1−1`` cover, ``[⌊r·i0⌋, ⌈r·i1⌉)`` (exact integer arithmetic), so
+        neighbouring windows share the HR pixels that straddle their common LR border.
+        """
         if self.ratio is not None:
-            raise ConfigError(
-                f"{self!r} has no LR-block-aligned windows (a non-integer ratio); solve untiled or use an integer scale"
+            if self._grid is None:
+                raise ConfigError(f"{self!r} is a window of a resampling operator; restrict the whole operator")
+            (H, W), (h, w) = self._grid
+            return (
+                slice((lr_rows[0] * H) // h, -((-lr_rows[1] * H) // h)),
+                slice((lr_cols[0] * W) // w, -((-lr_cols[1] * W) // w)),
             )
         f, (H, W) = self.scale, self.hr_size
         return slice(f * lr_rows[0], min(H, f * lr_rows[1])), slice(f * lr_cols[0], min(W, f * lr_cols[1]))
 
     def restrict(self, lr_rows: tuple[int, int], lr_cols: tuple[int, int]) -> DownsampleOperator:
-        """The operator of an LR-block-aligned window: LR pixels ``[i0, i1) × [j0, j1)``.
+        """The operator of an LR window: LR pixels ``[i0, i1) × [j0, j1)``.
 
-        Its HR grid is :meth:`hr_window` of the window. For ``area``/``sum`` (blocks never cross
-        the window) this is the ordinary operator of the window's HR size. For ``bicubic`` /
-        ``gaussian`` it holds the rows and columns of this operator's matrices for the window,
+        Its HR grid is :meth:`hr_window` of the window. For ``area``/``sum`` at an integer scale
+        (blocks never cross the window) this is the ordinary operator of the window's HR size.
+        Otherwise (``bicubic`` / ``gaussian``, or any kind at a non-integer ratio) it holds the rows and columns of this operator's matrices for the window,
         each row renormalised to its full sum where the window truncates it (as PIL does at the
         image border), so a window follows this operator's geometry also when H or W is not a
         multiple of f. Per-axis pieces are cached on this operator. A window whose Gram matrix is
@@ -211,7 +222,9 @@ class DownsampleOperator:
                 gram = checked_gram(mat, "tile operator", "use a larger overlap")
                 self._windows[key] = banded_axis(mat, gram)
             axes.append(self._windows[key])
-        return DownsampleOperator._from_axes(self.kind, self.scale, axes[0], axes[1], self.sigma)
+        sub = DownsampleOperator._from_axes(self.kind, self.scale, axes[0], axes[1], self.sigma)
+        sub.ratio = self.ratio  # a window of a ratio grid keeps its HR px per LR px (pixels_per_lr)
+        return sub
 
     # -- shape checks --------------------------------------------------------------------------
     def _check(self, t: Tensor, size: tuple[int, int], what: str) -> None:
@@ -557,6 +570,7 @@ def _cached_resampling(
     a_x = resample_matrix(kind, hr_size[1], lr[1], sigma)
     op = DownsampleOperator.from_axis_matrices(kind, nominal_scale(hr_size, lr), a_y, a_x, sigma=sigma)
     op.ratio = (hr_size[0] / lr[0], hr_size[1] / lr[1])
+    op._grid = (hr_size, lr)
     return op
 
 
@@ -570,8 +584,8 @@ def resampling_operator(
     When an integer scale f fits the sizes (:func:`scale_for_sizes`) this is the ordinary
     :func:`make_operator` at f (block pooling, the fused solver loops); otherwise a banded operator
     whose ``scale`` is :func:`nominal_scale` and whose ``ratio`` attribute holds ``(H/h, W/w)``.
-    Such operators have no LR-block-aligned windows (:meth:`DownsampleOperator.restrict`), so
-    tile-wise solves need an integer scale.
+    Their windows (:meth:`DownsampleOperator.restrict`, used by tile-wise solves) cover every HR
+    pixel the window's LR pixels touch (:meth:`DownsampleOperator.hr_window`).
     """
     if kind not in OPERATORS:
         raise ConfigError(f"unknown operator {kind!r}; choose one of {', '.join(OPERATORS)}")

@@ -55,6 +55,7 @@ class GuidedOptions:
     lam: float | None = None
     floor: float | None = None
     refine: int | None = None
+    keep_outliers: bool = False
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -167,6 +168,11 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             confidence = read_confidence(options.confidence, source.shape)
 
     t0 = time.perf_counter()
+    outliers = 0
+    if native and options.fidelity == "auto" and not options.keep_outliers:
+        # as guided_upsample(fidelity="auto") does, here so that the consistency reported and the
+        # integer rounding below leave them out too
+        valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
     choice: FidelityChoice | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -193,12 +199,15 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
                 source, guide, scale, weights=get_method(options.method).weights, mask=valid,
                 fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
+                exclude_outliers=False,  # left out above
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
         else:
             x = upsample_with(options.method, source, guide, None if is_resampling(operator) else scale, mask=valid)
     seconds = time.perf_counter() - t0
+    if outliers and choice is not None:
+        choice = dataclasses.replace(choice, outliers=outliers)
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:
         log(f"optisr guided: warning: {job.source.name}: {str(w.message).splitlines()[0]}")
@@ -244,6 +253,8 @@ def describe_fidelity(choice: FidelityChoice) -> str:
         solved += f" refined ×{choice.refine}"
     if choice.requested == "auto":
         solved = f"auto: {solved}"
+    if choice.outliers:
+        solved += f", {choice.outliers} outliers left out"
     return " -> ".join([*parts, f"fidelity {solved}"])
 
 

@@ -16,9 +16,11 @@ from optisr.errors import ConfigError, ShapeError
 from optisr.guided.fidelity import (
     FIDELITIES,
     FLOOR_STEPS,
+    OUTLIER_MAX_SCALE,
     FidelityChoice,
     choose_fidelity,
     discrepancy_search,
+    find_outliers,
     floor_search,
     hutchinson_probe,
     lr_risk,
@@ -51,6 +53,7 @@ __all__ = [
     "Weights",
     "color_weights",
     "guided_upsample",
+    "outlier_mask",
 ]
 
 Weights = Union[None, str, os.PathLike, "GraphSRModel", Tensor, np.ndarray, Callable[[Tensor, Tensor], Tensor]]
@@ -153,6 +156,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
+    exclude_outliers: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -181,6 +185,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
+    exclude_outliers: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -208,6 +213,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
+    exclude_outliers: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -235,6 +241,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
+    exclude_outliers: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -290,7 +297,7 @@ def guided_upsample(
         confidence: optional per-LR-pixel trust ``C ≥ 0`` (same layout as ``source``, e.g. a
             sensor's confidence map in [0, 1]): the data term becomes ``(Dx − s)ᵀ C (Dx − s)``.
             Used by ``soft``/``robust`` (also when ``auto`` chooses soft); an error with
-            ``fidelity="exact"``; not with tile-wise solves.
+            ``fidelity="exact"``; tile-wise too.
         lam: λ for ``soft``/``robust`` fidelity (float > 0 or a differentiable tensor); an error
             with ``fidelity="exact"`` or ``"auto"`` (auto chooses λ itself).
         floor: edge-weight floor of the graph (:func:`optisr.ops.lattice.raise_floor`: every
@@ -312,6 +319,14 @@ def guided_upsample(
             or callables (solved as given); ``0`` turns it off.
             Robust solves are never refined. The gradient treats the first solution, which sets
             the refined weights, as a constant.
+        exclude_outliers: ``fidelity="auto"`` only: leave isolated spikes of the source (stereo
+            mismatches, multipath, dead pixels; :func:`optisr.guided.fidelity.find_outliers`: a pixel
+            or pair far above or below its neighbours where the guide shows no object) out of the
+            data term, when they make up at least 0.4 % of the valid pixels, at scales up to
+            :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE` (4; coarser grids cannot tell an
+            outlier from a small object). They are then filled
+            from the graph like masked pixels, and exactness holds on the others. ``False``: keep
+            every pixel. The count is ``FidelityChoice.outliers``.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -363,6 +378,13 @@ def guided_upsample(
     check_refine(refine)
     check_precond(precond)
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+    if not isinstance(exclude_outliers, bool):
+        raise ConfigError(f"exclude_outliers must be True or False, got {exclude_outliers!r}")
+    if choice.requested == "auto" and exclude_outliers:
+        mask, outliers = outlier_mask(source, guide, mask, scale, operator, choice.noise_sigma)
+        if outliers:
+            choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+            choice = dataclasses.replace(choice, outliers=outliers)
     if refine is None and not _guide_graph(weights):
         refine = 0  # explicit weights are solved as given unless refinement is asked for
     refinement = resolve_refinement(refine, choice.fidelity, source, mask)
@@ -384,6 +406,62 @@ def guided_upsample(
     if refinement is not None:
         choice = dataclasses.replace(choice, refine=refinement.passes, solves=choice.solves + refinement.passes)
     return (out, choice) if return_info else out
+
+
+def outlier_mask(
+    source: Any, guide: Any, mask: Any, scale: int, operator: Any, sigma: float | None
+) -> tuple[Any, int]:
+    """What ``fidelity="auto"`` does with isolated spikes: ``(mask without them, their count)``.
+
+    Up to :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE`, the spikes that
+    :func:`~optisr.guided.fidelity.find_outliers` reports (with the guide's colours on the source
+    grid, the noise level ``sigma`` or an estimate) are set invalid in ``mask`` (None = all
+    valid; returned as numpy or torch like the source). Otherwise ``(mask, 0)`` unchanged.
+    """
+    if scale > OUTLIER_MAX_SCALE:
+        return mask, 0
+    spikes = find_outliers(source, mask, sigma=sigma, guide_lr=_guide_on_source_grid(guide, source, operator, scale))
+    if spikes is None:
+        return mask, 0
+    return _without(mask, spikes, source), int(spikes.sum())
+
+
+def _guide_on_source_grid(guide: Any, source: Any, operator: Any, scale: int) -> np.ndarray | None:
+    """The guide's mean colour over each source pixel's footprint, (C, h, w) or (B, C, h, w) float in
+    [0, 1], for :func:`~optisr.guided.fidelity.find_outliers`; None when it does not fit the source."""
+    lr = _hw(source, False)
+    if isinstance(guide, np.ndarray) and guide.ndim in (2, 3):
+        hr = guide.shape[:2]
+        chans = [guide] if guide.ndim == 2 else [guide[..., c] for c in range(guide.shape[2])]
+        div = 255.0 if guide.dtype == np.uint8 else (65535.0 if guide.dtype == np.uint16 else 1.0)
+    elif isinstance(guide, Tensor) and guide.dim() >= 2:
+        gt = guide.detach().cpu()
+        gt = gt.reshape(-1, *gt.shape[-2:]) if gt.dim() > 2 else gt[None]
+        hr = (int(gt.shape[-2]), int(gt.shape[-1]))
+        chans = list(gt)
+        div = 255.0 if guide.dtype == torch.uint8 else 1.0
+    else:
+        return None
+    if isinstance(operator, DownsampleOperator) and is_resampling(operator):
+        op = resampling_operator("area", hr, lr)
+    elif lr == lr_size(hr, scale):
+        op = make_operator("area", hr, scale)
+    else:
+        return None
+    means = [op.apply_strips(c, dtype=torch.float64).numpy() / div for c in chans]
+    out = np.stack(means)
+    if isinstance(guide, Tensor) and guide.dim() == 4:
+        out = out.reshape(guide.shape[0], guide.shape[1], *lr)
+    return out
+
+
+def _without(mask: Any, spikes: np.ndarray, source: Any) -> Any:
+    """``mask`` (None = all valid) with the ``spikes`` (source-shaped bool) set invalid, as numpy or torch like the source."""
+    if isinstance(source, Tensor):
+        kept = torch.from_numpy(~spikes).to(source.device)
+        return kept if mask is None else (torch.as_tensor(mask, device=source.device).to(torch.bool) & kept)
+    keep = ~spikes
+    return keep if mask is None else (np.asarray(mask, dtype=bool) & keep)
 
 
 def _hw(a: Any, lead: bool) -> tuple[int, int]:

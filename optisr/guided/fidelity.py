@@ -51,6 +51,12 @@ __all__ = [
     "LAM_CRITERION",
     "discrepancy_search",
     "estimate_noise_sigma",
+    "find_outliers",
+    "OUTLIER_K",
+    "OUTLIER_FLOOR",
+    "OUTLIER_MIN_SHARE",
+    "OUTLIER_MAX_SCALE",
+    "OUTLIER_GUIDE_TOL",
     "gcv_lr",
     "lr_risk",
     "hutchinson_probe",
@@ -206,6 +212,104 @@ def source_spread(source: np.ndarray | Tensor, mask: np.ndarray | Tensor | None 
     return float(hi - lo)
 
 
+OUTLIER_K = 5.0
+"""A spike must differ from its neighbours by more than ``OUTLIER_K·√2·σ̂`` (the std of the
+difference of two noisy samples is √2·σ̂): about 3e-7 of pure Gaussian samples pass it."""
+
+OUTLIER_FLOOR = 0.02
+"""... and by more than this share of :func:`source_spread` (what keeps quantisation steps and
+curvature of a clean source, σ̂ ≈ 0, from counting)."""
+
+OUTLIER_GUIDE_TOL = 0.04
+"""With a guide: a spike counts only where the guide shows no object there, i.e. the mean guide
+colour over its footprint is within this (0–1 units, every channel) of its neighbours' median:
+thin and small objects have a colour of their own and are kept."""
+
+OUTLIER_MIN_SHARE = 4e-3
+"""Spikes are reported only when at least this share of the valid pixels (and at least 3) are
+spikes: a clean source with a few one-pixel objects keeps them. Measured on clean allowed data
+(21 RGB-D-D test405 depth maps and 10 procedural scenes, area LR, with the guide test): at ×4 at
+most 0.30 % of the pixels looked like spikes (mean 0.09 %); 1 % random spikes were found at 0.6–1.1 %."""
+
+OUTLIER_MAX_SCALE = 4
+"""``fidelity="auto"`` looks for spikes only up to this scale. On coarser LR grids a one-pixel
+object and an outlier look alike: clean allowed data had up to 0.98 % spike-like pixels at ×8 and
+2.3 % at ×16, as many as 0.5–1 % of real spikes leave, so no share tells them apart there."""
+
+
+def find_outliers(
+    source: np.ndarray | Tensor,
+    mask: np.ndarray | Tensor | None = None,
+    *,
+    sigma: float | None = None,
+    guide_lr: np.ndarray | Tensor | None = None,
+    k: float = OUTLIER_K,
+    floor: float = OUTLIER_FLOOR,
+    guide_tol: float = OUTLIER_GUIDE_TOL,
+    min_share: float = OUTLIER_MIN_SHARE,
+) -> np.ndarray | None:
+    """Isolated spikes of an LR source (outliers: stereo mismatches, multipath, dead pixels).
+
+    A valid pixel is a spike when it lies more than ``T = max(k·√2·σ̂, floor·spread)`` above (or
+    below) all but at most one of its valid 8-neighbours (at least 5 valid ones), i.e. a single
+    pixel or a pair sticking out of its surroundings. Step edges, slopes, corners (3 or more equal
+    neighbours) and lines one pixel wide (2 equal neighbours) are not spikes; the two end pixels of
+    such a line are, unless the guide shows the line. ``σ̂`` is
+    :func:`estimate_noise_sigma` (robust to a few per cent of spikes) unless ``sigma`` is given.
+    With ``guide_lr`` (the guide averaged over each LR pixel's footprint) a spike must also have
+    no colour of its own: every channel within ``guide_tol`` of its neighbours' median, so a
+    small object or a wire thinner than a pixel, which the guide shows, is not an outlier.
+
+    Args:
+        source: LR source (h, w) or (..., h, w), NaN = invalid.
+        mask: optional validity mask (True = valid) broadcastable to ``source``.
+        sigma: the noise std in source units (None: estimated).
+        guide_lr: optional (C, h, w) or (..., C, h, w) guide colours on the source grid, in [0, 1].
+        k, floor, guide_tol, min_share: :data:`OUTLIER_K`, :data:`OUTLIER_FLOOR`,
+            :data:`OUTLIER_GUIDE_TOL`, :data:`OUTLIER_MIN_SHARE`.
+    Returns:
+        bool array of ``source``'s shape (True = spike), or None when fewer than
+        ``max(3, min_share·valid pixels)`` spikes were found (nothing to exclude).
+    """
+    arr = _as_float_array(source, "source")
+    valid = _valid(arr, mask)
+    if sigma is None:
+        sigma = estimate_noise_sigma(source, mask)
+    spread = source_spread(source, mask)
+    thr = max(k * math.sqrt(2.0) * float(sigma), floor * spread)
+    if not thr > 0:
+        return None
+    padded = np.pad(np.where(valid, arr, np.nan), ((0, 0), (1, 1), (1, 1)), constant_values=np.nan)
+    h, w = arr.shape[-2:]
+    n_nb = np.zeros(arr.shape, np.int16)
+    above = np.zeros(arr.shape, np.int16)
+    below = np.zeros(arr.shape, np.int16)
+    with np.errstate(invalid="ignore"):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if dy == 0 and dx == 0:
+                    continue
+                nb = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+                ok = np.isfinite(nb)
+                n_nb += ok
+                d = arr - nb
+                above += ok & (d > thr)
+                below += ok & (d < -thr)
+    spikes = valid & (n_nb >= 5) & ((above >= n_nb - 1) | (below >= n_nb - 1))
+    if guide_lr is not None and spikes.any():
+        g = guide_lr.detach().cpu().double().numpy() if isinstance(guide_lr, Tensor) else np.asarray(guide_lr, float)
+        g = g.reshape(-1, g.shape[-3], h, w)
+        if g.shape[0] not in (1, arr.shape[0]):
+            raise ShapeError(f"guide_lr of shape {np.shape(guide_lr)} does not fit a source of shape {arr.shape}")
+        gp = np.pad(g, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+        nbs = [gp[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+        plain = (np.abs(g - np.median(np.stack(nbs), axis=0)) <= guide_tol).all(axis=1)  # (N|1, h, w)
+        spikes &= plain
+    if int(spikes.sum()) < max(3, min_share * int(valid.sum())):
+        return None
+    return spikes.reshape(np.shape(source))
+
+
 def _check_sigma(noise_sigma: Any) -> float | None:
     """``"auto"`` -> None (estimate); a finite float >= 0 -> itself; anything else -> ConfigError."""
     if isinstance(noise_sigma, str):
@@ -258,6 +362,7 @@ class FidelityChoice:
         floor: the edge-weight floor the soft solve used (:func:`floor_search`,
             :func:`optisr.ops.lattice.raise_floor`), or None for the graph's weights as they are.
         refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact and soft solves).
+        outliers: source pixels ``auto`` left out as isolated spikes (:func:`find_outliers`).
     """
 
     requested: str
@@ -269,6 +374,7 @@ class FidelityChoice:
     solves: int = 1
     floor: float | None = None
     refine: int = 0
+    outliers: int = 0
 
 
 def _check_lam(lam: Any) -> None:

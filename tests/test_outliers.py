@@ -1,6 +1,6 @@
-"""Isolated spikes of the source (optisr.guided.fidelity.find_outliers) and what fidelity="auto" does
-with them: which pixels count as spikes (hand-built cases), the guide test, the population rule,
-the scale limit, the API (``exclude_outliers``, ``FidelityChoice.outliers``) and the CLI line."""
+"""Isolated spikes of the source (optisr.guided.fidelity.find_outliers) and ``exclude_outliers``:
+which pixels count as spikes (hand-built cases), the guide test, the population rule, the scale
+limit, the API (``FidelityChoice.outliers``, off by default) and the CLI's ``--exclude-outliers``."""
 
 from __future__ import annotations
 
@@ -91,10 +91,10 @@ def _rmse(x: np.ndarray, d: np.ndarray) -> float:
     return float(np.sqrt(np.mean((x - d) ** 2)))
 
 
-def test_auto_leaves_spikes_out_and_stays_exact_on_the_rest(spiky) -> None:
+def test_excluded_spikes_leave_the_data_term_and_the_rest_stays_exact(spiky) -> None:
     guide, d, clean, noisy = spiky
-    x, info = optisr.guided_upsample(noisy, guide, 4, return_info=True)
-    kept, kept_info = optisr.guided_upsample(noisy, guide, 4, return_info=True, exclude_outliers=False)
+    x, info = optisr.guided_upsample(noisy, guide, 4, return_info=True, exclude_outliers=True)
+    kept, kept_info = optisr.guided_upsample(noisy, guide, 4, return_info=True)  # the default keeps them
     assert kept_info.outliers == 0 and info.outliers >= 0.4e-2 * noisy.size
     assert info.fidelity == "exact"  # the rest is clean
     assert _rmse(x, d) < 0.6 * _rmse(kept, d)
@@ -105,15 +105,17 @@ def test_auto_leaves_spikes_out_and_stays_exact_on_the_rest(spiky) -> None:
     lr = make_operator("area", d.shape, 4).apply(torch.from_numpy(x.astype(np.float64))).numpy()
     assert np.abs(lr - noisy)[~spikes].max() < 1e-3 * 255  # exact on every pixel kept
     # a clean source, and coarser scales: nothing is left out
-    assert optisr.guided_upsample(clean, guide, 4, return_info=True)[1].outliers == 0
+    assert optisr.guided_upsample(clean, guide, 4, return_info=True, exclude_outliers=True)[1].outliers == 0
     assert OUTLIER_MAX_SCALE == 4
     s8 = make_operator("area", d.shape, 8).apply(torch.from_numpy(d)).numpy()
     s8[::5, ::5] += 80.0
-    assert optisr.guided_upsample(s8, guide, 8, return_info=True)[1].outliers == 0
+    with pytest.warns(UserWarning, match="works up to ×4"):
+        assert optisr.guided_upsample(s8, guide, 8, return_info=True, exclude_outliers=True)[1].outliers == 0
     with pytest.raises(ConfigError, match="exclude_outliers must be True or False"):
         optisr.guided_upsample(noisy, guide, 4, exclude_outliers="yes")  # type: ignore[call-overload]
-    # explicit fidelities keep every pixel
-    assert optisr.guided_upsample(noisy, guide, 4, fidelity="exact", return_info=True)[1].outliers == 0
+    # with an explicit fidelity too: exact on the rest
+    ex, ex_info = optisr.guided_upsample(noisy, guide, 4, fidelity="exact", return_info=True, exclude_outliers=True)
+    assert ex_info.outliers == info.outliers and np.allclose(ex, x, atol=1e-3 * 255)
 
 
 def test_cli_says_how_many_outliers_it_left_out(tmp_path: Path, spiky, capsys: pytest.CaptureFixture[str]) -> None:
@@ -123,11 +125,12 @@ def test_cli_says_how_many_outliers_it_left_out(tmp_path: Path, spiky, capsys: p
     assert cv2.imwrite(str(tmp_path / "rgb.png"), guide[..., ::-1])
     write_raster(tmp_path / "lr.tif", noisy.astype(np.float32))
     base = ["guided", "--guide", str(tmp_path / "rgb.png"), "--source", str(tmp_path / "lr.tif"), "--quiet"]
-    assert optisr_main([*base, "-o", str(tmp_path / "hr.tif")]) == 0
+    assert optisr_main([*base, "-o", str(tmp_path / "hr.tif"), "--exclude-outliers"]) == 0
     out = capsys.readouterr().out
     assert "fidelity auto: exact, " in out and " outliers left out" in out
     assert float(out.split("max|Dx-s| ")[1].split()[0]) < 1e-2  # measured on the pixels kept
-    assert optisr_main([*base, "-o", str(tmp_path / "kept.tif"), "--keep-outliers"]) == 0
-    assert "outliers" not in capsys.readouterr().out
-    assert optisr_main([*base, "-o", str(tmp_path / "x.tif"), "--method", "jbu", "--keep-outliers"]) == 1
-    assert "--keep-outliers" in capsys.readouterr().err
+    assert optisr_main([*base, "-o", str(tmp_path / "kept.tif")]) == 0
+    out = capsys.readouterr().out
+    assert "outliers" not in out and float(out.split("max|Dx-s| ")[1].split()[0]) < 1e-2  # exact on every pixel
+    assert optisr_main([*base, "-o", str(tmp_path / "x.tif"), "--method", "jbu", "--exclude-outliers"]) == 1
+    assert "--exclude-outliers" in capsys.readouterr().err

@@ -124,10 +124,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(default: 1 for soft solves, 0 for exact ones; 0 = off); exact solves stay exactly LR-consistent",
     )
     p.add_argument(
-        "--keep-outliers",
+        "--exclude-outliers",
         action="store_true",
-        help="graph methods, --fidelity auto: keep isolated spikes of the source in the data term (default: up to "
-        "×4, spikes a guide shows no object for are left out when they are at least 0.4%% of the pixels)",
+        help="graph methods, up to ×4: leave isolated spikes of the source (a pixel or pair far beyond its "
+        "neighbours where the guide shows no object; stereo mismatches, multipath) out of the data term when "
+        "they are at least 0.4%% of the pixels (off by default: thin structures of clean sources can look alike)",
     )
     p.add_argument(
         "--noise-sigma",
@@ -279,12 +280,12 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         or args.lam is not None
         or args.floor is not None
         or args.refine is not None
-        or args.keep_outliers
+        or args.exclude_outliers
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --refine, --keep-outliers, --noise-sigma and --confidence apply to the graph "
+            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --noise-sigma and --confidence apply to the graph "
             "methods (default, model, color), "
             f"not {args.method}"
         )
@@ -332,7 +333,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         lam=args.lam,
         floor=args.floor,
         refine=args.refine,
-        keep_outliers=args.keep_outliers,
+        exclude_outliers=args.exclude_outliers,
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

@@ -24,7 +24,7 @@ from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
 from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
-from optisr.guided.fidelity import FidelityChoice, choose_fidelity
+from optisr.guided.fidelity import OUTLIER_MAX_SCALE, FidelityChoice, choose_fidelity
 from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
 from optisr.guided.refine import resolve_refinement
@@ -55,7 +55,7 @@ class GuidedOptions:
     lam: float | None = None
     floor: float | None = None
     refine: int | None = None
-    keep_outliers: bool = False
+    exclude_outliers: bool = False
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -169,10 +169,13 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
 
     t0 = time.perf_counter()
     outliers = 0
-    if native and options.fidelity == "auto" and not options.keep_outliers:
-        # as guided_upsample(fidelity="auto") does, here so that the consistency reported and the
-        # integer rounding below leave them out too
-        valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
+    if native and options.exclude_outliers:
+        # as guided_upsample(exclude_outliers=True) does, here so that the consistency reported and
+        # the integer rounding below leave them out too
+        if scale > OUTLIER_MAX_SCALE:
+            log(f"optisr guided: {job.source.name}: --exclude-outliers works up to ×{OUTLIER_MAX_SCALE}; nothing left out")
+        else:
+            valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
     choice: FidelityChoice | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -199,7 +202,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
             x, choice = guided_api.guided_upsample(  # type: ignore[assignment]  # numpy in: numpy out
                 source, guide, scale, weights=get_method(options.method).weights, mask=valid,
                 fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
-                exclude_outliers=False,  # left out above
+                exclude_outliers=False,  # left out above, when asked
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip

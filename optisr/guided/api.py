@@ -156,7 +156,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
-    exclude_outliers: bool = True,
+    exclude_outliers: bool = False,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -185,7 +185,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
-    exclude_outliers: bool = True,
+    exclude_outliers: bool = False,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -213,7 +213,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
-    exclude_outliers: bool = True,
+    exclude_outliers: bool = False,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -241,7 +241,7 @@ def guided_upsample(
     lam: float | Tensor | None = None,
     floor: float | None = None,
     refine: int | None = None,
-    exclude_outliers: bool = True,
+    exclude_outliers: bool = False,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -319,14 +319,16 @@ def guided_upsample(
             or callables (solved as given); ``0`` turns it off.
             Robust solves are never refined. The gradient treats the first solution, which sets
             the refined weights, as a constant.
-        exclude_outliers: ``fidelity="auto"`` only: leave isolated spikes of the source (stereo
-            mismatches, multipath, dead pixels; :func:`optisr.guided.fidelity.find_outliers`: a pixel
-            or pair far above or below its neighbours where the guide shows no object) out of the
-            data term, when they make up at least 0.4 % of the valid pixels, at scales up to
-            :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE` (4; coarser grids cannot tell an
-            outlier from a small object). They are then filled
-            from the graph like masked pixels, and exactness holds on the others. ``False``: keep
-            every pixel. The count is ``FidelityChoice.outliers``.
+        exclude_outliers: leave isolated spikes of the source (stereo mismatches, multipath, dead
+            pixels; :func:`optisr.guided.fidelity.find_outliers`: a pixel or pair far above or
+            below its neighbours where the guide shows no object) out of the data term, when they
+            make up at least 0.4 % of the valid pixels. They are then filled from the graph like
+            masked pixels; the fidelity (``auto``: decided again without them) holds on the others.
+            Up to :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE` (×4; coarser grids cannot tell
+            an outlier from a small object: a warning, and nothing is left out). Off by default:
+            clean sources have spike-like pixels too (thin structures, bicubic ringing: up to
+            ~1 % of the pixels at ×4 on allowed data), which it would leave out. The count is
+            ``FidelityChoice.outliers``.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -380,7 +382,13 @@ def guided_upsample(
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if not isinstance(exclude_outliers, bool):
         raise ConfigError(f"exclude_outliers must be True or False, got {exclude_outliers!r}")
-    if choice.requested == "auto" and exclude_outliers:
+    if exclude_outliers and scale > OUTLIER_MAX_SCALE:
+        warnings.warn(
+            f"exclude_outliers works up to ×{OUTLIER_MAX_SCALE} (a one-pixel object and an outlier look alike on "
+            f"coarser grids); nothing was left out at ×{scale}",
+            stacklevel=2,
+        )
+    elif exclude_outliers:
         mask, outliers = outlier_mask(source, guide, mask, scale, operator, choice.noise_sigma)
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
@@ -411,7 +419,7 @@ def guided_upsample(
 def outlier_mask(
     source: Any, guide: Any, mask: Any, scale: int, operator: Any, sigma: float | None
 ) -> tuple[Any, int]:
-    """What ``fidelity="auto"`` does with isolated spikes: ``(mask without them, their count)``.
+    """What ``exclude_outliers=True`` does: ``(mask without the source's isolated spikes, their count)``.
 
     Up to :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE`, the spikes that
     :func:`~optisr.guided.fidelity.find_outliers` reports (with the guide's colours on the source

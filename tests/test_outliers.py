@@ -134,3 +134,19 @@ def test_cli_says_how_many_outliers_it_left_out(tmp_path: Path, spiky, capsys: p
     assert "outliers" not in out and float(out.split("max|Dx-s| ")[1].split()[0]) < 1e-2  # exact on every pixel
     assert optisr_main([*base, "-o", str(tmp_path / "x.tif"), "--method", "jbu", "--exclude-outliers"]) == 1
     assert "--exclude-outliers" in capsys.readouterr().err
+
+
+def test_exclude_outliers_at_a_ratio_and_tile_wise(spiky) -> None:
+    from optisr.ops.operators import resampling_operator
+
+    guide, d, _, _ = spiky
+    op = resampling_operator("area", d.shape, (72, 96))  # 8/3
+    lr = op.apply(torch.from_numpy(d)).numpy()
+    rng = np.random.default_rng(5)
+    hit = rng.random(lr.shape) < 0.01
+    lr[hit] += rng.choice([-1.0, 1.0], int(hit.sum())) * rng.uniform(25.0, 100.0, int(hit.sum()))
+    kept = optisr.guided_upsample(lr, guide, None)
+    x, info = optisr.guided_upsample(lr, guide, None, exclude_outliers=True, return_info=True)
+    assert info.outliers >= 0.4e-2 * lr.size and _rmse(x, d) < 0.7 * _rmse(kept, d)
+    tiled, tiled_info = optisr.guided_upsample(lr, guide, None, exclude_outliers=True, return_info=True, tile_size=128)
+    assert tiled_info.outliers == info.outliers and np.abs(tiled - x).max() < 1.5e-2 * 255

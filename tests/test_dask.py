@@ -53,6 +53,22 @@ def _scene_files(tmp_path: Path, scale: int = 4) -> tuple[Path, Path]:
     return guide, source
 
 
+def _one_process_and_dask(tmp_path: Path, common: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``optisr guided`` with ``common`` arguments in this process, then on ``--dask local:2``: both outputs.
+
+    The workers run one torch thread each: so does the reference run, since CG's and the network's
+    reductions may round differently with another thread count (1e-4 of the range, within CG's tol).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "-o", str(tmp_path / "one.npy")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert main([*common, "-o", str(tmp_path / "two.npy"), "--dask", "local:2"]) == 0
+    return np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
+
+
 # ------------------------------------------------------------------------------ no cluster needed
 
 
@@ -141,17 +157,8 @@ def test_guided_on_dask_matches_the_tiled_single_process(
     guide, source = _scene_files(tmp_path)
     common = ["guided", "--guide", str(guide), "--source", str(source), "--scale", "4", "--quiet",
               "--method", method, "--operator", operator, "--tile-size", "128"]  # fmt: skip
-    # the workers run one torch thread each: so does the reference run, since CG's and the network's
-    # reductions may round differently with another thread count (1e-4 of the range, within CG's tol)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*common, "-o", str(tmp_path / "one.npy")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert main([*common, "-o", str(tmp_path / "two.npy"), "--dask", "local:2"]) == 0
+    one, two = _one_process_and_dask(tmp_path, common)
     capsys.readouterr()
-    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert one.shape == two.shape == (256, 256)
     assert np.abs(one - two).max() <= 1e-6 * float(one.max() - one.min())
 
@@ -169,15 +176,8 @@ def test_guided_at_a_ratio_on_dask_matches_one_process(tmp_path: Path, capsys: p
     np.save(tmp_path / "lr.npy", op.apply(torch.from_numpy(scene.depth_clean.astype(np.float64))).numpy().astype(np.float32))
     common = ["guided", "--guide", str(guide), "--source", str(tmp_path / "lr.npy"), "--quiet", "--method", "color",
               "--tile-size", "128"]  # fmt: skip
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main([*common, "-o", str(tmp_path / "one.npy")]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert main([*common, "-o", str(tmp_path / "two.npy"), "--dask", "local:2"]) == 0
+    one, two = _one_process_and_dask(tmp_path, common)
     assert "scale 2.667×2.667 from the sizes" in capsys.readouterr().err
-    one, two = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert one.shape == two.shape == (256, 256)
     assert np.abs(one - two).max() <= 1e-6 * float(one.max() - one.min())
     err = np.abs(op.apply(torch.from_numpy(two.astype(np.float64))).numpy() - np.load(tmp_path / "lr.npy")).max()

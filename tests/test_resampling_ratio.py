@@ -332,14 +332,21 @@ def test_tiled_at_a_ratio_matches_the_untiled_solve_and_is_exactly_consistent(
     assert consistency <= 1e-9  # the final projection is global: exact to float64 rounding
 
 
-def test_tile_size_at_a_ratio_through_the_api_soft_masked_and_robust() -> None:
-    hr, lr = (288, 384), (108, 144)  # 8/3, 3×3 tiles of 128 HR px
-    sc = make_scene(*hr, seed=4)
-    guide = np.round(sc.guide * 255).astype(np.uint8)
+def _noisy_scene_at_a_ratio(
+    hr: tuple[int, int], lr: tuple[int, int], seed: int, sigma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 guide, HR depth on 0–255, its area LR at the sizes' ratio + Gaussian noise of ``sigma``)."""
+    sc = make_scene(*hr, seed=seed)
     d = sc.depth_clean.astype(np.float64)
     d = (d - d.min()) / np.ptp(d) * 255.0
-    op = resampling_operator("area", hr, lr)
-    noisy = op.apply(torch.from_numpy(d)).numpy() + np.random.default_rng(0).normal(0.0, 4.0, lr)
+    lr_clean = resampling_operator("area", hr, lr).apply(torch.from_numpy(d)).numpy()
+    noisy = lr_clean + np.random.default_rng(seed).normal(0.0, sigma, lr)
+    return np.round(sc.guide * 255).astype(np.uint8), d, noisy
+
+
+def test_tile_size_at_a_ratio_through_the_api_soft_masked_and_robust() -> None:
+    lr = (108, 144)
+    guide, _, noisy = _noisy_scene_at_a_ratio((288, 384), lr, seed=4, sigma=4.0)  # 8/3, 3×3 tiles of 128 HR px
     mask = np.ones(lr, bool)
     mask[40:60, 50:80] = False
     conf = np.where(np.arange(lr[1])[None, :] < 70, 1.0, 0.5) * np.ones((lr[0], 1))
@@ -398,13 +405,7 @@ def test_auto_picks_the_floor_on_a_central_crop_at_a_ratio_too(monkeypatch: pyte
     """Above FLOOR_CROP_HR² HR px the floor search runs on a central window, at a ratio as at an integer scale."""
     from optisr.guided import api
 
-    hr, lr = (784, 784), (294, 294)  # 8/3, just above 768²
-    sc = make_scene(*hr, seed=7)
-    guide = np.round(sc.guide * 255).astype(np.uint8)
-    d = sc.depth_clean.astype(np.float64)
-    d = (d - d.min()) / np.ptp(d) * 255.0
-    op = resampling_operator("area", hr, lr)
-    noisy = op.apply(torch.from_numpy(d)).numpy() + np.random.default_rng(1).normal(0.0, 6.0, lr)
+    guide, d, noisy = _noisy_scene_at_a_ratio((784, 784), (294, 294), seed=7, sigma=6.0)  # 8/3, just above 768²
     crops = []
     real = api._central_crop_ratio
 
@@ -416,6 +417,7 @@ def test_auto_picks_the_floor_on_a_central_crop_at_a_ratio_too(monkeypatch: pyte
     x, info = optisr.guided_upsample(noisy, guide, None, weights="color", tile_size=0, return_info=True)
     assert len(crops) == 1 and info.fidelity == "soft"  # one crop: the floor search (None = the own floor won)
     rows, cols, lr_rows, lr_cols = crops[0]
+    assert rows == cols and lr_rows == lr_cols  # a square image: the same window both ways
     assert rows.stop - rows.start <= 770 and lr_rows.stop - lr_rows.start == (768 * 294) // 784
     from optisr.guided.baselines import bicubic as bicubic_baseline
 

@@ -364,7 +364,7 @@ def guided_upsample(
         >>> out.shape, float(out[:, :16].mean()), float(out[:, 16:].mean())
         ((32, 32), 1.0, 3.0)
     """
-    scale, operator, tile_size = _resolve_scale(scale, operator, source, guide, sigma, tile_size)
+    scale, operator = _resolve_scale(scale, operator, source, guide, sigma)
     if tile_size is not None and (
         isinstance(tile_size, bool) or not isinstance(tile_size, (int, np.integer)) or tile_size < 0
     ):
@@ -482,11 +482,9 @@ def _hw(a: Any, lead: bool) -> tuple[int, int]:
     return int(shape[-2]), int(shape[-1])
 
 
-def _resolve_scale(
-    scale: Any, operator: Any, source: Any, guide: Any, sigma: float | None, tile_size: Any
-) -> tuple[int, Any, Any]:
-    """``(scale, operator, tile_size)`` for :func:`guided_upsample`: an integer scale, or for
-    ``scale=None`` at a non-integer ratio a :func:`resampling_operator` and its nominal scale."""
+def _resolve_scale(scale: Any, operator: Any, source: Any, guide: Any, sigma: float | None) -> tuple[int, Any]:
+    """``(scale, operator)`` for :func:`guided_upsample`: an integer scale, or for ``scale=None`` at a
+    non-integer ratio a :func:`resampling_operator` and its nominal scale."""
     if scale is not None:
         if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
             raise ConfigError(f"scale must be a positive integer or None (from the sizes), got {scale!r}")
@@ -494,7 +492,7 @@ def _resolve_scale(
             raise ConfigError(
                 f"scale must be a positive integer, got {scale!r}; pass scale=None to solve at the sizes' own ratio"
             )
-        return int(scale), operator, tile_size
+        return int(scale), operator
     if not isinstance(source, (np.ndarray, Tensor)) or not isinstance(guide, (np.ndarray, Tensor)):
         raise ShapeError("source and guide must be numpy arrays or torch tensors")
     hr, lr = _hw(guide, True), _hw(source, False)
@@ -504,9 +502,7 @@ def _resolve_scale(
         op = operator
     else:
         op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
-    if not is_resampling(op):
-        return op.scale, operator, tile_size
-    return op.scale, op, tile_size
+    return op.scale, (op if is_resampling(op) else operator)
 
 
 def _guide_graph(weights: Any) -> bool:

@@ -173,7 +173,9 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
         # as guided_upsample(exclude_outliers=True) does, here so that the consistency reported and
         # the integer rounding below leave them out too
         if scale > OUTLIER_MAX_SCALE:
-            log(f"optisr guided: {job.source.name}: --exclude-outliers works up to ×{OUTLIER_MAX_SCALE}; nothing left out")
+            log(
+                f"optisr guided: {job.source.name}: --exclude-outliers works up to ×{OUTLIER_MAX_SCALE}; nothing left out"
+            )
         else:
             valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
     choice: FidelityChoice | None = None

@@ -416,9 +416,7 @@ def guided_upsample(
     return (out, choice) if return_info else out
 
 
-def outlier_mask(
-    source: Any, guide: Any, mask: Any, scale: int, operator: Any, sigma: float | None
-) -> tuple[Any, int]:
+def outlier_mask(source: Any, guide: Any, mask: Any, scale: int, operator: Any, sigma: float | None) -> tuple[Any, int]:
     """What ``exclude_outliers=True`` does: ``(mask without the source's isolated spikes, their count)``.
 
     Up to :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE`, the spikes that
@@ -563,6 +561,19 @@ def _central_crop_ratio(op: DownsampleOperator, side: int) -> tuple[slice, slice
         lr.append((start, start + keep))
     rows, cols = op.hr_window(lr[0], lr[1])
     return rows, cols, slice(*lr[0]), slice(*lr[1])
+
+
+def _central_window(
+    operator: Any, hr_size: tuple[int, int], scale: int, side: int
+) -> tuple[slice, slice, slice, slice, Any]:
+    """``(hr_rows, hr_cols, lr_rows, lr_cols, operator of the window)``: :func:`_central_crop` (the
+    operator as given), or at a non-integer ratio :func:`_central_crop_ratio` and the resampling
+    operator restricted to it."""
+    if isinstance(operator, DownsampleOperator) and is_resampling(operator):
+        rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, side)
+        window = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
+        return rows, cols, lr_rows, lr_cols, window
+    return (*_central_crop(hr_size, scale, side), operator)
 
 
 def _with_floor(weights: Any, floor: float | None) -> Any:
@@ -733,12 +744,7 @@ def _upsample(
             return tiled(lam, floor), lam, 1, floor
         if mode == "soft":
             # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
-            crop_op: Any = operator
-            if isinstance(operator, DownsampleOperator) and is_resampling(operator):
-                rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, RISK_CROP_HR)
-                crop_op = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
-            else:
-                rows, cols, lr_rows, lr_cols = _central_crop(guide.shape[:2], scale, RISK_CROP_HR)
+            rows, cols, lr_rows, lr_cols, crop_op = _central_window(operator, guide.shape[:2], scale, RISK_CROP_HR)
             crop_w = weights
             if isinstance(weights, np.ndarray):
                 crop_w = _crop_weights(torch.from_numpy(weights)[None], rows, cols)[0].numpy()
@@ -770,7 +776,6 @@ def _upsample(
         src, gt = src.to(device), gt.to(device)
         m = None if m is None else m.to(device)
     H, W = gt.shape[-2:]
-    resampled = isinstance(operator, DownsampleOperator) and is_resampling(operator)
     need = operator.lr_size if isinstance(operator, DownsampleOperator) else lr_size((H, W), scale)
     if tuple(src.shape[-2:]) != need:
         lr_hw = (int(src.shape[-2]), int(src.shape[-1]))
@@ -828,12 +833,7 @@ def _upsample(
         lam0, evals = float(lam), 0
         if floor is None and H * W > FLOOR_CROP_HR**2:
             # the floor from a central crop; λ is searched again below on the whole image
-            floor_op: Any = operator
-            if isinstance(operator, DownsampleOperator) and resampled:
-                rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, FLOOR_CROP_HR)
-                floor_op = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
-            else:
-                rows, cols, lr_rows, lr_cols = _central_crop((H, W), scale, FLOOR_CROP_HR)
+            rows, cols, lr_rows, lr_cols, floor_op = _central_window(operator, (H, W), scale, FLOOR_CROP_HR)
             chosen, lam0, _, evals = search(
                 src[..., lr_rows, lr_cols], _crop_weights(w, rows, cols),
                 None if m is None else m[..., lr_rows, lr_cols], None if conf is None else conf[..., lr_rows, lr_cols],

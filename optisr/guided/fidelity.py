@@ -227,12 +227,15 @@ thin and small objects have a colour of their own and are kept."""
 
 OUTLIER_MIN_SHARE = 4e-3
 """Spikes are reported only when at least this share of the valid pixels (and at least 3) are
-spikes: a clean source with a few one-pixel objects keeps them. Measured on clean allowed data
-(21 RGB-D-D test405 depth maps and 10 procedural scenes, area LR, with the guide test): at ×4 at
-most 0.30 % of the pixels looked like spikes (mean 0.09 %); 1 % random spikes were found at 0.6–1.1 %."""
+spikes: a clean source with a few one-pixel objects keeps them. Chosen on a first sample of clean
+allowed data (21 RGB-D-D test405 depth maps and 10 procedural scenes, area LR, with the guide
+test: at ×4 at most 0.30 % spike-like pixels; 1 % random spikes were found at 0.6–1.1 %). All the
+allowed clean data (405 + 30 images) reached 0.38 / 0.55 / 0.90 % at ×2 / ×3 / ×4 (up to 1.0 %
+with a bicubic operator's ringing), so no share separates the two reliably: that is why
+``exclude_outliers`` is off by default (README, *Isolated spikes*)."""
 
 OUTLIER_MAX_SCALE = 4
-"""``fidelity="auto"`` looks for spikes only up to this scale. On coarser LR grids a one-pixel
+"""``exclude_outliers`` looks for spikes only up to this scale. On coarser LR grids a one-pixel
 object and an outlier look alike: clean allowed data had up to 0.98 % spike-like pixels at ×8 and
 2.3 % at ×16, as many as 0.5–1 % of real spikes leave, so no share tells them apart there."""
 
@@ -362,7 +365,8 @@ class FidelityChoice:
         floor: the edge-weight floor the soft solve used (:func:`floor_search`,
             :func:`optisr.ops.lattice.raise_floor`), or None for the graph's weights as they are.
         refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact and soft solves).
-        outliers: source pixels ``auto`` left out as isolated spikes (:func:`find_outliers`).
+        outliers: source pixels left out as isolated spikes (``exclude_outliers=True``,
+            :func:`find_outliers`).
     """
 
     requested: str

@@ -200,6 +200,7 @@ def create_app(
             fit = _form_choice("fit", "size fit", ("none", "crop", "pad"), "none")
             lam = _form_float("lam", "λ")
             sigma = _form_float("sigma", "σ")
+            outliers = _form_choice("outliers", "outliers", ("off", "on"), "off") == "on"
             guide = save_upload(request.files.get("guide"), job, "guide", GUIDE_EXTENSIONS, "guide")
             source = save_upload(request.files.get("source"), job, "source", SOURCE_EXTENSIONS, "source")
             truth_file = request.files.get("truth")
@@ -210,7 +211,7 @@ def create_app(
             return fail(exc, job)
         req = GuidedRequest(
             guide=guide, source=source, truth=truth, scale=scale, method=method, operator=operator, mode=mode,
-            lam=lam, sigma=sigma, fit=None if fit == "none" else fit,
+            lam=lam, sigma=sigma, fit=None if fit == "none" else fit, exclude_outliers=outliers,
         )  # fmt: skip
         runner.submit(job, guided_work(req, device))
         return jsonify(job=job.id), 202

@@ -43,7 +43,8 @@ BROWSER_IMAGES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 class GuidedRequest:
     """A checked guided job: uploaded files (inside the job folder) and options (as ``optisr guided``).
 
-    ``mode`` is the fidelity: ``exact`` (D x = s) or ``soft`` (penalty of weight ``lam``).
+    ``mode`` is the fidelity: ``exact`` (D x = s) or ``soft`` (penalty of weight ``lam``);
+    ``exclude_outliers``: as ``--exclude-outliers`` (the consistency shown leaves them out too).
     """
 
     guide: Path
@@ -56,6 +57,7 @@ class GuidedRequest:
     lam: float | None = None
     sigma: float | None = None
     fit: str | None = None
+    exclude_outliers: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         options = GuidedOptions(
             method=request.method, scale=request.scale, operator=request.operator, fidelity=request.mode,
             lam=request.lam, sigma=request.sigma, fit=request.fit, device=device, quiet=True,
+            exclude_outliers=request.exclude_outliers,
         )  # fmt: skip
         what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
         job.report(f"solving {what} with {request.method}", None)
@@ -108,15 +111,24 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
             h, w = -(-x.shape[0] // request.scale), -(-x.shape[1] // request.scale)
             s, valid = source.data[:h, :w].astype(np.float64), source.mask[:h, :w]  # --crop keeps the top-left
             op = make_operator(request.operator, x.shape, request.scale, sigma=request.sigma)
+        guide = read_guide(request.guide)
+        numbers: dict[str, Any] = {}
+        if request.exclude_outliers:  # the pixels optisr guided left out, found the same way
+            from optisr.guided.api import outlier_mask
+
+            kind = op if getattr(op, "ratio", None) is not None else request.operator
+            valid, numbers["outliers_left_out"] = outlier_mask(
+                np.where(valid, s, np.nan), guide, valid, op.scale, kind, None
+            )
         lo, hi = value_range(s, valid)
         figures = [
-            {"title": "guide", "file": save_preview(out_dir / "fig_guide.png", read_guide(request.guide)).name},
+            {"title": "guide", "file": save_preview(out_dir / "fig_guide.png", guide).name},
             {"title": f"source ({s.shape[0]}×{s.shape[1]})",
              "file": save_colour_map(out_dir / "fig_source.png", s, lo, hi, mask=valid).name, "pixelated": True},
             {"title": f"result ({x.shape[0]}×{x.shape[1]})",
              "file": save_colour_map(out_dir / "fig_result.png", x, lo, hi, mask=result.mask).name},
         ]  # fmt: skip
-        numbers: dict[str, Any] = {"range": [lo, hi], "seconds": round(seconds, 3)}
+        numbers.update({"range": [lo, hi], "seconds": round(seconds, 3)})
         residual = np.abs(lr_residual(x, s, op.scale, operator=op))
         worst = float(residual[valid].max())
         numbers["max_lr_error"] = worst

@@ -263,3 +263,26 @@ def test_cli_serve_answers_on_localhost_and_cleans_up(tmp_path):
 def test_cli_serve_rejects_a_bad_port(capsys):
     assert cli_main(["serve", "--port", "70000"]) == 1
     assert capsys.readouterr().err.strip() == "optisr serve: error: --port must be from 0 to 65535; got 70000"
+
+
+def test_guided_exclude_outliers_reaches_the_solver_and_the_numbers(app, wait_job, tmp_path):
+    """The checkbox (form field ``outliers=on``) is ``--exclude-outliers``; the consistency shown leaves them out."""
+    from optisr.data.synthetic import make_scene
+    from optisr.io.images import from_float, write_image
+
+    scene = make_scene(96, 96, seed=4)
+    lr = scene.depth_clean.astype(np.float64).reshape(24, 4, 24, 4).mean(axis=(1, 3))
+    rng = np.random.default_rng(0)
+    hit = np.zeros(lr.shape, bool)
+    hit[2:-2, 2:-2] = rng.random((20, 20)) < 0.04
+    lr[hit] += 0.3 * np.ptp(lr)
+    files = {"guide": write_image(tmp_path / "rgb.png", from_float(scene.guide, np.uint8)), "source": tmp_path / "lr.npy"}
+    np.save(files["source"], lr.astype(np.float32))
+    client = app.test_client()
+    on = run_guided(client, wait_job, files, scale=SCALE, method="color", outliers="on")
+    off = run_guided(client, wait_job, files, scale=SCALE, method="color")
+    assert on["status"] == off["status"] == "done", (on, off)
+    assert on["results"][0]["numbers"]["outliers_left_out"] >= 3 and "outliers_left_out" not in off["results"][0]["numbers"]
+    assert on["results"][0]["numbers"]["max_lr_error"] < 1e-2 * np.ptp(lr)  # exact on the pixels kept
+    bad = post_files(client, "/api/guided", files, scale=SCALE, outliers="maybe")
+    assert bad.status_code == 400 and "outliers" in bad.get_json()["error"]

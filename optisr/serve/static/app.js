@@ -139,6 +139,7 @@ function renderGuided(state) {
     const facts = [`colour range ${n.range[0].toPrecision(4)} … ${n.range[1].toPrecision(4)}`,
       `max |D x − s| ${n.max_lr_error.toPrecision(3)}`, `run ${n.seconds} s`];
     if (n.mae !== undefined) facts.push(`MAE ${n.mae.toPrecision(4)}`, `RMSE ${n.rmse.toPrecision(4)}`);
+    if (n.outliers_left_out !== undefined) facts.push(`${n.outliers_left_out} outliers left out`);
     return el("div", { class: "card" }, [
       el("h2", { text: r.name }),
       el("div", { class: "figures" }, figures),

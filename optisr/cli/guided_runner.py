@@ -24,7 +24,7 @@ from optisr.cli.guided_plan import Job, check_output, fit_sizes, read_mask
 from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
-from optisr.guided.fidelity import OUTLIER_MAX_SCALE, FidelityChoice, choose_fidelity
+from optisr.guided.fidelity import FidelityChoice, choose_fidelity
 from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
 from optisr.guided.refine import resolve_refinement
@@ -169,18 +169,13 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
 
     t0 = time.perf_counter()
     outliers = 0
-    if native and options.exclude_outliers:
-        # as guided_upsample(exclude_outliers=True) does, here so that the consistency reported and
-        # the integer rounding below leave them out too
-        if scale > OUTLIER_MAX_SCALE:
-            log(
-                f"optisr guided: {job.source.name}: --exclude-outliers works up to ×{OUTLIER_MAX_SCALE}; nothing left out"
-            )
-        else:
-            valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
     choice: FidelityChoice | None = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        if native and options.exclude_outliers:
+            # as guided_upsample(exclude_outliers=True) does, here so that the consistency reported
+            # and the integer rounding below leave them out too (above ×4: a warning line)
+            valid, outliers = guided_api.outlier_mask(source, guide, valid, scale, operator, None)
         if native and options.map_tiles is not None and options.tile_size:
             # the tiled solve of guided_upsample(weights=method, tile_size=...), its tiles solved by
             # map_tiles. λ: given, or the closed-form rule of the noise level (no discrepancy search,

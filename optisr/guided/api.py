@@ -382,13 +382,7 @@ def guided_upsample(
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if not isinstance(exclude_outliers, bool):
         raise ConfigError(f"exclude_outliers must be True or False, got {exclude_outliers!r}")
-    if exclude_outliers and scale > OUTLIER_MAX_SCALE:
-        warnings.warn(
-            f"exclude_outliers works up to ×{OUTLIER_MAX_SCALE} (a one-pixel object and an outlier look alike on "
-            f"coarser grids); nothing was left out at ×{scale}",
-            stacklevel=2,
-        )
-    elif exclude_outliers:
+    if exclude_outliers:
         mask, outliers = outlier_mask(source, guide, mask, scale, operator, choice.noise_sigma)
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
@@ -422,9 +416,15 @@ def outlier_mask(source: Any, guide: Any, mask: Any, scale: int, operator: Any, 
     Up to :data:`~optisr.guided.fidelity.OUTLIER_MAX_SCALE`, the spikes that
     :func:`~optisr.guided.fidelity.find_outliers` reports (with the guide's colours on the source
     grid, the noise level ``sigma`` or an estimate) are set invalid in ``mask`` (None = all
-    valid; returned as numpy or torch like the source). Otherwise ``(mask, 0)`` unchanged.
+    valid; returned as numpy or torch like the source). Otherwise ``(mask, 0)`` unchanged; above
+    that scale with a warning.
     """
     if scale > OUTLIER_MAX_SCALE:
+        warnings.warn(
+            f"exclude_outliers works up to ×{OUTLIER_MAX_SCALE} (a one-pixel object and an outlier look alike on "
+            f"coarser grids); nothing was left out at ×{scale}",
+            stacklevel=3,
+        )
         return mask, 0
     spikes = find_outliers(source, mask, sigma=sigma, guide_lr=_guide_on_source_grid(guide, source, operator, scale))
     if spikes is None:

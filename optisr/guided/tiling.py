@@ -135,12 +135,10 @@ class Span:
         exact ``Fraction(H, h)``. Cores start and end at ``⌊f·c⌋`` (they partition the HR axis); a
         padded span ends at ``⌈f·p1⌉``, so it holds every HR pixel its LR pixels cover (as
         :meth:`~optisr.ops.operators.DownsampleOperator.hr_window`). For an integer ``f`` both are
-        ``f·c``.
+        ``f·c``. (``Fraction`` rounds exactly.)
         """
-        if isinstance(f, int):
-            return f * self.c0, min(n_hr, f * self.c1), f * self.p0, min(n_hr, f * self.p1)
-        a, b = f.numerator, f.denominator
-        return (a * self.c0) // b, min(n_hr, (a * self.c1) // b), (a * self.p0) // b, min(n_hr, -((-a * self.p1) // b))
+        fl, ce = math.floor, math.ceil
+        return fl(f * self.c0), min(n_hr, fl(f * self.c1)), fl(f * self.p0), min(n_hr, ce(f * self.p1))
 
 
 def axis_spans(n_lr: int, tile_lr: int, overlap_lr: int) -> list[Span]:
@@ -625,8 +623,7 @@ def tiled_guided_upsample(
     if isinstance(scale, bool) or int(scale) != scale or scale < 1:
         raise ConfigError(f"scale must be a positive integer, got {scale!r}")
     scale = int(scale)
-    whole: DownsampleOperator | None = operator if isinstance(operator, DownsampleOperator) else None
-    if whole is None and operator not in OPERATORS:
+    if not isinstance(operator, DownsampleOperator) and operator not in OPERATORS:
         raise ConfigError(f"unknown operator {operator!r}; choose one of {', '.join(OPERATORS)}")
     if mode not in SOLVER_CONTEXT_LR:
         raise ConfigError(f"mode must be 'exact', 'soft' or 'robust', got {mode!r}")
@@ -643,14 +640,16 @@ def tiled_guided_upsample(
     if dtype is None:
         dtype = torch.float64 if source.dtype == np.float64 else torch.float32
     H, W = guide.shape[:2]
-    if whole is not None:
-        if whole.hr_size != (H, W) or whole.lr_size != source.shape:
+    if isinstance(operator, DownsampleOperator):
+        if operator.hr_size != (H, W) or operator.lr_size != source.shape:
             raise ShapeError(
-                f"{whole!r} maps {whole.hr_size[0]}×{whole.hr_size[1]} onto {whole.lr_size[0]}×{whole.lr_size[1]}, "
-                f"but the guide is {H}×{W} and the source {source.shape[0]}×{source.shape[1]}"
+                f"{operator!r} maps {operator.hr_size[0]}×{operator.hr_size[1]} onto "
+                f"{operator.lr_size[0]}×{operator.lr_size[1]}, but the guide is {H}×{W} and the source "
+                f"{source.shape[0]}×{source.shape[1]}"
             )
-        if not is_resampling(whole) and whole.scale != scale:
-            raise ConfigError(f"{whole!r} is not an operator at ×{scale}")
+        if not is_resampling(operator) and operator.scale != scale:
+            raise ConfigError(f"{operator!r} is not an operator at ×{scale}")
+        whole = operator
     else:
         need = lr_size((H, W), scale)
         if source.shape != need:
@@ -658,6 +657,7 @@ def tiled_guided_upsample(
                 f"guide is {H}×{W}, so at ×{scale} the source must be {need[0]}×{need[1]} (ceil(guide size / scale)), "
                 f"but it is {source.shape[0]}×{source.shape[1]}"
             )
+        whole = make_operator(operator, (H, W), scale, sigma=sigma)
     if isinstance(weights, np.ndarray) and tuple(weights.shape[-3:]) != (2, H, W):
         raise ShapeError(f"edge weights must be (2, {H}, {W}), got {weights.shape}")
     if (
@@ -699,18 +699,16 @@ def tiled_guided_upsample(
         # σ of the whole image, as graph_solve estimates it for an untiled solve (MAD of a soft
         # solve's residuals over C > 0); per-tile estimates differed by up to 8 % of the range
         soft = tiled_guided_upsample(
-            source, guide, scale, tile=tile, overlap=overlap, blend=blend, operator=operator, mode="soft",
+            source, guide, scale, tile=tile, overlap=overlap, blend=blend, operator=whole, mode="soft",
             weights=weights, mask=mask, lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
             progress=progress is True, device=device, map_tiles=map_tiles, precond=precond, confidence=conf,
         )  # fmt: skip
-        op = whole or make_operator(str(operator), (H, W), scale, sigma=sigma)
-        r = op.apply_strips(soft, dtype=torch.float64)[None, None] - torch.from_numpy(src.astype(np.float64))
+        r = whole.apply_strips(soft, dtype=torch.float64)[None, None] - torch.from_numpy(src.astype(np.float64))
         c = torch.from_numpy(valid if conf is None else valid & (conf > 0))
         robust_sigma = float(mad_sigma(r, c[None, None])[0])
         del soft
 
-    ratio = whole is not None and is_resampling(whole)
-    spans = tile_grid((H, W), scale, tile, overlap, lr=source.shape if ratio else None)
+    spans = tile_grid((H, W), scale, tile, overlap, lr=source.shape if is_resampling(whole) else None)
     fy, fx = axis_factors(whole, scale)
     total = len(spans[0]) * len(spans[1])
     bar, callback = None, None
@@ -726,7 +724,7 @@ def tiled_guided_upsample(
     out = np.zeros((H, W), dtype=np_dtype)
     ramps: dict = {}
     tiles = iter_tiles(
-        src, guide, scale, spans, operator=operator, mode=mode, weights=weights, valid=valid,
+        src, guide, scale, spans, operator=whole, mode=mode, weights=weights, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles, precond=precond,
         refinement=refinement, confidence=conf, robust_sigma=robust_sigma,
     )  # fmt: skip
@@ -756,8 +754,8 @@ def tiled_guided_upsample(
         if bar is not None:
             bar.close()
     if mode == "exact" and total > 1:
-        if whole is None and operator in ("area", "sum"):
-            project_blocks(out, src, valid, str(operator), scale, spans)
+        if whole.diagonal_gram:  # area/sum at an integer scale: block by block
+            project_blocks(out, src, valid, whole.kind, scale, spans)
         else:
-            project_global(out, src, valid, whole or make_operator(str(operator), (H, W), scale, sigma=sigma))
+            project_global(out, src, valid, whole)
     return out

@@ -409,11 +409,13 @@ class GraphSRModel(nn.Module):
         on_nonconvergence: str = "warn",
         output: str = "solution",
         precond: str = "jacobi",
+        lam: Tensor | float | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
         """The HR solution (B, 1, H, W); with ``output="energy"`` the edge energies (B, 2, H, W) of
         :meth:`edge_energy` without a solve (direct edge supervision trains on those); with
         ``output="both"`` the tuple (solution, energies) from one network pass (an end-to-end loss
-        with a term on the energies). ``precond``: the CG preconditioner (``jacobi``, ``multigrid``, ``none``)."""
+        with a term on the energies). ``precond``: the CG preconditioner (``jacobi``, ``multigrid``, ``none``).
+        ``lam``: λ of the soft mode (a float, or a (B,) tensor: one per sample) instead of the learned one."""
         if output not in ("solution", "energy", "both"):
             raise ConfigError(f"output must be 'solution', 'energy' or 'both', got {output!r}")
         energy = self.edge_energy(guide, source, scale, mask)
@@ -426,7 +428,7 @@ class GraphSRModel(nn.Module):
             scale,
             operator=operator,
             mode=self.config.mode,
-            lam=self.log_lam.exp().to(source.dtype),
+            lam=self.log_lam.exp().to(source.dtype) if lam is None else lam,
             mask=mask,
             sigma=sigma,
             tol=tol,

@@ -52,6 +52,7 @@ __all__ = [
     "edge_bce_loss",
     "kkt_loss",
     "masked_loss",
+    "rule_lams",
     "train",
     "validation_scenes",
     "VAL_GUIDE_CONDITIONS",
@@ -70,6 +71,11 @@ class GuidedValConfig:
     re-exposure, drawn from a generator seeded by ``(seed + i, 1)`` for scene i; metrics
     ``nrmse_x4_dim``, ``nrmse_dim``, ``color_nrmse_dim``, ``vs_color_dim``). ``clean`` must be
     listed: its ``nrmse`` is the headline metric.
+
+    ``noise``: Gaussian noise added to each validation LR, σ as a fraction of its
+    :func:`~optisr.guided.fidelity.source_spread` (0 = clean), drawn from a generator seeded by
+    ``(seed + i, scale)``; soft-mode models are validated at :func:`~optisr.guided.fidelity.rule_lambda`
+    of that σ (as they are trained with ``loss.soft_lam: rule``).
     """
 
     scenes: int = 6
@@ -78,8 +84,11 @@ class GuidedValConfig:
     scales: list[int] = field(default_factory=lambda: [4, 8, 16])
     operator: str = "bicubic"
     guide_conditions: list[str] = field(default_factory=lambda: ["clean"])
+    noise: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.noise < 1.0:
+            raise ConfigError(f"datasets.val.noise must be in [0, 1) (σ / the LR's spread), got {self.noise}")
         conds = self.guide_conditions
         if any(c not in VAL_GUIDE_CONDITIONS for c in conds) or "clean" not in conds or len(set(conds)) != len(conds):
             raise ConfigError(
@@ -154,6 +163,12 @@ class LossConfig:
     loss (against ``teacher``) to the end-to-end loss: an anchor that keeps the edge energies near
     the teacher's where the solution error alone would let them drift (an RMSE-only fine-tune of
     the distilled edge network learned to weaken every edge near a depth step).
+
+    ``soft_lam`` (``model.mode: soft`` only): ``learned`` (one λ, a parameter of the model) or
+    ``rule``: each sample's λ is :func:`~optisr.guided.fidelity.rule_lambda` of its true noise
+    (the RMS of the source minus the operator applied to the target, finite pixels), the closed-form
+    λ that ``fidelity="auto"`` starts its GCV search from. Sources of noisy training need no
+    learned λ then: the network learns the edges for the λ inference will use.
     """
 
     kind: str = "rmse"  # l1 | mse | rmse (end-to-end) | edge_bce | kkt | distill (direct)
@@ -162,8 +177,11 @@ class LossConfig:
     pos_weight: float = 4.0
     teacher: str = "default"
     distill_weight: float = 0.0
+    soft_lam: str = "learned"
 
     def __post_init__(self) -> None:
+        if self.soft_lam not in ("learned", "rule"):
+            raise ConfigError(f"loss.soft_lam must be learned or rule, got {self.soft_lam!r}")
         if self.kind not in ("l1", "mse", "rmse", "edge_bce", "kkt", "distill"):
             raise ConfigError(f"loss.kind must be l1, mse, rmse, edge_bce, kkt or distill, got {self.kind!r}")
         if self.target not in ("jump", "plain"):
@@ -304,6 +322,34 @@ def aligned_step_scene(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(guide)[None], torch.from_numpy(depth)
 
 
+def rule_lams(source: torch.Tensor, target: torch.Tensor, scale: int, operator: str) -> torch.Tensor:
+    """(B,) soft-mode λ per sample: :func:`~optisr.guided.fidelity.rule_lambda` of its true noise.
+
+    Args:
+        source: (B, 1, h, w) noisy LR (NaN = hole).
+        target: (B, 1, H, W) the clean HR depth it was made from.
+        scale: integer factor; operator: the batch's LR operator name.
+    Returns:
+        (B,) float tensor (source dtype); a sample without noise (or spread) gets the smallest λ of
+        the batch's noisy ones (1e-6 when none is noisy).
+    """
+    from optisr.guided.fidelity import rule_lambda, source_spread
+    from optisr.ops.operators import make_operator
+
+    op = make_operator(operator, (target.shape[-2], target.shape[-1]), scale)
+    with torch.no_grad():
+        clean = op.apply(target.to(source.dtype))
+        lams = []
+        for s, c in zip(source, clean):
+            ok = torch.isfinite(s)
+            sigma = float((s[ok] - c[ok]).pow(2).mean().sqrt()) if bool(ok.any()) else 0.0
+            spread = source_spread(s[0])
+            lams.append(rule_lambda(sigma, spread, scale) if sigma > 0 and spread > 0 else float("nan"))
+    t = torch.tensor(lams, dtype=source.dtype)
+    fill = float(t[torch.isfinite(t)].min()) if bool(torch.isfinite(t).any()) else 1e-6
+    return torch.nan_to_num(t, nan=fill).to(source.device)
+
+
 class GuidedTask:
     """The :class:`optisr.train.loop.TrainTask` of the guided model."""
 
@@ -331,14 +377,17 @@ class GuidedTask:
             start, _ = load_guided_model(self.cfg.init_weights)
             have, want = start.config.to_dict(), model.config.to_dict()
             # feature_stride may differ: same parameters, the network just runs at another resolution
+            # mode and lam_init are not architecture: an exact model can start a soft fine-tune
+            free = ("feature_stride", "mode", "lam_init")
             diff = ", ".join(
-                f"model.{k}={have[k]} there, {want[k]} here"
-                for k in want
-                if have.get(k) != want[k] and k != "feature_stride"
+                f"model.{k}={have[k]} there, {want[k]} here" for k in want if have.get(k) != want[k] and k not in free
             )
             if diff:
                 raise ConfigError(f"{self.cfg.init_weights}: init_weights has another architecture ({diff})")
-            model.load_state_dict(start.state_dict())
+            state = start.state_dict()
+            if have.get("mode") != want["mode"] or have.get("lam_init") != want["lam_init"]:
+                state["log_lam"] = model.log_lam.detach().clone()  # this config's λ, not the start's
+            model.load_state_dict(state)
         return model
 
     def batch(self, step: int, rank: int) -> dict[str, Any]:
@@ -366,6 +415,9 @@ class GuidedTask:
             return self._direct_loss(model, batch)
         s = self.cfg.solver
         anchored = self.cfg.loss.distill_weight > 0
+        lam = None
+        if self.cfg.model.mode == "soft" and self.cfg.loss.soft_lam == "rule":
+            lam = rule_lams(batch["source"], batch["target"], batch["scale"], batch["operator"])
         out = model(
             batch["guide"],
             batch["source"],
@@ -376,6 +428,7 @@ class GuidedTask:
             precond=s.precond,
             on_nonconvergence="ignore",
             output="both" if anchored else "solution",
+            lam=lam,
         )
         x, energy = out if anchored else (out, None)
         std = source_std(batch["source"]) + 1e-6  # finite pixels only: lr_noise holes are NaN
@@ -434,11 +487,20 @@ class GuidedTask:
             self._val[condition] = validation_scenes(self.cfg.datasets.val, condition)
         return self._val[condition]
 
-    def _val_solve(self, source: torch.Tensor, weights: torch.Tensor, scale: int, op: Any) -> torch.Tensor:
+    def _val_solve(
+        self,
+        source: torch.Tensor,
+        weights: torch.Tensor,
+        scale: int,
+        op: Any,
+        lam: torch.Tensor | float | None = None,
+        mode: str | None = None,
+    ) -> torch.Tensor:
         """The validation solve (the config's solver tolerances, floor and mode; never warns)."""
         from optisr.guided.layer import graph_solve
 
         s = self.cfg.solver
+        extra: dict[str, Any] = {} if lam is None else {"lam": lam}
         return graph_solve(
             source,
             weights,
@@ -449,7 +511,8 @@ class GuidedTask:
             precond=s.precond,
             on_nonconvergence="ignore",
             floor=self.cfg.model.floor,
-            mode=self.cfg.model.mode,
+            mode=mode or self.cfg.model.mode,
+            **extra,
         )
 
     def _color_weights(self, guide: torch.Tensor) -> torch.Tensor:
@@ -457,11 +520,26 @@ class GuidedTask:
         m = self.cfg.model
         return color_weights(guide, mu=m.color_mu, floor=m.floor, connect=m.connect)
 
+    def _val_source(self, depth: torch.Tensor, op: Any, i: int, f: int) -> tuple[torch.Tensor, float | None]:
+        """The validation LR of scene ``i`` at scale ``f`` (noisy when ``val.noise`` > 0) and its soft λ (None: the model's)."""
+        from optisr.guided.fidelity import rule_lambda, source_spread
+
+        v = self.cfg.datasets.val
+        src = op.apply(depth)
+        if v.noise <= 0:
+            return src, None
+        sigma = v.noise * source_spread(src)
+        rng = np.random.default_rng([v.seed + i, f])
+        src = src + torch.from_numpy(rng.standard_normal(tuple(src.shape)).astype(np.float32) * sigma).to(src.device)
+        lam = rule_lambda(sigma, source_spread(src), f) if self.cfg.loss.soft_lam == "rule" else None
+        return src, lam
+
     def _evaluate(
         self,
         weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         device: torch.device | str = "cpu",
         condition: str = "clean",
+        lam_of: Callable[[], torch.Tensor | float | None] = lambda: None,
     ) -> dict[str, float]:
         from optisr.ops.operators import make_operator
 
@@ -469,13 +547,13 @@ class GuidedTask:
         out: dict[str, float] = {}
         for f in v.scales:
             errs = []
-            for guide, depth in self._val_scenes(condition):
+            for i, (guide, depth) in enumerate(self._val_scenes(condition)):
                 guide, depth = guide.to(device), depth.to(device)
                 op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
-                src = op.apply(depth)
+                src, lam = self._val_source(depth, op, i, f)
                 w = weights_fn(guide, src, f)
-                x = self._val_solve(src, w, f, op)
-                errs.append(float((x - depth).pow(2).mean().sqrt() / (src.std() + 1e-6)))
+                x = self._val_solve(src, w, f, op, lam=lam if lam is not None else lam_of())
+                errs.append(float((x - depth).pow(2).mean().sqrt() / (op.apply(depth).std() + 1e-6)))
             out[f"nrmse_x{f}"] = float(np.mean(errs))
         out["nrmse"] = float(np.mean([out[f"nrmse_x{f}"] for f in v.scales]))
         return out
@@ -484,9 +562,10 @@ class GuidedTask:
         assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
         out: dict[str, float] = {}
         for c in self.cfg.datasets.val.guide_conditions:
-            if c not in self._color:
-                self._color[c] = self._evaluate(lambda g, s, f: self._color_weights(g), condition=c)
-            m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model), c)
+            lam_of = (lambda: model.log_lam.exp().item()) if self.cfg.model.mode == "soft" else (lambda: None)
+            if c not in self._color:  # (a learned λ of a soft model moves: its colour baseline uses the first one)
+                self._color[c] = self._evaluate(lambda g, s, f: self._color_weights(g), condition=c, lam_of=lam_of)
+            m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model), c, lam_of)
             m.update({f"color_{k}": v for k, v in self._color[c].items()})
             m["vs_color"] = m["nrmse"] / self._color[c]["nrmse"]
             suffix = "" if c == "clean" else f"_{c}"
@@ -507,7 +586,7 @@ class GuidedTask:
         guide, depth = guide.to(device), depth.to(device)
         op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
         src = op.apply(depth)
-        x = self._val_solve(src, model.weights(guide, src, f), f, op)
+        x = self._val_solve(src, model.weights(guide, src, f), f, op, mode="exact")  # the edges' sharpness, any mode
         return float((x - depth).abs().mean())
 
     def val_images(self, model: nn.Module, step: int) -> dict[str, np.ndarray]:

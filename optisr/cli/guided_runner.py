@@ -128,8 +128,15 @@ def resolve_scale(
     return op.scale, op
 
 
-def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str:
-    """Upsample one file; returns the stdout line (path, solve time, LR consistency error)."""
+def process(
+    job: Job, options: GuidedOptions, log: Callable[[str], None], details: dict[str, Any] | None = None
+) -> str:
+    """Upsample one file; returns the stdout line (path, solve time, LR consistency error).
+
+    ``details`` (a dict, filled in place): ``valid``, the (h, w) bool mask of the source samples
+    the solve kept (after ``fit``; isolated spikes left out when ``exclude_outliers``), and
+    ``outliers``, their count (the web app shows both without finding them again).
+    """
     raster = read_raster(job.source, invalid_value=options.invalid_value)
     check_output(job, np.dtype(raster.dtype_on_disk), options.overwrite)
     native = options.graph
@@ -206,6 +213,8 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None]) -> str
         else:
             x = upsample_with(options.method, source, guide, None if is_resampling(operator) else scale, mask=valid)
     seconds = time.perf_counter() - t0
+    if details is not None:
+        details.update(valid=valid, outliers=outliers)
     if outliers and choice is not None:
         choice = dataclasses.replace(choice, outliers=outliers)
     del guide  # not needed any more: free it before the output arrays are made

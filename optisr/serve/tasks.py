@@ -97,7 +97,10 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
         job.report(f"solving {what} with {request.method}", None)
         t0 = time.perf_counter()
-        process(GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)))
+        details: dict[str, Any] = {}
+        process(
+            GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)), details
+        )
         seconds = time.perf_counter() - t0
 
         job.report("drawing the figures", 0.9)
@@ -113,13 +116,11 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
             op = make_operator(request.operator, x.shape, request.scale, sigma=request.sigma)
         guide = read_guide(request.guide)
         numbers: dict[str, Any] = {}
-        if request.exclude_outliers:  # the pixels optisr guided left out, found the same way
-            from optisr.guided.api import outlier_mask
-
-            kind = op if getattr(op, "ratio", None) is not None else request.operator
-            valid, numbers["outliers_left_out"] = outlier_mask(
-                np.where(valid, s, np.nan), guide, valid, op.scale, kind, None
-            )
+        if request.exclude_outliers:  # the pixels the solve left out (process() hands its mask back)
+            kept = details.get("valid")
+            if kept is not None and kept.shape == valid.shape:
+                valid = valid & kept
+            numbers["outliers_left_out"] = int(details.get("outliers", 0))
         lo, hi = value_range(s, valid)
         figures = [
             {"title": "guide", "file": save_preview(out_dir / "fig_guide.png", guide).name},

@@ -590,12 +590,21 @@ def test_auto_fidelity_reports_the_noise_and_its_choice_in_one_line(tmp_path, ca
     assert rc == 0, err
     assert len(out.strip().splitlines()) == 1
     report = out.strip().split("\t")[-1]
-    assert report.startswith("noise σ ") and "(estimated) -> fidelity auto: soft λ " in report
-    sigma = float(report.split()[2])
+    # the guide's noise (its pre-filter ran), then the source's, then the choice
+    assert report.startswith("guide σ ") and " (filtered) -> noise σ " in report
+    assert "(estimated) -> fidelity auto: soft λ " in report
+    guide_sigma, sigma = float(report.split()[2]), float(report.split()[7])
     assert 25.0 < sigma < 60.0  # the noise added was 40
+    assert 0.0 < guide_sigma < 0.02  # a clean rendered guide, 8-bit
     rc, out, _ = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "e.tif",
                       "--method", "color", "--fidelity", "exact", "--quiet")  # fmt: skip
     assert rc == 0 and out.strip().endswith("fidelity exact")
+    rc, out, _ = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "n.tif",
+                      "--method", "color", "--fidelity", "exact", "--no-guide-filter", "--quiet")  # fmt: skip
+    assert rc == 0 and out.strip().split("\t")[-1] == "fidelity exact"  # no guide part: not filtered
+    rc, _, err = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "b.tif",
+                      "--method", "bicubic", "--no-guide-filter")  # fmt: skip
+    assert rc != 0 and "--no-guide-filter" in err and "Traceback" not in err
     auto, exact = read_raster(tmp_path / "a.tif").data, read_raster(tmp_path / "e.tif").data
     assert np.abs(_area(auto) - lr).max() > 1.0 and np.abs(_area(exact) - lr).max() < 1e-2  # auto trusts less
 

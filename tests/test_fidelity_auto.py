@@ -148,13 +148,13 @@ def test_given_noise_sigma_and_tiling_use_one_global_lambda(scenes):
     guide, hr = scenes[1]
     rng = np.random.default_rng(5)
     s = (_lr(hr, 4) + rng.normal(0.0, 6.0, (48, 48))).astype(np.float32)
-    _, given = optisr.guided_upsample(s, guide, 4, weights="color", noise_sigma=6.0, return_info=True)
+    _, given = optisr.guided_upsample(s, guide, 4, weights="color", noise_sigma=6.0, return_info=True, guide_filter=False)
     assert given.noise_sigma == 6.0 and not given.sigma_estimated and given.fidelity == "soft"
     assert given.solves >= 1 and given.lam > 0
     assert given.lam != pytest.approx(rule_lambda(6.0, source_spread(s), 4)) or given.solves == 1
-    _, clean = optisr.guided_upsample(s, guide, 4, weights="color", noise_sigma=0.0, return_info=True)
+    _, clean = optisr.guided_upsample(s, guide, 4, weights="color", noise_sigma=0.0, return_info=True, guide_filter=False)
     assert clean.fidelity == "exact"
-    tiled, info = optisr.guided_upsample(s, guide, 4, weights="color", tile_size=128, return_info=True)
+    tiled, info = optisr.guided_upsample(s, guide, 4, weights="color", tile_size=128, return_info=True, guide_filter=False)
     assert info.fidelity == "soft"
     from optisr.guided.tiling import tiled_guided_upsample
 
@@ -165,10 +165,10 @@ def test_given_noise_sigma_and_tiling_use_one_global_lambda(scenes):
         tiled, tiled_guided_upsample(s, guide, 4, tile=128, mode="soft", lam=info.lam, refinement=refinement)
     )
     # soft without lam takes λ from the rule; mode="soft" (the former API) keeps λ = 1
-    _, soft = optisr.guided_upsample(s, guide, 4, weights="color", fidelity="soft", return_info=True)
-    _, auto = optisr.guided_upsample(s, guide, 4, weights="color", return_info=True)
+    _, soft = optisr.guided_upsample(s, guide, 4, weights="color", fidelity="soft", return_info=True, guide_filter=False)
+    _, auto = optisr.guided_upsample(s, guide, 4, weights="color", return_info=True, guide_filter=False)
     assert soft.lam == auto.lam and soft.fidelity == "soft" and auto.fidelity == "soft"
-    _, legacy = optisr.guided_upsample(s, guide, 4, weights="color", mode="soft", return_info=True)
+    _, legacy = optisr.guided_upsample(s, guide, 4, weights="color", mode="soft", return_info=True, guide_filter=False)
     assert legacy == FidelityChoice("soft", "soft", lam=1.0, solves=2, refine=1)  # one refinement pass
 
 

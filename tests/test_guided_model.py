@@ -144,12 +144,12 @@ def test_guided_upsample_with_model_object_and_path(trained_file):
     guide, depth, src = _scene(40, 36, f=4)
     g_np = guide[0].permute(1, 2, 0).numpy()
     s_np = src[0, 0].numpy()
-    a = guided_upsample(s_np, g_np, 4, weights=model, refine=0)  # the model's own graph, as graph_solve below
-    b = guided_upsample(s_np, g_np, 4, weights=str(path), refine=0)
+    a = guided_upsample(s_np, g_np, 4, weights=model, refine=0, guide_filter=False)  # the model's own graph, as graph_solve below
+    b = guided_upsample(s_np, g_np, 4, weights=str(path), refine=0, guide_filter=False)
     with torch.no_grad():
         ref = graph_solve(src[:1], model.weights(guide[:1], src[:1], 4), 4)[0, 0].numpy()
     assert np.allclose(a, ref, atol=1e-4 * 100) and np.allclose(a, b)
-    assert not np.allclose(a, guided_upsample(s_np, g_np, 4, weights="color", refine=0), atol=1e-3)
+    assert not np.allclose(a, guided_upsample(s_np, g_np, 4, weights="color", refine=0, guide_filter=False), atol=1e-3)
     # tile-wise with a model: still exactly consistent, close to the untiled solve
     from optisr.guided.tiling import tiled_guided_upsample  # no minimum tile size: 3×3 tiles here
 

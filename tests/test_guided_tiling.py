@@ -47,7 +47,7 @@ def _consistency(x: np.ndarray, s: np.ndarray, f: int, kind: str, valid=None) ->
 def test_tiled_matches_untiled_and_is_exactly_consistent(scene, f, kind, size):
     guide, depth = scene[0][: size[0], : size[1]], scene[1][: size[0], : size[1]]
     s = _lr(depth, f, kind)
-    ref = optisr.guided_upsample(s, guide, f, operator=kind, weights="color", tile_size=0, refine=0)
+    ref = optisr.guided_upsample(s, guide, f, operator=kind, weights="color", tile_size=0, refine=0, guide_filter=False)
     x = tiled_guided_upsample(s, guide, f, tile=8 * f, overlap=8 * f, operator=kind)
     assert len(tile_grid(depth.shape, f, 8 * f, 8 * f)[0]) > 1  # really tiled
     assert x.shape == depth.shape and x.dtype == np.float32
@@ -62,7 +62,7 @@ def test_float64_consistency_and_no_visible_seams(scene):
     f, tile = 4, 32
     guide, depth = guide[:72, :72], depth[:72, :72]
     s = _lr(depth, f, "area", np.float64)
-    ref = optisr.guided_upsample(s, guide, f, weights="color", tile_size=0, refine=0)
+    ref = optisr.guided_upsample(s, guide, f, weights="color", tile_size=0, refine=0, guide_filter=False)
     x = tiled_guided_upsample(s, guide, f, tile=tile)
     assert x.dtype == np.float64
     assert _consistency(x, s, f, "area") <= 1e-5
@@ -77,7 +77,7 @@ def test_tile_larger_than_image_is_the_untiled_solve(scene):
     guide, depth = scene[0][:64, :56], scene[1][:64, :56]
     for kind in ("area", "bicubic"):
         s = _lr(depth, 8, kind)
-        ref = optisr.guided_upsample(s, guide, 8, operator=kind, weights="color", tile_size=0, refine=0)
+        ref = optisr.guided_upsample(s, guide, 8, operator=kind, weights="color", tile_size=0, refine=0, guide_filter=False)
         np.testing.assert_array_equal(tiled_guided_upsample(s, guide, 8, tile=4096, operator=kind), ref)
 
 
@@ -101,7 +101,7 @@ def test_weights_array_callable_and_soft_mode(scene):
     s = _lr(depth, 4, "area")
     g = torch.from_numpy(guide.astype(np.float32) / 255).permute(2, 0, 1)[None]
     w = color_weights(g)[0].numpy()
-    ref = optisr.guided_upsample(s, guide, 4, weights=w, tile_size=0)
+    ref = optisr.guided_upsample(s, guide, 4, weights=w, tile_size=0, guide_filter=False)
     x = tiled_guided_upsample(s, guide, 4, tile=32, weights=w)
     assert np.abs(x - ref).max() <= MAX_DIFF * np.ptp(ref)
     seen = []
@@ -113,7 +113,7 @@ def test_weights_array_callable_and_soft_mode(scene):
     y = tiled_guided_upsample(s, guide, 4, tile=32, weights=fn)
     np.testing.assert_allclose(y, x, atol=1e-4 * np.ptp(ref))
     assert len(seen) == 4 and all(sg[-2:] == (ss[-2] * 4, ss[-1] * 4) for sg, ss in seen)
-    soft_ref = optisr.guided_upsample(s, guide, 4, mode="soft", weights="color", tile_size=0, refine=0)
+    soft_ref = optisr.guided_upsample(s, guide, 4, mode="soft", weights="color", tile_size=0, refine=0, guide_filter=False)
     soft = tiled_guided_upsample(s, guide, 4, tile=32, mode="soft")
     assert np.abs(soft - soft_ref).max() <= MAX_DIFF * np.ptp(soft_ref)
 
@@ -131,11 +131,11 @@ def test_api_dispatch_progress_and_errors(scene, monkeypatch, no_min_tile):
     guide, depth = scene[0][:64, :64], scene[1][:64, :64]
     s = _lr(depth, 8, "area")
     calls = []
-    x = optisr.guided_upsample(s, guide, 8, tile_size=32, weights="color", refine=0, progress=lambda done, total: calls.append((done, total)))
+    x = optisr.guided_upsample(s, guide, 8, tile_size=32, weights="color", refine=0, progress=lambda done, total: calls.append((done, total)), guide_filter=False)
     assert calls == [(i, 4) for i in range(1, 5)]
     np.testing.assert_array_equal(x, tiled_guided_upsample(s, guide, 8, tile=32))
     monkeypatch.setattr(optisr.guided.api, "AUTO_TILE_PIXELS", 1000)  # automatic tiling above the threshold
-    np.testing.assert_array_equal(optisr.guided_upsample(s, guide, 8, weights="color", refine=0), tiled_guided_upsample(s, guide, 8))
+    np.testing.assert_array_equal(optisr.guided_upsample(s, guide, 8, weights="color", refine=0, guide_filter=False), tiled_guided_upsample(s, guide, 8))
     assert check_tiling(8, 30, 3) == (32, 8)  # rounded up to whole LR blocks
     for bad in (0, -8, 2.5, True, "512"):
         with pytest.raises(ConfigError, match="tile size must be a positive integer") as e:
@@ -144,11 +144,11 @@ def test_api_dispatch_progress_and_errors(scene, monkeypatch, no_min_tile):
     with pytest.raises(ConfigError, match="overlap"):
         tiled_guided_upsample(s, guide, 8, tile=32, overlap=-1)
     with pytest.raises(ConfigError, match="tile_size"):
-        optisr.guided_upsample(s, guide, 8, tile_size=-1)
+        optisr.guided_upsample(s, guide, 8, tile_size=-1, guide_filter=False)
     with pytest.raises(ConfigError, match="numpy"):
-        optisr.guided_upsample(torch.from_numpy(s), torch.from_numpy(guide).permute(2, 0, 1).float() / 255, 8, tile_size=32)
+        optisr.guided_upsample(torch.from_numpy(s), torch.from_numpy(guide).permute(2, 0, 1).float() / 255, 8, tile_size=32, guide_filter=False)
     with pytest.raises(ConfigError, match="numpy source, guide and mask"):  # a torch mask was a misleading ShapeError
-        optisr.guided_upsample(s, guide, 8, tile_size=32, mask=torch.ones(s.shape, dtype=torch.bool))
+        optisr.guided_upsample(s, guide, 8, tile_size=32, mask=torch.ones(s.shape, dtype=torch.bool), guide_filter=False)
 
 
 def test_default_overlap_is_the_solver_or_the_network_context(scene):
@@ -187,7 +187,7 @@ def test_learned_tiles_get_the_network_context():
     sc = make_scene(384, 384, seed=2)
     guide = np.round(sc.guide * 255).astype(np.uint8)
     s = _lr(sc.depth_clean.astype(np.float64), 4, "area", np.float64)
-    ref = optisr.guided_upsample(s, guide, 4, weights="default", tile_size=0, refine=0, tol=1e-8)
+    ref = optisr.guided_upsample(s, guide, 4, weights="default", tile_size=0, refine=0, tol=1e-8, guide_filter=False)
     x = tiled_guided_upsample(s, guide, 4, tile=128, weights="default", tol=1e-8)
     rng = np.ptp(ref)
     assert np.abs(x - ref).max() <= 1.5e-3 * rng
@@ -203,7 +203,7 @@ def test_small_tile_size_is_raised_to_the_minimum(scene):
     s = _lr(depth, 2, "area")
     calls = []
     with pytest.warns(UserWarning, match="tile_size 1 is below the minimum of 128 HR pixels at ×2"):
-        x = optisr.guided_upsample(s, guide, 2, tile_size=1, weights="color", refine=0, progress=lambda d, t: calls.append(t))
+        x = optisr.guided_upsample(s, guide, 2, tile_size=1, weights="color", refine=0, progress=lambda d, t: calls.append(t), guide_filter=False)
     assert calls == [4] * 4  # 2×2 tiles of 128 HR px, not 80×80 tiles of 2
     np.testing.assert_array_equal(x, tiled_guided_upsample(s, guide, 2, tile=128))
 
@@ -296,6 +296,6 @@ def test_a_hole_across_tiles_is_solved_whole(scene):
     s = _lr(depth, 4, "area", np.float64)
     s[26:38, 26:38] = np.nan  # 12² LR px across the corner of four 32-px tiles
     kw = dict(tol=1e-9, max_iter=20000)
-    ref = optisr.guided_upsample(s, guide, 4, weights="color", tile_size=0, refine=0, fidelity="exact", **kw)
+    ref = optisr.guided_upsample(s, guide, 4, weights="color", tile_size=0, refine=0, fidelity="exact", **kw, guide_filter=False)
     x = tiled_guided_upsample(s, guide, 4, tile=128, **kw)
     assert np.abs(x - ref).max() <= 1e-4 * np.ptp(ref)

@@ -110,23 +110,23 @@ def test_default_applies_to_guide_graphs_not_to_explicit_weights_nor_soft_solves
     depth, guide = _scene()
     src = make_operator("area", depth.shape, 4).apply(torch.from_numpy(depth)).numpy()
     kw = dict(weights="color", fidelity="exact", tol=1e-8)
-    default = optisr.guided_upsample(src, guide, 4, **kw)  # exact: not refined unless asked
-    assert np.abs(default - optisr.guided_upsample(src, guide, 4, refine=0, **kw)).max() == 0
-    assert np.abs(default - optisr.guided_upsample(src, guide, 4, refine=1, **kw)).max() > 1e-3
+    default = optisr.guided_upsample(src, guide, 4, **kw, guide_filter=False)  # exact: not refined unless asked
+    assert np.abs(default - optisr.guided_upsample(src, guide, 4, refine=0, **kw, guide_filter=False)).max() == 0
+    assert np.abs(default - optisr.guided_upsample(src, guide, 4, refine=1, **kw, guide_filter=False)).max() > 1e-3
     soft = dict(weights="color", fidelity="soft", lam=1.0, tol=1e-8)
-    _, info = optisr.guided_upsample(src, guide, 4, return_info=True, **soft)
+    _, info = optisr.guided_upsample(src, guide, 4, return_info=True, **soft, guide_filter=False)
     assert info.refine == 1
     w = optisr.guided.api.color_weights(torch.from_numpy(guide.transpose(2, 0, 1))[None])[0].numpy()
-    explicit = optisr.guided_upsample(src, guide, 4, weights=w, fidelity="soft", lam=1.0, tol=1e-8)
-    unrefined = optisr.guided_upsample(src, guide, 4, refine=0, **soft)
+    explicit = optisr.guided_upsample(src, guide, 4, weights=w, fidelity="soft", lam=1.0, tol=1e-8, guide_filter=False)
+    unrefined = optisr.guided_upsample(src, guide, 4, refine=0, **soft, guide_filter=False)
     np.testing.assert_allclose(explicit, unrefined, atol=1e-5)
     robust = dict(weights="color", fidelity="robust", lam=1.0, tol=1e-8)
     np.testing.assert_array_equal(
-        optisr.guided_upsample(src, guide, 4, refine=2, **robust),
-        optisr.guided_upsample(src, guide, 4, refine=0, **robust),
+        optisr.guided_upsample(src, guide, 4, refine=2, **robust, guide_filter=False),
+        optisr.guided_upsample(src, guide, 4, refine=0, **robust, guide_filter=False),
     )
     with pytest.raises(ConfigError, match="refine"):
-        optisr.guided_upsample(src, guide, 4, refine=-1)
+        optisr.guided_upsample(src, guide, 4, refine=-1, guide_filter=False)
 
 
 def test_soft_refinement_matches_direct_reference_with_the_chosen_floor():
@@ -155,7 +155,7 @@ def test_tiled_refinement_matches_untiled_and_is_consistent():
     ref = Refinement(to_255=range_to_255(src))
     whole = optisr.guided_upsample(
         src, guide, scale, weights="color", fidelity="exact", tile_size=0, tol=1e-9, refine=1
-    )
+    , guide_filter=False)
     one_tile = tiled_guided_upsample(src, guide, scale, tile=256, weights="color", refinement=ref, tol=1e-9)
     np.testing.assert_allclose(one_tile, whole, atol=1e-5 * np.ptp(depth))
     tiles = tiled_guided_upsample(src, guide, scale, tile=128, overlap=32, weights="color", refinement=ref, tol=1e-9)

@@ -131,6 +131,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "they are at least 0.4%% of the pixels (off by default: thin structures of clean sources can look alike)",
     )
     p.add_argument(
+        "--no-guide-filter",
+        dest="guide_filter",
+        action="store_false",
+        help="graph methods: do not smooth the guide first (by default a bilateral filter scaled to the guide's own "
+        "estimated noise takes the noise of dim or high-ISO guides out of the edge weights)",
+    )
+    p.add_argument(
         "--noise-sigma",
         default="auto",
         metavar="auto|S",
@@ -281,11 +288,13 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         or args.floor is not None
         or args.refine is not None
         or args.exclude_outliers
+        or not args.guide_filter
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --noise-sigma and --confidence apply to the graph "
+            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --no-guide-filter, --noise-sigma and --confidence "
+            "apply to the graph "
             "methods (default, model, color), "
             f"not {args.method}"
         )
@@ -334,6 +343,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         floor=args.floor,
         refine=args.refine,
         exclude_outliers=args.exclude_outliers,
+        guide_filter=args.guide_filter,
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

@@ -25,6 +25,7 @@ from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.fidelity import FidelityChoice, choose_fidelity
+from optisr.guided.guide_filter import estimate_guide_noise
 from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
 from optisr.guided.refine import resolve_refinement
@@ -56,6 +57,7 @@ class GuidedOptions:
     floor: float | None = None
     refine: int | None = None
     exclude_outliers: bool = False
+    guide_filter: bool = True
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -195,11 +197,15 @@ def process(
             )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
             refinement = resolve_refinement(options.refine, choice.fidelity, source, valid)
+            guide_sigma = estimate_guide_noise(guide) if options.guide_filter else None
             x = tiled_guided_upsample(
                 source, guide, scale, tile=options.tile_size, weights=options.method, mask=valid,
                 map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),
-                refinement=refinement, confidence=None if choice.fidelity == "exact" else confidence, **tiled,
+                refinement=refinement, confidence=None if choice.fidelity == "exact" else confidence,
+                guide_sigma=guide_sigma, **tiled,
             )  # fmt: skip
+            if guide_sigma is not None:
+                choice = dataclasses.replace(choice, guide_sigma=guide_sigma)
             if refinement is not None:
                 choice = dataclasses.replace(choice, refine=refinement.passes)
         elif native:
@@ -207,6 +213,7 @@ def process(
                 source, guide, scale, weights=get_method(options.method).weights, mask=valid,
                 fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
                 exclude_outliers=False,  # left out above, when asked
+                guide_filter=options.guide_filter,
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
@@ -249,8 +256,9 @@ def process(
 
 
 def describe_fidelity(choice: FidelityChoice) -> str:
-    """One line: the noise level seen and the fidelity solved with, e.g. ``noise σ 3.1 (estimated) -> soft λ 0.0213 floor 0.03``."""
-    parts = []
+    """One line: the guide's noise (when its pre-filter ran), the source's noise level and the fidelity
+    solved with, e.g. ``guide σ 0.0061 (filtered) -> noise σ 3.1 (estimated) -> fidelity auto: soft λ 0.0213 floor 0.03``."""
+    parts = [f"guide σ {choice.guide_sigma:.2g} (filtered)"] if choice.guide_sigma else []
     if choice.noise_sigma is not None:
         parts.append(f"noise σ {choice.noise_sigma:.3g} ({'estimated' if choice.sigma_estimated else 'given'})")
     solved = (
@@ -264,6 +272,7 @@ def describe_fidelity(choice: FidelityChoice) -> str:
         solved = f"auto: {solved}"
     if choice.outliers:
         solved += f", {choice.outliers} outliers left out"
+
     return " -> ".join([*parts, f"fidelity {solved}"])
 
 

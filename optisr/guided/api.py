@@ -26,6 +26,7 @@ from optisr.guided.fidelity import (
     lr_risk,
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
+from optisr.guided.guide_filter import estimate_guide_noise, filter_guide
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
@@ -157,6 +158,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
+    guide_filter: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -186,6 +188,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
+    guide_filter: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -214,6 +217,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
+    guide_filter: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -242,6 +246,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
+    guide_filter: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -329,6 +334,14 @@ def guided_upsample(
             clean sources have spike-like pixels too (thin structures, bicubic ringing: up to
             ~1 % of the pixels at ×4 on allowed data), which it would leave out. The count is
             ``FidelityChoice.outliers``.
+        guide_filter: smooth the guide first with a bilateral filter whose range σ is
+            :data:`~optisr.guided.guide_filter.GUIDE_FILTER_K` (4) times the guide's own estimated
+            noise (:mod:`optisr.guided.guide_filter`), when the weights come from the guide (a
+            model, ``"color"``; not explicit arrays or callables). Noise of a dim or high-ISO
+            guide then no longer cuts the graph where the depth is smooth; colour edges well above
+            the noise keep their contrast. Chosen on allowed data (README, *Noisy guides*). The
+            guide's σ̂ is ``FidelityChoice.guide_sigma``. A tensor guide is filtered on a CPU copy
+            (no gradient flows to the guide through the filter).
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -387,6 +400,11 @@ def guided_upsample(
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
             choice = dataclasses.replace(choice, outliers=outliers)
+    if not isinstance(guide_filter, bool):
+        raise ConfigError(f"guide_filter must be True or False, got {guide_filter!r}")
+    guide_sigma = _guide_noise(guide) if guide_filter and _guide_graph(weights) else None
+    if guide_sigma is not None:
+        choice = dataclasses.replace(choice, guide_sigma=guide_sigma)
     if refine is None and not _guide_graph(weights):
         refine = 0  # explicit weights are solved as given unless refinement is asked for
     refinement = resolve_refinement(refine, choice.fidelity, source, mask)
@@ -399,7 +417,7 @@ def guided_upsample(
         floor=None if floor is None else float(floor),
         confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, precond=precond, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
-        refinement=refinement,
+        refinement=refinement, guide_sigma=guide_sigma,
     )  # fmt: skip
     if search:
         choice = dataclasses.replace(choice, lam=used, solves=solves)
@@ -501,6 +519,28 @@ def _resolve_scale(scale: Any, operator: Any, source: Any, guide: Any, sigma: fl
     else:
         op = resampling_operator(operator, hr, lr, sigma=sigma)  # the ordinary operator when an integer fits
     return op.scale, (op if is_resampling(op) else operator)
+
+
+def _guide_noise(guide: Any) -> float:
+    """The guide's noise σ̂ in [0, 1] units (:func:`~optisr.guided.guide_filter.estimate_guide_noise`;
+    a tensor batch: the mean over its images, each (C, H, W) or (H, W))."""
+    if isinstance(guide, Tensor):
+        g = guide.detach().cpu()
+        g = g.float() / 255.0 if g.dtype == torch.uint8 else g.float()
+        if g.dim() == 2:
+            return estimate_guide_noise(g.numpy())
+        g = g.reshape(-1, *g.shape[-3:])  # (B, C, H, W)
+        return float(np.mean([estimate_guide_noise(x.permute(1, 2, 0).numpy()) for x in g]))
+    if not isinstance(guide, np.ndarray):
+        raise ShapeError(f"guide must be a numpy array or a torch tensor, got {type(guide).__name__}")
+    return estimate_guide_noise(guide)
+
+
+def _filtered_guide_tensor(gt: Tensor, sigma: float) -> Tensor:
+    """(B, C, H, W) float guide through :func:`~optisr.guided.guide_filter.filter_guide` (on a CPU copy)."""
+    g = gt.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
+    out = np.stack([filter_guide(x, sigma) for x in g])
+    return torch.from_numpy(out.reshape(g.shape)).permute(0, 3, 1, 2).to(device=gt.device, dtype=gt.dtype)
 
 
 def _guide_graph(weights: Any) -> bool:
@@ -678,6 +718,7 @@ def _upsample(
     floor: float | None = None,
     refinement: Refinement | None = None,
     precond: str = "jacobi",
+    guide_sigma: float | None = None,
 ) -> tuple[np.ndarray | Tensor, float, int, float | None]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
@@ -689,7 +730,9 @@ def _upsample(
     of the whole image). ``floor`` (given) raises the graph's floor in every mode. ``refinement``
     (exact and soft modes) re-weights and solves again with the same λ, the refined weights
     floored at the floor used (:func:`~optisr.guided.refine.refine_solve`; tile-wise: inside each
-    tile).
+    tile). ``guide_sigma`` (> 0): the guide is bilateral-filtered at that noise level
+    (:func:`~optisr.guided.guide_filter.filter_guide`) before weights are computed from it
+    (tile-wise: each padded tile).
     Returns ``(target, λ used, number of solves, floor used or None)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -737,7 +780,7 @@ def _upsample(
                 weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, progress=progress, device=device, precond=precond,
                 refinement=None if refinement is None else refinement.with_floor(floor_value),
-                confidence=confidence,
+                confidence=confidence, guide_sigma=guide_sigma,
             )  # fmt: skip
 
         if noise_sigma is None:
@@ -753,6 +796,7 @@ def _upsample(
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
                 floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
+                guide_sigma=guide_sigma,
             )  # fmt: skip
             return tiled(found, chosen), found, n + 1, chosen
         op = (
@@ -770,6 +814,8 @@ def _upsample(
         found, x, n = discrepancy_search(tiled_ratio, lam)
         return x, found, n, floor
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
+    if guide_sigma:
+        gt = _filtered_guide_tensor(gt, guide_sigma)
     in_device = src.device
     if device is not None:
         device = torch.device(device)

@@ -367,6 +367,9 @@ class FidelityChoice:
         refine: re-weighted solves after the first (:mod:`optisr.guided.refine`; exact and soft solves).
         outliers: source pixels left out as isolated spikes (``exclude_outliers=True``,
             :func:`find_outliers`).
+        guide_sigma: the guide's estimated noise σ̂ ([0, 1] units) that its bilateral pre-filter
+            was scaled to (``guide_filter=True``, :mod:`optisr.guided.guide_filter`); None when
+            the guide was not filtered (explicit weights, or ``guide_filter=False``).
     """
 
     requested: str
@@ -379,6 +382,7 @@ class FidelityChoice:
     floor: float | None = None
     refine: int = 0
     outliers: int = 0
+    guide_sigma: float | None = None
 
 
 def _check_lam(lam: Any) -> None:

@@ -200,7 +200,10 @@ def project_global(
 # --------------------------------------------------------------------------------- the solve
 
 
-def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype) -> Tensor:
+def _guide_tile(
+    guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype, guide_sigma: float | None = None
+) -> Tensor:
+    """(1, C, H', W') float guide tile; bilateral-filtered at ``guide_sigma`` when given (> 0)."""
     g = guide[rows, cols]
     if g.ndim == 2:
         g = g[:, :, None]
@@ -210,6 +213,10 @@ def _guide_tile(guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype)
         g = g.astype(np.float32) / 65535.0
     else:
         g = g.astype(np.float32, copy=False)  # as the untiled path does
+    if guide_sigma:
+        from optisr.guided.guide_filter import filter_guide
+
+        g = filter_guide(g, guide_sigma)  # the padded tile: its border pixels lie in the overlap
     return torch.from_numpy(np.ascontiguousarray(g.transpose(2, 0, 1))).to(dtype)[None]
 
 
@@ -294,6 +301,8 @@ class TileProblem:
         confidence: (h', w') per-LR-pixel data weights (soft and robust modes), or None.
         robust_sigma: robust mode: the residual scale σ (source units) of the whole image, so that
             every tile's Huber threshold is the same; None: each tile estimates its own.
+        guide_sigma: the whole guide's noise σ̂: the tile's guide is bilateral-filtered at it before
+            weights are computed (:func:`optisr.guided.guide_filter.filter_guide`); None: not filtered.
     """
 
     rows: Span
@@ -314,6 +323,7 @@ class TileProblem:
     precond: str = "jacobi"
     confidence: np.ndarray | None = None
     robust_sigma: float | None = None
+    guide_sigma: float | None = None
 
 
 WeightsFn = Callable[[Tensor, Tensor], Tensor]
@@ -332,7 +342,7 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
     dtype = problem.dtype
     src = torch.from_numpy(np.ascontiguousarray(problem.source)).to(dtype)[None, None]
     m = torch.from_numpy(np.ascontiguousarray(problem.valid))[None, None]
-    g = _guide_tile(problem.guide, slice(None), slice(None), dtype)
+    g = _guide_tile(problem.guide, slice(None), slice(None), dtype, problem.guide_sigma)
     conf = None
     if problem.confidence is not None:
         conf = torch.from_numpy(np.ascontiguousarray(problem.confidence)).to(dtype)[None, None]
@@ -394,6 +404,7 @@ def tile_problems(
     precond: str = "jacobi",
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
+    guide_sigma: float | None = None,
 ) -> Iterator[TileProblem]:
     """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
 
@@ -446,6 +457,7 @@ def tile_problems(
                 if confidence is None
                 else np.ascontiguousarray(confidence[sy_.p0 : sy_.p1, sx_.p0 : sx_.p1]),
                 robust_sigma=robust_sigma,
+                guide_sigma=guide_sigma,
             )
 
 
@@ -470,6 +482,7 @@ def iter_tiles(
     precond: str = "jacobi",
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
+    guide_sigma: float | None = None,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
     """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
@@ -479,7 +492,7 @@ def iter_tiles(
     problems = tile_problems(
         source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, refinement=refinement,
-        precond=precond, confidence=confidence, robust_sigma=robust_sigma,
+        precond=precond, confidence=confidence, robust_sigma=robust_sigma, guide_sigma=guide_sigma,
     )  # fmt: skip
     for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
         yield problem.rows, problem.cols, sol
@@ -573,6 +586,7 @@ def tiled_guided_upsample(
     precond: str = "jacobi",
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
+    guide_sigma: float | None = None,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -617,6 +631,9 @@ def tiled_guided_upsample(
             untiled solve estimates it, the normalised MAD of the residuals ``D x − s`` of a soft
             solve with the same λ, here of the whole image (a tiled soft solve first), so that
             every tile uses the same σ.
+        guide_sigma: the guide's noise σ̂ ([0, 1] units, :func:`~optisr.guided.guide_filter.estimate_guide_noise`
+            of the whole guide): each padded tile's guide is bilateral-filtered at it before weights are
+            computed from it (what ``guided_upsample(guide_filter=True)`` does untiled); None: not filtered.
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -702,6 +719,7 @@ def tiled_guided_upsample(
             source, guide, scale, tile=tile, overlap=overlap, blend=blend, operator=whole, mode="soft",
             weights=weights, mask=mask, lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype,
             progress=progress is True, device=device, map_tiles=map_tiles, precond=precond, confidence=conf,
+            guide_sigma=guide_sigma,
         )  # fmt: skip
         r = whole.apply_strips(soft, dtype=torch.float64)[None, None] - torch.from_numpy(src.astype(np.float64))
         c = torch.from_numpy(valid if conf is None else valid & (conf > 0))
@@ -726,7 +744,7 @@ def tiled_guided_upsample(
     tiles = iter_tiles(
         src, guide, scale, spans, operator=whole, mode=mode, weights=weights, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles, precond=precond,
-        refinement=refinement, confidence=conf, robust_sigma=robust_sigma,
+        refinement=refinement, confidence=conf, robust_sigma=robust_sigma, guide_sigma=guide_sigma,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

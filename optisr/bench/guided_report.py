@@ -199,7 +199,8 @@ def format_markdown(res: BenchResult, *, command: str | None = None, data_dir: s
         f"(`optisr.guided_upsample(..., operator={res.operator!r}, weights='color')`), float32; "
         "baselines: `optisr.guided.baselines` defaults (`fbs`: optisr's own fast bilateral solver on the "
         "bicubic upsampling); `model`: the shipped learned graph, exact; `-soft` variants: the soft data "
-        "term, λ = 1. No parameter was tuned on this data."
+        "term, λ = 1; the graph methods see the guide through its noise-scaled bilateral pre-filter "
+        "(`guide_filter=True`, the default). No parameter was tuned on this data."
     )
     lines.append(
         f"- optisr {__version__}, torch {torch.__version__}, numpy {np.__version__}, "

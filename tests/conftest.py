@@ -9,6 +9,17 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_tool(name: str, folder: str = "tools"):
+    """The script ``FOLDER/NAME.py`` of the repository as a module (tools and benchmarks are scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_data_dir() -> Path:
     """../shared/data beside the repository (or $OPTISR_DATA_DIR)."""
     env = os.environ.get("OPTISR_DATA_DIR")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,15 +10,7 @@ import torch
 from optisr.blind.archs.compact import SRVGGNetCompact
 from optisr.blind.checkpoints import load_model_file
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "deepen_compact.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("deepen_compact", TOOL)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_tool
 
 
 def test_deepened_network_is_the_same_function_and_keeps_basicsr_keys(tmp_path, monkeypatch):
@@ -30,7 +20,7 @@ def test_deepened_network_is_the_same_function_and_keeps_basicsr_keys(tmp_path, 
         for m in small.body:
             if isinstance(m, torch.nn.PReLU):
                 m.weight.uniform_(-0.5, 0.5)
-    tool = _tool()
+    tool = load_tool("deepen_compact")
     deep = tool.deepen(small, 3).eval()
     assert deep.num_conv == 7 and len(deep.body) == 2 * 7 + 3
     x = torch.rand(2, 3, 11, 9)

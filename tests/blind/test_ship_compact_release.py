@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "ship_compact_release.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("ship_compact_release", TOOL)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_tool
 
 
 def _log(path: Path, rows: list[dict]) -> Path:
@@ -31,7 +22,7 @@ def test_cost_sums_resumed_segments_and_stops_at_the_shipped_step(tmp_path):
         {"step": 40, "time": 507.0, "train/sec_per_step": 1.0, "train/cpu_s": 11.0},
     ]
     log = _log(tmp_path / "metrics.jsonl", rows)
-    tool = _tool()
+    tool = load_tool("ship_compact_release")
     whole = tool.training_cost(log)
     assert whole["steps"] == 40 and whole["cpu_seconds"] == 15 + 11
     assert tool.training_cost(log, until_step=20) == {"steps": 20, "wall_seconds": 10, "cpu_seconds": 15}

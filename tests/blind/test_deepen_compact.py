@@ -9,7 +9,6 @@ import torch
 
 from optisr.blind.archs.compact import SRVGGNetCompact
 from optisr.blind.checkpoints import load_model_file
-
 from tests.conftest import load_tool
 
 

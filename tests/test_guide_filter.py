@@ -129,7 +129,7 @@ def test_guided_upsample_filters_guide_graphs_only_and_reports_the_noise():
 def test_tiled_solves_filter_each_tile_like_the_whole_guide():
     import optisr
 
-    guide, depth, lr = _dim_scene(seed=6, size=192)
+    guide, _, lr = _dim_scene(seed=6, size=192)
     whole = optisr.guided_upsample(lr, guide, 4, weights="color", fidelity="exact", tile_size=0)
     tiled, info = optisr.guided_upsample(
         lr, guide, 4, weights="color", fidelity="exact", tile_size=128, return_info=True

@@ -24,7 +24,7 @@ __all__ = [
     "filter_guide",
 ]
 
-GUIDE_FILTER_K = 3.0
+GUIDE_FILTER_K = 4.0
 """Range σ of the bilateral filter in units of the guide's estimated noise σ̂ (see README, *Noisy guides*)."""
 
 GUIDE_FILTER_SPACE = 2.0

@@ -73,6 +73,22 @@ def test_filter_matches_a_brute_force_bilateral():
     assert np.abs(out - ref).max() < 2e-3
 
 
+def test_only_guides_whose_noise_is_a_visible_share_of_their_contrast_are_filtered():
+    from optisr.guided.guide_filter import GUIDE_NOISE_GATE, guide_spread, noisy_guide_sigma
+
+    g = _ramp_and_step(128, 128)
+    assert 0.5 < guide_spread(g) < 0.6  # 0.2 … 0.8 less the 0.5 % tails
+    rng = np.random.default_rng(4)
+    assert noisy_guide_sigma(g) is None  # clean
+    weak = g + rng.normal(0, 0.3 * GUIDE_NOISE_GATE * guide_spread(g), g.shape).astype(np.float32)
+    assert noisy_guide_sigma(weak) is None  # noise well below the gate: left as it is
+    strong = g + rng.normal(0, 3 * GUIDE_NOISE_GATE * guide_spread(g), g.shape).astype(np.float32)
+    assert noisy_guide_sigma(strong) == pytest.approx(estimate_guide_noise(strong))
+    # 8-bit: the same decision in [0, 1] units
+    as8 = np.clip(np.round(strong * 255), 0, 255).astype(np.uint8)
+    assert noisy_guide_sigma(as8) == pytest.approx(estimate_guide_noise(strong), rel=0.1)
+
+
 def test_filter_channel_counts_and_bad_arguments():
     rng = np.random.default_rng(3)
     g4 = rng.random((16, 12, 4)).astype(np.float32)
@@ -102,9 +118,16 @@ def test_guided_upsample_filters_guide_graphs_only_and_reports_the_noise():
 
     import optisr
 
+    from optisr.data.synthetic import make_scene
+
     guide, depth, lr = _dim_scene()
     sigma = estimate_guide_noise(guide)
     assert sigma > 0.02  # a dim capture is noisy
+    # the same scene's clean rendered guide is left alone: the same result as guide_filter=False
+    clean = make_scene(96, 96, seed=5).guide.astype(np.float32)
+    y, info_c = optisr.guided_upsample(lr, clean, 4, weights="color", return_info=True)
+    assert info_c.guide_sigma is None
+    assert np.array_equal(y, optisr.guided_upsample(lr, clean, 4, weights="color", guide_filter=False))
     x, info = optisr.guided_upsample(lr, guide, 4, weights="color", return_info=True)
     ref = optisr.guided_upsample(lr, filter_guide(guide, sigma), 4, weights="color", guide_filter=False)
     assert info.guide_sigma == pytest.approx(sigma) and np.allclose(x, ref, atol=1e-6 * np.ptp(depth))

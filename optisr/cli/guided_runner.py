@@ -25,7 +25,7 @@ from optisr.errors import ConfigError, InputFileError, OptiSRError, ShapeError
 from optisr.guided import api as guided_api
 from optisr.guided.consistency import lr_consistency_error
 from optisr.guided.fidelity import FidelityChoice, choose_fidelity
-from optisr.guided.guide_filter import estimate_guide_noise
+from optisr.guided.guide_filter import noisy_guide_sigma
 from optisr.guided.methods import get_method, is_graph_method, upsample_with
 from optisr.guided.quantize import round_to_integers
 from optisr.guided.refine import resolve_refinement
@@ -197,7 +197,7 @@ def process(
             )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
             refinement = resolve_refinement(options.refine, choice.fidelity, source, valid)
-            guide_sigma = estimate_guide_noise(guide) if options.guide_filter else None
+            guide_sigma = noisy_guide_sigma(guide) if options.guide_filter else None
             x = tiled_guided_upsample(
                 source, guide, scale, tile=options.tile_size, weights=options.method, mask=valid,
                 map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),

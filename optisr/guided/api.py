@@ -26,7 +26,7 @@ from optisr.guided.fidelity import (
     lr_risk,
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
-from optisr.guided.guide_filter import estimate_guide_noise, filter_guide
+from optisr.guided.guide_filter import filter_guide, noisy_guide_sigma
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
@@ -334,10 +334,12 @@ def guided_upsample(
             clean sources have spike-like pixels too (thin structures, bicubic ringing: up to
             ~1 % of the pixels at ×4 on allowed data), which it would leave out. The count is
             ``FidelityChoice.outliers``.
-        guide_filter: smooth the guide first with a bilateral filter whose range σ is
+        guide_filter: smooth a noisy guide first with a bilateral filter whose range σ is
             :data:`~optisr.guided.guide_filter.GUIDE_FILTER_K` (4) times the guide's own estimated
             noise (:mod:`optisr.guided.guide_filter`), when the weights come from the guide (a
-            model, ``"color"``; not explicit arrays or callables). Noise of a dim or high-ISO
+            model, ``"color"``; not explicit arrays or callables) and the noise is at least
+            :data:`~optisr.guided.guide_filter.GUIDE_NOISE_GATE` (6.5 %) of the guide's contrast
+            (clean guides are left as they are). Noise of a dim or high-ISO
             guide then no longer cuts the graph where the depth is smooth; colour edges well above
             the noise keep their contrast. Chosen on allowed data (README, *Noisy guides*). The
             guide's σ̂ is ``FidelityChoice.guide_sigma``. A tensor guide is filtered on a CPU copy
@@ -521,19 +523,18 @@ def _resolve_scale(scale: Any, operator: Any, source: Any, guide: Any, sigma: fl
     return op.scale, (op if is_resampling(op) else operator)
 
 
-def _guide_noise(guide: Any) -> float:
-    """The guide's noise σ̂ in [0, 1] units (:func:`~optisr.guided.guide_filter.estimate_guide_noise`;
-    a tensor batch: the mean over its images, each (C, H, W) or (H, W))."""
+def _guide_noise(guide: Any) -> float | None:
+    """The guide's noise σ̂ in [0, 1] units when it is worth filtering, else None
+    (:func:`~optisr.guided.guide_filter.noisy_guide_sigma`; a tensor batch: its first image, (C, H, W) or (H, W))."""
     if isinstance(guide, Tensor):
         g = guide.detach().cpu()
         g = g.float() / 255.0 if g.dtype == torch.uint8 else g.float()
         if g.dim() == 2:
-            return estimate_guide_noise(g.numpy())
-        g = g.reshape(-1, *g.shape[-3:])  # (B, C, H, W)
-        return float(np.mean([estimate_guide_noise(x.permute(1, 2, 0).numpy()) for x in g]))
+            return noisy_guide_sigma(g.numpy())
+        return noisy_guide_sigma(g.reshape(-1, *g.shape[-3:])[0].permute(1, 2, 0).numpy())
     if not isinstance(guide, np.ndarray):
         raise ShapeError(f"guide must be a numpy array or a torch tensor, got {type(guide).__name__}")
-    return estimate_guide_noise(guide)
+    return noisy_guide_sigma(guide)
 
 
 def _filtered_guide_tensor(gt: Tensor, sigma: float) -> Tensor:

@@ -369,7 +369,7 @@ class FidelityChoice:
             :func:`find_outliers`).
         guide_sigma: the guide's estimated noise σ̂ ([0, 1] units) that its bilateral pre-filter
             was scaled to (``guide_filter=True``, :mod:`optisr.guided.guide_filter`); None when
-            the guide was not filtered (explicit weights, or ``guide_filter=False``).
+            the guide was not filtered (a clean guide, explicit weights, or ``guide_filter=False``).
     """
 
     requested: str

@@ -16,6 +16,12 @@ when no cell (set × condition × graph × scale) is more than 0.5 % worse than 
 ratio over the dim cells is ≤ 0.95; of those, the lowest mean ratio over all cells becomes the
 default of ``guided_upsample`` / ``optisr guided``. Evaluation-only sets are measured once afterwards.
 
+Outcome (2026-12-03): k 4, space 2 qualified with the lowest mean ratio (0.935; dim cells 0.894; k 2
+and space 1 failed, k 6 missed the 0.5 % bound by 0.02 %). Measured on Middlebury30 it made ×4 / ×8
+worse (cropped 1.66 / 2.63 vs 1.62 / 2.61), so the package filters only guides whose σ̂ is at least
+``GUIDE_NOISE_GATE`` of their contrast (set from this data: between its clean and dim guides); this
+script still compares the filter ungated (README, *Noisy guides*).
+
     python benchmarks/guide_filter.py --rgbdd ../shared/data/depth_rgbdd_test405 [--sets procedural rgbdd]
 """
 

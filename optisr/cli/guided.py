@@ -294,9 +294,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
     ):
         raise ConfigError(
             "--fidelity, --lam, --floor, --refine, --exclude-outliers, --no-guide-filter, --noise-sigma and --confidence "
-            "apply to the graph "
-            "methods (default, model, color), "
-            f"not {args.method}"
+            f"apply to the graph methods (default, model, color), not {args.method}"
         )
     if args.tile_size is not None:
         if args.tile_size < 0:

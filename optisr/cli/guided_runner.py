@@ -130,9 +130,7 @@ def resolve_scale(
     return op.scale, op
 
 
-def process(
-    job: Job, options: GuidedOptions, log: Callable[[str], None], details: dict[str, Any] | None = None
-) -> str:
+def process(job: Job, options: GuidedOptions, log: Callable[[str], None], details: dict[str, Any] | None = None) -> str:
     """Upsample one file; returns the stdout line (path, solve time, LR consistency error).
 
     ``details`` (a dict, filled in place): ``valid``, the (h, w) bool mask of the source samples
@@ -272,7 +270,6 @@ def describe_fidelity(choice: FidelityChoice) -> str:
         solved = f"auto: {solved}"
     if choice.outliers:
         solved += f", {choice.outliers} outliers left out"
-
     return " -> ".join([*parts, f"fidelity {solved}"])
 
 

@@ -597,7 +597,7 @@ def test_auto_fidelity_reports_the_noise_and_its_choice_in_one_line(tmp_path, ca
     rc, out, _ = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "e.tif",
                       "--method", "color", "--fidelity", "exact", "--quiet")  # fmt: skip
     assert rc == 0 and out.strip().endswith("fidelity exact")
-    # a dim, noisy capture of the same guide is: its σ̂ leads the line; --no-guide-filter turns it off
+    # a dim, noisy capture of the same guide is: its σ̂ leads the line; --guide-filter off turns it off
     from optisr.degrade.low_light import DIM_INDOOR, degrade_guide
     from optisr.io.images import read_image
 
@@ -609,11 +609,16 @@ def test_auto_fidelity_reports_the_noise_and_its_choice_in_one_line(tmp_path, ca
     assert rc == 0 and report.startswith("guide σ ") and report.endswith(" (filtered) -> fidelity exact")
     assert 0.02 < float(report.split()[2]) < 0.2
     rc, out, _ = _run(capsys, "--guide", dim, "--source", src, "--scale", 4, "-o", tmp_path / "n.tif",
-                      "--method", "color", "--fidelity", "exact", "--no-guide-filter", "--quiet")  # fmt: skip
+                      "--method", "color", "--fidelity", "exact", "--guide-filter", "off", "--quiet")  # fmt: skip
     assert rc == 0 and out.strip().split("\t")[-1] == "fidelity exact"  # no guide part: not filtered
     rc, _, err = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "b.tif",
-                      "--method", "bicubic", "--no-guide-filter")  # fmt: skip
-    assert rc != 0 and "--no-guide-filter" in err and "Traceback" not in err
+                      "--method", "bicubic", "--guide-filter", "off")  # fmt: skip
+    assert rc != 0 and "--guide-filter" in err and "Traceback" not in err
+    # --guide-filter always: the clean guide too
+    rc, out, _ = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "-o", tmp_path / "w.tif",
+                      "--method", "color", "--fidelity", "exact", "--guide-filter", "always", "--quiet")  # fmt: skip
+    report = out.strip().split("\t")[-1]
+    assert rc == 0 and report.startswith("guide σ ") and float(report.split()[2]) < 0.02
     auto, exact = read_raster(tmp_path / "a.tif").data, read_raster(tmp_path / "e.tif").data
     assert np.abs(_area(auto) - lr).max() > 1.0 and np.abs(_area(exact) - lr).max() < 1e-2  # auto trusts less
 

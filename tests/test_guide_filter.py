@@ -84,6 +84,8 @@ def test_only_guides_whose_noise_is_a_visible_share_of_their_contrast_are_filter
     assert noisy_guide_sigma(weak) is None  # noise well below the gate: left as it is
     strong = g + rng.normal(0, 3 * GUIDE_NOISE_GATE * guide_spread(g), g.shape).astype(np.float32)
     assert noisy_guide_sigma(strong) == pytest.approx(estimate_guide_noise(strong))
+    assert noisy_guide_sigma(weak, always=True) == pytest.approx(estimate_guide_noise(weak))
+    assert noisy_guide_sigma(np.zeros((64, 64, 3), np.float32), always=True) is None  # no noise seen: nothing to do
     # 8-bit: the same decision in [0, 1] units
     as8 = np.clip(np.round(strong * 255), 0, 255).astype(np.uint8)
     assert noisy_guide_sigma(as8) == pytest.approx(estimate_guide_noise(strong), rel=0.1)
@@ -145,6 +147,14 @@ def test_guided_upsample_filters_guide_graphs_only_and_reports_the_noise():
     w = color_weights(torch.from_numpy(guide).permute(2, 0, 1)[None].double())[0].numpy()
     _, info_w = optisr.guided_upsample(lr, guide, 4, weights=w, return_info=True)
     assert info_w.guide_sigma is None
+    # "always" filters the clean guide too
+    z, info_a = optisr.guided_upsample(lr, clean, 4, weights="color", guide_filter="always", return_info=True)
+    assert info_a.guide_sigma is not None and info_a.guide_sigma == pytest.approx(estimate_guide_noise(clean))
+    assert np.allclose(
+        z,
+        optisr.guided_upsample(lr, filter_guide(clean, info_a.guide_sigma), 4, weights="color", guide_filter=False),
+        atol=1e-6 * np.ptp(depth),
+    )
     with pytest.raises(ConfigError, match="guide_filter"):
         optisr.guided_upsample(lr, guide, 4, guide_filter="yes")
 

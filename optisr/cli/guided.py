@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "options_from_args", "run"]
 
 
+# --guide-filter -> guided_upsample(guide_filter=...)
+GUIDE_FILTER_OPTIONS: dict[str, bool | str] = {"auto": True, "always": "always", "off": False}
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "guided",
@@ -131,11 +134,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "they are at least 0.4%% of the pixels (off by default: thin structures of clean sources can look alike)",
     )
     p.add_argument(
-        "--no-guide-filter",
-        dest="guide_filter",
-        action="store_false",
-        help="graph methods: do not smooth the guide first (by default a bilateral filter scaled to the guide's own "
-        "estimated noise takes the noise of dim or high-ISO guides out of the edge weights)",
+        "--guide-filter",
+        choices=("auto", "always", "off"),
+        default="auto",
+        help="graph methods: smooth the guide first with a bilateral filter scaled to its own estimated noise; auto "
+        "(default): only when the noise is at least 6.5%% of the guide's contrast (dim, noisy captures), always: "
+        "whenever noise is seen, off: never",
     )
     p.add_argument(
         "--noise-sigma",
@@ -288,12 +292,12 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         or args.floor is not None
         or args.refine is not None
         or args.exclude_outliers
-        or not args.guide_filter
+        or args.guide_filter != "auto"
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --no-guide-filter, --noise-sigma and --confidence "
+            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --guide-filter, --noise-sigma and --confidence "
             f"apply to the graph methods (default, model, color), not {args.method}"
         )
     if args.tile_size is not None:
@@ -341,7 +345,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         floor=args.floor,
         refine=args.refine,
         exclude_outliers=args.exclude_outliers,
-        guide_filter=args.guide_filter,
+        guide_filter=GUIDE_FILTER_OPTIONS[args.guide_filter],
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

@@ -57,7 +57,7 @@ class GuidedOptions:
     floor: float | None = None
     refine: int | None = None
     exclude_outliers: bool = False
-    guide_filter: bool = True
+    guide_filter: bool | str = True  # True: noisy guides only, "always", False: never
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -195,7 +195,9 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None], detail
             )  # fmt: skip
             tiled = {k: v for k, v in graph_options.items() if k != "tile_size"}
             refinement = resolve_refinement(options.refine, choice.fidelity, source, valid)
-            guide_sigma = noisy_guide_sigma(guide) if options.guide_filter else None
+            guide_sigma = (
+                noisy_guide_sigma(guide, always=options.guide_filter == "always") if options.guide_filter else None
+            )
             x = tiled_guided_upsample(
                 source, guide, scale, tile=options.tile_size, weights=options.method, mask=valid,
                 map_tiles=options.map_tiles, mode=choice.fidelity, lam=1.0 if lam is None else float(lam),

@@ -158,7 +158,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
-    guide_filter: bool = True,
+    guide_filter: bool | str = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -188,7 +188,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
-    guide_filter: bool = True,
+    guide_filter: bool | str = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -217,7 +217,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
-    guide_filter: bool = True,
+    guide_filter: bool | str = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -246,7 +246,7 @@ def guided_upsample(
     floor: float | None = None,
     refine: int | None = None,
     exclude_outliers: bool = False,
-    guide_filter: bool = True,
+    guide_filter: bool | str = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -339,7 +339,8 @@ def guided_upsample(
             noise (:mod:`optisr.guided.guide_filter`), when the weights come from the guide (a
             model, ``"color"``; not explicit arrays or callables) and the noise is at least
             :data:`~optisr.guided.guide_filter.GUIDE_NOISE_GATE` (6.5 %) of the guide's contrast
-            (clean guides are left as they are). Noise of a dim or high-ISO
+            (clean guides are left as they are). ``"always"``: filter at the guide's σ̂ whatever
+            its share (for a guide known to be noisy); False: never. Noise of a dim or high-ISO
             guide then no longer cuts the graph where the depth is smooth; colour edges well above
             the noise keep their contrast. Chosen on allowed data (README, *Noisy guides*). The
             guide's σ̂ is ``FidelityChoice.guide_sigma``. A tensor guide is filtered on a CPU copy
@@ -402,9 +403,10 @@ def guided_upsample(
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
             choice = dataclasses.replace(choice, outliers=outliers)
-    if not isinstance(guide_filter, bool):
-        raise ConfigError(f"guide_filter must be True or False, got {guide_filter!r}")
-    guide_sigma = _guide_noise(guide) if guide_filter and _guide_graph(weights) else None
+    if not (isinstance(guide_filter, bool) or (isinstance(guide_filter, str) and guide_filter == "always")):
+        raise ConfigError(f"guide_filter must be True, False or 'always', got {guide_filter!r}")
+    use = bool(guide_filter) and _guide_graph(weights)
+    guide_sigma = _guide_noise(guide, always=guide_filter == "always") if use else None
     if guide_sigma is not None:
         choice = dataclasses.replace(choice, guide_sigma=guide_sigma)
     if refine is None and not _guide_graph(weights):
@@ -523,18 +525,18 @@ def _resolve_scale(scale: Any, operator: Any, source: Any, guide: Any, sigma: fl
     return op.scale, (op if is_resampling(op) else operator)
 
 
-def _guide_noise(guide: Any) -> float | None:
+def _guide_noise(guide: Any, always: bool = False) -> float | None:
     """The guide's noise σ̂ in [0, 1] units when it is worth filtering, else None
     (:func:`~optisr.guided.guide_filter.noisy_guide_sigma`; a tensor batch: its first image, (C, H, W) or (H, W))."""
     if isinstance(guide, Tensor):
         g = guide.detach().cpu()
         g = g.float() / 255.0 if g.dtype == torch.uint8 else g.float()
         if g.dim() == 2:
-            return noisy_guide_sigma(g.numpy())
-        return noisy_guide_sigma(g.reshape(-1, *g.shape[-3:])[0].permute(1, 2, 0).numpy())
+            return noisy_guide_sigma(g.numpy(), always=always)
+        return noisy_guide_sigma(g.reshape(-1, *g.shape[-3:])[0].permute(1, 2, 0).numpy(), always=always)
     if not isinstance(guide, np.ndarray):
         raise ShapeError(f"guide must be a numpy array or a torch tensor, got {type(guide).__name__}")
-    return noisy_guide_sigma(guide)
+    return noisy_guide_sigma(guide, always=always)
 
 
 def _filtered_guide_tensor(gt: Tensor, sigma: float) -> Tensor:

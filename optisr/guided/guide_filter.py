@@ -81,12 +81,13 @@ def guide_spread(guide: np.ndarray) -> float:
     return float(np.mean([np.subtract(*np.percentile(crop[:, :, c], [99.5, 0.5])) for c in range(crop.shape[2])]))
 
 
-def noisy_guide_sigma(guide: np.ndarray) -> float | None:
+def noisy_guide_sigma(guide: np.ndarray, *, always: bool = False) -> float | None:
     """σ̂ of the guide (:func:`estimate_guide_noise`) when it is at least :data:`GUIDE_NOISE_GATE` of its
-    :func:`guide_spread` (a guide worth filtering), else None."""
+    :func:`guide_spread` (a guide worth filtering; with ``always``: whenever σ̂ > 0), else None."""
     sigma = estimate_guide_noise(guide)
-    spread = guide_spread(guide)
-    return sigma if sigma > 0 and sigma >= GUIDE_NOISE_GATE * spread else None
+    if sigma <= 0:
+        return None
+    return sigma if always or sigma >= GUIDE_NOISE_GATE * guide_spread(guide) else None
 
 
 def filter_guide(

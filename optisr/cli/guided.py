@@ -32,9 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "options_from_args", "run"]
 
 
-# --guide-filter -> guided_upsample(guide_filter=...)
-GUIDE_FILTER_OPTIONS: dict[str, bool | str] = {"auto": True, "always": "always", "off": False}
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "guided",
@@ -251,7 +248,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
     A ``--tile-size`` below :func:`optisr.guided.tiling.min_tile_size` is raised to it, with a
     note through ``log``.
     """
-    from optisr.cli.guided_runner import GuidedOptions
+    from optisr.cli.guided_runner import GUIDE_FILTER_OPTIONS, GuidedOptions
     from optisr.guided.methods import METHODS, MODEL_SUFFIX, closest_method
     from optisr.guided.methods import is_graph_method as _is_graph
     from optisr.guided.tiling import DEFAULT_TILE, min_tile_size

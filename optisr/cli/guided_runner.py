@@ -45,6 +45,10 @@ __all__ = ["LEAN_PIXELS", "GuidedOptions", "process", "to_output"]
 LEAN_PIXELS = 2048 * 2048
 
 
+GUIDE_FILTER_OPTIONS: dict[str, bool | str] = {"auto": True, "always": "always", "off": False}
+"""``--guide-filter`` (and the web app's choice) -> ``guided_upsample(guide_filter=...)``."""
+
+
 @dataclass(frozen=True)
 class GuidedOptions:
     """The checked options of one ``optisr guided`` run (see its ``--help`` for each)."""

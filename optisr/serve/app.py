@@ -201,6 +201,7 @@ def create_app(
             lam = _form_float("lam", "λ")
             sigma = _form_float("sigma", "σ")
             outliers = _form_choice("outliers", "outliers", ("off", "on"), "off") == "on"
+            guide_filter = _form_choice("guide_filter", "guide filter", ("auto", "always", "off"), "auto")
             guide = save_upload(request.files.get("guide"), job, "guide", GUIDE_EXTENSIONS, "guide")
             source = save_upload(request.files.get("source"), job, "source", SOURCE_EXTENSIONS, "source")
             truth_file = request.files.get("truth")
@@ -212,6 +213,7 @@ def create_app(
         req = GuidedRequest(
             guide=guide, source=source, truth=truth, scale=scale, method=method, operator=operator, mode=mode,
             lam=lam, sigma=sigma, fit=None if fit == "none" else fit, exclude_outliers=outliers,
+            guide_filter=guide_filter,
         )  # fmt: skip
         runner.submit(job, guided_work(req, device))
         return jsonify(job=job.id), 202

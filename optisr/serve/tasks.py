@@ -45,6 +45,7 @@ class GuidedRequest:
 
     ``mode`` is the fidelity: ``exact`` (D x = s) or ``soft`` (penalty of weight ``lam``);
     ``exclude_outliers``: as ``--exclude-outliers`` (the consistency shown leaves them out too).
+    ``guide_filter``: as ``--guide-filter`` (``auto``, ``always``, ``off``).
     """
 
     guide: Path
@@ -58,6 +59,7 @@ class GuidedRequest:
     sigma: float | None = None
     fit: str | None = None
     exclude_outliers: bool = False
+    guide_filter: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
     def work(job: Job) -> list[dict[str, Any]]:
         from optisr.cli.guided_plan import OUTPUT_EXTENSIONS
         from optisr.cli.guided_plan import Job as GuidedJob
-        from optisr.cli.guided_runner import GuidedOptions, process
+        from optisr.cli.guided_runner import GUIDE_FILTER_OPTIONS, GuidedOptions, process
         from optisr.io.rasters import read_guide, read_raster
 
         out_dir = job.folder / "out"
@@ -93,14 +95,18 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
             method=request.method, scale=request.scale, operator=request.operator, fidelity=request.mode,
             lam=request.lam, sigma=request.sigma, fit=request.fit, device=device, quiet=True,
             exclude_outliers=request.exclude_outliers,
+            guide_filter=GUIDE_FILTER_OPTIONS[request.guide_filter],
         )  # fmt: skip
         what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
         job.report(f"solving {what} with {request.method}", None)
         t0 = time.perf_counter()
         details: dict[str, Any] = {}
-        process(
+        line = process(
             GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)), details
         )
+        choice = line.split("\t")[-1]
+        if "fidelity " in choice:  # graph methods: what was seen and chosen (guide σ, noise σ, fidelity)
+            job.note(choice)
         seconds = time.perf_counter() - t0
 
         job.report("drawing the figures", 0.9)

@@ -286,3 +286,25 @@ def test_guided_exclude_outliers_reaches_the_solver_and_the_numbers(app, wait_jo
     assert on["results"][0]["numbers"]["max_lr_error"] < 1e-2 * np.ptp(lr)  # exact on the pixels kept
     bad = post_files(client, "/api/guided", files, scale=SCALE, outliers="maybe")
     assert bad.status_code == 400 and "outliers" in bad.get_json()["error"]
+
+
+def test_guided_guide_filter_choice_reaches_the_solver(app, wait_job, tmp_path):
+    """The "Guide filter" choice (form field ``guide_filter``) is ``--guide-filter``: a dim guide is
+    filtered by default (its σ̂ in the job's notes), not with ``off``; a bad value is a 400."""
+    from optisr.data.synthetic import make_scene
+    from optisr.degrade.low_light import DIM_INDOOR, degrade_guide
+    from optisr.io.images import from_float, write_image
+
+    scene = make_scene(96, 96, seed=4)
+    dim = degrade_guide(scene.guide.astype(np.float32), np.random.default_rng(0), DIM_INDOOR)
+    lr = scene.depth_clean.astype(np.float64).reshape(24, 4, 24, 4).mean(axis=(1, 3))
+    files = {"guide": write_image(tmp_path / "dim.png", from_float(dim, np.uint8)), "source": tmp_path / "lr.npy"}
+    np.save(files["source"], lr.astype(np.float32))
+    client = app.test_client()
+    auto = run_guided(client, wait_job, files, scale=SCALE, method="color")
+    off = run_guided(client, wait_job, files, scale=SCALE, method="color", guide_filter="off")
+    assert auto["status"] == off["status"] == "done", (auto, off)
+    assert any("(filtered)" in n for n in auto.get("notes", [])), auto.get("notes")
+    assert not any("(filtered)" in n for n in off.get("notes", [])), off.get("notes")
+    bad = post_files(client, "/api/guided", files, scale=SCALE, guide_filter="maybe")
+    assert bad.status_code == 400 and "guide filter" in bad.get_json()["error"]

@@ -68,13 +68,13 @@ def test_noisy_validation_is_seeded_and_solved_at_the_rule_lambda():
     model = GraphSRModel(noisy.cfg.model).eval()
     depth = noisy._val_scenes()[0][1]
     op = make_operator("area", depth.shape[-2:], 4)
-    src, lam = noisy._val_source(depth, op, 0, 4)
-    again, _ = noisy._val_source(depth, op, 0, 4)
+    src, lam = noisy._val_source(op.apply(depth), 0, 4)
+    again, _ = noisy._val_source(op.apply(depth), 0, 4)
     assert torch.equal(src, again)  # seeded by (seed + scene, scale)
     resid = (src - op.apply(depth)).std().item()
     assert resid == pytest.approx(0.05 * source_spread(op.apply(depth)), rel=0.3)
     assert lam == pytest.approx(rule_lambda(0.05 * source_spread(op.apply(depth)), source_spread(src), 4))
-    assert clean._val_source(depth, op, 0, 4)[1] is None  # clean: the model's own λ
+    assert clean._val_source(op.apply(depth), 0, 4)[1] is None  # clean: the model's own λ
     with torch.no_grad():
         a, b = clean.validate(model, 0), noisy.validate(model, 0)
     assert b["nrmse_x4"] > a["nrmse_x4"] and np.isfinite(b["color_nrmse_x4"]) and "step_mae" in b

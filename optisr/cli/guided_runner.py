@@ -139,7 +139,8 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None], detail
 
     ``details`` (a dict, filled in place): ``valid``, the (h, w) bool mask of the source samples
     the solve kept (after ``fit``; isolated spikes left out when ``exclude_outliers``), and
-    ``outliers``, their count (the web app shows both without finding them again).
+    ``outliers``, their count (the web app shows both without finding them again), and ``choice``,
+    the :class:`~optisr.guided.fidelity.FidelityChoice` of a graph method (None for the baselines).
     """
     raster = read_raster(job.source, invalid_value=options.invalid_value)
     check_output(job, np.dtype(raster.dtype_on_disk), options.overwrite)
@@ -224,10 +225,10 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None], detail
         else:
             x = upsample_with(options.method, source, guide, None if is_resampling(operator) else scale, mask=valid)
     seconds = time.perf_counter() - t0
-    if details is not None:
-        details.update(valid=valid, outliers=outliers)
     if outliers and choice is not None:
         choice = dataclasses.replace(choice, outliers=outliers)
+    if details is not None:
+        details.update(valid=valid, outliers=outliers, choice=choice)
     del guide  # not needed any more: free it before the output arrays are made
     for w in caught:
         log(f"optisr guided: warning: {job.source.name}: {str(w.message).splitlines()[0]}")

@@ -55,10 +55,17 @@ def estimate_guide_noise(guide: np.ndarray) -> float:
         σ̂ >= 0 (0.0 for a guide too small to tell noise from signal). Estimated on a central crop of
         at most :data:`NOISE_CROP`² pixels.
     """
+    return _noise_of(_as_unit_hwc(guide))
+
+
+def _noise_of(crop: np.ndarray) -> float:
     from optisr.guided.fidelity import estimate_noise_sigma
 
-    crop = _as_unit_hwc(guide)
     return float(np.mean([estimate_noise_sigma(crop[:, :, c]) for c in range(crop.shape[2])]))
+
+
+def _spread_of(crop: np.ndarray) -> float:
+    return float(np.mean([np.subtract(*np.percentile(crop[:, :, c], [99.5, 0.5])) for c in range(crop.shape[2])]))
 
 
 def _as_unit_hwc(guide: np.ndarray) -> np.ndarray:
@@ -77,17 +84,17 @@ def _as_unit_hwc(guide: np.ndarray) -> np.ndarray:
 def guide_spread(guide: np.ndarray) -> float:
     """The guide's contrast: the mean over channels of the 99.5th minus the 0.5th percentile ([0, 1]
     units; integer arrays scaled by their dtype's maximum), on the central crop :func:`estimate_guide_noise` uses."""
-    crop = _as_unit_hwc(guide)
-    return float(np.mean([np.subtract(*np.percentile(crop[:, :, c], [99.5, 0.5])) for c in range(crop.shape[2])]))
+    return _spread_of(_as_unit_hwc(guide))
 
 
 def noisy_guide_sigma(guide: np.ndarray, *, always: bool = False) -> float | None:
     """σ̂ of the guide (:func:`estimate_guide_noise`) when it is at least :data:`GUIDE_NOISE_GATE` of its
     :func:`guide_spread` (a guide worth filtering; with ``always``: whenever σ̂ > 0), else None."""
-    sigma = estimate_guide_noise(guide)
+    crop = _as_unit_hwc(guide)  # converted and cropped once for both measures
+    sigma = _noise_of(crop)
     if sigma <= 0:
         return None
-    return sigma if always or sigma >= GUIDE_NOISE_GATE * guide_spread(guide) else None
+    return sigma if always or sigma >= GUIDE_NOISE_GATE * _spread_of(crop) else None
 
 
 def filter_guide(

@@ -83,7 +83,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
     def work(job: Job) -> list[dict[str, Any]]:
         from optisr.cli.guided_plan import OUTPUT_EXTENSIONS
         from optisr.cli.guided_plan import Job as GuidedJob
-        from optisr.cli.guided_runner import GUIDE_FILTER_OPTIONS, GuidedOptions, process
+        from optisr.cli.guided_runner import GUIDE_FILTER_OPTIONS, GuidedOptions, describe_fidelity, process
         from optisr.io.rasters import read_guide, read_raster
 
         out_dir = job.folder / "out"
@@ -101,12 +101,9 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
         job.report(f"solving {what} with {request.method}", None)
         t0 = time.perf_counter()
         details: dict[str, Any] = {}
-        line = process(
-            GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)), details
-        )
-        choice = line.split("\t")[-1]
-        if "fidelity " in choice:  # graph methods: what was seen and chosen (guide σ, noise σ, fidelity)
-            job.note(choice)
+        process(GuidedJob(request.guide, request.source, None, output), options, lambda s: job.note(_line(s)), details)
+        if details.get("choice") is not None:  # graph methods: what was seen and chosen (guide σ, noise σ, fidelity)
+            job.note(describe_fidelity(details["choice"]))
         seconds = time.perf_counter() - t0
 
         job.report("drawing the figures", 0.9)

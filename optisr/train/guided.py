@@ -493,14 +493,13 @@ class GuidedTask:
         weights: torch.Tensor,
         scale: int,
         op: Any,
-        lam: torch.Tensor | float | None = None,
+        lam: torch.Tensor | float = 1.0,
         mode: str | None = None,
     ) -> torch.Tensor:
         """The validation solve (the config's solver tolerances, floor and mode; never warns)."""
         from optisr.guided.layer import graph_solve
 
         s = self.cfg.solver
-        extra: dict[str, Any] = {} if lam is None else {"lam": lam}
         return graph_solve(
             source,
             weights,
@@ -512,7 +511,7 @@ class GuidedTask:
             on_nonconvergence="ignore",
             floor=self.cfg.model.floor,
             mode=mode or self.cfg.model.mode,
-            **extra,
+            lam=lam,
         )
 
     def _color_weights(self, guide: torch.Tensor) -> torch.Tensor:
@@ -520,12 +519,13 @@ class GuidedTask:
         m = self.cfg.model
         return color_weights(guide, mu=m.color_mu, floor=m.floor, connect=m.connect)
 
-    def _val_source(self, depth: torch.Tensor, op: Any, i: int, f: int) -> tuple[torch.Tensor, float | None]:
-        """The validation LR of scene ``i`` at scale ``f`` (noisy when ``val.noise`` > 0) and its soft λ (None: the model's)."""
+    def _val_source(self, clean: torch.Tensor, i: int, f: int) -> tuple[torch.Tensor, float | None]:
+        """The validation LR of scene ``i`` at scale ``f`` from its ``clean`` LR (noisy when ``val.noise`` > 0)
+        and its soft λ (None: the model's)."""
         from optisr.guided.fidelity import rule_lambda, source_spread
 
         v = self.cfg.datasets.val
-        src = op.apply(depth)
+        src = clean
         if v.noise <= 0:
             return src, None
         sigma = v.noise * source_spread(src)
@@ -539,7 +539,7 @@ class GuidedTask:
         weights_fn: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
         device: torch.device | str = "cpu",
         condition: str = "clean",
-        lam_of: Callable[[], torch.Tensor | float | None] = lambda: None,
+        lam_of: Callable[[], torch.Tensor | float] = lambda: 1.0,
     ) -> dict[str, float]:
         from optisr.ops.operators import make_operator
 
@@ -550,10 +550,11 @@ class GuidedTask:
             for i, (guide, depth) in enumerate(self._val_scenes(condition)):
                 guide, depth = guide.to(device), depth.to(device)
                 op = make_operator(v.operator, (depth.shape[-2], depth.shape[-1]), f)
-                src, lam = self._val_source(depth, op, i, f)
+                clean = op.apply(depth)
+                src, lam = self._val_source(clean, i, f)
                 w = weights_fn(guide, src, f)
                 x = self._val_solve(src, w, f, op, lam=lam if lam is not None else lam_of())
-                errs.append(float((x - depth).pow(2).mean().sqrt() / (op.apply(depth).std() + 1e-6)))
+                errs.append(float((x - depth).pow(2).mean().sqrt() / (clean.std() + 1e-6)))
             out[f"nrmse_x{f}"] = float(np.mean(errs))
         out["nrmse"] = float(np.mean([out[f"nrmse_x{f}"] for f in v.scales]))
         return out
@@ -562,7 +563,7 @@ class GuidedTask:
         assert isinstance(model, GraphSRModel)  # the eval model: this task's network (or its EMA copy), unwrapped
         out: dict[str, float] = {}
         for c in self.cfg.datasets.val.guide_conditions:
-            lam_of = (lambda: model.log_lam.exp().item()) if self.cfg.model.mode == "soft" else (lambda: None)
+            lam_of = (lambda: model.log_lam.exp().item()) if self.cfg.model.mode == "soft" else (lambda: 1.0)
             if c not in self._color:  # (a learned λ of a soft model moves: its colour baseline uses the first one)
                 self._color[c] = self._evaluate(lambda g, s, f: self._color_weights(g), condition=c, lam_of=lam_of)
             m = self._evaluate(lambda g, s, f: model.weights(g, s, f), _device_of(model), c, lam_of)

@@ -27,6 +27,7 @@ from optisr.guided.fidelity import (
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.guide_filter import filter_guide, noisy_guide_sigma
+from optisr.guided.guides import guide_to_unit
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
@@ -72,16 +73,6 @@ MODEL_AUTO_TILE_PIXELS = 2048 * 2048
 AUTO_TILE_PIXELS = 2048 * 2048
 
 
-def _guide_to_float(guide: np.ndarray) -> np.ndarray:
-    if guide.dtype == np.uint8:
-        return guide.astype(np.float32) / 255.0
-    if guide.dtype == np.uint16:
-        return guide.astype(np.float32) / 65535.0
-    if not np.issubdtype(guide.dtype, np.floating):
-        raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {guide.dtype}")
-    return guide.astype(np.float32, copy=False)
-
-
 def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
     """Normalise inputs to (B, 1, h, w) / (B, C, H, W) / (B, 1, h, w) tensors; remember the kind."""
     numpy_in = isinstance(source, np.ndarray)
@@ -108,7 +99,7 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
         src = src.to(dtype)
 
     if isinstance(guide, np.ndarray):
-        g = _guide_to_float(guide)
+        g = guide_to_unit(guide)
         if g.ndim == 2:
             g = g[:, :, None]
         if g.ndim != 3:

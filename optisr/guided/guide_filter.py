@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from optisr.errors import ConfigError
+from optisr.guided.guides import guide_to_unit
 
 __all__ = [
     "GUIDE_FILTER_K",
@@ -50,7 +51,7 @@ def estimate_guide_noise(guide: np.ndarray) -> float:
     """The guide's noise σ̂ in [0, 1] units: the mean over channels of :func:`~optisr.guided.fidelity.estimate_noise_sigma`.
 
     Args:
-        guide: (H, W) or (H, W, C) float array in [0, 1] (integer arrays are scaled by their dtype's maximum).
+        guide: (H, W) or (H, W, C) float array in [0, 1] (uint8 / uint16 are scaled to it, :func:`~optisr.guided.guides.guide_to_unit`).
     Returns:
         σ̂ >= 0 (0.0 for a guide too small to tell noise from signal). Estimated on a central crop of
         at most :data:`NOISE_CROP`² pixels.
@@ -69,9 +70,7 @@ def _spread_of(crop: np.ndarray) -> float:
 
 
 def _as_unit_hwc(guide: np.ndarray) -> np.ndarray:
-    g = np.asarray(guide)
-    if np.issubdtype(g.dtype, np.integer):
-        g = g.astype(np.float32) / float(np.iinfo(g.dtype).max)
+    g = guide_to_unit(guide)
     if g.ndim == 2:
         g = g[:, :, None]
     if g.ndim != 3:
@@ -83,7 +82,7 @@ def _as_unit_hwc(guide: np.ndarray) -> np.ndarray:
 
 def guide_spread(guide: np.ndarray) -> float:
     """The guide's contrast: the mean over channels of the 99.5th minus the 0.5th percentile ([0, 1]
-    units; integer arrays scaled by their dtype's maximum), on the central crop :func:`estimate_guide_noise` uses."""
+    units; uint8 / uint16 scaled to them), on the central crop :func:`estimate_guide_noise` uses."""
     return _spread_of(_as_unit_hwc(guide))
 
 

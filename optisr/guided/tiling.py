@@ -43,6 +43,7 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
+from optisr.guided.guides import guide_to_unit
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, is_resampling, lr_size, make_operator
@@ -204,15 +205,9 @@ def _guide_tile(
     guide: np.ndarray, rows: slice, cols: slice, dtype: torch.dtype, guide_sigma: float | None = None
 ) -> Tensor:
     """(1, C, H', W') float guide tile; bilateral-filtered at ``guide_sigma`` when given (> 0)."""
-    g = guide[rows, cols]
+    g = guide_to_unit(guide[rows, cols])  # as the untiled path does
     if g.ndim == 2:
         g = g[:, :, None]
-    if g.dtype == np.uint8:
-        g = g.astype(np.float32) / 255.0
-    elif g.dtype == np.uint16:
-        g = g.astype(np.float32) / 65535.0
-    else:
-        g = g.astype(np.float32, copy=False)  # as the untiled path does
     if guide_sigma:
         from optisr.guided.guide_filter import filter_guide
 

@@ -12,7 +12,7 @@ from optisr.cli.main import main
 from optisr.data.synthetic import make_scene
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.api import color_weights
-from optisr.guided.tiling import check_tiling, tile_grid, tiled_guided_upsample
+from optisr.guided.tiling import Span, check_tiling, tile_grid, tiled_guided_upsample
 from optisr.io.rasters import read_raster, write_raster
 from optisr.ops.operators import make_operator
 
@@ -299,3 +299,23 @@ def test_a_hole_across_tiles_is_solved_whole(scene):
     ref = optisr.guided_upsample(s, guide, 4, weights="color", tile_size=0, refine=0, fidelity="exact", **kw, guide_filter=False)
     x = tiled_guided_upsample(s, guide, 4, tile=128, **kw)
     assert np.abs(x - ref).max() <= 1e-4 * np.ptp(ref)
+
+
+def test_padded_spans_and_operator_windows_share_one_covering_rule():
+    """Span.hr's padded range and DownsampleOperator.hr_window are the same rule (covered_hr), at
+    integer and non-integer ratios: every HR pixel the LR pixels cover, floor of the start, ceil of the end."""
+    from fractions import Fraction
+
+    from optisr.ops.operators import covered_hr, resampling_operator
+
+    for (H, h) in ((97, 31), (120, 40), (64, 9)):
+        f = Fraction(H, h) if H % h else H // h
+        for lo, hi in ((0, 1), (3, 7), (h - 2, h), (0, h)):
+            a, b = covered_hr(lo, hi, f, H)
+            assert a == (lo * H) // h and b == min(H, -((-hi * H) // h))
+            span = Span(lo, hi, lo, hi, lo == 0, hi == h)
+            assert span.hr(f, H)[2:] == (a, b)
+        if H % h:
+            op = resampling_operator("area", (H, H), (h, h))
+            rows, cols = op.hr_window((3, 7), (0, h))
+            assert (rows.start, rows.stop) == covered_hr(3, 7, f, H) and (cols.start, cols.stop) == (0, H)

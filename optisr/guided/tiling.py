@@ -46,7 +46,7 @@ from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.guides import guide_to_unit
 from optisr.guided.layer import graph_solve
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
-from optisr.ops.operators import OPERATORS, DownsampleOperator, is_resampling, lr_size, make_operator
+from optisr.ops.operators import OPERATORS, DownsampleOperator, covered_hr, is_resampling, lr_size, make_operator
 from optisr.solvers.graph import check_precond
 from optisr.solvers.robust import mad_sigma
 
@@ -134,12 +134,11 @@ class Span:
 
         ``f``: HR px per LR px along this axis, the integer scale, or at a non-integer ratio the
         exact ``Fraction(H, h)``. Cores start and end at ``⌊f·c⌋`` (they partition the HR axis); a
-        padded span ends at ``⌈f·p1⌉``, so it holds every HR pixel its LR pixels cover (as
+        padded span is :func:`~optisr.ops.operators.covered_hr`, every HR pixel its LR pixels cover (as
         :meth:`~optisr.ops.operators.DownsampleOperator.hr_window`). For an integer ``f`` both are
         ``f·c``. (``Fraction`` rounds exactly.)
         """
-        fl, ce = math.floor, math.ceil
-        return fl(f * self.c0), min(n_hr, fl(f * self.c1)), fl(f * self.p0), min(n_hr, ce(f * self.p1))
+        return (math.floor(f * self.c0), min(n_hr, math.floor(f * self.c1)), *covered_hr(self.p0, self.p1, f, n_hr))
 
 
 def axis_spans(n_lr: int, tile_lr: int, overlap_lr: int) -> list[Span]:

@@ -25,6 +25,8 @@ for building an LR source from an HR image with invalid pixels (NaN-aware mean).
 from __future__ import annotations
 
 import functools
+import math
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -50,6 +52,7 @@ __all__ = [
     "axis_matrix",
     "is_resampling",
     "bicubic_matrix",
+    "covered_hr",
     "lr_size",
     "make_operator",
     "nominal_scale",
@@ -67,6 +70,16 @@ DENSE_MASKED_GRAM_MAX = 2048
 def lr_size(hr_size: tuple[int, int], scale: int) -> tuple[int, int]:
     """LR grid size for an HR size under the package's size policy: ``ceil(H / f), ceil(W / f)``."""
     return (-(-hr_size[0] // scale), -(-hr_size[1] // scale))
+
+
+def covered_hr(lo: int, hi: int, f: int | Fraction, n_hr: int) -> tuple[int, int]:
+    """The HR pixels that LR pixels ``lo … hi−1`` cover along one axis: ``[⌊f·lo⌋, min(n_hr, ⌈f·hi⌉))``.
+
+    ``f``: HR px per LR px, the integer scale or, at a non-integer ratio, the exact ``Fraction(H, h)``
+    (``Fraction`` rounds exactly); for an integer ``f`` this is ``[f·lo, min(n_hr, f·hi))``.
+    Neighbouring windows share the HR pixels that straddle their common LR border.
+    """
+    return math.floor(f * lo), min(n_hr, math.ceil(f * hi))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,19 +194,19 @@ class DownsampleOperator:
         """The HR rows/columns of an LR window: ``[f·i0, min(H, f·i1))`` × ``[f·j0, min(W, f·j1))``.
 
         At a non-integer ratio (:func:`resampling_operator`) with ``r = H/h`` per axis: every HR pixel
-        that LR pixels ``i0 … i1−1`` cover, ``[⌊r·i0⌋, ⌈r·i1⌉)`` (exact integer arithmetic), so
+        that LR pixels ``i0 … i1−1`` cover, ``[⌊r·i0⌋, ⌈r·i1⌉)`` (:func:`covered_hr`, exact), so
         neighbouring windows share the HR pixels that straddle their common LR border.
         """
+        fy: int | Fraction
+        fx: int | Fraction
         if self.ratio is not None:
             if self._grid is None:
                 raise ConfigError(f"{self!r} is a window of a resampling operator; restrict the whole operator")
             (H, W), (h, w) = self._grid
-            return (
-                slice((lr_rows[0] * H) // h, -((-lr_rows[1] * H) // h)),
-                slice((lr_cols[0] * W) // w, -((-lr_cols[1] * W) // w)),
-            )
-        f, (H, W) = self.scale, self.hr_size
-        return slice(f * lr_rows[0], min(H, f * lr_rows[1])), slice(f * lr_cols[0], min(W, f * lr_cols[1]))
+            fy, fx = Fraction(H, h), Fraction(W, w)
+        else:
+            (H, W), fy, fx = self.hr_size, self.scale, self.scale
+        return slice(*covered_hr(*lr_rows, fy, H)), slice(*covered_hr(*lr_cols, fx, W))
 
     def restrict(self, lr_rows: tuple[int, int], lr_cols: tuple[int, int]) -> DownsampleOperator:
         """The operator of an LR window: LR pixels ``[i0, i1) × [j0, j1)``.

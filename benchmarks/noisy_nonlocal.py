@@ -155,7 +155,7 @@ def main() -> None:
     print("|---|---:|---:|" + "---:|" * len(cols))
     for (name, scale), row in table.items():
         base = float(np.mean(row["default"]))
-        cells = [f"{base:.3f}"] + [f"{np.mean(row[c]):.3f} ({np.mean(row[c]) / base:.3f})" for c in cols[1:]]
+        cells = [f"{base:.4f}"] + [f"{np.mean(row[c]):.4f} ({np.mean(row[c]) / base:.4f})" for c in cols[1:]]
         print(f"| {name} | ×{scale} | {len(row['default'])} | " + " | ".join(cells) + " |")
 
 

@@ -139,6 +139,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "whenever noise is seen, off: never",
     )
     p.add_argument(
+        "--nonlocal",
+        dest="nonlocal_term",
+        choices=("auto", "off"),
+        default="auto",
+        help="graph methods: auto (default): when auto fidelity solves a noisy source softly with the learned "
+        "graph (untiled), add a non-local smoothness term (the guide's bilateral grid) to its last solve at "
+        "scales where it helped on allowed data; off: the 4-connected graph alone",
+    )
+    p.add_argument(
         "--noise-sigma",
         default="auto",
         metavar="auto|S",
@@ -290,11 +299,13 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         or args.refine is not None
         or args.exclude_outliers
         or args.guide_filter != "auto"
+        or args.nonlocal_term != "auto"
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --guide-filter, --noise-sigma and --confidence "
+            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --guide-filter, --nonlocal, --noise-sigma and "
+            "--confidence "
             f"apply to the graph methods (default, model, color), not {args.method}"
         )
     if args.tile_size is not None:
@@ -343,6 +354,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         refine=args.refine,
         exclude_outliers=args.exclude_outliers,
         guide_filter=GUIDE_FILTER_OPTIONS[args.guide_filter],
+        nonlocal_smoothness=args.nonlocal_term == "auto",
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

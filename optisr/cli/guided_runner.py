@@ -62,6 +62,7 @@ class GuidedOptions:
     refine: int | None = None
     exclude_outliers: bool = False
     guide_filter: bool | str = True  # True: noisy guides only, "always", False: never
+    nonlocal_smoothness: bool = True  # --nonlocal auto / off
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -219,6 +220,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None], detail
                 fidelity=options.fidelity, lam=options.lam, floor=options.floor, refine=options.refine,
                 exclude_outliers=False,  # left out above, when asked
                 guide_filter=options.guide_filter,
+                nonlocal_smoothness=options.nonlocal_smoothness,
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
@@ -273,6 +275,8 @@ def describe_fidelity(choice: FidelityChoice) -> str:
         solved += f" floor {choice.floor:g}"
     if choice.refine:
         solved += f" refined ×{choice.refine}"
+    if choice.nonlocal_kappa:
+        solved += f" non-local κ {choice.nonlocal_kappa:g}"
     if choice.requested == "auto":
         solved = f"auto: {solved}"
     if choice.outliers:

@@ -29,6 +29,7 @@ from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, co
 from optisr.guided.guide_filter import filter_guide, noisy_guide_sigma
 from optisr.guided.guides import guide_to_unit
 from optisr.guided.layer import graph_solve
+from optisr.guided.nonlocal_term import bilateral_laplacian, nonlocal_kappa
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
@@ -150,6 +151,7 @@ def guided_upsample(
     refine: int | None = None,
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
+    nonlocal_smoothness: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -180,6 +182,7 @@ def guided_upsample(
     refine: int | None = None,
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
+    nonlocal_smoothness: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -209,6 +212,7 @@ def guided_upsample(
     refine: int | None = None,
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
+    nonlocal_smoothness: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -238,6 +242,7 @@ def guided_upsample(
     refine: int | None = None,
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
+    nonlocal_smoothness: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -336,6 +341,12 @@ def guided_upsample(
             the noise keep their contrast. Chosen on allowed data (README, *Noisy guides*). The
             guide's σ̂ is ``FidelityChoice.guide_sigma``. A tensor guide is filtered on a CPU copy
             (no gradient flows to the guide through the filter).
+        nonlocal_smoothness: when ``auto`` solves softly with a learned graph (untiled), add the
+            non-local smoothness term of :mod:`optisr.guided.nonlocal_term` (the guide's bilateral-grid
+            Laplacian, weight :func:`~optisr.guided.nonlocal_term.nonlocal_kappa` of the scale) to
+            its last solve; it averages the noise over pixels of similar colour beyond the lattice's
+            cuts. Chosen on allowed noisy data (README, *Noisy sources*); ``FidelityChoice.nonlocal_kappa``
+            reports the κ used. False: the lattice alone.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -407,13 +418,18 @@ def guided_upsample(
         raise ConfigError("confidence weights the soft data term; exact fidelity has none (use soft, robust or auto)")
     # λ from the noise level (not given): refine the closed-form start by the discrepancy principle
     search = choice.fidelity != "exact" and choice.noise_sigma is not None
-    out, used, solves, floor_used = _upsample(
+    if not isinstance(nonlocal_smoothness, bool):
+        raise ConfigError(f"nonlocal_smoothness must be True or False, got {nonlocal_smoothness!r}")
+    kappa = nonlocal_kappa(scale) if nonlocal_smoothness and choice.requested == "auto" and search else 0.0
+    out, used, solves, floor_used, kappa_used = _upsample(
         source, guide, scale, operator=operator, mode=choice.fidelity, weights=weights, mask=mask,
         floor=None if floor is None else float(floor),
         confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, precond=precond, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
-        refinement=refinement, guide_sigma=guide_sigma,
+        refinement=refinement, guide_sigma=guide_sigma, nonlocal_kappa=kappa,
     )  # fmt: skip
+    if kappa_used:
+        choice = dataclasses.replace(choice, nonlocal_kappa=kappa_used)
     if search:
         choice = dataclasses.replace(choice, lam=used, solves=solves)
     if floor_used is not None:
@@ -713,7 +729,8 @@ def _upsample(
     refinement: Refinement | None = None,
     precond: str = "jacobi",
     guide_sigma: float | None = None,
-) -> tuple[np.ndarray | Tensor, float, int, float | None]:
+    nonlocal_kappa: float = 0.0,
+) -> tuple[np.ndarray | Tensor, float, int, float | None, float]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
     With ``noise_sigma`` (σ̂ > 0, source units), λ is searched from the start ``lam``: for ``soft``
@@ -726,8 +743,11 @@ def _upsample(
     floored at the floor used (:func:`~optisr.guided.refine.refine_solve`; tile-wise: inside each
     tile). ``guide_sigma`` (> 0): the guide is bilateral-filtered at that noise level
     (:func:`~optisr.guided.guide_filter.filter_guide`) before weights are computed from it
-    (tile-wise: each padded tile).
-    Returns ``(target, λ used, number of solves, floor used or None)``.
+    (tile-wise: each padded tile). ``nonlocal_kappa`` (> 0): a soft solve whose λ was searched,
+    untiled, with a learned graph adds :func:`~optisr.guided.nonlocal_term.bilateral_laplacian` of
+    the guide to its last solve (the refinement pass, or one more solve warm-started from the
+    search's solution).
+    Returns ``(target, λ used, number of solves, floor used or None, κ used or 0.0)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
     numpy_in = isinstance(source, np.ndarray) and isinstance(guide, np.ndarray)
@@ -778,21 +798,21 @@ def _upsample(
             )  # fmt: skip
 
         if noise_sigma is None:
-            return tiled(lam, floor), lam, 1, floor
+            return tiled(lam, floor), lam, 1, floor, 0.0
         if mode == "soft":
             # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
             rows, cols, lr_rows, lr_cols, crop_op = _central_window(operator, guide.shape[:2], scale, RISK_CROP_HR)
             crop_w = weights
             if isinstance(weights, np.ndarray):
                 crop_w = _crop_weights(torch.from_numpy(weights)[None], rows, cols)[0].numpy()
-            _, found, n, chosen = _upsample(
+            _, found, n, chosen, _ = _upsample(
                 source[lr_rows, lr_cols], guide[rows, cols], scale, operator=crop_op, mode=mode, weights=crop_w,
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
                 floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
                 guide_sigma=guide_sigma,
             )  # fmt: skip
-            return tiled(found, chosen), found, n + 1, chosen
+            return tiled(found, chosen), found, n + 1, chosen, 0.0
         op = (
             operator
             if isinstance(operator, DownsampleOperator)
@@ -806,7 +826,7 @@ def _upsample(
             return x, float(np.mean(r[valid] ** 2)) / noise_sigma**2
 
         found, x, n = discrepancy_search(tiled_ratio, lam)
-        return x, found, n, floor
+        return x, found, n, floor, 0.0
     numpy_in, src, gt, m = _as_tensors(source, guide, mask, dtype)
     if guide_sigma:
         gt = _filtered_guide_tensor(gt, guide_sigma)
@@ -901,27 +921,34 @@ def _upsample(
         lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
 
-        def solve(w_: Tensor) -> Tensor:
+        def solve(w_: Tensor, extra: Callable[[Tensor], Tensor] | None = None, init: Tensor | None = None) -> Tensor:
             return graph_solve(
                 src, w_, scale, operator=operator, mode=mode, lam=lam, mask=m, sigma=sigma, tol=tol,
-                max_iter=max_iter, confidence=conf, precond=precond,
+                max_iter=max_iter, confidence=conf, precond=precond, extra_smoothness=extra, init=init,
             )  # fmt: skip
 
         searched = noise_sigma is not None and not torch.is_grad_enabled()
         refined = refinement is not None and mode in REFINED_FIDELITIES
+        if not (searched and mode == "soft" and learned and nonlocal_kappa > 0):
+            nonlocal_kappa = 0.0
+        extra = bilateral_laplacian(gt, nonlocal_kappa) if nonlocal_kappa else None
+        w_used = w if floor_used is None else raise_floor(w, floor_used)
         if searched and not refined:
-            out = best  # the search's own solution; no weights needed
+            # the search's own solution; with the non-local term one more solve, started from it
+            out = best if extra is None else solve(w_used, extra, init=best)
+            solves += 0 if extra is None else 1
         else:
-            w_used = w if floor_used is None else raise_floor(w, floor_used)
             out = best if searched else solve(w_used)
             if refinement is not None and refined:
-                out = refine_solve(solve, w_used, out, refinement.with_floor(floor_used))
+                last = refinement.with_floor(floor_used)
+                first = out if extra is not None else None  # κ = 0: as before, from the default start
+                out = refine_solve(lambda w_: solve(w_, extra, init=first), w_used, out, last)
     used = float(lam) if not isinstance(lam, Tensor) or lam.numel() == 1 else float("nan")
     if numpy_in:
-        return out[0, 0].cpu().numpy(), used, solves, floor_used
+        return out[0, 0].cpu().numpy(), used, solves, floor_used, nonlocal_kappa
     out = out.to(in_device)
     if isinstance(source, Tensor) and source.dim() == 2:
-        return out[0, 0], used, solves, floor_used
+        return out[0, 0], used, solves, floor_used, nonlocal_kappa
     if isinstance(source, Tensor) and source.dim() == 3:
-        return out[0], used, solves, floor_used
-    return out, used, solves, floor_used
+        return out[0], used, solves, floor_used, nonlocal_kappa
+    return out, used, solves, floor_used, nonlocal_kappa

@@ -370,6 +370,8 @@ class FidelityChoice:
         guide_sigma: the guide's estimated noise σ̂ ([0, 1] units) that its bilateral pre-filter
             was scaled to (``guide_filter=True``, :mod:`optisr.guided.guide_filter`); None when
             the guide was not filtered (a clean guide, explicit weights, or ``guide_filter=False``).
+        nonlocal_kappa: κ of the non-local smoothness term added to the last soft solve
+            (:mod:`optisr.guided.nonlocal_term`), or None when it was not used.
     """
 
     requested: str
@@ -383,6 +385,7 @@ class FidelityChoice:
     refine: int = 0
     outliers: int = 0
     guide_sigma: float | None = None
+    nonlocal_kappa: float | None = None
 
 
 def _check_lam(lam: Any) -> None:

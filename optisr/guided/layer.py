@@ -15,13 +15,15 @@ differentiation (for ``robust``: at the IRLS fixed point, with σ held constant)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.ops.lattice import edge_weights
 from optisr.ops.operators import DownsampleOperator, make_operator
-from optisr.solvers.graph import MODES, SolverOptions
+from optisr.solvers.graph import MODES, SolverOptions, solve_soft
 from optisr.solvers.implicit import graph_solve_autograd
 from optisr.solvers.robust import ROBUST_LOSSES, RobustOptions
 
@@ -54,6 +56,7 @@ def graph_solve(
     precond: str = "jacobi",
     on_nonconvergence: str = "warn",
     floor: float = 1e-4,
+    extra_smoothness: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Solve the graph-regularised upsampling problem (differentiable).
 
@@ -85,6 +88,9 @@ def graph_solve(
         floor: weights are clamped to at least ``floor`` (0 disables). Without a floor, weights
             near zero make the problem ill-posed: at ×16 an unfloored exact solve of a 0–255
             source was measured to overshoot to ±10⁴–10⁵; with 1e-6 it stays in range.
+        extra_smoothness: soft mode only, without gradients: a symmetric positive semi-definite
+            operator added to the system as it is (λ does not scale it), e.g.
+            :func:`optisr.guided.nonlocal_term.bilateral_laplacian`.
     Returns:
         HR target (B, C, H, W), dtype/device of ``source``.
     """
@@ -141,6 +147,14 @@ def graph_solve(
     if mode != "exact":
         weights = weights * torch.as_tensor(lam, dtype=weights.dtype, device=weights.device).reshape(-1, 1, 1, 1)
     options = SolverOptions(tol=tol, max_iter=max_iter, precond=precond, on_nonconvergence=on_nonconvergence)
+    if extra_smoothness is not None:
+        if mode != "soft" or (torch.is_grad_enabled() and (weights.requires_grad or source.requires_grad)):
+            raise ConfigError("extra_smoothness needs mode 'soft' and no gradients")
+        x, _ = solve_soft(
+            weights, source, op, mask=solve_mask, confidence=confidence, init=init, options=options,
+            extra=extra_smoothness,
+        )  # fmt: skip
+        return x
     back = SolverOptions(
         tol=tol if backward_tol is None else backward_tol,
         max_iter=max_iter,

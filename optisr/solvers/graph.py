@@ -34,6 +34,7 @@ units of 1 / source² (it weighs squared residuals). Any floating dtype, any dev
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -338,15 +339,24 @@ def solve_soft(
     confidence: Tensor | None = None,
     init: Tensor | None = None,
     options: SolverOptions = SolverOptions(),
+    extra: Callable[[Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, CGInfo]:
-    """Solve ``(Dᵀ C D + L(w)) x = Dᵀ C s`` with ``C = mask · confidence``. Returns ``(x, info)``."""
+    """Solve ``(Dᵀ C D + L(w) + E) x = Dᵀ C s`` with ``C = mask · confidence``. Returns ``(x, info)``.
+
+    ``extra``: an optional symmetric positive semi-definite operator ``E`` (``v -> E v`` on
+    (B, C, H, W)), e.g. :func:`optisr.guided.nonlocal_term.bilateral_laplacian`; with it the
+    PyTorch loop runs (not the fused one) and the preconditioner stays that of the lattice system.
+    """
     with torch.no_grad():
         if init is None:
             init = default_init(op, source, mask)
         c = data_weights(mask, confidence, source)
         matvec = _soft_matvec(weights, op, c, init)
+        if extra is not None:
+            lattice, add = matvec, extra
+            matvec = lambda v: lattice(v) + add(v)  # noqa: E731
         residual = op.adjoint(c * source) - matvec(init)
-        done = _try_fused(
+        done = None if extra is not None else _try_fused(
             lambda: fused.block_soft_pcg(weights, init, residual, op, c, tol=options.tol, max_iter=options.max_iter),
             weights, init, op, options,
         )  # fmt: skip

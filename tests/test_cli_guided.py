@@ -671,3 +671,17 @@ def test_fidelity_option_errors_are_one_line(tmp_path, capsys, extra, message):
     rc, _, err = _run(capsys, *args, *[str(tmp_path / e) if e.endswith(".npy") else e for e in extra])
     assert rc == 1 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.tif").exists()
+
+
+def test_the_line_names_the_non_local_term_and_nonlocal_off_drops_it(tmp_path, capsys):
+    guide, src, lr = _noisy_files(tmp_path)  # 128² guide, noisy source at ×4, learned graph (default)
+    base = ["--guide", guide, "--source", src, "--scale", 4, "--quiet"]
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "a.tif")
+    assert rc == 0, err
+    assert "fidelity auto: soft λ " in out and out.strip().endswith("refined ×1 non-local κ 0.003")
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "b.tif", "--nonlocal", "off")
+    assert rc == 0 and out.strip().endswith("refined ×1"), (out, err)
+    a, b = read_raster(tmp_path / "a.tif").data, read_raster(tmp_path / "b.tif").data
+    assert not np.array_equal(a, b)
+    rc, _, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--method", "bicubic", "--nonlocal", "off")
+    assert rc != 0 and "--nonlocal" in err and "Traceback" not in err

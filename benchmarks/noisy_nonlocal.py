@@ -44,39 +44,20 @@ from torch import Tensor
 
 import optisr
 import optisr.guided.api as guided_api
-from optisr.guided.fbs import BilateralGrid, bistochastize
 from optisr.guided.fidelity import hutchinson_probe
+from optisr.guided.nonlocal_term import bilateral_laplacian
 from optisr.ops.operators import make_operator
-from optisr.solvers.cg import cg_solve
-from optisr.solvers.graph import _soft_matvec, _soft_precond, default_init  # the soft system's own pieces
+from optisr.solvers.graph import SolverOptions, solve_soft
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from noisy_floor import _rmse, add_case_arguments, cases  # the same images, noise and seeds
 
 
-def _affinity(guide: np.ndarray, sxy: float, sl: float, suv: float):
-    """``x -> Ŵ x`` on flattened (H·W,) pixel values: the symmetric bistochastic bilateral-grid affinity."""
-    grid = BilateralGrid.from_guide(np.asarray(guide, np.float64), sxy, sl, suv)
-    n, _ = bistochastize(grid)
-    q = n / grid.splat(np.ones(grid.vertex_of.size))
-    return lambda x: grid.slice(q * grid.blur(q * grid.splat(x))).ravel()
-
-
-def _solve_nonlocal(wl: Tensor, src: Tensor, c: Tensor, op, affinity, kappa: float, x0: Tensor | None) -> Tensor:
-    """``(DᵀCD + L(wl) + κ(I − Ŵ)) x = DᵀC s`` by the package's PCG loop, the lattice's multigrid
-    V-cycle as preconditioner (of the κ = 0 system); float64, relative tolerance 1e-7."""
-    base = _soft_matvec(wl, op, c, src.new_zeros(1, 1, *op.hr_size))
-
-    def matvec(v: Tensor) -> Tensor:
-        if kappa == 0:
-            return base(v)
-        wv = torch.from_numpy(affinity(v.reshape(-1).numpy())).reshape(v.shape)
-        return base(v) + kappa * (v - wv)
-
-    x0 = default_init(op, src, None) if x0 is None else x0
-    r0 = op.adjoint(c * src) - matvec(x0)
-    precond = _soft_precond(wl, op, c, x0, "multigrid")
-    x, _ = cg_solve(matvec, r0, x0, precond=precond, tol=1e-7, max_iter=3000, on_nonconvergence="warn")
+def _solve_nonlocal(wl: Tensor, src: Tensor, valid: Tensor, op, extra, x0: Tensor | None) -> Tensor:
+    """``(DᵀCD + L(wl) + κ(I − Ŵ)) x = DᵀC s`` (``extra``: the κ term or None) by the package's soft
+    solve with the lattice's multigrid V-cycle as preconditioner; float64, relative tolerance 1e-7."""
+    options = SolverOptions(tol=1e-7, max_iter=3000, precond="multigrid", on_nonconvergence="warn")
+    x, _ = solve_soft(wl, src, op, mask=valid, init=x0, options=options, extra=extra)
     return x
 
 
@@ -110,7 +91,7 @@ def main() -> None:
     t0 = time.perf_counter()
     for scale in args.scales:
         for name, i, hr, ok, guide, lr in cases(args, scale):
-            x_default, info = optisr.guided_upsample(lr, guide, scale, return_info=True)
+            x_default, info = optisr.guided_upsample(lr, guide, scale, return_info=True, nonlocal_smoothness=False)
             if info.fidelity != "soft" or spy.weights is None or spy.lam is None:
                 continue
             H, W = hr.shape
@@ -119,7 +100,7 @@ def main() -> None:
             c = valid.double()
             src = torch.from_numpy(np.nan_to_num(lr))[None, None].double()
             z = torch.from_numpy(hutchinson_probe(tuple(src.shape))) * c
-            affinity = _affinity(guide, *args.grid)
+            guide_t = torch.from_numpy(np.asarray(guide, np.float64).transpose(2, 0, 1))[None]
             w, lam = spy.weights.double(), spy.lam
             row = table[(name, scale)]
             row["default"].append(_rmse(x_default, hr, ok))
@@ -128,10 +109,11 @@ def main() -> None:
             for lam_factor in (1.0, 0.5) if args.gcv else (1.0,):
                 warm: dict[str, Tensor] = {}
                 for k in kappas:
-                    x = _solve_nonlocal(w * (lam_factor * lam), src, c, op, affinity, k, warm.get("x"))
+                    extra = bilateral_laplacian(guide_t, k, tuple(args.grid)) if k else None
+                    x = _solve_nonlocal(w * (lam_factor * lam), src, valid, op, extra, warm.get("x"))
                     warm["x"] = x
                     if args.gcv:
-                        xz = _solve_nonlocal(w * (lam_factor * lam), z, c, op, affinity, k, warm.get("z"))
+                        xz = _solve_nonlocal(w * (lam_factor * lam), z, valid, op, extra, warm.get("z"))
                         warm["z"] = xz
                     e = _rmse(x[0, 0].numpy(), hr, ok)
                     if lam_factor == 1.0:

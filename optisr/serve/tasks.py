@@ -46,6 +46,7 @@ class GuidedRequest:
     ``mode`` is the fidelity: ``exact`` (D x = s) or ``soft`` (penalty of weight ``lam``);
     ``exclude_outliers``: as ``--exclude-outliers`` (the consistency shown leaves them out too).
     ``guide_filter``: as ``--guide-filter`` (``auto``, ``always``, ``off``).
+    ``nonlocal_smoothness``: as ``--nonlocal auto`` (True) / ``off`` (False).
     """
 
     guide: Path
@@ -60,6 +61,7 @@ class GuidedRequest:
     fit: str | None = None
     exclude_outliers: bool = False
     guide_filter: str = "auto"
+    nonlocal_smoothness: bool = True
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
             lam=request.lam, sigma=request.sigma, fit=request.fit, device=device, quiet=True,
             exclude_outliers=request.exclude_outliers,
             guide_filter=GUIDE_FILTER_OPTIONS[request.guide_filter],
+            nonlocal_smoothness=request.nonlocal_smoothness,
         )  # fmt: skip
         what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
         job.report(f"solving {what} with {request.method}", None)

@@ -308,3 +308,24 @@ def test_guided_guide_filter_choice_reaches_the_solver(app, wait_job, tmp_path):
     assert not any("(filtered)" in n for n in off.get("notes", [])), off.get("notes")
     bad = post_files(client, "/api/guided", files, scale=SCALE, guide_filter="maybe")
     assert bad.status_code == 400 and "guide filter" in bad.get_json()["error"]
+
+
+def test_guided_nonlocal_choice_reaches_the_solver(app, wait_job, tmp_path):
+    """The "Non-local term" choice (form field ``nonlocal``) is ``--nonlocal``: a noisy source solved
+    softly with the learned graph at ×4 gets the term (named in the job's notes), not with ``off``."""
+    from optisr.data.synthetic import make_scene
+    from optisr.io.images import from_float, write_image
+
+    scene = make_scene(128, 128, seed=11)
+    depth = 255.0 * (scene.depth_clean - scene.depth_clean.min()) / np.ptp(scene.depth_clean)
+    lr = depth.reshape(32, 4, 32, 4).mean(axis=(1, 3)) + np.random.default_rng(0).normal(0, 6, (32, 32))
+    files = {"guide": write_image(tmp_path / "g.png", from_float(scene.guide, np.uint8)), "source": tmp_path / "lr.npy"}
+    np.save(files["source"], lr.astype(np.float32))
+    client = app.test_client()
+    auto = run_guided(client, wait_job, files, scale=4, mode="auto")
+    off = run_guided(client, wait_job, files, scale=4, mode="auto", **{"nonlocal": "off"})
+    assert auto["status"] == off["status"] == "done", (auto, off)
+    assert any("non-local κ" in n for n in auto.get("notes", [])), auto.get("notes")
+    assert not any("non-local" in n for n in off.get("notes", [])), off.get("notes")
+    bad = post_files(client, "/api/guided", files, scale=4, **{"nonlocal": "maybe"})
+    assert bad.status_code == 400 and "non-local" in bad.get_json()["error"]

@@ -144,7 +144,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         choices=("auto", "off"),
         default="auto",
         help="graph methods: auto (default): when auto fidelity solves a noisy source softly with the learned "
-        "graph (untiled), add a non-local smoothness term (the guide's bilateral grid) to its last solve at "
+        "graph, add a non-local smoothness term (the guide's bilateral grid) to its last solve (each tile's) at "
         "scales where it helped on allowed data; off: the 4-connected graph alone",
     )
     p.add_argument(

@@ -341,7 +341,7 @@ def guided_upsample(
             the noise keep their contrast. Chosen on allowed data (README, *Noisy guides*). The
             guide's σ̂ is ``FidelityChoice.guide_sigma``. A tensor guide is filtered on a CPU copy
             (no gradient flows to the guide through the filter).
-        nonlocal_smoothness: when ``auto`` solves softly with a learned graph (untiled), add the
+        nonlocal_smoothness: when ``auto`` solves softly with a learned graph, add the
             non-local smoothness term of :mod:`optisr.guided.nonlocal_term` (the guide's bilateral-grid
             Laplacian, weight :func:`~optisr.guided.nonlocal_term.nonlocal_kappa` of the scale) to
             its last solve; it averages the noise over pixels of similar colour beyond the lattice's
@@ -743,10 +743,10 @@ def _upsample(
     floored at the floor used (:func:`~optisr.guided.refine.refine_solve`; tile-wise: inside each
     tile). ``guide_sigma`` (> 0): the guide is bilateral-filtered at that noise level
     (:func:`~optisr.guided.guide_filter.filter_guide`) before weights are computed from it
-    (tile-wise: each padded tile). ``nonlocal_kappa`` (> 0): a soft solve whose λ was searched,
-    untiled, with a learned graph adds :func:`~optisr.guided.nonlocal_term.bilateral_laplacian` of
+    (tile-wise: each padded tile). ``nonlocal_kappa`` (> 0): a soft solve whose λ was searched
+    with a learned graph adds :func:`~optisr.guided.nonlocal_term.bilateral_laplacian` of
     the guide to its last solve (the refinement pass, or one more solve warm-started from the
-    search's solution).
+    search's solution); tile-wise, each tile's last solve with the grid of the tile's guide.
     Returns ``(target, λ used, number of solves, floor used or None, κ used or 0.0)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -788,13 +788,13 @@ def _upsample(
             if confidence.size == np.prod(confidence.shape[-2:]):  # (1, 1, h, w) / (1, h, w) -> (h, w)
                 confidence = confidence.reshape(confidence.shape[-2:])
 
-        def tiled(value: float, floor_value: float | None) -> np.ndarray:
+        def tiled(value: float, floor_value: float | None, kappa: float = 0.0) -> np.ndarray:
             return tiled_guided_upsample(
                 source, guide, scale, tile=int(tile_size), operator=operator, mode=mode,
                 weights=_with_floor(weights, floor_value), mask=mask, lam=value, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, progress=progress, device=device, precond=precond,
                 refinement=None if refinement is None else refinement.with_floor(floor_value),
-                confidence=confidence, guide_sigma=guide_sigma,
+                confidence=confidence, guide_sigma=guide_sigma, nonlocal_kappa=kappa,
             )  # fmt: skip
 
         if noise_sigma is None:
@@ -812,7 +812,8 @@ def _upsample(
                 floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
                 guide_sigma=guide_sigma,
             )  # fmt: skip
-            return tiled(found, chosen), found, n + 1, chosen, 0.0
+            kappa = nonlocal_kappa if learned else 0.0  # the non-local term: in each tile's last solve
+            return tiled(found, chosen, kappa), found, n + 1, chosen, kappa
         op = (
             operator
             if isinstance(operator, DownsampleOperator)

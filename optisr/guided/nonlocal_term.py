@@ -12,9 +12,9 @@ cells apart, as the fast bilateral solver's smoothness does (:mod:`optisr.guided
   its null space).
 * κ is absolute: the energy is ``‖D x − s‖²_C + xᵀ L(λ·w) x + κ·xᵀ (I − Ŵ) x`` (λ does not scale it).
 
-Where it is used: the last solve of ``fidelity="auto"`` when it solves softly, at the scales of
-:data:`NONLOCAL_KAPPA` (chosen on allowed noisy data by the rule in
-``benchmarks/noisy_nonlocal.py``). Applied as an extra operator in the PCG loop (no fused loop,
+Where it is used: the last solve of ``fidelity="auto"`` (of each tile, tile-wise) when it solves
+softly with a learned graph, at the scales of :data:`NONLOCAL_KAPPA` (chosen on allowed noisy data
+by the rule in ``benchmarks/noisy_nonlocal.py``). Applied as an extra operator in the PCG loop (no fused loop,
 no gradients). Nothing here reads files.
 """
 

@@ -45,6 +45,7 @@ from optisr.errors import ConfigError, ShapeError
 from optisr.guided.graph_weights import color_weights, resolve_weights
 from optisr.guided.guides import guide_to_unit
 from optisr.guided.layer import graph_solve
+from optisr.guided.nonlocal_term import bilateral_laplacian
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, refine_solve
 from optisr.ops.operators import OPERATORS, DownsampleOperator, covered_hr, is_resampling, lr_size, make_operator
 from optisr.solvers.graph import check_precond
@@ -297,6 +298,8 @@ class TileProblem:
             every tile's Huber threshold is the same; None: each tile estimates its own.
         guide_sigma: the whole guide's noise σ̂: the tile's guide is bilateral-filtered at it before
             weights are computed (:func:`optisr.guided.guide_filter.filter_guide`); None: not filtered.
+        nonlocal_kappa: soft mode: κ of the non-local term added to the tile's last solve
+            (:func:`optisr.guided.nonlocal_term.bilateral_laplacian` of the tile's guide); 0: none.
     """
 
     rows: Span
@@ -318,6 +321,7 @@ class TileProblem:
     confidence: np.ndarray | None = None
     robust_sigma: float | None = None
     guide_sigma: float | None = None
+    nonlocal_kappa: float = 0.0
 
 
 WeightsFn = Callable[[Tensor, Tensor], Tensor]
@@ -353,16 +357,21 @@ def solve_tile(problem: TileProblem, weights_fn: WeightsFn | None = None) -> np.
         else:
             wt = color_weights(g)
 
-        def solve(w_: Tensor) -> Tensor:
+        def solve(w_: Tensor, extra: Callable[[Tensor], Tensor] | None = None, init: Tensor | None = None) -> Tensor:
             return graph_solve(
                 src, w_, problem.operator.scale, operator=problem.operator, mode=problem.mode, lam=problem.lam,
                 mask=None if bool(m.all()) else m, tol=problem.tol, max_iter=problem.max_iter, precond=problem.precond,
-                confidence=conf, noise_sigma=problem.robust_sigma,
+                confidence=conf, noise_sigma=problem.robust_sigma, extra_smoothness=extra, init=init,
             )  # fmt: skip
 
+        kappa = problem.nonlocal_kappa if problem.mode == "soft" else 0.0
+        extra = bilateral_laplacian(g, kappa) if kappa else None
         x = solve(wt)
         if problem.refinement is not None and problem.mode in REFINED_FIDELITIES:
-            x = refine_solve(solve, wt, x, problem.refinement)
+            first = x if extra is not None else None  # κ = 0: as before, from the default start
+            x = refine_solve(lambda w_: solve(w_, extra, first), wt, x, problem.refinement)
+        elif extra is not None:
+            x = solve(wt, extra, x)
     sol = x[0, 0].cpu().numpy()
     if problem.crop is not None:  # grown to reach a valid pixel: cut back to the planned padding
         r0, r1, q0, q1 = problem.crop
@@ -399,6 +408,7 @@ def tile_problems(
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
     guide_sigma: float | None = None,
+    nonlocal_kappa: float = 0.0,
 ) -> Iterator[TileProblem]:
     """The padded tiles' problems, row-major, each sliced from the whole arrays when it is reached.
 
@@ -452,6 +462,7 @@ def tile_problems(
                 else np.ascontiguousarray(confidence[sy_.p0 : sy_.p1, sx_.p0 : sx_.p1]),
                 robust_sigma=robust_sigma,
                 guide_sigma=guide_sigma,
+                nonlocal_kappa=nonlocal_kappa,
             )
 
 
@@ -477,6 +488,7 @@ def iter_tiles(
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
     guide_sigma: float | None = None,
+    nonlocal_kappa: float = 0.0,
 ) -> Iterator[tuple[Span, Span, np.ndarray]]:
     """Solve each padded tile (on ``device``, default CPU) with ``map_tiles`` (default: here, in order).
 
@@ -487,6 +499,7 @@ def iter_tiles(
         source, guide, scale, spans, operator=operator, mode=mode, weights=weights_arr, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, refinement=refinement,
         precond=precond, confidence=confidence, robust_sigma=robust_sigma, guide_sigma=guide_sigma,
+        nonlocal_kappa=nonlocal_kappa,
     )  # fmt: skip
     for problem, sol in (map_tiles or solve_tiles_here)(problems, weights_fn):
         yield problem.rows, problem.cols, sol
@@ -581,6 +594,7 @@ def tiled_guided_upsample(
     confidence: np.ndarray | None = None,
     robust_sigma: float | None = None,
     guide_sigma: float | None = None,
+    nonlocal_kappa: float = 0.0,
 ) -> np.ndarray:
     """Guided upsampling solved tile by tile, with bounded memory and exact consistency kept.
 
@@ -628,6 +642,8 @@ def tiled_guided_upsample(
         guide_sigma: the guide's noise σ̂ ([0, 1] units, :func:`~optisr.guided.guide_filter.estimate_guide_noise`
             of the whole guide): each padded tile's guide is bilateral-filtered at it before weights are
             computed from it (what ``guided_upsample(guide_filter=True)`` does untiled); None: not filtered.
+        nonlocal_kappa: soft mode: κ of the non-local smoothness term that each tile's last solve adds
+            (:mod:`optisr.guided.nonlocal_term`, the grid of the tile's guide); 0 (default): none.
     Returns:
         (H, W) numpy array. In ``exact`` mode ``D x = s`` on valid pixels (a final projection).
     """
@@ -739,6 +755,7 @@ def tiled_guided_upsample(
         src, guide, scale, spans, operator=whole, mode=mode, weights=weights, valid=valid,
         lam=lam, sigma=sigma, tol=tol, max_iter=max_iter, dtype=dtype, device=device, map_tiles=map_tiles, precond=precond,
         refinement=refinement, confidence=conf, robust_sigma=robust_sigma, guide_sigma=guide_sigma,
+        nonlocal_kappa=nonlocal_kappa,
     )  # fmt: skip
     try:
         for done, (sy, sx, sol) in enumerate(tiles, 1):

@@ -32,6 +32,16 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "options_from_args", "run"]
 
 
+def _floor_arg(text: str) -> float | str:
+    """``--floor``: a number, or ``cv``."""
+    if text.strip().lower() == "cv":
+        return "cv"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1) or cv, got {text!r}") from None
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "guided",
@@ -109,11 +119,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--floor",
-        type=float,
+        type=_floor_arg,
         default=None,
-        metavar="F",
+        metavar="F|cv",
         help="graph methods: edge-weight floor in [0, 1), every weight becomes F + (1-F)·w (default: the graph's "
-        "own; where λ is searched, with auto choosing soft or soft without --lam, it is searched too, by the same GCV)",
+        "own; where λ is searched, with auto choosing soft or soft without --lam, it is searched too, by the same GCV); "
+        "cv: for exact solves, the floor whose solves best predict held-out source pixels (2-fold cross-validation, "
+        "10 extra solves; helps where the guide's texture is not depth, e.g. people in patterned clothes)",
     )
     p.add_argument(
         "--refine",
@@ -288,7 +300,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
             raise ConfigError(f"--lam must be > 0, got {args.lam}")
         if args.confidence is not None and args.fidelity == "exact":
             raise ConfigError("--confidence weights the data term of soft/robust/auto fidelity; exact has none")
-        if args.floor is not None and not 0 <= args.floor < 1:
+        if args.floor is not None and args.floor != "cv" and not 0 <= args.floor < 1:
             raise ConfigError(f"--floor must be in [0, 1), got {args.floor}")
         if args.refine is not None and args.refine < 0:
             raise ConfigError(f"--refine must be an integer >= 0 (re-weighted solves; 0 = off), got {args.refine}")

@@ -58,7 +58,7 @@ class GuidedOptions:
     operator: str = "area"
     fidelity: str = "auto"
     lam: float | None = None
-    floor: float | None = None
+    floor: float | str | None = None  # a number, or "cv"
     refine: int | None = None
     exclude_outliers: bool = False
     guide_filter: bool | str = True  # True: noisy guides only, "always", False: never

@@ -126,10 +126,12 @@ VARIANTS: dict[str, GuidedMethod] = {
     "model-exact": _graph_entry("model-exact", "model", fidelity="exact"),
     "color-soft": _graph_entry("color-soft", "color", mode="soft", lam=1.0),
     "model-soft": _graph_entry("model-soft", "model", mode="soft", lam=1.0),
+    "model-cv-floor": _graph_entry("model-cv-floor", "model", floor="cv"),
 }
 """Graph methods with fixed options, for benchmarks: exact consistency whatever the source's noise
 (the plain names use ``guided_upsample``'s default, ``fidelity="auto"``), and the soft data term
-with LGR's λ = 1 (not tuned on any benchmark)."""
+with LGR's λ = 1 (not tuned on any benchmark); ``model-cv-floor``: the default with the floor of exact
+solves chosen by cross-validation (``floor="cv"``)."""
 
 REGISTRY: dict[str, GuidedMethod] = {
     **{name: _graph_entry(name, name) for name in GRAPH_METHODS},

@@ -1,4 +1,4 @@
-"""Clean sources: the edge-weight floor of exact solves chosen by cross-validation on the LR grid (allowed data; a lead, not shipped).
+"""Clean sources: the edge-weight floor of exact solves chosen by cross-validation on the LR grid (allowed data; the opt-in ``floor="cv"``).
 
 Exact solves keep the graph's own floor. On RGB-D-D test405 (smooth bodies, textured clothes) the
 guide's texture cuts the graph where the depth is smooth, and the clean default loses to bicubic;
@@ -7,7 +7,8 @@ that. GCV needs a residual, and an exact solve has none, so the floor is chosen 
 cross-validation over the valid LR pixels: for each floor, solve exactly on one half of the pixels
 (the other half masked), predict the held-out half by ``D x``, sum the squared errors over both
 folds; the floor with the lowest sum is used for the full solve (11 exact solves per image for 5
-floors). Prints per-set means: bicubic, the own floor (the default), the CV choice, the best floor
+floors; :func:`optisr.guided.api.cv_floor`, what ``floor="cv"`` runs). Prints per-set means:
+bicubic, the own floor (the default), the CV choice, the best floor
 in hindsight, each fixed floor, and which floors CV picked.
 
 Measured 2026-12-03 (16 RGB-D-D test405 images, every 25th, area LR, cm; 8 procedural 384×480
@@ -21,8 +22,8 @@ scenes, 0–255):
 
 CV kept the own floor on every procedural scene (their colour edges are their depth edges) and
 raised it on most RGB-D-D images at ×4, fewer at ×8 / ×16 (coarse LR grids make the held-out error
-noisy). Not shipped: it multiplies the cost of every clean solve by ~11 and was not measured on the
-evaluation sets; see README, *Not done yet*.
+noisy). Opt-in, not the default: it multiplies the cost of a clean solve by ~11 (README, *The
+floor of exact solves, by cross-validation*, also for the evaluation sets measured once afterwards).
 
     OMP_NUM_THREADS=2 python benchmarks/exact_floor_cv.py --rgbdd ../shared/data/depth_rgbdd_test405
 """
@@ -39,9 +40,10 @@ import torch
 
 import optisr
 from optisr.bench.guided_protocols import make_lr
+from optisr.guided.api import CV_FLOORS, cv_floor
 from optisr.guided.baselines import bicubic
 
-FLOORS = (0.0, 0.01, 0.03, 0.1, 0.3)  # 0.0: the graph's own floor
+FLOORS = CV_FLOORS  # 0.0: the graph's own floor
 
 
 def _cases(
@@ -69,18 +71,6 @@ def _cases(
         yield "procedural", hr, ok, sc.guide.astype(np.float32), lr
 
 
-def cv_error(lr: np.ndarray, guide: np.ndarray, s: int, floor: float, fold: np.ndarray) -> float:
-    """Sum of squared held-out LR errors of exact solves on each half of the valid pixels."""
-    valid = np.isfinite(lr)
-    err = 0.0
-    for k in (0, 1):
-        x = optisr.guided_upsample(lr, guide, s, fidelity="exact", floor=floor, mask=valid & (fold != k))
-        d = np.asarray(x).reshape(lr.shape[0], s, lr.shape[1], s).mean(axis=(1, 3))
-        held = valid & (fold == k)
-        err += float(((d - lr)[held] ** 2).sum())
-    return err
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rgbdd", default=None, help="RGB-D-D test405 folder (skipped when not given)")
@@ -98,17 +88,16 @@ def main() -> None:
             def rmse(x: np.ndarray, hr: np.ndarray = hr, ok: np.ndarray = ok) -> float:
                 return float(np.sqrt(np.mean((np.asarray(x, np.float64)[ok] - hr[ok]) ** 2)))
 
-            fold = np.random.default_rng(0).integers(0, 2, lr.shape)
-            cv = [cv_error(lr, guide, s, f, fold) for f in FLOORS]
+            pick = cv_floor(lr, guide, s)  # the package's own selection (2 folds, seed 0, FLOORS)
             full = [rmse(optisr.guided_upsample(lr, guide, s, fidelity="exact", floor=f)) for f in FLOORS]
             row = table[name]
             row["bicubic"].append(rmse(bicubic(lr, guide, s, mask_lr=np.isfinite(lr))))
             row["own"].append(full[0])
-            row["CV"].append(full[int(np.argmin(cv))])
+            row["CV"].append(full[FLOORS.index(pick)])
             row["best"].append(min(full))
             for f, e in zip(FLOORS[1:], full[1:]):
                 row[f"floor {f:g}"].append(e)
-            picks[name][FLOORS[int(np.argmin(cv))]] += 1
+            picks[name][pick] += 1
         for name, row in table.items():
             cells = ", ".join(f"{k} {np.mean(v):.3f}" for k, v in row.items())
             print(f"×{s} {name} (n = {len(row['own'])}): {cells}; CV picked {dict(picks[name])}", flush=True)

@@ -42,3 +42,14 @@ def test_the_api_the_tiles_and_the_gate_read_a_uint16_guide_as_its_float():
     a = optisr.guided_upsample(src, g16, 4, weights="color", guide_filter=False)
     b = optisr.guided_upsample(src, as_float, 4, weights="color", guide_filter=False)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+
+
+def test_guide_tensors_read_uint8_as_unit_floats_and_keep_floats():
+    from optisr.guided.guides import guide_tensor_to_unit
+
+    t8 = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    out = guide_tensor_to_unit(t8)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.tensor([[0.0, 0.2, 1.0]]))
+    f = torch.rand(3, 4, 5, dtype=torch.float64)
+    assert guide_tensor_to_unit(f) is f

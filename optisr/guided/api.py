@@ -27,7 +27,7 @@ from optisr.guided.fidelity import (
 )
 from optisr.guided.graph_weights import COLOR_CONNECT, COLOR_FLOOR, COLOR_MU, color_weights, resolve_weights
 from optisr.guided.guide_filter import filter_guide, noisy_guide_sigma
-from optisr.guided.guides import guide_to_unit
+from optisr.guided.guides import guide_tensor_to_unit, guide_to_unit
 from optisr.guided.layer import graph_solve
 from optisr.guided.nonlocal_term import bilateral_laplacian, nonlocal_kappa
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
@@ -116,8 +116,7 @@ def _as_tensors(source: Any, guide: Any, mask: Any, dtype: torch.dtype | None):
             gt = gt[None]
         if gt.dim() != 4:
             raise ShapeError(f"guide must be (H, W), (C, H, W) or (B, C, H, W), got {tuple(guide.shape)}")
-        if gt.dtype == torch.uint8:
-            gt = gt.float() / 255.0
+        gt = guide_tensor_to_unit(gt)
     else:
         raise ShapeError(f"guide must be a numpy array or a torch tensor, got {type(guide).__name__}")
     gt = gt.to(device=src.device, dtype=src.dtype)
@@ -535,14 +534,13 @@ def _guide_on_source_grid(guide: Any, source: Any, operator: Any, scale: int) ->
     lr = _hw(source, False)
     if isinstance(guide, np.ndarray) and guide.ndim in (2, 3):
         hr = guide.shape[:2]
-        chans = [guide] if guide.ndim == 2 else [guide[..., c] for c in range(guide.shape[2])]
-        div = 255.0 if guide.dtype == np.uint8 else (65535.0 if guide.dtype == np.uint16 else 1.0)
+        g = guide_to_unit(guide)
+        chans = [g] if g.ndim == 2 else [g[..., c] for c in range(g.shape[2])]
     elif isinstance(guide, Tensor) and guide.dim() >= 2:
-        gt = guide.detach().cpu()
+        gt = guide_tensor_to_unit(guide.detach().cpu())
         gt = gt.reshape(-1, *gt.shape[-2:]) if gt.dim() > 2 else gt[None]
         hr = (int(gt.shape[-2]), int(gt.shape[-1]))
         chans = list(gt)
-        div = 255.0 if guide.dtype == torch.uint8 else 1.0
     else:
         return None
     if isinstance(operator, DownsampleOperator) and is_resampling(operator):
@@ -551,7 +549,7 @@ def _guide_on_source_grid(guide: Any, source: Any, operator: Any, scale: int) ->
         op = make_operator("area", hr, scale)
     else:
         return None
-    means = [op.apply_strips(c, dtype=torch.float64).numpy() / div for c in chans]
+    means = [op.apply_strips(c, dtype=torch.float64).numpy() for c in chans]
     out = np.stack(means)
     if isinstance(guide, Tensor) and guide.dim() == 4:
         out = out.reshape(guide.shape[0], guide.shape[1], *lr)
@@ -604,8 +602,7 @@ def _guide_noise(guide: Any, always: bool = False) -> float | None:
     """The guide's noise σ̂ in [0, 1] units when it is worth filtering, else None
     (:func:`~optisr.guided.guide_filter.noisy_guide_sigma`; a tensor batch: its first image, (C, H, W) or (H, W))."""
     if isinstance(guide, Tensor):
-        g = guide.detach().cpu()
-        g = g.float() / 255.0 if g.dtype == torch.uint8 else g.float()
+        g = guide_tensor_to_unit(guide.detach().cpu()).float()
         if g.dim() == 2:
             return noisy_guide_sigma(g.numpy(), always=always)
         return noisy_guide_sigma(g.reshape(-1, *g.shape[-3:])[0].permute(1, 2, 0).numpy(), always=always)

@@ -70,14 +70,15 @@ def _spread_of(crop: np.ndarray) -> float:
 
 
 def _as_unit_hwc(guide: np.ndarray) -> np.ndarray:
-    g = guide_to_unit(guide)
+    """The central crop as (h, w, C) float32 in [0, 1]; cropped before it is converted (the hot path)."""
+    g = np.asarray(guide)
     if g.ndim == 2:
         g = g[:, :, None]
     if g.ndim != 3:
         raise ConfigError(f"guide must be (H, W) or (H, W, C), got shape {g.shape}")
     H, W = g.shape[:2]
     r0, c0 = max(0, (H - NOISE_CROP) // 2), max(0, (W - NOISE_CROP) // 2)
-    return g[r0 : r0 + NOISE_CROP, c0 : c0 + NOISE_CROP]
+    return guide_to_unit(g[r0 : r0 + NOISE_CROP, c0 : c0 + NOISE_CROP])
 
 
 def guide_spread(guide: np.ndarray) -> float:

@@ -7,10 +7,12 @@ so a uint16 guide means the same thing everywhere. Nothing here reads files.
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from optisr.errors import ShapeError
 
-__all__ = ["GUIDE_DTYPES", "guide_to_unit"]
+__all__ = ["GUIDE_DTYPES", "guide_tensor_to_unit", "guide_to_unit"]
 
 GUIDE_DTYPES = ("uint8", "uint16", "float")
 """Guide array dtypes: uint8 (÷ 255), uint16 (÷ 65535), or any float dtype already in [0, 1]."""
@@ -30,3 +32,9 @@ def guide_to_unit(guide: np.ndarray) -> np.ndarray:
     if not np.issubdtype(g.dtype, np.floating):
         raise ShapeError(f"guide must be uint8, uint16 or float in [0, 1], got {g.dtype}")
     return g.astype(np.float32, copy=False)
+
+
+def guide_tensor_to_unit(guide: Tensor) -> Tensor:
+    """A guide tensor in [0, 1] units: uint8 divided by 255 (as float32); any other dtype as it is
+    (float tensors are taken to be in [0, 1] already)."""
+    return guide.float() / 255.0 if guide.dtype == torch.uint8 else guide

@@ -30,6 +30,14 @@ from optisr.guided.guide_filter import filter_guide, noisy_guide_sigma
 from optisr.guided.guides import guide_tensor_to_unit, guide_to_unit
 from optisr.guided.layer import graph_solve
 from optisr.guided.nonlocal_term import bilateral_laplacian, nonlocal_kappa
+from optisr.guided.registration import (
+    ACCEPT_RATIO,
+    CV_CROP_HR,
+    edge_shift,
+    search_radius,
+    shift_image,
+    source_on_guide_grid,
+)
 from optisr.guided.refine import REFINED_FIDELITIES, Refinement, check_refine, refine_solve, resolve_refinement
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
@@ -59,6 +67,7 @@ __all__ = [
     "cv_floor",
     "guided_upsample",
     "outlier_mask",
+    "registration_shift",
 ]
 
 Weights = Union[None, str, os.PathLike, "GraphSRModel", Tensor, np.ndarray, Callable[[Tensor, Tensor], Tensor]]
@@ -153,6 +162,7 @@ def guided_upsample(
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
     nonlocal_smoothness: bool = True,
+    register: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -184,6 +194,7 @@ def guided_upsample(
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
     nonlocal_smoothness: bool = True,
+    register: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -214,6 +225,7 @@ def guided_upsample(
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
     nonlocal_smoothness: bool = True,
+    register: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -244,6 +256,7 @@ def guided_upsample(
     exclude_outliers: bool = False,
     guide_filter: bool | str = True,
     nonlocal_smoothness: bool = True,
+    register: bool = True,
     noise_sigma: str | float | None = "auto",
     sigma: float | None = None,
     tol: float = 1e-4,
@@ -353,6 +366,16 @@ def guided_upsample(
             its last solve; it averages the noise over pixels of similar colour beyond the lattice's
             cuts. Chosen on allowed noisy data (README, *Noisy sources*); ``FidelityChoice.nonlocal_kappa``
             reports the κ used. False: the lattice alone.
+        register: look for a translation between the source and the guide (a depth sensor's
+            calibration offset, :mod:`optisr.guided.registration`): the integer shift of at most
+            :func:`~optisr.guided.registration.search_radius` HR px that lines the guide's edges
+            up with the upsampled source's, kept only when exact solves with the moved guide
+            predict held-out source pixels :data:`~optisr.guided.registration.ACCEPT_RATIO` times
+            better (:func:`registration_shift`). The guide is then moved onto the source: the output
+            keeps the source's geometry and its consistency. ``FidelityChoice.guide_shift``
+            reports the shift. Numpy input with weights from the guide only (else nothing is
+            moved). Costs an edge correlation, and two small exact solves when it finds a shift.
+            Chosen on allowed data (README, *Registration*). False: use the guide as given.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -409,14 +432,23 @@ def guided_upsample(
         raise ConfigError("floor='cv' needs numpy source and guide arrays")
     check_refine(refine)
     check_precond(precond)
+    if not isinstance(register, bool):
+        raise ConfigError(f"register must be True or False, got {register!r}")
+    shift = None
+    if register and isinstance(source, np.ndarray) and isinstance(guide, np.ndarray) and _guide_graph(weights):
+        shift = registration_shift(source, guide, scale, operator=operator, mask=mask, sigma=sigma)
+        if shift is not None:
+            guide = shift_image(guide, shift)
     choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
+    if shift is not None:
+        choice = dataclasses.replace(choice, guide_shift=shift)
     if not isinstance(exclude_outliers, bool):
         raise ConfigError(f"exclude_outliers must be True or False, got {exclude_outliers!r}")
     if exclude_outliers:
         mask, outliers = outlier_mask(source, guide, mask, scale, operator, choice.noise_sigma)
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
-            choice = dataclasses.replace(choice, outliers=outliers)
+            choice = dataclasses.replace(choice, outliers=outliers, guide_shift=shift)
     if not (isinstance(guide_filter, bool) or (isinstance(guide_filter, str) and guide_filter == "always")):
         raise ConfigError(f"guide_filter must be True, False or 'always', got {guide_filter!r}")
     use = bool(guide_filter) and _guide_graph(weights)
@@ -497,13 +529,69 @@ def cv_floor(
         for k in (0, 1):
             x = guided_upsample(
                 source, guide, scale, operator=operator, fidelity="exact", floor=float(f), mask=valid & (fold != k),
-                refine=0, **options,
+                refine=0, register=False, **options,
             )  # fmt: skip
             pred = op.apply_strips(np.asarray(x), dtype=torch.float64).cpu().numpy()
             held = valid & (fold == k)
             err += float(((pred - source)[held] ** 2).sum())
         errors.append(err)
     return float(floors[int(np.argmin(errors))])
+
+
+def registration_shift(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    *,
+    operator: Any = "area",
+    mask: Any = None,
+    sigma: float | None = None,
+    seed: int = 0,
+) -> tuple[int, int] | None:
+    """The shift ``register=True`` moves the guide by (HR px, down and right), or None.
+
+    :func:`~optisr.guided.registration.edge_shift` proposes a shift; it is kept when, on a central
+    window of at most :data:`~optisr.guided.registration.CV_CROP_HR` HR px, exact colour-graph
+    solves on a random half of the valid source pixels (``seed``) predict the other half with the
+    moved guide at least :data:`~optisr.guided.registration.ACCEPT_RATIO` times better (squared
+    error) than with the guide as given. ``scale`` and ``operator`` as resolved by
+    :func:`guided_upsample` (a resampling operator for a non-integer ratio).
+    """
+    hr = guide.shape[:2]
+    ratio = isinstance(operator, DownsampleOperator) and is_resampling(operator)
+    up = source_on_guide_grid(np.where(_valid(source, mask), source, np.nan), hr, None if ratio else scale)
+    shift, _ = edge_shift(up, guide, search_radius(hr))
+    if shift == (0, 0):
+        return None
+    rows, cols, lr_rows, lr_cols, window = _central_window(operator, hr, scale, CV_CROP_HR)
+    if not ratio and isinstance(window, DownsampleOperator):  # a whole-image operator: its kind on the window
+        window, sigma = window.kind, window.sigma
+    src = np.asarray(source, np.float64)[lr_rows, lr_cols]
+    valid = _valid(source, mask)[lr_rows, lr_cols]
+    fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
+    train, held = valid & fold, valid & ~fold
+    if train.sum() < 4 or held.sum() < 4:
+        return None
+    op = (
+        window
+        if isinstance(window, DownsampleOperator)
+        else make_operator(window, (rows.stop - rows.start, cols.stop - cols.start), scale, sigma=sigma)
+    )
+    errors = []
+    for g in (guide, shift_image(guide, shift)):
+        x = guided_upsample(
+            src, g[rows, cols], None if ratio else scale, operator=window, fidelity="exact", weights="color",
+            mask=train, refine=0, guide_filter=False, register=False, sigma=sigma,
+        )  # fmt: skip
+        pred = op.apply_strips(np.asarray(x, np.float64), dtype=torch.float64).cpu().numpy()
+        errors.append(float(((pred - src)[held] ** 2).sum()))
+    return shift if errors[0] >= ACCEPT_RATIO * errors[1] else None
+
+
+def _valid(source: np.ndarray, mask: Any) -> np.ndarray:
+    """Valid source pixels: finite, and True in ``mask`` when one is given."""
+    ok = np.isfinite(np.asarray(source, np.float64))
+    return ok if mask is None else ok & np.asarray(mask, bool)
 
 
 def outlier_mask(source: Any, guide: Any, mask: Any, scale: int, operator: Any, sigma: float | None) -> tuple[Any, int]:

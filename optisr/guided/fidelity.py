@@ -372,6 +372,8 @@ class FidelityChoice:
             the guide was not filtered (a clean guide, explicit weights, or ``guide_filter=False``).
         nonlocal_kappa: κ of the non-local smoothness term added to the last soft solve
             (:mod:`optisr.guided.nonlocal_term`), or None when it was not used.
+        guide_shift: ``(dy, dx)`` HR px the guide was moved by onto the source
+            (``register=True``, :mod:`optisr.guided.registration`), or None when it was used as given.
     """
 
     requested: str
@@ -386,6 +388,7 @@ class FidelityChoice:
     outliers: int = 0
     guide_sigma: float | None = None
     nonlocal_kappa: float | None = None
+    guide_shift: tuple[int, int] | None = None
 
 
 def _check_lam(lam: Any) -> None:

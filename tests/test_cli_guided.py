@@ -685,3 +685,28 @@ def test_the_line_names_the_non_local_term_and_nonlocal_off_drops_it(tmp_path, c
     assert not np.array_equal(a, b)
     rc, _, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--method", "bicubic", "--nonlocal", "off")
     assert rc != 0 and "--nonlocal" in err and "Traceback" not in err
+
+
+def test_the_line_names_a_registration_shift_and_register_off_drops_it(tmp_path, capsys):
+    """A source whose depth is off by (3, -3) px against the guide: the line says the guide was moved."""
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.registration import shift_image
+
+    sc = make_scene(192, 240, seed=7001)
+    depth = shift_image(500.0 + 3000.0 * (sc.depth_clean - sc.depth_clean.min()) / np.ptp(sc.depth_clean), (3, -3))
+    guide = _write_guide(tmp_path / "g.png", (sc.guide * 255).astype(np.uint8))
+    src = tmp_path / "s.tif"
+    write_raster(src, _area(depth, 4).astype(np.float32))
+    base = ["--guide", guide, "--source", src, "--scale", 4, "--quiet"]
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "a.tif")
+    assert rc == 0, err
+    report = out.strip().split("\t")[-1]
+    assert report.startswith("guide moved (+") and " px onto the source -> " in report, report
+    assert report.endswith("fidelity auto: exact"), report
+    rc, out, err = _run(capsys, *base, "-o", tmp_path / "b.tif", "--register", "off")
+    assert rc == 0 and "moved" not in out, (out, err)
+    a, b = read_raster(tmp_path / "a.tif").data, read_raster(tmp_path / "b.tif").data
+    err_a, err_b = (float(np.sqrt(np.mean((x - depth) ** 2))) for x in (a, b))
+    assert err_a < 0.7 * err_b
+    rc, _, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--method", "bicubic", "--register", "off")
+    assert rc != 0 and "--register" in err and "Traceback" not in err

@@ -160,6 +160,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "scales where it helped on allowed data; off: the 4-connected graph alone",
     )
     p.add_argument(
+        "--register",
+        choices=("auto", "off"),
+        default="auto",
+        help="graph methods: auto (default): look for a shift of a few pixels between source and guide (a "
+        "calibration offset) and, when held-out source pixels confirm it, move the guide onto the source (the "
+        "output keeps the source's geometry); off: use the guide as given. Not with --dask",
+    )
+    p.add_argument(
         "--noise-sigma",
         default="auto",
         metavar="auto|S",
@@ -312,11 +320,13 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         or args.exclude_outliers
         or args.guide_filter != "auto"
         or args.nonlocal_term != "auto"
+        or args.register != "auto"
         or args.confidence is not None
         or noise_sigma != "auto"
     ):
         raise ConfigError(
-            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --guide-filter, --nonlocal, --noise-sigma and "
+            "--fidelity, --lam, --floor, --refine, --exclude-outliers, --guide-filter, --nonlocal, --register, "
+            "--noise-sigma and "
             "--confidence "
             f"apply to the graph methods (default, model, color), not {args.method}"
         )
@@ -367,6 +377,7 @@ def options_from_args(args: argparse.Namespace, log: Callable[[str], None]) -> G
         exclude_outliers=args.exclude_outliers,
         guide_filter=GUIDE_FILTER_OPTIONS[args.guide_filter],
         nonlocal_smoothness=args.nonlocal_term == "auto",
+        register=args.register == "auto",
         noise_sigma=noise_sigma,
         confidence=None if args.confidence is None else Path(args.confidence),
         sigma=args.sigma,

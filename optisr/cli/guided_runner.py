@@ -63,6 +63,7 @@ class GuidedOptions:
     exclude_outliers: bool = False
     guide_filter: bool | str = True  # True: noisy guides only, "always", False: never
     nonlocal_smoothness: bool = True  # --nonlocal auto / off
+    register: bool = True  # --register auto / off (not with --dask)
     noise_sigma: str | float = "auto"
     confidence: Path | None = None
     sigma: float | None = None
@@ -221,6 +222,7 @@ def process(job: Job, options: GuidedOptions, log: Callable[[str], None], detail
                 exclude_outliers=False,  # left out above, when asked
                 guide_filter=options.guide_filter,
                 nonlocal_smoothness=options.nonlocal_smoothness,
+                register=options.register,
                 noise_sigma=options.noise_sigma,
                 confidence=confidence, return_info=True, **graph_options,
             )  # fmt: skip
@@ -266,6 +268,9 @@ def describe_fidelity(choice: FidelityChoice) -> str:
     """One line: the guide's noise (when its pre-filter ran), the source's noise level and the fidelity
     solved with, e.g. ``guide σ 0.0061 (filtered) -> noise σ 3.1 (estimated) -> fidelity auto: soft λ 0.0213 floor 0.03``."""
     parts = [f"guide σ {choice.guide_sigma:.2g} (filtered)"] if choice.guide_sigma else []
+    if choice.guide_shift is not None:
+        dy, dx = choice.guide_shift
+        parts.append(f"guide moved ({dy:+d}, {dx:+d}) px onto the source")
     if choice.noise_sigma is not None:
         parts.append(f"noise σ {choice.noise_sigma:.3g} ({'estimated' if choice.sigma_estimated else 'given'})")
     solved = (

@@ -127,11 +127,13 @@ VARIANTS: dict[str, GuidedMethod] = {
     "color-soft": _graph_entry("color-soft", "color", mode="soft", lam=1.0),
     "model-soft": _graph_entry("model-soft", "model", mode="soft", lam=1.0),
     "model-cv-floor": _graph_entry("model-cv-floor", "model", floor="cv"),
+    "model-noreg": _graph_entry("model-noreg", "model", register=False),
 }
 """Graph methods with fixed options, for benchmarks: exact consistency whatever the source's noise
 (the plain names use ``guided_upsample``'s default, ``fidelity="auto"``), and the soft data term
 with LGR's λ = 1 (not tuned on any benchmark); ``model-cv-floor``: the default with the floor of exact
-solves chosen by cross-validation (``floor="cv"``)."""
+solves chosen by cross-validation (``floor="cv"``); ``model-noreg``: the default with the guide as
+given (``register=False``: no search for a shift between source and guide)."""
 
 REGISTRY: dict[str, GuidedMethod] = {
     **{name: _graph_entry(name, name) for name in GRAPH_METHODS},

@@ -22,16 +22,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from optisr.guided.guides import guide_to_unit
+from optisr.ops.operators import DownsampleOperator
 
 SEARCH_RADIUS = 4
 """The smallest search radius in HR px (see :func:`search_radius`)."""
 
 EDGE_CROP_HR = 512
 """Edge maps are correlated on a central crop of at most this many HR px per side."""
+
+MIN_LR_SIDE = 16
+"""Sources with fewer pixels per side than this are not searched (too few to hold half out)."""
 
 CV_CROP_HR = 384
 """The cross-validation that accepts a shift solves a central window of at most this many HR px per side."""
@@ -61,25 +63,44 @@ def shift_image(image: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
     return image[rows][:, cols]
 
 
-def source_on_guide_grid(source: np.ndarray, hr_size: tuple[int, int], scale: int | None) -> np.ndarray:
-    """The source (h, w), NaN = invalid, bicubically upsampled onto the guide's (H, W) grid, float64.
+def source_on_guide_grid(
+    source: np.ndarray, operator: DownsampleOperator, rows: slice | None = None, cols: slice | None = None
+) -> np.ndarray:
+    """The source (h, w), NaN = invalid, interpolated onto the guide's grid (rows × cols of it), float64.
 
-    ``scale``: an integer factor whose blocks start at the top-left corner (the ``ceil`` grid
-    policy: the LR grid may overhang the HR image at the bottom and right); None: the source covers
-    the guide's field of view at the sizes' ratio. Invalid pixels take the mean of the valid ones
-    first (edges are what matters here, not values).
+    Each LR pixel sits at the centre of its row of ``operator``'s axis matrices (the HR coordinate
+    its weights average to), so any operator's geometry is followed: blocks from the top-left corner
+    for ``area`` (an LR grid that overhangs the HR image included), the field of view for
+    ``bicubic`` or a non-integer ratio. Cubic-spline interpolation between those centres, the
+    nearest centre beyond the outer ones. Invalid pixels take the mean of the valid ones first
+    (edges are what matters here, not values).
     """
+    from scipy.ndimage import map_coordinates
+
     src = np.asarray(source, np.float64)
     ok = np.isfinite(src)
-    fill = float(src[ok].mean()) if ok.any() else 0.0
-    t = torch.from_numpy(np.where(ok, src, fill))[None, None]
-    H, W = hr_size
-    if scale is None:
-        up = F.interpolate(t, size=(H, W), mode="bicubic", align_corners=False)
-    else:
-        h, w = src.shape
-        up = F.interpolate(t, size=(h * scale, w * scale), mode="bicubic", align_corners=False)[..., :H, :W]
-    return up[0, 0].numpy()
+    filled = np.where(ok, src, float(src[ok].mean()) if ok.any() else 0.0)
+    ay, ax = operator.axis_matrices()
+    rows = slice(0, ay.shape[1]) if rows is None else rows
+    cols = slice(0, ax.shape[1]) if cols is None else cols
+
+    def lr_index(mat: np.ndarray, hr: slice) -> np.ndarray:
+        centres = (mat @ np.arange(mat.shape[1], dtype=np.float64)) / mat.sum(axis=1)
+        return np.interp(np.arange(hr.start, hr.stop, dtype=np.float64), centres, np.arange(mat.shape[0]))
+
+    uy, ux = lr_index(ay, rows), lr_index(ax, cols)
+    grid = np.meshgrid(uy, ux, indexing="ij")
+    return map_coordinates(filled, grid, order=3, mode="nearest")
+
+
+def central_slices(hr_size: tuple[int, int], side: int) -> tuple[slice, slice]:
+    """A central window of at most ``side`` px per side of an (H, W) grid."""
+    out = []
+    for n in hr_size:
+        keep = min(n, side)
+        start = (n - keep) // 2
+        out.append(slice(start, start + keep))
+    return out[0], out[1]
 
 
 def _edges(image: np.ndarray) -> np.ndarray:
@@ -89,34 +110,27 @@ def _edges(image: np.ndarray) -> np.ndarray:
     return np.hypot(gy, gx)
 
 
-def edge_shift(
-    source_hr: np.ndarray, guide: np.ndarray, radius: int, crop: int = EDGE_CROP_HR
-) -> tuple[tuple[int, int], float]:
+def edge_shift(source_hr: np.ndarray, guide: np.ndarray, radius: int) -> tuple[tuple[int, int], float]:
     """The shift ``t`` (|dy|, |dx| ≤ ``radius``) that lines the guide's edges up with the source's.
 
     Args:
         source_hr: (H, W) float, the source on the guide's grid (:func:`source_on_guide_grid`).
-        guide: (H, W) or (H, W, C), any dtype :func:`~optisr.guided.guides.guide_to_unit` reads.
+        guide: (H, W) or (H, W, C) over the same pixels, any dtype
+            :func:`~optisr.guided.guides.guide_to_unit` reads.
         radius: the largest shift tried, HR px.
-        crop: the correlation uses a central crop of at most this many px per side.
     Returns:
         ``(t, gain)``: ``shift_image(guide, t)`` has its edges where the source has them;
         ``gain`` is the correlation at ``t`` over that at (0, 0) (≥ 1 when the correlation at zero is
-        positive; 1.0 for ``t = (0, 0)``).
+        positive; 1.0 for ``t = (0, 0)``). (0, 0) when the window is too small for the radius.
 
     The correlation of zero-mean gradient magnitudes is computed for every shift at once with an
-    FFT; the source's edge map is zero within ``radius`` of the crop's border, so no shift wraps
-    around.
+    FFT; the source's edge map is zero within ``radius`` of the border, so no shift wraps around.
     """
-    H, W = source_hr.shape
     r = int(radius)
-    side = [min(n, crop) for n in (H, W)]
-    if min(side) <= 2 * r + 2:
+    if min(source_hr.shape) <= 2 * r + 2:
         return (0, 0), 1.0
-    y0, x0 = (H - side[0]) // 2, (W - side[1]) // 2
-    win = (slice(y0, y0 + side[0]), slice(x0, x0 + side[1]))
-    d = _edges(source_hr[win])
-    g = _edges(guide_to_unit(guide)[win])
+    d = _edges(source_hr)
+    g = _edges(guide_to_unit(guide))
     d -= d.mean()
     g -= g.mean()
     inner = np.zeros_like(d)

@@ -203,6 +203,7 @@ def create_app(
             outliers = _form_choice("outliers", "outliers", ("off", "on"), "off") == "on"
             guide_filter = _form_choice("guide_filter", "guide filter", ("auto", "always", "off"), "auto")
             nonlocal_term = _form_choice("nonlocal", "non-local term", ("auto", "off"), "auto")
+            register = _form_choice("register", "registration", ("auto", "off"), "auto")
             guide = save_upload(request.files.get("guide"), job, "guide", GUIDE_EXTENSIONS, "guide")
             source = save_upload(request.files.get("source"), job, "source", SOURCE_EXTENSIONS, "source")
             truth_file = request.files.get("truth")
@@ -214,7 +215,7 @@ def create_app(
         req = GuidedRequest(
             guide=guide, source=source, truth=truth, scale=scale, method=method, operator=operator, mode=mode,
             lam=lam, sigma=sigma, fit=None if fit == "none" else fit, exclude_outliers=outliers,
-            guide_filter=guide_filter, nonlocal_smoothness=nonlocal_term == "auto",
+            guide_filter=guide_filter, nonlocal_smoothness=nonlocal_term == "auto", register=register == "auto",
         )  # fmt: skip
         runner.submit(job, guided_work(req, device))
         return jsonify(job=job.id), 202

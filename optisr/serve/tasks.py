@@ -47,6 +47,7 @@ class GuidedRequest:
     ``exclude_outliers``: as ``--exclude-outliers`` (the consistency shown leaves them out too).
     ``guide_filter``: as ``--guide-filter`` (``auto``, ``always``, ``off``).
     ``nonlocal_smoothness``: as ``--nonlocal auto`` (True) / ``off`` (False).
+    ``register``: as ``--register auto`` (True) / ``off`` (False).
     """
 
     guide: Path
@@ -62,6 +63,7 @@ class GuidedRequest:
     exclude_outliers: bool = False
     guide_filter: str = "auto"
     nonlocal_smoothness: bool = True
+    register: bool = True
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ def guided_work(request: GuidedRequest, device: torch.device | None) -> Callable
             exclude_outliers=request.exclude_outliers,
             guide_filter=GUIDE_FILTER_OPTIONS[request.guide_filter],
             nonlocal_smoothness=request.nonlocal_smoothness,
+            register=request.register,
         )  # fmt: skip
         what = f"×{request.scale}" if request.scale is not None else "at the sizes' scale"
         job.report(f"solving {what} with {request.method}", None)

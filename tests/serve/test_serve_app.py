@@ -329,3 +329,25 @@ def test_guided_nonlocal_choice_reaches_the_solver(app, wait_job, tmp_path):
     assert not any("non-local" in n for n in off.get("notes", [])), off.get("notes")
     bad = post_files(client, "/api/guided", files, scale=4, **{"nonlocal": "maybe"})
     assert bad.status_code == 400 and "non-local" in bad.get_json()["error"]
+
+
+def test_guided_register_choice_reaches_the_solver(app, wait_job, tmp_path):
+    """The "Registration" choice (form field ``register``) is ``--register``: a source off by (3, -3) px
+    gets the guide moved onto it (named in the job's notes), not with ``off``; a bad value is a 400."""
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.registration import shift_image
+    from optisr.io.images import from_float, write_image
+
+    scene = make_scene(192, 240, seed=7001)
+    depth = shift_image(255.0 * (scene.depth_clean - scene.depth_clean.min()) / np.ptp(scene.depth_clean), (3, -3))
+    lr = depth.reshape(48, 4, 60, 4).mean(axis=(1, 3))
+    files = {"guide": write_image(tmp_path / "g.png", from_float(scene.guide, np.uint8)), "source": tmp_path / "lr.npy"}
+    np.save(files["source"], lr.astype(np.float32))
+    client = app.test_client()
+    auto = run_guided(client, wait_job, files, scale=4, mode="auto")
+    off = run_guided(client, wait_job, files, scale=4, mode="auto", register="off")
+    assert auto["status"] == off["status"] == "done", (auto, off)
+    assert any("guide moved" in n for n in auto.get("notes", [])), auto.get("notes")
+    assert not any("guide moved" in n for n in off.get("notes", [])), off.get("notes")
+    bad = post_files(client, "/api/guided", files, scale=4, register="maybe")
+    assert bad.status_code == 400 and "registration" in bad.get_json()["error"]

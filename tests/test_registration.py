@@ -147,3 +147,13 @@ def test_register_with_a_masked_source_and_a_gaussian_operator(scene):
     lr[~mask] = np.nan
     _, choice = optisr.guided_upsample(lr, guide, 4, operator=op, mask=mask, return_info=True)
     assert choice.guide_shift is not None and _near(choice.guide_shift, (-3, 2))
+
+
+def test_register_does_not_search_above_x8(monkeypatch):
+    """×16: a few HR px are a fraction of a source pixel; no search, not even a proposal."""
+    sc = make_scene(384, 480, seed=7001)
+    hr = shift_image(sc.depth_clean.astype(np.float64), (3, -3))
+    calls = []
+    monkeypatch.setattr(api, "edge_shift", lambda *a, **k: calls.append(1) or ((3, -3), 2.0))
+    assert api.registration_shift(_lr(hr, 16), sc.guide, 16) is None and not calls
+    assert api.registration_shift(_lr(hr, 8), sc.guide, 8) is not None and calls

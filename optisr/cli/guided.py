@@ -165,7 +165,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="auto",
         help="graph methods: auto (default): look for a shift of a few pixels between source and guide (a "
         "calibration offset) and, when held-out source pixels confirm it, move the guide onto the source (the "
-        "output keeps the source's geometry); off: use the guide as given. Not with --dask",
+        "output keeps the source's geometry; up to ×8); off: use the guide as given. Not with --dask",
     )
     p.add_argument(
         "--noise-sigma",

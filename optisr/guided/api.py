@@ -42,6 +42,9 @@ from optisr.guided.registration import (
     shift_image,
     source_on_guide_grid,
 )
+from optisr.guided.registration import (
+    MAX_SCALE as MAX_REGISTER_SCALE,
+)
 from optisr.guided.tiling import DEFAULT_TILE, min_tile_size, tiled_guided_upsample
 from optisr.ops.lattice import raise_floor
 from optisr.ops.operators import (
@@ -376,7 +379,7 @@ def guided_upsample(
             predict held-out source pixels :data:`~optisr.guided.registration.ACCEPT_RATIO` times
             better (:func:`registration_shift`). The guide is then moved onto the source: the output
             keeps the source's geometry and its consistency. ``FidelityChoice.guide_shift``
-            reports the shift. Numpy input with weights from the guide only (else nothing is
+            reports the shift. Numpy input with weights from the guide only, up to ×8 (else nothing is
             moved). Costs an edge correlation, and two small exact solves when it finds a shift.
             Chosen on allowed data (README, *Registration*). False: use the guide as given.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
@@ -554,7 +557,8 @@ def registration_shift(
     """The shift ``register=True`` moves the guide by (HR px, down and right), or None.
 
     :func:`~optisr.guided.registration.edge_shift` proposes a shift (not on sources below
-    :data:`~optisr.guided.registration.MIN_LR_SIDE` px per side); it is kept when, on a central
+    :data:`~optisr.guided.registration.MIN_LR_SIDE` px per side, nor above ×
+    :data:`~optisr.guided.registration.MAX_SCALE`); it is kept when, on a central
     window of at most :data:`~optisr.guided.registration.CV_CROP_HR` HR px, exact colour-graph
     solves on a random half of the valid source pixels (``seed``) predict the other half with the
     moved guide at least :data:`~optisr.guided.registration.ACCEPT_RATIO` times better (squared
@@ -564,7 +568,7 @@ def registration_shift(
     resampling operator for a non-integer ratio).
     """
     hr = guide.shape[:2]
-    if min(source.shape[:2]) < MIN_LR_SIDE:
+    if min(source.shape[:2]) < MIN_LR_SIDE or scale > MAX_REGISTER_SCALE:
         return None
     op = operator if isinstance(operator, DownsampleOperator) else make_operator(operator, hr, scale, sigma=sigma)
     rows, cols = central_slices(hr, EDGE_CROP_HR)

@@ -9,7 +9,7 @@ import torch
 import optisr
 from optisr.bench.guided_protocols import make_lr
 from optisr.data.synthetic import make_scene
-from optisr.errors import ConfigError
+from optisr.errors import ConfigError, OptiSRError
 from optisr.guided import api
 from optisr.guided.registration import edge_shift, search_radius, shift_image, source_on_guide_grid
 from optisr.ops.operators import make_operator, resampling_operator
@@ -157,3 +157,12 @@ def test_register_does_not_search_above_x8(monkeypatch):
     monkeypatch.setattr(api, "edge_shift", lambda *a, **k: calls.append(1) or ((3, -3), 2.0))
     assert api.registration_shift(_lr(hr, 16), sc.guide, 16) is None and not calls
     assert api.registration_shift(_lr(hr, 8), sc.guide, 8) is not None and calls
+
+
+def test_bad_shapes_are_reported_by_the_solve_not_the_search(scene):
+    hr, guide = scene
+    lr = _lr(hr, 4)
+    assert api.registration_shift(lr[:-1], guide, 4) is None  # the sizes do not fit ×4
+    assert api.registration_shift(lr, guide, 4, mask=np.ones((3, 3), bool)) is None
+    with pytest.raises(OptiSRError, match="mask"):
+        optisr.guided_upsample(lr, guide, 4, mask=np.ones((3, 3), bool))

@@ -567,10 +567,14 @@ def registration_shift(
     8 more when it is kept). ``scale`` and ``operator`` as resolved by :func:`guided_upsample` (a
     resampling operator for a non-integer ratio).
     """
+    if source.ndim != 2 or guide.ndim not in (2, 3) or (mask is not None and np.shape(mask) != source.shape):
+        return None  # not a single map: the solve reports what is wrong
     hr = guide.shape[:2]
-    if min(source.shape[:2]) < MIN_LR_SIDE or scale > MAX_REGISTER_SCALE:
+    if min(source.shape) < MIN_LR_SIDE or scale > MAX_REGISTER_SCALE:
         return None
     op = operator if isinstance(operator, DownsampleOperator) else make_operator(operator, hr, scale, sigma=sigma)
+    if op.lr_size != source.shape:
+        return None
     rows, cols = central_slices(hr, EDGE_CROP_HR)
     up = source_on_guide_grid(np.where(_valid(source, mask), source, np.nan), op, rows, cols)
     shift, _ = edge_shift(up, guide[rows, cols], search_radius(hr))
@@ -579,7 +583,7 @@ def registration_shift(
     # the window's operator follows the whole image's geometry (also bicubic at sizes f does not divide)
     rows, cols, lr_rows, lr_cols = _central_crop_ratio(op, CV_CROP_HR)
     window: Any = op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
-    src = np.asarray(source, np.float64)[lr_rows, lr_cols]
+    src = np.asarray(source, np.float32)[lr_rows, lr_cols]  # float32: the fused CG loop
     valid = _valid(source, mask)[lr_rows, lr_cols]
     fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
     train, held = valid & fold, valid & ~fold

@@ -60,12 +60,11 @@ def _cases(
             ok = smp.mask[:H, :W]
             lr, _ = make_lr(np.nan_to_num(hr), ok, "area", s)
             yield "rgbdd", hr, ok, smp.guide[:H, :W], lr
-    from optisr.data.synthetic import make_scene
+    from optisr.data.synthetic import disparity_255, make_scene
 
     for i in range(scenes):
         sc = make_scene(384, 480, seed=7000 + i)
-        z = sc.depth_clean.astype(np.float64)
-        hr = 220.0 * z.min() / z
+        hr = disparity_255(sc.depth_clean)
         ok = np.ones(hr.shape, bool)
         lr, _ = make_lr(hr, ok, "area", s)
         yield "procedural", hr, ok, sc.guide.astype(np.float32), lr

@@ -47,7 +47,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.guided.baselines import bicubic, fbs
 from optisr.guided.fidelity import estimate_noise_sigma
 from optisr.guided.graph_weights import color_weights, resolve_weights
@@ -56,12 +56,6 @@ from optisr.ops.operators import make_operator
 from optisr.rng import derive_seed
 
 LAMS = 10.0 ** np.arange(-1.0, 2.01, 0.25)
-
-
-def _disparity(depth_mm: np.ndarray) -> np.ndarray:
-    """Middlebury-like 8-bit disparity of a depth map: 220 at the nearest point, ∝ 1/z."""
-    z = depth_mm.astype(np.float64)
-    return 220.0 * z.min() / z
 
 
 def _rmse(x: np.ndarray, y: np.ndarray) -> float:
@@ -115,7 +109,7 @@ def main() -> None:
     t3: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for i in range(args.scenes):
         sc = make_scene(args.size[0], args.size[1], seed=args.seed0 + i)
-        hr = _disparity(sc.depth_clean)
+        hr = disparity_255(sc.depth_clean)
         gt = torch.from_numpy(sc.guide.transpose(2, 0, 1).copy())[None].double()
         for f in args.scales:
             op = make_operator("area", hr.shape, f)

@@ -57,12 +57,11 @@ def cases(
             lr, lr_ok = make_lr(np.nan_to_num(hr), ok, "area", scale)
             lr = add_noise(lr, lr_ok, NoiseSpec(sigma=args.sigma_rgbdd), i, scale)
             yield "rgbdd", i, hr, ok, smp.guide[:H, :W], lr
-    from optisr.data.synthetic import make_scene
+    from optisr.data.synthetic import disparity_255, make_scene
 
     for i in range(args.scenes):
         sc = make_scene(384, 480, seed=7000 + i)
-        z = sc.depth_clean.astype(np.float64)
-        hr = 220.0 * z.min() / z
+        hr = disparity_255(sc.depth_clean)
         ok = np.ones(hr.shape, bool)
         lr, lr_ok = make_lr(hr, ok, "area", scale)
         lr = add_noise(lr, lr_ok, NoiseSpec(sigma=args.sigma_proc), i, scale)

@@ -43,12 +43,11 @@ def cases(args: argparse.Namespace, scale: int) -> Iterator[tuple[str, np.ndarra
             smp = ds[i]
             H, W = (n - n % scale for n in smp.depth.shape)
             yield "rgbdd", smp.depth[:H, :W].astype(np.float64) / 10.0, smp.mask[:H, :W], smp.guide[:H, :W]
-    from optisr.data.synthetic import make_scene
+    from optisr.data.synthetic import disparity_255, make_scene
 
     for i in range(args.scenes):
         sc = make_scene(384, 480, seed=7100 + i)
-        z = sc.depth_clean.astype(np.float64)
-        hr = 220.0 * z.min() / z
+        hr = disparity_255(sc.depth_clean)
         yield "procedural", hr, np.ones(hr.shape, bool), sc.guide.astype(np.float32)
 
 

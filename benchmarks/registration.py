@@ -55,12 +55,11 @@ def _cases(
             yield "rgbdd clean", hr, ok, smp.guide[:H, :W], lr
             if k < noisy and s <= 8:
                 yield "rgbdd σ3cm", hr, ok, smp.guide[:H, :W], lr + rng.normal(0.0, 3.0, lr.shape)
-    from optisr.data.synthetic import make_scene
+    from optisr.data.synthetic import disparity_255, make_scene
 
     for i in range(scenes):
         sc = make_scene(384, 480, seed=7000 + i)
-        z = sc.depth_clean.astype(np.float64)
-        hr = 220.0 * z.min() / z
+        hr = disparity_255(sc.depth_clean)
         ok = np.ones(hr.shape, bool)
         guide = sc.guide.astype(np.float32)
         yield "procedural", hr, ok, guide, make_lr(hr, ok, "area", s)[0]
@@ -75,11 +74,10 @@ def figure(path: str, s: int = 4) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from optisr.data.synthetic import make_scene
+    from optisr.data.synthetic import disparity_255, make_scene
 
     sc = make_scene(384, 480, seed=7000)
-    z = sc.depth_clean.astype(np.float64)
-    truth = shift_image(220.0 * z.min() / z, KNOWN_SHIFT)
+    truth = shift_image(disparity_255(sc.depth_clean), KNOWN_SHIFT)
     guide = sc.guide.astype(np.float32)
     lr = make_lr(truth, np.ones(truth.shape, bool), "area", s)[0]
     off = optisr.guided_upsample(lr, guide, s, register=False)

@@ -34,16 +34,10 @@ import time
 import numpy as np
 import torch
 
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.guided.baselines import bicubic, fbs
 from optisr.ops.operators import make_operator
 from optisr.rng import derive_seed
-
-
-def _disparity(depth_mm: np.ndarray) -> np.ndarray:
-    """Middlebury-like 8-bit disparity of a depth map: 220 at the nearest point, ∝ 1/z."""
-    z = depth_mm.astype(np.float64)
-    return 220.0 * z.min() / z
 
 
 def main() -> None:
@@ -84,7 +78,7 @@ def main() -> None:
     errs: dict[tuple[str, int], list[float]] = {}
     for i in range(args.scenes):
         scene = make_scene(H, W, seed=args.seed0 + i)
-        truth = _disparity(scene.depth_clean)
+        truth = disparity_255(scene.depth_clean)
         guide = scene.guide.astype(np.float64)
         for f in args.scales:
             h, w = H // f, W // f

@@ -8,7 +8,7 @@ import torch
 
 import optisr
 from optisr.cli.main import main
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.errors import ConfigError
 from optisr.guided.api import CV_FLOORS, cv_floor
 
@@ -42,8 +42,7 @@ def test_cv_raises_the_floor_where_the_guide_texture_is_not_depth_and_helps():
 
 def test_cv_keeps_the_own_floor_where_colour_edges_are_depth_edges():
     sc = make_scene(128, 128, seed=2)
-    z = sc.depth_clean.astype(np.float64)
-    depth = 220.0 * z.min() / z
+    depth = disparity_255(sc.depth_clean)
     assert cv_floor(_area(depth, 4), sc.guide.astype(np.float32), 4) == 0.0
 
 

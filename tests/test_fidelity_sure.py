@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.errors import ConfigError
 from optisr.guided.fidelity import PROBE_SEED, gcv_lr, hutchinson_probe, lr_risk, risk_search, sure_lr
 from optisr.guided.layer import graph_solve
@@ -153,8 +153,7 @@ def test_auto_lambda_is_near_the_oracle_lambda_on_noisy_procedural_scenes(f, sig
     best, auto, old = [], [], []
     for seed in (11, 12):
         sc = make_scene(192, 192, seed=seed)
-        z = sc.depth_clean.astype(np.float64)
-        hr = 220.0 * z.min() / z
+        hr = disparity_255(sc.depth_clean)
         op = make_operator("area", hr.shape, f)
         clean = op.apply(torch.from_numpy(hr)).numpy()
         s = (clean + np.random.default_rng(seed * 10 + f).normal(0.0, sigma, op.lr_size)).astype(np.float32)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import optisr
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.errors import ConfigError
 from optisr.guided.layer import graph_solve
 from optisr.guided.nonlocal_term import NONLOCAL_KAPPA, bilateral_laplacian, nonlocal_kappa
@@ -81,8 +81,7 @@ def test_kappa_by_scale_takes_the_nearest_listed_scale():
 
 def _noisy_case(scale: int = 8, sigma: float = 6.0, seed: int = 3):
     sc = make_scene(192, 240, seed=seed)
-    z = sc.depth_clean.astype(np.float64)
-    hr = 220.0 * z.min() / z
+    hr = disparity_255(sc.depth_clean)
     lr = hr.reshape(hr.shape[0] // scale, scale, hr.shape[1] // scale, scale).mean(axis=(1, 3))
     lr = lr + np.random.default_rng(seed).normal(0, sigma, lr.shape)
     return hr, lr, sc.guide.astype(np.float32)

@@ -8,7 +8,7 @@ import torch
 
 import optisr
 from optisr.bench.guided_protocols import make_lr
-from optisr.data.synthetic import make_scene
+from optisr.data.synthetic import disparity_255, make_scene
 from optisr.errors import ConfigError, OptiSRError
 from optisr.guided import api
 from optisr.guided.registration import edge_shift, search_radius, shift_image, source_on_guide_grid
@@ -18,8 +18,7 @@ from optisr.ops.operators import make_operator, resampling_operator
 @pytest.fixture(scope="module")
 def scene():
     sc = make_scene(192, 240, seed=7001)
-    z = sc.depth_clean.astype(np.float64)
-    return 220.0 * z.min() / z, sc.guide.astype(np.float32)
+    return disparity_255(sc.depth_clean), sc.guide.astype(np.float32)
 
 
 def _lr(hr: np.ndarray, scale: int) -> np.ndarray:

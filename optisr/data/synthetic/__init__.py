@@ -30,6 +30,6 @@ Example:
 """
 
 from optisr.data.synthetic.config import SceneConfig
-from optisr.data.synthetic.scene import SyntheticScene, make_batch, make_scene, preview
+from optisr.data.synthetic.scene import SyntheticScene, disparity_255, make_batch, make_scene, preview
 
-__all__ = ["SceneConfig", "SyntheticScene", "make_batch", "make_scene", "preview"]
+__all__ = ["SceneConfig", "SyntheticScene", "disparity_255", "make_batch", "make_scene", "preview"]

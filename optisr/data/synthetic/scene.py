@@ -62,6 +62,16 @@ class SyntheticScene:
     focal_px: float | np.ndarray
 
 
+def disparity_255(depth_mm: np.ndarray) -> np.ndarray:
+    """Middlebury-like 8-bit disparity of a depth map (H, W) in mm: 220 at the nearest point, ∝ 1/z.
+
+    Float64 (H, W). What the benchmarks and tests score procedural scenes in (0–255 units), e.g.
+    ``disparity_255(make_scene(384, 480, seed=7000).depth_clean)``.
+    """
+    z = np.asarray(depth_mm, np.float64)
+    return 220.0 * z.min() / z
+
+
 def _render_background(canvas: Canvas, cam: Camera, rng, cfg: SceneConfig) -> None:
     h, w = cam.h, cam.w
     zmin, zmax = cfg.depth_range_mm

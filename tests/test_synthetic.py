@@ -246,6 +246,6 @@ def test_package_modules_and_reexports():
     from optisr.data.synthetic import appearance, config, geometry, scene, sensor
 
     assert pkg.SceneConfig is config.SceneConfig and pkg.make_scene is scene.make_scene
-    assert sorted(pkg.__all__) == ["SceneConfig", "SyntheticScene", "make_batch", "make_scene", "preview"]
+    assert sorted(pkg.__all__) == ["SceneConfig", "SyntheticScene", "disparity_255", "make_batch", "make_scene", "preview"]
     for mod in (appearance, config, geometry, scene, sensor):
         assert all(hasattr(mod, name) for name in mod.__all__)

@@ -29,7 +29,7 @@ from optisr.data.synthetic.geometry import (
 from optisr.data.synthetic.sensor import simulate_sensor
 from optisr.errors import ConfigError, ShapeError
 
-__all__ = ["SyntheticScene", "make_batch", "make_scene", "preview"]
+__all__ = ["SyntheticScene", "disparity_255", "make_batch", "make_scene", "preview"]
 
 _F32 = np.float32
 _MIN_SIZE = 8

@@ -710,3 +710,34 @@ def test_the_line_names_a_registration_shift_and_register_off_drops_it(tmp_path,
     assert err_a < 0.7 * err_b
     rc, _, err = _run(capsys, *base, "-o", tmp_path / "c.tif", "--method", "bicubic", "--register", "off")
     assert rc != 0 and "--register" in err and "Traceback" not in err
+
+
+def test_exclude_outliers_then_registration_as_the_api_does(tmp_path, capsys):
+    """Spikes are left out before the registration search (they would swamp its held-out errors):
+    with --exclude-outliers a spiky source off by (3, -3) px is still moved, the file equals the
+    API's ``guided_upsample(exclude_outliers=True)``, and the line names both."""
+    import optisr
+    from optisr.data.synthetic import make_scene
+    from optisr.guided.registration import shift_image
+
+    sc = make_scene(192, 240, seed=7001)
+    depth = shift_image(500.0 + 3000.0 * (sc.depth_clean - sc.depth_clean.min()) / np.ptp(sc.depth_clean), (3, -3))
+    guide_rgb = (sc.guide * 255).astype(np.uint8)
+    lr = _area(depth, 4)
+    rng = np.random.default_rng(3)
+    at = rng.choice(lr.size, 40, replace=False)
+    lr.flat[at] += 2500.0  # isolated spikes
+    guide = _write_guide(tmp_path / "g.png", guide_rgb)
+    src = tmp_path / "s.tif"
+    write_raster(src, lr.astype(np.float32))
+    rc, out, err = _run(capsys, "--guide", guide, "--source", src, "--scale", 4, "--quiet", "-o", tmp_path / "a.tif",
+                        "--exclude-outliers")  # fmt: skip
+    assert rc == 0, err
+    report = out.strip().split("\t")[-1]
+    assert report.startswith("guide moved (+") and "outliers left out" in report, report
+    want, choice = optisr.guided_upsample(
+        lr.astype(np.float32).astype(np.float64), guide_rgb, 4, exclude_outliers=True, return_info=True
+    )
+    assert choice.guide_shift is not None and choice.outliers >= 30
+    assert f"{choice.outliers} outliers left out" in report
+    np.testing.assert_allclose(read_raster(tmp_path / "a.tif").data, want, rtol=0, atol=1e-2)

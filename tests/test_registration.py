@@ -148,6 +148,30 @@ def test_register_with_a_masked_source_and_a_gaussian_operator(scene):
     assert choice.guide_shift is not None and _near(choice.guide_shift, (-3, 2))
 
 
+def test_holes_are_filled_from_their_neighbours_not_a_constant():
+    """A constant fill would draw an edge round every invalid pixel; the nearest valid value does not."""
+    src = np.tile(np.linspace(10.0, 20.0, 24), (20, 1))
+    src[5, 7] = src[12, 3:6] = np.nan
+    up = source_on_guide_grid(src, make_operator("area", (80, 96), 4))
+    filled = source_on_guide_grid(np.where(np.isfinite(src), src, np.roll(src, 1, axis=0)), make_operator("area", (80, 96), 4))
+    assert np.isfinite(up).all() and np.abs(up - filled).max() < 0.5  # one column step of the ramp at most
+
+
+def test_spikes_left_out_first_do_not_hide_a_shift(scene):
+    """``exclude_outliers``: the spikes are found before the registration search and left out of it
+    (their squared errors would swamp its held-out comparison), as ``optisr guided`` does."""
+    hr, guide = scene
+    truth = shift_image(hr, (3, -3))
+    lr = _lr(truth, 4)
+    rng = np.random.default_rng(3)
+    lr.flat[rng.choice(lr.size, 40, replace=False)] += 0.8 * np.ptp(hr)
+    x, choice = optisr.guided_upsample(lr, guide, 4, exclude_outliers=True, return_info=True)
+    assert choice.outliers >= 30 and choice.guide_shift is not None and _near(choice.guide_shift, (3, -3))
+    mask, _ = api.outlier_mask(lr, guide, None, 4, "area", choice.noise_sigma)
+    again = optisr.guided_upsample(lr, shift_image(guide, choice.guide_shift), 4, mask=mask, register=False)
+    assert np.array_equal(x, again)
+
+
 def test_register_does_not_search_above_x8(monkeypatch):
     """×16: a few HR px are a fraction of a source pixel; no search, not even a proposal."""
     sc = make_scene(384, 480, seed=7001)

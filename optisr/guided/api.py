@@ -381,7 +381,9 @@ def guided_upsample(
             keeps the source's geometry and its consistency. ``FidelityChoice.guide_shift``
             reports the shift. Numpy input with weights from the guide only, up to ×8 (else nothing is
             moved). Costs an edge correlation, and two small exact solves when it finds a shift.
-            Chosen on allowed data (README, *Registration*). False: use the guide as given.
+            With ``exclude_outliers`` the spikes are found first (against the guide as given) and
+            left out of the search too (as ``optisr guided --exclude-outliers`` does). Chosen on
+            allowed data (README, *Registration*). False: use the guide as given.
         noise_sigma: noise std of the source in source units, or ``"auto"`` (default; ``None``
             is the same) to estimate it with :func:`optisr.guided.fidelity.estimate_noise_sigma`.
             Used by ``auto`` and by ``soft``/``robust`` without ``lam``. Estimated once on the
@@ -440,21 +442,21 @@ def guided_upsample(
     check_precond(precond)
     if not isinstance(register, bool):
         raise ConfigError(f"register must be True or False, got {register!r}")
-    shift = None
-    if register and isinstance(source, np.ndarray) and isinstance(guide, np.ndarray) and _guide_graph(weights):
-        shift = registration_shift(source, guide, scale, operator=operator, mask=mask, sigma=sigma)
-        if shift is not None:
-            guide = shift_image(guide, shift)
-    choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
-    if shift is not None:
-        choice = dataclasses.replace(choice, guide_shift=shift)
     if not isinstance(exclude_outliers, bool):
         raise ConfigError(f"exclude_outliers must be True or False, got {exclude_outliers!r}")
+    choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
     if exclude_outliers:
+        # before the registration: spikes would dominate its held-out errors (a misplaced guide
+        # only matters to the spike test within a footprint of a colour edge)
         mask, outliers = outlier_mask(source, guide, mask, scale, operator, choice.noise_sigma)
         if outliers:
             choice, solve_lam = _choose(source, scale, fidelity, mode, lam, noise_sigma, mask)
-            choice = dataclasses.replace(choice, outliers=outliers, guide_shift=shift)
+            choice = dataclasses.replace(choice, outliers=outliers)
+    if register:
+        shift = registration_shift(source, guide, scale, operator=operator, mask=mask, sigma=sigma, weights=weights)
+        if shift is not None:  # numpy input (tensors are not searched)
+            guide = shift_image(np.asarray(guide), shift)
+            choice = dataclasses.replace(choice, guide_shift=shift)
     if not (isinstance(guide_filter, bool) or (isinstance(guide_filter, str) and guide_filter == "always")):
         raise ConfigError(f"guide_filter must be True, False or 'always', got {guide_filter!r}")
     use = bool(guide_filter) and _guide_graph(weights)
@@ -545,13 +547,14 @@ def cv_floor(
 
 
 def registration_shift(
-    source: np.ndarray,
-    guide: np.ndarray,
+    source: np.ndarray | Tensor,
+    guide: np.ndarray | Tensor,
     scale: int,
     *,
     operator: Any = "area",
     mask: Any = None,
     sigma: float | None = None,
+    weights: Weights = None,
     seed: int = 0,
 ) -> tuple[int, int] | None:
     """The shift ``register=True`` moves the guide by (HR px, down and right), or None.
@@ -565,8 +568,11 @@ def registration_shift(
     error) than with the guide as given; the shift returned is then the best of the proposal and
     its 8 neighbours by the same held-out error (2 small solves per call that finds a proposal,
     8 more when it is kept). ``scale`` and ``operator`` as resolved by :func:`guided_upsample` (a
-    resampling operator for a non-integer ratio).
+    resampling operator for a non-integer ratio). None, without a search, for torch tensors and for
+    ``weights`` the guide does not determine (explicit arrays or callables: the guide is not used).
     """
+    if not (isinstance(source, np.ndarray) and isinstance(guide, np.ndarray) and _guide_graph(weights)):
+        return None
     if source.ndim != 2 or guide.ndim not in (2, 3) or (mask is not None and np.shape(mask) != source.shape):
         return None  # not a single map: the solve reports what is wrong
     hr = guide.shape[:2]

@@ -83,14 +83,16 @@ def source_on_guide_grid(
     its weights average to), so any operator's geometry is followed: blocks from the top-left corner
     for ``area`` (an LR grid that overhangs the HR image included), the field of view for
     ``bicubic`` or a non-integer ratio. Cubic-spline interpolation between those centres, the
-    nearest centre beyond the outer ones. Invalid pixels take the mean of the valid ones first
-    (edges are what matters here, not values).
+    nearest centre beyond the outer ones. Invalid pixels take the value of the nearest valid one
+    first (a constant fill would draw an edge around every hole or left-out spike).
     """
     from scipy.ndimage import map_coordinates
 
+    from optisr.guided.baselines import fill_nearest
+
     src = np.asarray(source, np.float64)
     ok = np.isfinite(src)
-    filled = np.where(ok, src, float(src[ok].mean()) if ok.any() else 0.0)
+    filled = fill_nearest(src, ok) if ok.any() else np.zeros_like(src)
     ay, ax = operator.axis_matrices()
     rows = slice(0, ay.shape[1]) if rows is None else rows
     cols = slice(0, ax.shape[1]) if cols is None else cols

@@ -14,9 +14,6 @@ from torch import Tensor
 
 from optisr.errors import ConfigError, ShapeError
 from optisr.guided.fidelity import (
-    CORRELATED_POOL,
-    CORRELATED_TAU,
-    DISCREPANCY_TAU,
     FIDELITIES,
     FLOOR_STEPS,
     OUTLIER_MAX_SCALE,
@@ -488,7 +485,7 @@ def guided_upsample(
         floor=None if floor is None else float(floor),
         confidence=None if choice.fidelity == "exact" else confidence, lam=1.0 if solve_lam is None else solve_lam, sigma=sigma, tol=tol, max_iter=max_iter, precond=precond, dtype=dtype,
         tile_size=tile_size, progress=progress, device=device, noise_sigma=choice.noise_sigma if search else None,
-        refinement=refinement, guide_sigma=guide_sigma, nonlocal_kappa=kappa, correlated=choice.correlated,
+        refinement=refinement, guide_sigma=guide_sigma, nonlocal_kappa=kappa,
     )  # fmt: skip
     if kappa_used:
         choice = dataclasses.replace(choice, nonlocal_kappa=kappa_used)
@@ -895,15 +892,6 @@ def _gcv_search(
     return floor_search(evaluate, lam0, floors)
 
 
-def _block_means(r: Tensor, valid: Tensor, block: int) -> Tensor:
-    """(B, 1, h, w) ``r`` averaged over ``block``² blocks from the corner; NaN where a block holds an
-    invalid pixel (as :func:`~optisr.guided.fidelity.pool_blocks`)."""
-    ok = valid.to(r.dtype)
-    mean = torch.nn.functional.avg_pool2d(torch.where(valid, r, torch.zeros_like(r)), block)
-    whole = torch.nn.functional.avg_pool2d(ok, block) > 1.0 - 1e-9
-    return torch.where(whole, mean, torch.full_like(mean, float("nan")))
-
-
 def _upsample(
     source: Any,
     guide: Any,
@@ -928,7 +916,6 @@ def _upsample(
     precond: str = "jacobi",
     guide_sigma: float | None = None,
     nonlocal_kappa: float = 0.0,
-    correlated: bool = False,
 ) -> tuple[np.ndarray | Tensor, float, int, float | None, float]:
     """The solve of :func:`guided_upsample` once the fidelity (``mode``) is fixed.
 
@@ -946,10 +933,6 @@ def _upsample(
     with a learned graph adds :func:`~optisr.guided.nonlocal_term.bilateral_laplacian` of
     the guide to its last solve (the refinement pass, or one more solve warm-started from the
     search's solution); tile-wise, each tile's last solve with the grid of the tile's guide.
-    ``correlated`` (soft, ``noise_sigma`` the block-level σ̂ of
-    :func:`~optisr.guided.fidelity.estimate_correlated_sigma`): λ by :func:`discrepancy_search` on
-    the residual averaged over :data:`~optisr.guided.fidelity.CORRELATED_POOL`² blocks, target
-    :data:`~optisr.guided.fidelity.CORRELATED_TAU`, no floor search (tile-wise: on the central crop).
     Returns ``(target, λ used, number of solves, floor used or None, κ used or 0.0)``.
     """
     weights, learned = resolve_weights(weights, scale, source, mask)
@@ -1013,7 +996,7 @@ def _upsample(
                 mask=None if mask is None else np.asarray(mask)[lr_rows, lr_cols], lam=lam, sigma=sigma, tol=tol,
                 max_iter=max_iter, dtype=dtype, tile_size=0, progress=False, device=device, noise_sigma=noise_sigma,
                 floor=floor, precond=precond, confidence=None if confidence is None else confidence[lr_rows, lr_cols],
-                guide_sigma=guide_sigma, correlated=correlated,
+                guide_sigma=guide_sigma,
             )  # fmt: skip
             kappa = nonlocal_kappa if learned else 0.0  # the non-local term: in each tile's last solve
             return tiled(found, chosen, kappa), found, n + 1, chosen, kappa
@@ -1077,7 +1060,7 @@ def _upsample(
             )
     solves = 1
     floor_used = floor
-    if noise_sigma is not None and mode == "soft" and not correlated:
+    if noise_sigma is not None and mode == "soft":
 
         def search(
             s_: Tensor,
@@ -1106,7 +1089,7 @@ def _upsample(
             floors = (chosen,)
         floor_used, lam, best, more = search(src, w, m, conf, lam0, floors)
         solves = 2 * (evals + more)
-    elif noise_sigma is not None:  # robust, or soft for correlated noise: the discrepancy principle
+    elif noise_sigma is not None:
         op = make_operator(operator, (H, W), scale, sigma=sigma)
         valid = torch.isfinite(src) if m is None else (torch.isfinite(src) & m)
         warm: list[Tensor] = []
@@ -1119,14 +1102,10 @@ def _upsample(
                     init=warm[-1] if warm else None, tol=tol, max_iter=max_iter, confidence=conf, precond=precond,
                 )  # fmt: skip
                 warm[:] = [x]
-                r = op.apply(x) - src.detach()
-                if correlated:
-                    r = _block_means(r, valid, CORRELATED_POOL)
-                    return x, float(r[torch.isfinite(r)].pow(2).mean()) / noise_sigma**2
-            return x, float(r[valid].pow(2).mean()) / noise_sigma**2
+                r = (op.apply(x) - src.detach())[valid]
+            return x, float(r.pow(2).mean()) / noise_sigma**2
 
-        tau = CORRELATED_TAU**2 if correlated else DISCREPANCY_TAU
-        lam, best, solves = discrepancy_search(ratio, float(lam), tau=tau)
+        lam, best, solves = discrepancy_search(ratio, float(lam))
     with torch.no_grad() if not (src.requires_grad or w.requires_grad) else torch.enable_grad():
 
         def solve(w_: Tensor, extra: Callable[[Tensor], Tensor] | None = None, init: Tensor | None = None) -> Tensor:

@@ -38,9 +38,6 @@ from optisr.errors import ConfigError, ShapeError
 
 __all__ = [
     "EXACT_BELOW",
-    "CORRELATED_ABOVE",
-    "CORRELATED_POOL",
-    "CORRELATED_TAU",
     "FIDELITIES",
     "LAM_C",
     "DISCREPANCY_TAU",
@@ -53,10 +50,8 @@ __all__ = [
     "RISK_STEP",
     "LAM_CRITERION",
     "discrepancy_search",
-    "estimate_correlated_sigma",
     "estimate_noise_sigma",
     "find_outliers",
-    "pool_blocks",
     "OUTLIER_K",
     "OUTLIER_FLOOR",
     "OUTLIER_MIN_SHARE",
@@ -82,26 +77,6 @@ at most ~1 % over exact (at ×2) and loses as much at ×8/×16; at 3/255 it gain
 Clean procedural sources with at least :data:`MIN_WINDOWS` windows estimate below 0.005
 (0 to 0.002 at ×2–×8 on 192²–256² scenes, 8/16-bit quantised included).
 """
-
-CORRELATED_POOL = 4
-"""Block size (source px) of :func:`estimate_correlated_sigma`: noise correlated over a few source
-pixels (hole-filled, denoised or resampled sensor depth) is nearly invisible to
-:func:`estimate_noise_sigma` at the source's own resolution, but not in the means of 4×4 blocks."""
-
-CORRELATED_ABOVE = 0.012
-"""``fidelity="auto"`` on a source it would solve exactly (σ̂ / spread below :data:`EXACT_BELOW`)
-solves softly for correlated noise when :func:`estimate_correlated_sigma` / spread reaches this.
-Chosen on allowed data (README, *Correlated noise*): on the 405 clean RGB-D-D test405 depth maps
-the statistic is 0.0006 (median) and at most 0.0118 at ×4 (at most 0.0015 at ×2); clean procedural
-scenes give 0; with noise of 3 % of the depth correlated over 2 source px it is 0.012–0.024."""
-
-CORRELATED_TAU = 1.4
-"""Target of the correlated-noise λ search: the root-mean-square of the LR residual ``D x − s``
-averaged over :data:`CORRELATED_POOL`² blocks equals this many times the σ̂ of the blocks
-(the discrepancy principle at the scale where the noise was seen; above 1 because σ̂ there
-sees only the high-frequency part of still correlated block noise). Chosen on allowed data: on
-test405 with noise correlated over 2 px, the λ of the lowest error gave ratios 1.0–2.0
-(median 1.4); see README, *Correlated noise*."""
 
 LAM_C = math.exp(10.0)
 """Constant of the λ rule ``λ = LAM_C · (σ̂ / (scale · spread))²`` (:func:`rule_lambda`)."""
@@ -221,34 +196,6 @@ def estimate_noise_sigma(source: np.ndarray | Tensor, mask: np.ndarray | Tensor 
     if integral or (vals.size and bool(np.all(vals == np.round(vals)))):
         sigma = math.sqrt(max(0.0, sigma * sigma - 1.0 / 12.0))
     return float(sigma)
-
-
-def pool_blocks(source: np.ndarray, block: int, mask: np.ndarray | None = None) -> np.ndarray:
-    """Means of the ``block``×``block`` blocks of a (..., h, w) array from the top-left corner
-    (trailing rows and columns that fill no whole block are dropped); NaN where a block holds an
-    invalid pixel (non-finite, or False in ``mask``). float64, (..., h // block, w // block)."""
-    arr = np.asarray(source, np.float64)
-    ok = np.isfinite(arr) if mask is None else (np.isfinite(arr) & np.asarray(mask, bool))
-    h, w = (n - n % block for n in arr.shape[-2:])
-    shape = (*arr.shape[:-2], h // block, block, w // block, block)
-    blocks = np.where(ok, arr, np.nan)[..., :h, :w].reshape(shape)
-    return blocks.mean(axis=(-3, -1))
-
-
-def estimate_correlated_sigma(
-    source: np.ndarray | Tensor, mask: np.ndarray | Tensor | None = None, block: int = CORRELATED_POOL
-) -> float:
-    """σ̂ of noise correlated over a few source pixels: :func:`estimate_noise_sigma` of the means of
-    ``block``×``block`` blocks (:func:`pool_blocks`).
-
-    White noise of std σ gives about σ / ``block`` here (and σ at full resolution); noise
-    correlated over ``c`` px keeps a larger share (at ``c`` = 2 px, ``block`` = 4: about a third of
-    its pointwise std), while a clean piecewise-smooth map stays near 0: its block means are still
-    piecewise smooth. 0.0 when the blocks give fewer than :data:`MIN_WINDOWS` windows (a source below
-    about 88 px per side at ``block`` = 4). In source units.
-    """
-    arr = _as_float_array(source, "source")
-    return estimate_noise_sigma(pool_blocks(arr, block, _valid(arr, mask)))
 
 
 def source_spread(source: np.ndarray | Tensor, mask: np.ndarray | Tensor | None = None) -> float:
@@ -427,10 +374,6 @@ class FidelityChoice:
             (:mod:`optisr.guided.nonlocal_term`), or None when it was not used.
         guide_shift: ``(dy, dx)`` HR px the guide was moved by onto the source
             (``register=True``, :mod:`optisr.guided.registration`), or None when it was used as given.
-        correlated: ``auto`` found noise correlated over several source pixels
-            (:func:`estimate_correlated_sigma`, :data:`CORRELATED_ABOVE`): ``noise_sigma`` is then
-            that block-level σ̂, and λ was searched so that the block-averaged residual matches it
-            (:data:`CORRELATED_TAU`).
     """
 
     requested: str
@@ -446,7 +389,6 @@ class FidelityChoice:
     guide_sigma: float | None = None
     nonlocal_kappa: float | None = None
     guide_shift: tuple[int, int] | None = None
-    correlated: bool = False
 
 
 def _check_lam(lam: Any) -> None:
@@ -475,10 +417,7 @@ def choose_fidelity(
     * ``soft`` / ``robust``: with ``lam`` given, that λ; otherwise λ = :func:`rule_lambda` of σ̂
       (``noise_sigma``, or estimated with :func:`estimate_noise_sigma` when ``"auto"``/None).
     * ``auto``: σ̂ as above; exact when ``σ̂ / spread <`` :data:`EXACT_BELOW` (or the source has
-      no spread), else soft with :func:`rule_lambda`. ``lam`` must not be given. An estimated σ̂
-      below the bar is checked once more for noise correlated over a few pixels: when
-      :func:`estimate_correlated_sigma` / spread reaches :data:`CORRELATED_ABOVE`, soft with that
-      σ̂ (``correlated=True``; the solver searches λ for it, see :data:`CORRELATED_TAU`).
+      no spread), else soft with :func:`rule_lambda`. ``lam`` must not be given.
 
     Args:
         source: LR source (h, w) or (..., h, w), NaN = invalid (one decision for a whole batch).
@@ -511,13 +450,6 @@ def choose_fidelity(
     estimated = given is None
     if fidelity == "auto":
         if spread <= 0 or sigma < EXACT_BELOW * spread:
-            if estimated and spread > 0:
-                # clean at full resolution; noise correlated over a few px shows in block means
-                blocky = estimate_correlated_sigma(source, mask)
-                if blocky >= CORRELATED_ABOVE * spread:
-                    # the search's start: as for white noise of CORRELATED_POOL·σ̂ (see CORRELATED_TAU)
-                    value = rule_lambda(CORRELATED_POOL * blocky, spread, scale)
-                    return FidelityChoice("auto", "soft", blocky, True, spread, value, correlated=True), value
             return FidelityChoice("auto", "exact", sigma, estimated, spread), None
         value = rule_lambda(sigma, spread, scale)
         return FidelityChoice("auto", "soft", sigma, estimated, spread, value), value

@@ -434,3 +434,27 @@ def test_learned_graph_tile_wise_at_a_ratio_matches_untiled() -> None:
     assert np.abs(x - ref).max() <= 1.5e-2 * np.ptp(ref)
     assert np.sqrt(np.mean((x - ref) ** 2)) <= 1.5e-3 * np.ptp(ref)
     assert abs(np.sqrt(np.mean((x - d) ** 2)) - np.sqrt(np.mean((ref - d) ** 2))) <= 0.01 * np.sqrt(np.mean((ref - d) ** 2))
+
+
+@pytest.mark.parametrize("kind", ["bicubic", "gaussian"])
+def test_central_windows_follow_the_whole_images_geometry(kind: str) -> None:
+    """The GCV windows (floor and tile-wise λ) of bicubic / Gaussian sources: their operator is the
+    whole image's restricted to the window, so it predicts the window's source pixels as the whole
+    operator does — also where 4 does not divide the size (an operator made for the crop's own size
+    is a fraction of a pixel off there, measured here against it)."""
+    from optisr.guided import api
+    from optisr.ops.operators import make_operator
+
+    hr = np.random.default_rng(0).normal(size=(1003, 1001)).cumsum(0).cumsum(1)  # smooth, no symmetry
+    op = make_operator(kind, hr.shape, 4)
+    lr = op.apply_strips(hr, dtype=torch.float64).numpy()
+    rows, cols, lr_rows, lr_cols, window = api._central_window(kind, hr.shape, 4, 512)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (512, 512) == window.hr_size
+    pred = window.apply_strips(hr[rows, cols], dtype=torch.float64).numpy()
+    inner = (slice(3, -3), slice(3, -3))  # away from the window's border (truncated kernels)
+    err = np.abs(pred - lr[lr_rows, lr_cols])[inner].max()
+    own = make_operator(kind, (512, 512), 4).apply_strips(hr[rows, cols], dtype=torch.float64).numpy()
+    off = np.abs(own - lr[lr_rows, lr_cols])[inner].max()
+    assert err <= 1e-9 * np.ptp(hr) and off > 1e3 * max(err, 1e-12 * np.ptp(hr)), (err, off)
+    # area keeps the operator as given (blocks never cross a window)
+    assert api._central_window("area", hr.shape, 4, 512)[4] == "area"

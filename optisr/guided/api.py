@@ -800,16 +800,25 @@ def _central_crop_ratio(op: DownsampleOperator, side: int) -> tuple[slice, slice
 
 
 def _central_window(
-    operator: Any, hr_size: tuple[int, int], scale: int, side: int
+    operator: Any, hr_size: tuple[int, int], scale: int, side: int, sigma: float | None = None
 ) -> tuple[slice, slice, slice, slice, Any]:
-    """``(hr_rows, hr_cols, lr_rows, lr_cols, operator of the window)``: :func:`_central_crop` (the
-    operator as given), or at a non-integer ratio :func:`_central_crop_ratio` and the resampling
-    operator restricted to it."""
+    """``(hr_rows, hr_cols, lr_rows, lr_cols, operator of the window)``: :func:`_central_crop` with
+    the whole image's operator restricted to it (:meth:`DownsampleOperator.restrict`), or at a
+    non-integer ratio :func:`_central_crop_ratio` and the resampling operator restricted to it.
+
+    ``area``/``sum`` windows are the operator as given (their blocks never cross the window);
+    ``bicubic``/``gaussian`` ones follow the whole image's pixel centres, which an operator made
+    for the crop's own size misses by a fraction of a pixel where ``scale`` does not divide H or W.
+    """
     if isinstance(operator, DownsampleOperator) and is_resampling(operator):
         rows, cols, lr_rows, lr_cols = _central_crop_ratio(operator, side)
         window = operator.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
         return rows, cols, lr_rows, lr_cols, window
-    return (*_central_crop(hr_size, scale, side), operator)
+    rows, cols, lr_rows, lr_cols = _central_crop(hr_size, scale, side)
+    op = make_operator(operator, hr_size, scale, sigma=sigma)
+    if op.diagonal_gram:
+        return rows, cols, lr_rows, lr_cols, operator
+    return rows, cols, lr_rows, lr_cols, op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
 
 
 def _with_floor(weights: Any, floor: float | None) -> Any:
@@ -987,7 +996,9 @@ def _upsample(
             return tiled(lam, floor), lam, 1, floor, 0.0
         if mode == "soft":
             # floor and λ by GCV on a central crop of about RISK_CROP_HR² HR px (untiled), then one tiled solve
-            rows, cols, lr_rows, lr_cols, crop_op = _central_window(operator, guide.shape[:2], scale, RISK_CROP_HR)
+            rows, cols, lr_rows, lr_cols, crop_op = _central_window(
+                operator, guide.shape[:2], scale, RISK_CROP_HR, sigma
+            )
             crop_w = weights
             if isinstance(weights, np.ndarray):
                 crop_w = _crop_weights(torch.from_numpy(weights)[None], rows, cols)[0].numpy()
@@ -1080,7 +1091,7 @@ def _upsample(
         lam0, evals = float(lam), 0
         if floor is None and H * W > FLOOR_CROP_HR**2:
             # the floor from a central crop; λ is searched again below on the whole image
-            rows, cols, lr_rows, lr_cols, floor_op = _central_window(operator, (H, W), scale, FLOOR_CROP_HR)
+            rows, cols, lr_rows, lr_cols, floor_op = _central_window(operator, (H, W), scale, FLOOR_CROP_HR, sigma)
             chosen, lam0, _, evals = search(
                 src[..., lr_rows, lr_cols], _crop_weights(w, rows, cols),
                 None if m is None else m[..., lr_rows, lr_cols], None if conf is None else conf[..., lr_rows, lr_cols],

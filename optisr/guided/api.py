@@ -74,6 +74,10 @@ __all__ = [
     "guided_upsample",
     "outlier_mask",
     "registration_shift",
+    "window_floor",
+    "WINDOW_FLOORS",
+    "WINDOW_FLOOR_HR",
+    "WINDOW_FLOOR_MAX_SCALE",
 ]
 
 Weights = Union[None, str, os.PathLike, "GraphSRModel", Tensor, np.ndarray, Callable[[Tensor, Tensor], Tensor]]
@@ -323,17 +327,20 @@ def guided_upsample(
             with ``fidelity="exact"`` or ``"auto"`` (auto chooses λ itself).
         floor: edge-weight floor of the graph (:func:`optisr.ops.lattice.raise_floor`: every
             weight becomes ``floor + (1 − floor)·w``), a number in [0, 1). None (default): the
-            graph's own weights, except where λ is searched (``auto`` choosing soft, or ``soft``
-            without ``lam``): there the floor is searched too, together with λ, by the same GCV
-            score (:func:`optisr.guided.fidelity.floor_search`, floors
+            graph's own weights, except (a) where ``auto`` solves a clean source exactly at scales
+            up to :data:`WINDOW_FLOOR_MAX_SCALE` (×4; numpy input, weights from the guide): the
+            floor of :data:`WINDOW_FLOORS` that predicts held-out source pixels best on a small
+            central window (:func:`window_floor`, 3 small solves), and (b) where λ is searched
+            (``auto`` choosing soft, or ``soft`` without ``lam``): there the floor is searched
+            too, together with λ, by the same GCV score (:func:`optisr.guided.fidelity.floor_search`, floors
             :data:`~optisr.guided.fidelity.FLOOR_STEPS`): on a noisy source a graph that cuts
             hard keeps the noise of every region between cuts. Images above
             :data:`FLOOR_CROP_HR`² HR px choose the floor on a central crop. ``"cv"`` (numpy
             input): where the solve is exact, the floor of :data:`CV_FLOORS` whose exact solves
             predict held-out source pixels best (:func:`cv_floor`, 2-fold cross-validation on the LR
-            grid, 10 extra exact solves); where it is soft, as None. Opt-in: on allowed clean RGB-D-D
-            images it beat the graph's own floor and bicubic, and kept the own floor on procedural
-            scenes (``benchmarks/exact_floor_cv.py``).
+            grid, 10 extra exact solves, every scale); where it is soft, as None. On allowed clean
+            RGB-D-D images it beat the graph's own floor and bicubic, and kept the own floor on
+            procedural scenes (``benchmarks/exact_floor_cv.py``); (a) is its cheap version.
         refine: re-weighted exact solves after the first (:mod:`optisr.guided.refine`): the
             graph is re-weighted by the first solution (cuts kept where it jumps, edges restored
             where it is smooth, μ = :data:`~optisr.guided.refine.REFINE_MU` in 0–255 units of the
@@ -465,6 +472,12 @@ def guided_upsample(
         choice = dataclasses.replace(choice, guide_sigma=guide_sigma)
     if refine is None and not _guide_graph(weights):
         refine = 0  # explicit weights are solved as given unless refinement is asked for
+    if floor is None and choice.requested == "auto" and choice.fidelity == "exact":
+        # a clean source: the floor of the exact solve by cross-validation on a small central window
+        floor = window_floor(
+            source, guide, scale, operator=operator, weights=weights, mask=mask, sigma=sigma, guide_sigma=guide_sigma
+        )
+        floor = None if floor == 0.0 else floor  # the graph's own weights, bit for bit
     if isinstance(floor, str):  # "cv": cross-validated for exact solves; soft ones search it by GCV
         floor = None
         if choice.fidelity == "exact":
@@ -544,6 +557,81 @@ def cv_floor(
             err += float(((pred - source)[held] ** 2).sum())
         errors.append(err)
     return float(floors[int(np.argmin(errors))])
+
+
+WINDOW_FLOORS = (0.0, 0.03, 0.1)
+"""Floors :func:`window_floor` compares (0.0: the graph's own weights)."""
+
+WINDOW_FLOOR_HR = 256
+""":func:`window_floor` solves a central window of at most this many HR px per side."""
+
+WINDOW_FLOOR_MAX_SCALE = 4
+"""Scales above this keep the graph's own floor in ``auto``'s exact solves: at ×8 the window's
+three solves cost 0.12 s on issue 14's 1024² call, more than its ×8 targets leave (README,
+*The floor of clean solves*)."""
+
+
+def window_floor(
+    source: Any,
+    guide: Any,
+    scale: int,
+    *,
+    operator: Any = "area",
+    weights: Weights = None,
+    mask: Any = None,
+    sigma: float | None = None,
+    guide_sigma: float | None = None,
+    seed: int = 0,
+) -> float | None:
+    """The edge-weight floor ``fidelity="auto"`` gives a clean source's exact solve (None: not chosen).
+
+    A cheap :func:`cv_floor`: on a central window of at most :data:`WINDOW_FLOOR_HR` HR px per side
+    (the whole operator restricted to it), the edge weights are computed once from the window's
+    guide (pre-filtered at ``guide_sigma`` as the call does) and a random half of its valid source
+    pixels (``seed``); for each of :data:`WINDOW_FLOORS` an exact solve on that half predicts the
+    other half, and the floor with the lowest squared error wins (ties: the lowest). 3 small solves.
+    None, without a solve, for tensors, weights the guide does not determine, scales above
+    :data:`WINDOW_FLOOR_MAX_SCALE`, or fewer than :data:`~optisr.guided.registration.MIN_LR_SIDE`
+    source px per side. Chosen on allowed data (README, *The floor of clean solves*).
+    """
+    if not (isinstance(source, np.ndarray) and isinstance(guide, np.ndarray) and _guide_graph(weights)):
+        return None
+    if source.ndim != 2 or guide.ndim not in (2, 3) or (mask is not None and np.shape(mask) != source.shape):
+        return None  # not a single map: the solve reports what is wrong
+    if scale > WINDOW_FLOOR_MAX_SCALE or min(source.shape) < MIN_LR_SIDE:
+        return None
+    op = (
+        operator
+        if isinstance(operator, DownsampleOperator)
+        else make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+    )
+    if op.lr_size != source.shape:
+        return None
+    rows, cols, lr_rows, lr_cols = _central_crop_ratio(op, WINDOW_FLOOR_HR)
+    window: Any = op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
+    src = np.asarray(source, np.float32)[lr_rows, lr_cols]  # float32: as the fused CG loop solves
+    valid = _valid(source, mask)[lr_rows, lr_cols]
+    fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
+    train, held = valid & fold, valid & ~fold
+    if train.sum() < 4 or held.sum() < 4:
+        return None
+    seen = np.where(train, src, np.float32(np.nan))
+    fn, _ = resolve_weights(weights, scale, seen, train)
+    _, s_t, g_t, _ = _as_tensors(seen, guide[rows, cols], None, torch.float32)
+    if guide_sigma:
+        g_t = _filtered_guide_tensor(g_t, guide_sigma)
+    with torch.no_grad():
+        w = color_weights(g_t) if isinstance(fn, str) else fn(g_t, s_t)
+    errors = []
+    for f in WINDOW_FLOORS:
+        wf = (w if f == 0.0 else raise_floor(w, f))[0].numpy()
+        x = guided_upsample(
+            src, guide[rows, cols], None, operator=window, fidelity="exact", weights=wf, mask=train, refine=0,
+            register=False,
+        )  # fmt: skip
+        pred = window.apply_strips(np.asarray(x, np.float64), dtype=torch.float64).cpu().numpy()
+        errors.append(float(((pred - src)[held] ** 2).sum()))
+    return float(WINDOW_FLOORS[int(np.argmin(errors))])
 
 
 def registration_shift(

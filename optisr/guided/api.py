@@ -596,25 +596,12 @@ def window_floor(
     """
     if not (isinstance(source, np.ndarray) and isinstance(guide, np.ndarray) and _guide_graph(weights)):
         return None
-    if source.ndim != 2 or guide.ndim not in (2, 3) or (mask is not None and np.shape(mask) != source.shape):
-        return None  # not a single map: the solve reports what is wrong
-    if scale > WINDOW_FLOOR_MAX_SCALE or min(source.shape) < MIN_LR_SIDE:
+    if scale > WINDOW_FLOOR_MAX_SCALE or source.ndim != 2 or min(source.shape) < MIN_LR_SIDE:
         return None
-    op = (
-        operator
-        if isinstance(operator, DownsampleOperator)
-        else make_operator(operator, guide.shape[:2], scale, sigma=sigma)
-    )
-    if op.lr_size != source.shape:
+    split = _held_out_split(source, guide, scale, operator, mask, sigma, WINDOW_FLOOR_HR, seed)
+    if split is None:
         return None
-    rows, cols, lr_rows, lr_cols = _central_crop_ratio(op, WINDOW_FLOOR_HR)
-    window: Any = op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
-    src = np.asarray(source, np.float32)[lr_rows, lr_cols]  # float32: as the fused CG loop solves
-    valid = _valid(source, mask)[lr_rows, lr_cols]
-    fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
-    train, held = valid & fold, valid & ~fold
-    if train.sum() < 4 or held.sum() < 4:
-        return None
+    rows, cols, window, src, train, held = split
     seen = np.where(train, src, np.float32(np.nan))
     fn, _ = resolve_weights(weights, scale, seen, train)
     _, s_t, g_t, _ = _as_tensors(seen, guide[rows, cols], None, torch.float32)
@@ -629,9 +616,49 @@ def window_floor(
             src, guide[rows, cols], None, operator=window, fidelity="exact", weights=wf, mask=train, refine=0,
             register=False,
         )  # fmt: skip
-        pred = window.apply_strips(np.asarray(x, np.float64), dtype=torch.float64).cpu().numpy()
-        errors.append(float(((pred - src)[held] ** 2).sum()))
+        errors.append(_held_out_error(window, x, src, held))
     return float(WINDOW_FLOORS[int(np.argmin(errors))])
+
+
+def _held_out_split(
+    source: np.ndarray,
+    guide: np.ndarray,
+    scale: int,
+    operator: Any,
+    mask: Any,
+    sigma: float | None,
+    side: int,
+    seed: int,
+) -> tuple[slice, slice, Any, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The held-out test of :func:`window_floor` and :func:`registration_shift`: ``(HR rows, HR cols,
+    window operator, window source (float32, as the fused CG loop solves), train mask, held-out
+    mask)`` of a central window of at most ``side`` HR px per side (the whole operator restricted to
+    it), its valid source pixels split in two halves at random (``seed``). None when the shapes do
+    not fit one another (the solve reports that) or a half has fewer than 4 pixels."""
+    if source.ndim != 2 or guide.ndim not in (2, 3) or (mask is not None and np.shape(mask) != source.shape):
+        return None
+    op = (
+        operator
+        if isinstance(operator, DownsampleOperator)
+        else make_operator(operator, guide.shape[:2], scale, sigma=sigma)
+    )
+    if op.lr_size != source.shape:
+        return None
+    rows, cols, lr_rows, lr_cols = _central_crop_ratio(op, side)
+    window = op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
+    src = np.asarray(source, np.float32)[lr_rows, lr_cols]
+    valid = _valid(source, mask)[lr_rows, lr_cols]
+    fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
+    train, held = valid & fold, valid & ~fold
+    if train.sum() < 4 or held.sum() < 4:
+        return None
+    return rows, cols, window, src, train, held
+
+
+def _held_out_error(window: DownsampleOperator, x: Any, src: np.ndarray, held: np.ndarray) -> float:
+    """Squared error of ``window``'s prediction ``D x`` at the held-out source pixels."""
+    pred = window.apply_strips(np.asarray(x, np.float64), dtype=torch.float64).cpu().numpy()
+    return float(((pred - src)[held] ** 2).sum())
 
 
 def registration_shift(
@@ -675,14 +702,10 @@ def registration_shift(
     if shift == (0, 0):
         return None
     # the window's operator follows the whole image's geometry (also bicubic at sizes f does not divide)
-    rows, cols, lr_rows, lr_cols = _central_crop_ratio(op, CV_CROP_HR)
-    window: Any = op.restrict((lr_rows.start, lr_rows.stop), (lr_cols.start, lr_cols.stop))
-    src = np.asarray(source, np.float32)[lr_rows, lr_cols]  # float32: the fused CG loop
-    valid = _valid(source, mask)[lr_rows, lr_cols]
-    fold = np.random.default_rng(seed).integers(0, 2, src.shape).astype(bool)
-    train, held = valid & fold, valid & ~fold
-    if train.sum() < 4 or held.sum() < 4:
+    split = _held_out_split(source, guide, scale, op, mask, sigma, CV_CROP_HR, seed)
+    if split is None:
         return None
+    rows, cols, window, src, train, held = split
 
     def held_out_error(t: tuple[int, int]) -> float:
         g = guide if t == (0, 0) else shift_image(guide, t)
@@ -690,8 +713,7 @@ def registration_shift(
             src, g[rows, cols], None, operator=window, fidelity="exact", weights="color",
             mask=train, refine=0, guide_filter=False, register=False,
         )  # fmt: skip
-        pred = window.apply_strips(np.asarray(x, np.float64), dtype=torch.float64).cpu().numpy()
-        return float(((pred - src)[held] ** 2).sum())
+        return _held_out_error(window, x, src, held)
 
     unmoved, moved = held_out_error((0, 0)), held_out_error(shift)
     if unmoved < ACCEPT_RATIO * moved:

@@ -49,25 +49,13 @@ FLOORS = CV_FLOORS  # 0.0: the graph's own floor
 def _cases(
     rgbdd: str | None, step: int, scenes: int, s: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    from _cases import procedural_scenes, rgbdd_area  # benchmarks/ is on sys.path when a script here runs
+
     if rgbdd:
-        from optisr.data.rgbdd import RGBDD
-
-        ds = RGBDD(rgbdd)
-        for i in range(0, len(ds), step):
-            smp = ds[i]
-            H, W = (n - n % s for n in smp.depth.shape)
-            hr = smp.depth[:H, :W].astype(np.float64) / 10.0  # mm -> cm
-            ok = smp.mask[:H, :W]
-            lr, _ = make_lr(np.nan_to_num(hr), ok, "area", s)
-            yield "rgbdd", hr, ok, smp.guide[:H, :W], lr
-    from optisr.data.synthetic import disparity_255, make_scene
-
-    for i in range(scenes):
-        sc = make_scene(384, 480, seed=7000 + i)
-        hr = disparity_255(sc.depth_clean)
-        ok = np.ones(hr.shape, bool)
-        lr, _ = make_lr(hr, ok, "area", s)
-        yield "procedural", hr, ok, sc.guide.astype(np.float32), lr
+        for hr, ok, guide, lr in rgbdd_area(rgbdd, s, step=step):
+            yield "rgbdd", hr, ok, guide, lr
+    for hr, ok, guide in procedural_scenes(scenes):
+        yield "procedural", hr, ok, guide, make_lr(hr, ok, "area", s)[0]
 
 
 def main() -> None:

@@ -42,26 +42,14 @@ def _cases(
     rgbdd: str | None, step: int, start: int, scenes: int, s: int
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """``(set, ground truth, valid, guide, LR)``."""
+    from _cases import procedural_scenes, rgbdd_area  # benchmarks/ is on sys.path when a script here runs
+
     rng = np.random.default_rng(0)
     if rgbdd:
-        from optisr.data.rgbdd import RGBDD
-
-        ds = RGBDD(rgbdd)
-        for i in range(start, len(ds), step):
-            smp = ds[i]
-            H, W = (n - n % s for n in smp.depth.shape)
-            hr = smp.depth[:H, :W].astype(np.float64) / 10.0  # mm -> cm
-            ok = smp.mask[:H, :W]
-            lr, _ = make_lr(np.nan_to_num(hr), ok, "area", s)
-            yield "rgbdd clean", hr, ok, smp.guide[:H, :W], lr
-            yield "rgbdd σ3cm", hr, ok, smp.guide[:H, :W], lr + rng.normal(0.0, 3.0, lr.shape)
-    from optisr.data.synthetic import disparity_255, make_scene
-
-    for i in range(scenes):
-        sc = make_scene(384, 480, seed=7000 + i)
-        hr = disparity_255(sc.depth_clean)
-        ok = np.ones(hr.shape, bool)
-        guide = sc.guide.astype(np.float32)
+        for hr, ok, guide, lr in rgbdd_area(rgbdd, s, start=start, step=step):
+            yield "rgbdd clean", hr, ok, guide, lr
+            yield "rgbdd σ3cm", hr, ok, guide, lr + rng.normal(0.0, 3.0, lr.shape)
+    for hr, ok, guide in procedural_scenes(scenes):
         yield "procedural", hr, ok, guide, make_lr(hr, ok, "area", s)[0]
         moved = shift_image(hr, (3, -3))
         yield "procedural moved (3, -3)", moved, ok, guide, make_lr(moved, ok, "area", s)[0]
